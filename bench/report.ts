@@ -1,0 +1,110 @@
+import type { Goal } from './scenarios.ts';
+import type { WrkResult } from './wrk.ts';
+
+/** One measured wrk run against one proxy, with the proxy's CPU over the run. */
+export interface Measurement extends WrkResult {
+  /** utime + stime of the proxy's processes during the run, divided by the requests wrk counted, in µs. */
+  cpuPerRequest: number;
+}
+
+/** The median of each figure over the rounds of one proxy in one scenario. */
+export interface Summary {
+  requestsPerSecond: number;
+  p50: number;
+  p99: number;
+  cpuPerRequest: number;
+  /** Non-2xx responses and socket errors over all rounds. */
+  failures: number;
+}
+
+/** What one scenario produced: a summary per proxy that ran, or the reason it did not. */
+export interface ScenarioResult {
+  name: string;
+  peerLabel: string;
+  note: string | null;
+  goal: Goal | null;
+  weir: { rounds: Measurement[]; summary: Summary } | { skipped: string };
+  nginx: { rounds: Measurement[]; summary: Summary } | { skipped: string };
+}
+
+/** Returns the median of a non-empty list (the mean of the middle two for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** Summarises the rounds of one proxy by the median of each figure. */
+export function summarise(rounds: readonly Measurement[]): Summary {
+  return {
+    requestsPerSecond: median(rounds.map((m) => m.requestsPerSecond)),
+    p50: median(rounds.map((m) => m.p50)),
+    p99: median(rounds.map((m) => m.p99)),
+    cpuPerRequest: median(rounds.map((m) => m.cpuPerRequest)),
+    failures: rounds.reduce((sum, m) => sum + m.non2xx + m.socketErrors, 0),
+  };
+}
+
+function summaryOf(side: ScenarioResult['weir']): Summary | null {
+  return 'summary' in side ? side.summary : null;
+}
+
+const formatRate = (value: number): string => Math.round(value).toLocaleString('en-US');
+const formatLatency = (us: number): string => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`);
+const formatCpu = (us: number): string => us.toFixed(1);
+const formatRatio = (value: number): string => `${value.toFixed(2)}×`;
+
+/** Renders the results as one Markdown table with the weir ÷ nginx ratios. */
+export function renderTable(results: readonly ScenarioResult[]): string {
+  const lines = [
+    '| scenario | peer | req/s weir | req/s peer | p50 weir | p50 peer | p99 weir | p99 peer | p99 ÷ | CPU µs/req weir | CPU µs/req peer | CPU ÷ |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const result of results) {
+    const weir = summaryOf(result.weir);
+    const peer = summaryOf(result.nginx);
+    const cell = (summary: Summary | null, format: (s: Summary) => string): string => (summary === null ? '—' : format(summary));
+    const ratio = (pick: (s: Summary) => number): string => (weir === null || peer === null ? '—' : formatRatio(pick(weir) / pick(peer)));
+    const failed = (summary: Summary | null): string => (summary !== null && summary.failures > 0 ? ` (${summary.failures} failed)` : '');
+    lines.push(`| ${result.name} | ${result.peerLabel} | ${cell(weir, (s) => formatRate(s.requestsPerSecond))}${failed(weir)} | ${cell(peer, (s) => formatRate(s.requestsPerSecond))}${failed(peer)} | ` +
+      `${cell(weir, (s) => formatLatency(s.p50))} | ${cell(peer, (s) => formatLatency(s.p50))} | ` +
+      `${cell(weir, (s) => formatLatency(s.p99))} | ${cell(peer, (s) => formatLatency(s.p99))} | ${ratio((s) => s.p99)} | ` +
+      `${cell(weir, (s) => formatCpu(s.cpuPerRequest))} | ${cell(peer, (s) => formatCpu(s.cpuPerRequest))} | ${ratio((s) => s.cpuPerRequest)} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Says for each scenario with a goal of issue 5 whether it holds, in one plain line each. */
+export function renderVerdicts(results: readonly ScenarioResult[]): string {
+  const lines: string[] = [];
+  for (const result of results) {
+    if (result.goal === null) continue;
+    const weir = summaryOf(result.weir);
+    const peer = summaryOf(result.nginx);
+    if (weir === null || peer === null) {
+      const why = [result.weir, result.nginx].map((side, i) => ('skipped' in side ? `${i === 0 ? 'weir' : 'nginx'}: ${side.skipped}` : null)).filter((s) => s !== null);
+      lines.push(`- ${result.name}: NOT MEASURED (${why.join('; ')})`);
+      continue;
+    }
+    const cpu = weir.cpuPerRequest / peer.cpuPerRequest;
+    const p99 = weir.p99 / peer.p99;
+    const verdict = (value: number, limit: number): string => (value <= limit ? 'holds' : 'does NOT hold');
+    const failures = weir.failures > 0 ? `; weir had ${weir.failures} failed requests, so the figures are suspect` : '';
+    lines.push(`- ${result.name}: CPU per request ${formatRatio(cpu)} ${result.peerLabel} (goal ≤ ${formatRatio(result.goal.cpuRatio)}): ${verdict(cpu, result.goal.cpuRatio)}; ` +
+      `p99 ${formatRatio(p99)} (goal ≤ ${formatRatio(result.goal.p99Ratio)}): ${verdict(p99, result.goal.p99Ratio)}${failures}`);
+  }
+  return lines.join('\n');
+}
+
+/** Lists the notes and the reasons a proxy was skipped, one line each. */
+export function renderNotes(results: readonly ScenarioResult[]): string {
+  const lines: string[] = [];
+  for (const result of results) {
+    if (result.note !== null) lines.push(`- ${result.name}: ${result.note}`);
+    if ('skipped' in result.weir) lines.push(`- ${result.name}: weir not measured: ${result.weir.skipped}`);
+    if ('skipped' in result.nginx) lines.push(`- ${result.name}: nginx not measured: ${result.nginx.skipped}`);
+  }
+  return lines.join('\n');
+}
+
+export { formatRate, formatLatency, formatCpu, formatRatio };

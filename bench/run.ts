@@ -1,0 +1,211 @@
+/**
+ * `npm run bench`: weir against the nginx + ngx_lua peer, scenario by scenario, alternating rounds.
+ * Prints one Markdown table (requests/s, p50, p99, CPU µs per request, weir ÷ nginx) and says which goals of issue 5 hold.
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { machineFacts } from './machine.ts';
+import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-peer.ts';
+import { parseOptions, type BenchOptions } from './options.ts';
+import { httpGet, portInUse } from './probe.ts';
+import { cpuMicroseconds, processTree } from './proc-cpu.ts';
+import { formatRate, median, renderNotes, renderTable, renderVerdicts, summarise, type Measurement, type ScenarioResult } from './report.ts';
+import { scenarios, type Scenario } from './scenarios.ts';
+import { startWeir, weirUnavailableReason, type WeirProcess } from './weir-proxy.ts';
+import { runWrk } from './wrk.ts';
+import { summariseProfiles } from './profile-summary.ts';
+
+/** A proxy under load: its root pid (the tree below it is measured) and the URL wrk hits. */
+interface Target {
+  label: 'weir' | 'nginx';
+  rootPid: number;
+  url: string;
+}
+
+const log = (line: string): void => { process.stderr.write(`bench: ${line}\n`); };
+
+/** Runs one bounded wrk run against the target and charges it the CPU its processes used meanwhile. */
+async function measure(target: Target, seconds: number, connections: number): Promise<Measurement> {
+  const pids = processTree(target.rootPid);
+  const before = cpuMicroseconds(pids);
+  const wrk = await runWrk({ url: target.url, seconds, connections });
+  const after = cpuMicroseconds(pids);
+  return { ...wrk, cpuPerRequest: wrk.requests > 0 ? (after - before) / wrk.requests : Number.NaN };
+}
+
+/** Sends one request and checks the response the scenario expects; a problem, or null when it is right. */
+async function checkTarget(scenario: Scenario, target: Target): Promise<string | null> {
+  try {
+    const problem = scenario.check(await httpGet(target.url));
+    return problem === null ? null : `its response to "${target.url}" is wrong: ${problem}`;
+  } catch (error) {
+    return `"${target.url}" did not answer: ${(error as Error).message}`;
+  }
+}
+
+let peer: NginxPeer | null = null;
+let weir: WeirProcess | null = null;
+
+async function cleanUp(): Promise<void> {
+  const stopping = [weir?.stop(), peer?.stop()];
+  weir = null;
+  peer = null;
+  await Promise.all(stopping);
+}
+
+async function startPeer(options: BenchOptions): Promise<string | null> {
+  const reason = peerUnavailableReason();
+  if (reason !== null) return reason;
+  for (const port of [1, 2, 3, 920].map((offset) => options.portBase + offset)) {
+    if (await portInUse('127.0.0.1', port)) return `port 127.0.0.1:${port} is already in use (another bench running? try --port-base)`;
+  }
+  try {
+    peer = await startNginxPeer(options.portBase);
+    log(`nginx peer up (${peer.version}): proxy master ${peer.proxyPid}, upstream master ${peer.upstreamPid}`);
+    return null;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+async function runScenario(scenario: Scenario, options: BenchOptions, peerSkip: string | null): Promise<ScenarioResult> {
+  const result: ScenarioResult = {
+    name: scenario.name, peerLabel: scenario.peerLabel, note: scenario.note, goal: scenario.goal,
+    weir: { skipped: 'not run' }, nginx: { skipped: peerSkip ?? 'not run' },
+  };
+  const targets: Target[] = [];
+  if (peer !== null) {
+    const target: Target = { label: 'nginx', rootPid: peer.proxyPid, url: `http://127.0.0.1:${options.portBase + scenario.nginxOffset}${scenario.path}` };
+    const problem = await checkTarget(scenario, target);
+    if (problem === null) targets.push(target);
+    else result.nginx = { skipped: problem };
+  }
+  const weirSkip = weirUnavailableReason() ?? (peer === null ? 'it needs the nginx upstream, which did not start' : null);
+  const filters = scenario.weirFilters();
+  if (weirSkip !== null) result.weir = { skipped: weirSkip };
+  else if (typeof filters === 'string') result.weir = { skipped: filters };
+  else {
+    const listenPort = options.portBase + 101;
+    try {
+      weir = await startWeir({
+        name: scenario.name, listenPort, adminPort: options.portBase + 110, upstreamPort: options.portBase + 920,
+        filters, workers: 1, profileDir: options.profileDir,
+      });
+      const target: Target = { label: 'weir', rootPid: weir.pid, url: `http://127.0.0.1:${listenPort}${scenario.path}` };
+      const problem = await checkTarget(scenario, target);
+      if (problem === null) targets.unshift(target);
+      else result.weir = { skipped: problem };
+    } catch (error) {
+      result.weir = { skipped: (error as Error).message };
+    }
+  }
+  for (const target of targets) {
+    log(`${scenario.name}: warming up ${target.label} for ${options.warmupSeconds}s`);
+    await runWrk({ url: target.url, seconds: options.warmupSeconds, connections: options.connections });
+  }
+  const rounds = new Map<string, Measurement[]>(targets.map((t) => [t.label, []]));
+  for (let round = 0; round < options.rounds; round++) {
+    // Alternate who goes first, so a drift in the machine's load falls on both proxies alike.
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    for (const target of order) {
+      const m = await measure(target, options.durationSeconds, options.connections);
+      rounds.get(target.label)?.push(m);
+      log(`${scenario.name} round ${round + 1}/${options.rounds} ${target.label}: ${formatRate(m.requestsPerSecond)} req/s, ` +
+        `p99 ${Math.round(m.p99)} µs, ${m.cpuPerRequest.toFixed(1)} µs CPU/req${m.non2xx + m.socketErrors > 0 ? `, ${m.non2xx} non-2xx, ${m.socketErrors} socket errors` : ''}`);
+    }
+  }
+  for (const target of targets) {
+    const list = rounds.get(target.label) ?? [];
+    result[target.label] = { rounds: list, summary: summarise(list) };
+  }
+  await weir?.stop();
+  weir = null;
+  return result;
+}
+
+/** Measures weir's passthrough throughput with `--workers 2`, to report beside one worker. */
+async function runWorkers2(options: BenchOptions): Promise<{ requestsPerSecond: number; cpuPerRequest: number } | { skipped: string }> {
+  const reason = weirUnavailableReason() ?? (peer === null ? 'it needs the nginx upstream, which did not start' : null);
+  if (reason !== null) return { skipped: reason };
+  const listenPort = options.portBase + 101;
+  try {
+    weir = await startWeir({
+      name: 'passthrough', listenPort, adminPort: options.portBase + 110, upstreamPort: options.portBase + 920,
+      filters: [], workers: 2, profileDir: null,
+    });
+    const target: Target = { label: 'weir', rootPid: weir.pid, url: `http://127.0.0.1:${listenPort}/` };
+    await runWrk({ url: target.url, seconds: options.warmupSeconds, connections: options.connections });
+    const list: Measurement[] = [];
+    for (let round = 0; round < options.rounds; round++) list.push(await measure(target, options.durationSeconds, options.connections));
+    log(`passthrough --workers 2: ${list.map((m) => formatRate(m.requestsPerSecond)).join(', ')} req/s`);
+    return { requestsPerSecond: median(list.map((m) => m.requestsPerSecond)), cpuPerRequest: median(list.map((m) => m.cpuPerRequest)) };
+  } catch (error) {
+    return { skipped: (error as Error).message };
+  } finally {
+    await weir?.stop();
+    weir = null;
+  }
+}
+
+async function main(): Promise<number> {
+  let options: BenchOptions;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n`);
+    return 2;
+  }
+  if (spawnSync('wrk', ['--version']).error !== undefined) {
+    process.stderr.write('bench: wrk is not installed (apt-get install -y wrk); nothing can be measured\n');
+    return 1;
+  }
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => { void cleanUp().then(() => process.exit(130)); });
+  }
+  const peerSkip = await startPeer(options);
+  if (peerSkip !== null) log(`nginx peer skipped: ${peerSkip}`);
+  const results: ScenarioResult[] = [];
+  let workers2: Awaited<ReturnType<typeof runWorkers2>> | null = null;
+  try {
+    for (const name of options.scenarios) {
+      const scenario = scenarios.find((s) => s.name === name);
+      if (scenario !== undefined) results.push(await runScenario(scenario, options, peerSkip));
+    }
+    if (options.workers2 && options.scenarios.includes('passthrough')) workers2 = await runWorkers2(options);
+  } finally {
+    const nginx = peer?.version ?? null;
+    await cleanUp();
+    const machine = machineFacts(nginx);
+    const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+    const out: string[] = [
+      `# weir bench, ${machine.date}`,
+      `machine: ${machine.cores} cores, ${machine.cpuModel}, ${machine.kernel}, node ${machine.node}, ${machine.nginx ?? 'nginx not run'}`,
+      `load: wrk -t1 -c${options.connections} -d${options.durationSeconds}s keep-alive, ${options.rounds} rounds per proxy alternating, medians; weir --workers 1, nginx 1 worker`,
+      `command: ${command}`,
+      '',
+      renderTable(results),
+      '',
+    ];
+    if (workers2 !== null) {
+      const one = results.find((r) => r.name === 'passthrough');
+      const oneRate = one !== undefined && 'summary' in one.weir ? `${formatRate(one.weir.summary.requestsPerSecond)} req/s` : 'not measured';
+      out.push('weir passthrough throughput by workers (wrk -t1, so wrk itself holds one of the cores):',
+        `- --workers 1: ${oneRate}`,
+        `- --workers 2: ${'skipped' in workers2 ? `not measured (${workers2.skipped})` : `${formatRate(workers2.requestsPerSecond)} req/s, ${workers2.cpuPerRequest.toFixed(1)} µs CPU/req`}`,
+        '');
+    }
+    const verdicts = renderVerdicts(results);
+    if (verdicts !== '') out.push('Goals of issue 5 (weir ÷ peer):', verdicts, '');
+    const notes = renderNotes(results);
+    if (notes !== '') out.push('Notes:', notes, '');
+    if (options.profileDir !== null) out.push(summariseProfiles(options.profileDir), '');
+    process.stdout.write(`${out.join('\n')}\n`);
+    if (options.jsonPath !== null) {
+      writeFileSync(options.jsonPath, `${JSON.stringify({ machine, command, options, results, workers2 }, null, 2)}\n`);
+      log(`results written to "${options.jsonPath}"`);
+    }
+  }
+  return 0;
+}
+
+process.exitCode = await main();

@@ -1,0 +1,89 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { waitForHttp } from './probe.ts';
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const weirBin = join(repoRoot, 'bin', 'weir.js');
+
+/** A running weir process started by the harness. */
+export interface WeirProcess {
+  pid: number;
+  /** Where its stdout and stderr go. */
+  logPath: string;
+  /** Sends SIGTERM (SIGKILL after 10 s) and waits for the exit, so a `--cpu-prof` profile gets written. */
+  stop(): Promise<void>;
+}
+
+/** What to start: one listener with the given filters, routed to one cluster with one endpoint. */
+export interface WeirStartOptions {
+  /** Used in the config's names and the log file's name. */
+  name: string;
+  listenPort: number;
+  adminPort: number;
+  upstreamPort: number;
+  /** The listener's filter chain, in the config's own shape. */
+  filters: readonly object[];
+  workers: number;
+  /** Directory for `--cpu-prof` output, or null to run without the profiler. */
+  profileDir: string | null;
+}
+
+/** Says why weir cannot run yet (no bin/weir.js), or null when it can be started. */
+export function weirUnavailableReason(): string | null {
+  return existsSync(weirBin) ? null : `weir is not available: "${weirBin}" does not exist yet`;
+}
+
+/** Builds weir's config for one bench listener: plain data in the format of issue 2. */
+export function weirConfig(options: WeirStartOptions): object {
+  return {
+    admin: { address: `127.0.0.1:${options.adminPort}` },
+    listeners: [{
+      name: options.name,
+      address: `127.0.0.1:${options.listenPort}`,
+      ...(options.filters.length > 0 ? { filters: options.filters } : {}),
+      routes: [{ match: { prefix: '/' }, cluster: 'upstream' }],
+    }],
+    clusters: [{ name: 'upstream', endpoints: [`127.0.0.1:${options.upstreamPort}`] }],
+  };
+}
+
+const runDir = mkdtempSync(join(tmpdir(), 'weir-bench-'));
+
+/** Writes the config, starts `node bin/weir.js run <config> --workers N` and resolves once its listener answers; rejects with weir's own words when it exits or never answers. */
+export async function startWeir(options: WeirStartOptions): Promise<WeirProcess> {
+  const configPath = join(runDir, `${options.name}-w${options.workers}.yaml`);
+  const logPath = join(runDir, `${options.name}-w${options.workers}.log`);
+  writeFileSync(configPath, stringify(weirConfig(options)));
+  const nodeArgs: string[] = [];
+  if (options.profileDir !== null) {
+    mkdirSync(options.profileDir, { recursive: true });
+    nodeArgs.push('--cpu-prof', '--cpu-prof-dir', options.profileDir, '--cpu-prof-name', `${options.name}-w${options.workers}.${Date.now()}.\${pid}.\${tid}.cpuprofile`);
+  }
+  const log = openSync(logPath, 'w');
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, weirBin, 'run', configPath, '--workers', String(options.workers)], {
+    cwd: repoRoot,
+    stdio: ['ignore', log, log],
+  });
+  closeSync(log);
+  let exited = false;
+  const exit = new Promise<void>((resolvePromise) => child.on('exit', () => { exited = true; resolvePromise(); }));
+  const failure = await waitForHttp(`http://127.0.0.1:${options.listenPort}/`, 15000, () => !exited);
+  const stop = async (): Promise<void> => {
+    if (exited) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+    await exit;
+    clearTimeout(timer);
+  };
+  if (failure !== null) {
+    await stop();
+    const said = readFileSync(logPath, 'utf8').trim().split('\n').slice(-6).join('\n    ');
+    throw new Error(`weir did not start with "${configPath}": ${failure}${said === '' ? '' : `; it said:\n    ${said}`}`);
+  }
+  if (child.pid === undefined) throw new Error('weir started without a pid');
+  return { pid: child.pid, logPath, stop };
+}
