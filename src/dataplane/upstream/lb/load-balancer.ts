@@ -43,8 +43,11 @@ export interface LbOptions {
   clock?: Clock;
   /** Percentage of available endpoints under which the cluster is in panic mode; 50 by default, 0 disables it. */
   panicThreshold?: number;
-  /** Minimum number of points on the ring (ring hash only); 1024 by default. */
-  minRingSize?: number;
+  /**
+   * Ring hash only: points on the ring per unit of endpoint weight; 256 by default. Fixed, not derived from the
+   * cluster's size, so that a change of membership moves only the keys of the endpoints that came or went.
+   */
+  ringPointsPerWeight?: number;
   /** Counters to update; none by default. */
   metrics?: LoadBalancerMetrics;
 }

@@ -2,6 +2,9 @@
 import type { Endpoint } from '../endpoint.ts';
 import { BaseLoadBalancer, isCandidate, type LbOptions } from './load-balancer.ts';
 
+/** The most points a ring holds (as Envoy's maximum ring size); larger rings are scaled down. */
+export const MAX_RING_POINTS = 8 * 1024 * 1024;
+
 /**
  * A 32-bit hash of a string: FNV-1a over its UTF-16 code units, then the murmur3 finaliser so that
  * similar keys ("10.0.0.1:80_1", "10.0.0.1:80_2") spread over the whole ring. Stable across processes and versions:
@@ -22,12 +25,13 @@ export function hashKey32(key: string): number {
 }
 
 /**
- * Ring hash load balancer. Each endpoint owns `weight × ceil(minRingSize / total weight)` points on a
- * 32-bit ring, placed by hashing "address_i", so the ring depends only on the membership: the same key
+ * Ring hash load balancer. Each endpoint owns `weight × ringPointsPerWeight` points (256 per unit of weight)
+ * on a 32-bit ring, placed by hashing "address_i", so the ring depends only on the membership: the same key
  * lands on the same endpoint in every worker and after every reload. A pick hashes `ctx.hashKey` and walks
  * clockwise to the first point whose endpoint is a candidate: an unavailable or already tried endpoint is
  * skipped, so its keys (and only its keys) move to the next endpoint on the ring, and a retry gets the
- * next distinct endpoint. Without a hash key the starting point is random.
+ * next distinct endpoint. Without a hash key the starting point is random. A ring over
+ * `MAX_RING_POINTS` is scaled down to fit, at the cost of that stability.
  */
 export class RingHashLoadBalancer extends BaseLoadBalancer {
   /** Point hashes, ascending. */
@@ -40,10 +44,10 @@ export class RingHashLoadBalancer extends BaseLoadBalancer {
     const eps = this.endpoints;
     let totalWeight = 0;
     for (const ep of eps) totalWeight += ep.weight;
-    const perWeight = totalWeight === 0 ? 0 : Math.ceil((opts.minRingSize ?? 1024) / totalWeight);
+    const perWeight = Math.min(opts.ringPointsPerWeight ?? 256, MAX_RING_POINTS / Math.max(totalWeight, 1));
     const points: { hash: number; owner: number }[] = [];
     for (let i = 0; i < eps.length; i++) {
-      const n = eps[i].weight * perWeight;
+      const n = Math.max(1, Math.round(eps[i].weight * perWeight));
       for (let j = 0; j < n; j++) points.push({ hash: hashKey32(`${eps[i].address}_${j}`), owner: i });
     }
     // Ties (rare) are broken by address so the ring does not depend on the endpoints' order.
