@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,8 @@ export async function startNginxPeer(portBase: number): Promise<NginxPeer> {
   const script = findPeerScript();
   if (script === null) throw new Error('Cannot start the nginx peer: start.sh was not found');
   const dir = mkdtempSync(join(tmpdir(), 'weir-bench-nginx-'));
+  // nginx's workers drop root for an unprivileged user, who must be able to read the 64 KiB file in here.
+  chmodSync(dir, 0o755);
   const output = await new Promise<string>((resolvePromise, reject) => {
     const child = spawn('bash', [script, dir], {
       env: { ...process.env, PORT_BASE: String(portBase) },

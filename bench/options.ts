@@ -33,7 +33,8 @@ export const allScenarioNames = [
 
 const usage = `usage: npm run bench -- [--duration 10s] [--warmup 2s] [--rounds 3] [--scenarios a,b]
                         [--connections 64] [--json out.json] [--profile DIR] [--no-workers2] [--port-base 18080]
-scenarios: ${allScenarioNames.join(', ')}`;
+scenarios: ${allScenarioNames.join(', ')}
+environment: WEIR_BIN=path/to/bin/weir.js benchmarks another build of weir`;
 
 /** Parses a duration such as `10s`, `500ms` or `1m` into seconds; throws on anything else. */
 export function parseSeconds(text: string): number {

@@ -81,7 +81,7 @@ async function runScenario(scenario: Scenario, options: BenchOptions, peerSkip: 
     else result.nginx = { skipped: problem };
   }
   const weirSkip = weirUnavailableReason() ?? (peer === null ? 'it needs the nginx upstream, which did not start' : null);
-  const filters = scenario.weirFilters();
+  const filters = await scenario.weirFilters();
   if (weirSkip !== null) result.weir = { skipped: weirSkip };
   else if (typeof filters === 'string') result.weir = { skipped: filters };
   else {

@@ -1,6 +1,4 @@
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { buildWasmModule } from './wasm-module.ts';
 import type { ProbeResponse } from './probe.ts';
 
 /** A goal of issue 5: the most weir may spend, as a multiple of the peer's figure. */
@@ -21,7 +19,7 @@ export interface Scenario {
   /** A remark printed beside the scenario, or null. */
   note: string | null;
   /** weir's filter chain for this scenario (config format of issues 2, 3 and 4), or why weir cannot run it yet. */
-  weirFilters(): readonly object[] | string;
+  weirFilters(): Promise<readonly object[] | string>;
   /** Checks one response (from either proxy) before measuring: a problem, or null when it is right. */
   check(response: ProbeResponse): string | null;
   /** The goal of issue 5 for this scenario, or null when the issue sets none. */
@@ -60,14 +58,13 @@ function expectHeader(name: string): (response: ProbeResponse) => string | null 
   };
 }
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-
-/** A Proxy-Wasm module that reads user-agent, adds x-lua to the request and x-filtered to the response, when one has been built. */
-const wasmHeadersModule = join(repoRoot, 'bench', 'wasm', 'headers.wasm');
-
-function wasmHeadersFilters(): readonly object[] | string {
-  if (!existsSync(wasmHeadersModule)) return `no Proxy-Wasm headers module at "${wasmHeadersModule}" yet`;
-  return [{ name: 'bench-wasm', type: 'wasm', file: wasmHeadersModule }];
+/** Builds bench/wasm/headers.wat, which does the lua-headers work as a Proxy-Wasm module, and configures it. */
+async function wasmHeadersFilters(): Promise<readonly object[] | string> {
+  try {
+    return [{ name: 'bench-wasm', type: 'wasm', file: await buildWasmModule('headers') }];
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 const proxyGoal: Goal = { cpuRatio: 1.0, p99Ratio: 1.5 };
@@ -76,20 +73,20 @@ const proxyGoal: Goal = { cpuRatio: 1.0, p99Ratio: 1.5 };
 export const scenarios: readonly Scenario[] = [
   {
     name: 'passthrough', path: '/', nginxOffset: 1, peerLabel: 'nginx', note: null,
-    weirFilters: () => [], check: expectBody(12), goal: proxyGoal,
+    weirFilters: async () => [], check: expectBody(12), goal: proxyGoal,
   },
   {
     name: 'passthrough-1k', path: '/1k', nginxOffset: 1, peerLabel: 'nginx', note: null,
-    weirFilters: () => [], check: expectBody(1024), goal: proxyGoal,
+    weirFilters: async () => [], check: expectBody(1024), goal: proxyGoal,
   },
   {
     name: 'passthrough-64k', path: '/64k', nginxOffset: 1, peerLabel: 'nginx', note: null,
-    weirFilters: () => [], check: expectBody(65536), goal: proxyGoal,
+    weirFilters: async () => [], check: expectBody(65536), goal: proxyGoal,
   },
   {
     name: 'headers', path: '/', nginxOffset: 2, peerLabel: 'nginx + ngx_lua',
     note: 'weir\'s built-in headers filter (one request and one response header added) against the nginx lua-headers server, nginx\'s nearest equivalent work',
-    weirFilters: () => [{
+    weirFilters: async () => [{
       name: 'bench-headers', type: 'headers',
       request_add: { 'x-lua': '1' }, response_add: { 'x-filtered': 'headers' },
     }],
@@ -97,16 +94,17 @@ export const scenarios: readonly Scenario[] = [
   },
   {
     name: 'lua-headers', path: '/', nginxOffset: 2, peerLabel: 'nginx + ngx_lua', note: null,
-    weirFilters: () => [{ name: 'bench-lua', type: 'lua', source: luaHeadersSource }],
+    weirFilters: async () => [{ name: 'bench-lua', type: 'lua', source: luaHeadersSource }],
     check: expectHeader('x-filtered'), goal: proxyGoal,
   },
   {
     name: 'lua-respond', path: '/', nginxOffset: 3, peerLabel: 'nginx + ngx_lua', note: null,
-    weirFilters: () => [{ name: 'bench-lua', type: 'lua', source: luaRespondSource }],
+    weirFilters: async () => [{ name: 'bench-lua', type: 'lua', source: luaRespondSource }],
     check: expectBody('local reply\n'.length), goal: proxyGoal,
   },
   {
-    name: 'wasm-headers', path: '/', nginxOffset: 2, peerLabel: 'nginx + ngx_lua', note: null,
+    name: 'wasm-headers', path: '/', nginxOffset: 2, peerLabel: 'nginx + ngx_lua',
+    note: 'weir runs bench/wasm/headers.wat, a hand-written Proxy-Wasm module (no SDK), against the nginx lua-headers server',
     weirFilters: wasmHeadersFilters, check: expectHeader('x-filtered'), goal: { cpuRatio: 1.15, p99Ratio: 1.5 },
   },
 ];

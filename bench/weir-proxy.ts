@@ -7,7 +7,8 @@ import { stringify } from 'yaml';
 import { waitForHttp } from './probe.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const weirBin = join(repoRoot, 'bin', 'weir.js');
+/** weir's entry point; WEIR_BIN points the harness at another build (say, a checkout of an older commit). */
+const weirBin = process.env.WEIR_BIN ?? join(repoRoot, 'bin', 'weir.js');
 
 /** A running weir process started by the harness. */
 export interface WeirProcess {
@@ -37,10 +38,11 @@ export function weirUnavailableReason(): string | null {
   return existsSync(weirBin) ? null : `weir is not available: "${weirBin}" does not exist yet`;
 }
 
-/** Builds weir's config for one bench listener: plain data in the format of issue 2. */
+/** Builds weir's config for one bench listener: plain data in the format of issue 2, access log off as in the nginx peer. */
 export function weirConfig(options: WeirStartOptions): object {
   return {
     admin: { address: `127.0.0.1:${options.adminPort}` },
+    access_log: 'off',
     listeners: [{
       name: options.name,
       address: `127.0.0.1:${options.listenPort}`,
