@@ -22,7 +22,7 @@ function frameName(frame: CallFrame): string {
   return `${name} ${url}:${frame.lineNumber + 1}`;
 }
 
-/** Adds up self time per function over the profiles whose names start with `prefix`, idle time left out; µs by function. */
+/** Adds up self time per function over the given profiles in `dir`, idle time left out; µs by function. */
 function selfTimes(dir: string, files: readonly string[]): Map<string, number> {
   const totals = new Map<string, number>();
   for (const file of files) {
@@ -38,24 +38,32 @@ function selfTimes(dir: string, files: readonly string[]): Map<string, number> {
   return totals;
 }
 
-/** Summarises the `--cpu-prof` profiles in `dir` per scenario: the functions with the most self time, as shares of busy time. */
+/** Splits busy time into weir's own code, other JavaScript (node internals, dependencies) and native code, GC included. */
+function shares(totals: Map<string, number>, busy: number): string {
+  const groups = new Map<string, number>([['weir', 0], ['other JS', 0], ['native + GC', 0]]);
+  for (const [name, us] of totals) {
+    const where = / (src|bin)\//.test(name) ? 'weir' : / \S+:\d+$/.test(name) ? 'other JS' : 'native + GC';
+    groups.set(where, (groups.get(where) ?? 0) + us);
+  }
+  return [...groups].map(([group, us]) => `${group} ${((us / busy) * 100).toFixed(0)} %`).join(', ');
+}
+
+/** Summarises the `--cpu-prof` profiles under `dir` (one folder per run) by the functions with the most self time, as shares of busy time. */
 export function summariseProfiles(dir: string, top = 15): string {
-  let files: string[];
+  let runs: string[];
   try {
-    files = readdirSync(dir).filter((file) => file.endsWith('.cpuprofile'));
+    runs = readdirSync(dir, { withFileTypes: true }).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort();
   } catch (error) {
     return `No profiles to summarise: ${(error as Error).message}`;
   }
-  const byScenario = new Map<string, string[]>();
-  for (const file of files) {
-    const scenario = file.split('.')[0];
-    byScenario.set(scenario, [...(byScenario.get(scenario) ?? []), file]);
-  }
   const out: string[] = [`Where weir's time goes (self time, idle left out, profiles in "${dir}"):`];
-  for (const [scenario, list] of byScenario) {
-    const totals = selfTimes(dir, list);
+  for (const run of runs) {
+    const runDir = join(dir, run);
+    const files = readdirSync(runDir).filter((file) => file.endsWith('.cpuprofile'));
+    if (files.length === 0) continue;
+    const totals = selfTimes(runDir, files);
     const busy = [...totals.values()].reduce((sum, us) => sum + us, 0);
-    out.push('', `${scenario} (${(busy / 1e6).toFixed(1)} s busy over ${list.length} thread profiles):`);
+    out.push('', `${run} (${(busy / 1e6).toFixed(1)} s busy over ${files.length} thread profiles): ${shares(totals, busy)}`);
     for (const [name, us] of [...totals].sort((a, b) => b[1] - a[1]).slice(0, top)) {
       out.push(`  ${((us / busy) * 100).toFixed(1).padStart(5)} %  ${name}`);
     }

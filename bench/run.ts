@@ -182,6 +182,7 @@ async function main(): Promise<number> {
       `machine: ${machine.cores} cores, ${machine.cpuModel}, ${machine.kernel}, node ${machine.node}, ${machine.nginx ?? 'nginx not run'}`,
       `load: wrk -t1 -c${options.connections} -d${options.durationSeconds}s keep-alive, ${options.rounds} rounds per proxy alternating, medians; weir --workers 1, nginx 1 worker`,
       `command: ${command}`,
+      ...(options.profileDir === null ? [] : ['profiled: weir ran under --cpu-prof, so its figures include the profiler\'s cost']),
       '',
       renderTable(results),
       '',

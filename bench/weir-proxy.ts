@@ -62,8 +62,10 @@ export async function startWeir(options: WeirStartOptions): Promise<WeirProcess>
   writeFileSync(configPath, stringify(weirConfig(options)));
   const nodeArgs: string[] = [];
   if (options.profileDir !== null) {
-    mkdirSync(options.profileDir, { recursive: true });
-    nodeArgs.push('--cpu-prof', '--cpu-prof-dir', options.profileDir, '--cpu-prof-name', `${options.name}-w${options.workers}.${Date.now()}.\${pid}.\${tid}.cpuprofile`);
+    // One folder per run: node names each thread's profile itself, and the summary groups by folder.
+    const dir = join(options.profileDir, `${options.name}-w${options.workers}`);
+    mkdirSync(dir, { recursive: true });
+    nodeArgs.push('--cpu-prof', '--cpu-prof-dir', dir);
   }
   const log = openSync(logPath, 'w');
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, weirBin, 'run', configPath, '--workers', String(options.workers)], {
