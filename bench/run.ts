@@ -56,7 +56,7 @@ async function cleanUp(): Promise<void> {
 async function startPeer(options: BenchOptions): Promise<string | null> {
   const reason = peerUnavailableReason();
   if (reason !== null) return reason;
-  for (const port of [1, 2, 3, 920].map((offset) => options.portBase + offset)) {
+  for (const port of [1, 2, 3, 101, 110, 920].map((offset) => options.portBase + offset)) {
     if (await portInUse('127.0.0.1', port)) return `port 127.0.0.1:${port} is already in use (another bench running? try --port-base)`;
   }
   try {
