@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { test } from 'node:test';
 import { Metrics } from '../../telemetry/metrics.ts';
 import { Endpoint, type AttemptResult } from './endpoint.ts';
