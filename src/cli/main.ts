@@ -1,0 +1,110 @@
+/** The `weir` command line: run, validate, schema. */
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parseConfig, formatProblems } from '../config/parse.ts';
+import { configSchema } from '../config/schema.ts';
+import { filterDefinitions } from '../filters/registry.ts';
+
+const USAGE = `Usage:
+  weir run <config> [--workers N]   run the proxy (N defaults to the number of cores)
+  weir validate <config>            check a config file; exits 1 on any problem
+  weir schema                       print the config file's JSON Schema
+`;
+
+async function run(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { workers: { type: 'string', short: 'w' } } });
+  const file = positionals[0];
+  if (file === undefined) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const workers = values.workers === undefined ? 0 : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 0) {
+    process.stderr.write(`Invalid --workers "${values.workers}": expected a positive integer\n`);
+    return 2;
+  }
+  const { Supervisor } = await import('../supervisor/supervisor.ts');
+  const { startAdmin } = await import('../admin/admin-server.ts');
+  const sup = new Supervisor(file, workers);
+  try {
+    await sup.start();
+  } catch (err) {
+    process.stderr.write(`weir: cannot start:\n${(err as Error).message}\n`);
+    return 1;
+  }
+  const admin = await startAdmin(sup, sup.config!.admin.address).catch((err: Error) => {
+    process.stderr.write(`weir: ${err.message}\n`);
+    return null;
+  });
+  if (admin === null) return 1;
+  sup.log.pino.info({ admin: admin.address, listeners: sup.addresses, workers: sup.workerCount, version: sup.version }, 'weir is ready');
+  process.on('SIGHUP', () => void sup.reload());
+  let watcher: fs.FSWatcher | null = null;
+  if (sup.config!.watch) {
+    let timer: NodeJS.Timeout | null = null;
+    watcher = fs.watch(sup.file, () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = setTimeout(() => void sup.reload(), 200);
+    });
+  }
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    sup.log.pino.info({ signal }, 'Draining before exit');
+    watcher?.close();
+    admin.server.close();
+    await sup.shutdown();
+    sup.log.pino.info('Stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  return -1;
+}
+
+function validate(args: string[]): number {
+  const file = args[0];
+  if (file === undefined) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    process.stderr.write(`weir: cannot read "${file}": ${(err as Error).message}\n`);
+    return 1;
+  }
+  const r = parseConfig(text);
+  if (!r.ok) {
+    process.stderr.write(formatProblems(file, r.problems) + '\n');
+    process.stderr.write(`${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} found\n`);
+    return 1;
+  }
+  process.stdout.write(`${file}: valid (${r.config.listeners.length} listener(s), ${r.config.clusters.length} cluster(s))\n`);
+  return 0;
+}
+
+/** Runs the command line; resolves with the exit code, or -1 when the process keeps running. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return run(rest);
+    case 'validate':
+      return validate(rest);
+    case 'schema':
+      process.stdout.write(JSON.stringify(configSchema(filterDefinitions()), null, 2) + '\n');
+      return 0;
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`weir: unknown command "${command}"\n${USAGE}`);
+      return 2;
+  }
+}

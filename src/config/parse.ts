@@ -1,0 +1,253 @@
+/**
+ * The one validation boundary: turns the text of a config file into either a validated config object
+ * (defaults filled in from the schema) or the complete list of problems, each with its path and line.
+ */
+import { Ajv, type ErrorObject } from 'ajv';
+import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Node } from 'yaml';
+import { configSchema } from './schema.ts';
+import { filterDefinitions, filterDefinition } from '../filters/registry.ts';
+import type { RawConfig } from './types.ts';
+
+/** One problem found in a config file. */
+export interface ConfigProblem {
+  /** e.g. "listeners[0].routes[1].cluster" ("" for the root). */
+  path: string;
+  /** 1-based line and column in the file, when known. */
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+/** The outcome of parsing: a config, or every problem. */
+export type ParseResult = { ok: true; config: RawConfig } | { ok: false; problems: ConfigProblem[] };
+
+let compiled: ReturnType<Ajv['compile']> | undefined;
+const perRouteValidators = new Map<string, ReturnType<Ajv['compile']>>();
+let ajv: Ajv | undefined;
+
+function validator(): ReturnType<Ajv['compile']> {
+  if (compiled === undefined) {
+    ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, allowUnionTypes: true, verbose: true });
+    compiled = ajv.compile(configSchema(filterDefinitions()));
+  }
+  return compiled;
+}
+
+function perRouteValidator(type: string): ReturnType<Ajv['compile']> | undefined {
+  const def = filterDefinition(type);
+  if (def?.perRouteSchema === undefined) return undefined;
+  let v = perRouteValidators.get(type);
+  if (v === undefined) {
+    validator();
+    v = ajv!.compile({ type: 'object', additionalProperties: false, ...def.perRouteSchema, properties: { disabled: { type: 'boolean' }, ...((def.perRouteSchema.properties as object) ?? {}) } });
+    perRouteValidators.set(type, v);
+  }
+  return v;
+}
+
+/** Renders a JSON pointer ("/listeners/0/name") as a config path ("listeners[0].name"). */
+export function pointerToPath(pointer: string): string {
+  if (pointer === '') return '';
+  let out = '';
+  for (const raw of pointer.slice(1).split('/')) {
+    const seg = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (/^\d+$/.test(seg)) out += `[${seg}]`;
+    else out += out === '' ? seg : `.${seg}`;
+  }
+  return out;
+}
+
+function segments(pointer: string): string[] {
+  return pointer === '' ? [] : pointer.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+}
+
+function nodeAt(root: Node | null | undefined, segs: string[]): { node: Node | null | undefined; keyNode?: Node } {
+  let node = root;
+  let keyNode: Node | undefined;
+  for (const seg of segs) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === seg);
+      if (pair === undefined) return { node, keyNode };
+      keyNode = pair.key as Node;
+      node = pair.value as Node;
+    } else if (isSeq(node)) {
+      node = node.items[Number(seg)] as Node;
+      keyNode = undefined;
+    } else return { node, keyNode };
+  }
+  return { node, keyNode };
+}
+
+function describe(e: ErrorObject): { extra: string; message: string } {
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = (e.params as { additionalProperty: string }).additionalProperty;
+      return { extra: key, message: `unknown key "${key}"` };
+    }
+    case 'required':
+      return { extra: '', message: `missing required key "${(e.params as { missingProperty: string }).missingProperty}"` };
+    case 'enum':
+      return { extra: '', message: `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}` };
+    case 'oneOf':
+      if (/\/endpoints\/\d+$/.test(e.instancePath)) return { extra: '', message: 'an endpoint must be "host:port" or { address: "host:port", weight: N }' };
+      if (/\/routes\/\d+$/.test(e.instancePath)) {
+        return { extra: '', message: 'a route needs exactly one action: "cluster", "weighted_clusters", "direct_response" or "redirect"' };
+      }
+      return { extra: '', message: e.message ?? 'must match exactly one schema' };
+    case 'pattern':
+    case 'type': {
+      const description = (e.parentSchema as { description?: string } | undefined)?.description;
+      if (description !== undefined && e.keyword === 'pattern') return { extra: '', message: `invalid value ${JSON.stringify(e.data)}: expected ${description}` };
+      return { extra: '', message: e.message ?? String(e.keyword) };
+    }
+    default:
+      return { extra: '', message: e.message ?? String(e.keyword) };
+  }
+}
+
+/**
+ * Parses YAML or JSON text and validates it. Never throws for bad input: every problem is returned.
+ * `source` names the file in messages.
+ */
+export function parseConfig(text: string): ParseResult {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const problems: ConfigProblem[] = [];
+  const at = (offset: number | undefined): { line?: number; column?: number } => {
+    if (offset === undefined) return {};
+    const p = lineCounter.linePos(offset);
+    return { line: p.line, column: p.col };
+  };
+  for (const err of doc.errors) {
+    problems.push({ path: '', ...at(err.pos[0]), message: err.message.split('\n')[0] });
+  }
+  if (problems.length > 0) return { ok: false, problems };
+  const data = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    return { ok: false, problems: [{ path: '', line: 1, column: 1, message: 'the config must be a mapping (an object) at the top level' }] };
+  }
+  const locate = (pointer: string, extraKey?: string): { line?: number; column?: number } => {
+    const segs = segments(pointer);
+    if (extraKey) segs.push(extraKey);
+    const { node, keyNode } = nodeAt(doc.contents as Node, segs);
+    const n = keyNode ?? node;
+    return at(n?.range?.[0]);
+  };
+  const validate = validator();
+  if (!validate(data)) {
+    const seen = new Set<string>();
+    for (const e of validate.errors ?? []) {
+      if (e.keyword === 'if') continue;
+      // oneOf on routes reports one error per branch; the summary line says it all.
+      if (e.keyword === 'required' && /\/oneOf\/\d+\/required$/.test(e.schemaPath)) continue;
+      // an endpoint given as a string fails the object branch of its oneOf, and vice versa
+      if (e.schemaPath.includes('/endpoints/items/oneOf/')) continue;
+      const { extra, message } = describe(e);
+      const path = pointerToPath(e.instancePath) + (extra ? (e.instancePath === '' ? extra : `.${extra}`) : '');
+      const key = `${path}\u0000${message}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      problems.push({ path, ...locate(e.instancePath, extra || undefined), message });
+    }
+  }
+  try {
+    checkReferences(data as RawConfig, problems, locate);
+  } catch {
+    // The structure is too broken for cross-checks; the schema problems above already say why.
+  }
+  problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  return problems.length > 0 ? { ok: false, problems } : { ok: true, config: data as RawConfig };
+}
+
+type Locate = (pointer: string, extraKey?: string) => { line?: number; column?: number };
+
+/** Checks what a schema cannot: names that refer to each other, uniqueness, regexes. */
+function checkReferences(cfg: RawConfig, problems: ConfigProblem[], locate: Locate): void {
+  const add = (pointer: string, message: string, key?: string) =>
+    problems.push({ path: pointerToPath(pointer) + (key ? `.${key}` : ''), ...locate(pointer, key), message });
+  const clusters = new Set<string>();
+  cfg.clusters.forEach((c, i) => {
+    if (clusters.has(c.name)) add(`/clusters/${i}/name`, `duplicate cluster name "${c.name}"`);
+    clusters.add(c.name);
+    if (c.lb === 'ring_hash' && c.hash_on === undefined) {
+      add(`/clusters/${i}`, 'lb "ring_hash" needs "hash_on" (header, cookie or source_ip) here or on the route', 'lb');
+    }
+  });
+  const listenerNames = new Set<string>();
+  const addresses = new Set<string>();
+  cfg.listeners.forEach((l, li) => {
+    const lp = `/listeners/${li}`;
+    if (listenerNames.has(l.name)) add(`${lp}/name`, `duplicate listener name "${l.name}"`);
+    listenerNames.add(l.name);
+    if (!l.address.endsWith(':0') && addresses.has(l.address)) add(`${lp}/address`, `address "${l.address}" is used by another listener`);
+    addresses.add(l.address);
+    if (l.routes === undefined && l.virtual_hosts === undefined) add(lp, 'a listener needs "routes" or "virtual_hosts"');
+    if (l.routes !== undefined && l.virtual_hosts !== undefined) add(lp, 'give either "routes" or "virtual_hosts", not both');
+    const filterNames = new Map<string, string>();
+    l.filters.forEach((f, fi) => {
+      if (filterNames.has(f.name)) add(`${lp}/filters/${fi}/name`, `duplicate filter name "${f.name}" in listener "${l.name}"`);
+      filterNames.set(f.name, f.type);
+    });
+    const checkRoutes = (routes: RawConfig['listeners'][number]['routes'], rp: string) => {
+      routes?.forEach((r, ri) => {
+        const p = `${rp}/${ri}`;
+        if (r.cluster !== undefined && !clusters.has(r.cluster)) add(`${p}/cluster`, `unknown cluster "${r.cluster}"`);
+        r.weighted_clusters?.forEach((w, wi) => {
+          if (!clusters.has(w.name)) add(`${p}/weighted_clusters/${wi}/name`, `unknown cluster "${w.name}"`);
+        });
+        const m = r.match;
+        const kinds = ['prefix', 'path', 'regex'].filter((k) => (m as Record<string, unknown>)[k] !== undefined);
+        if (kinds.length > 1) add(`${p}/match`, `give one of "prefix", "path" or "regex", not ${kinds.map((k) => `"${k}"`).join(' and ')}`);
+        if (m.regex !== undefined) checkRegex(m.regex, `${p}/match/regex`, add);
+        for (const [list, name] of [[m.headers, 'headers'], [m.query, 'query']] as const) {
+          list?.forEach((h, hi) => {
+            if (h.regex !== undefined) checkRegex(h.regex, `${p}/match/${name}/${hi}/regex`, add);
+          });
+        }
+        if (r.regex_rewrite !== undefined) checkRegex(r.regex_rewrite.pattern, `${p}/regex_rewrite/pattern`, add);
+        const routeFilterNames = new Set<string>();
+        r.filters?.forEach((f, fi) => {
+          if (filterNames.has(f.name) || routeFilterNames.has(f.name)) {
+            add(`${p}/filters/${fi}/name`, `filter name "${f.name}" is already used in this chain; use filter_overrides to change a listener filter`);
+          }
+          routeFilterNames.add(f.name);
+        });
+        for (const [name, override] of Object.entries(r.filter_overrides ?? {})) {
+          const type = filterNames.get(name);
+          if (type === undefined) {
+            add(`${p}/filter_overrides`, `no filter named "${name}" in listener "${l.name}"`, name);
+            continue;
+          }
+          const v = perRouteValidator(type);
+          const keys = Object.keys(override);
+          if (v === undefined) {
+            if (keys.some((k) => k !== 'disabled')) add(`${p}/filter_overrides`, `filter type "${type}" takes no per-route config (only "disabled")`, name);
+          } else if (!v(override)) {
+            for (const e of v.errors ?? []) {
+              const { extra, message } = describe(e);
+              const ptr = `${p}/filter_overrides/${name}${e.instancePath}`;
+              add(ptr, message, extra || undefined);
+            }
+          }
+        }
+      });
+    };
+    checkRoutes(l.routes, `${lp}/routes`);
+    l.virtual_hosts?.forEach((vh, vi) => checkRoutes(vh.routes, `${lp}/virtual_hosts/${vi}/routes`));
+  });
+}
+
+function checkRegex(source: string, pointer: string, add: (pointer: string, message: string) => void): void {
+  try {
+    new RegExp(source);
+  } catch (err) {
+    add(pointer, `invalid regex "${source}": ${(err as Error).message.replace(/^Invalid regular expression: /, '')}`);
+  }
+}
+
+/** Formats problems as "file:line:col path: message" lines, as `weir validate` prints them. */
+export function formatProblems(file: string, problems: readonly ConfigProblem[]): string {
+  return problems
+    .map((p) => `${file}${p.line !== undefined ? `:${p.line}:${p.column}` : ''} ${p.path === '' ? '' : `${p.path}: `}${p.message}`)
+    .join('\n');
+}

@@ -1,0 +1,298 @@
+/**
+ * The JSON Schema of weir's config file, with every filter type's schema folded in.
+ * `weir schema` prints it; docs/configuration.md describes the same keys.
+ */
+import type { JsonSchema, FilterDefinition } from '../filters/contract.ts';
+import { DURATION_PATTERN, SIZE_PATTERN } from '../core/units.ts';
+
+const duration = { type: ['string', 'number'], pattern: DURATION_PATTERN, description: 'a duration such as "250ms", "5s" or "1m"' };
+const size = { type: ['string', 'integer'], pattern: SIZE_PATTERN, description: 'a size such as "64KiB" or "1MiB"' };
+const address = { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):\\d{1,5}$', description: '"host:port"' };
+const stringMap = { type: 'object', additionalProperties: { type: 'string' } };
+const strings = { type: 'array', items: { type: 'string' } };
+
+const stringMatcher = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: {
+    name: { type: 'string', minLength: 1 },
+    exact: { type: 'string' },
+    prefix: { type: 'string' },
+    regex: { type: 'string' },
+    present: { type: 'boolean' },
+    invert: { type: 'boolean', default: false },
+  },
+};
+
+const hashOn = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  maxProperties: 1,
+  properties: { header: { type: 'string' }, cookie: { type: 'string' }, source_ip: { const: true } },
+};
+
+const retry = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    retry_on: {
+      type: 'array',
+      items: { enum: ['connect-failure', 'reset', '5xx', 'gateway-error', 'retriable-status-codes'] },
+      default: ['connect-failure', 'reset'],
+    },
+    num_retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },
+    retriable_status_codes: { type: 'array', items: { type: 'integer', minimum: 100, maximum: 599 }, default: [] },
+    retry_non_idempotent: { type: 'boolean', default: false },
+    per_try_timeout: duration,
+    backoff_base: { ...duration, default: '25ms' },
+    backoff_max: { ...duration, default: '250ms' },
+    budget_percent: { type: 'number', minimum: 0, maximum: 100, default: 20 },
+    min_retry_concurrency: { type: 'integer', minimum: 0, default: 3 },
+  },
+};
+
+function routeSchema(filterItem: JsonSchema): JsonSchema {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    required: ['match'],
+    properties: {
+      name: { type: 'string' },
+      match: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          prefix: { type: 'string', pattern: '^/', description: 'a path starting with "/"' },
+          path: { type: 'string', pattern: '^/', description: 'a path starting with "/"' },
+          regex: { type: 'string' },
+          methods: { type: 'array', items: { type: 'string', pattern: '^[A-Z]+$' } },
+          headers: { type: 'array', items: stringMatcher },
+          query: { type: 'array', items: stringMatcher },
+        },
+      },
+      cluster: { type: 'string' },
+      weighted_clusters: {
+        type: 'array',
+        minItems: 1,
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'weight'],
+          properties: { name: { type: 'string' }, weight: { type: 'integer', minimum: 0 } },
+        },
+      },
+      direct_response: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['status'],
+        properties: {
+          status: { type: 'integer', minimum: 200, maximum: 599 },
+          body: { type: 'string' },
+          headers: stringMap,
+        },
+      },
+      redirect: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          location: { type: 'string' },
+          scheme: { type: 'string' },
+          host: { type: 'string' },
+          path: { type: 'string' },
+          prefix_rewrite: { type: 'string' },
+          status: { enum: [301, 302, 303, 307, 308], default: 301 },
+          strip_query: { type: 'boolean', default: false },
+        },
+      },
+      prefix_rewrite: { type: 'string' },
+      regex_rewrite: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['pattern', 'substitution'],
+        properties: { pattern: { type: 'string' }, substitution: { type: 'string' } },
+      },
+      host_rewrite: { type: 'string' },
+      auto_host_rewrite: { type: 'boolean', default: false },
+      timeout: duration,
+      idle_timeout: duration,
+      retry,
+      hash_on: hashOn,
+      metadata: { type: 'object' },
+      filters: { type: 'array', items: filterItem, description: 'Filters added for this route, after the listener chain' },
+      filter_overrides: {
+        type: 'object',
+        description: 'Per-route config of the listener filters by name; `{ disabled: true }` turns one off',
+        additionalProperties: { type: 'object' },
+      },
+    },
+    oneOf: [
+      { required: ['cluster'] },
+      { required: ['weighted_clusters'] },
+      { required: ['direct_response'] },
+      { required: ['redirect'] },
+    ],
+  };
+}
+
+/** Builds the whole config schema, with each registered filter type's own keys. */
+export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
+  const types = filters.map((f) => f.type);
+  const filterItem: JsonSchema = {
+    type: 'object',
+    required: ['name', 'type'],
+    properties: {
+      name: { type: 'string', pattern: '^[A-Za-z0-9_.:-]+$' },
+      type: { enum: types },
+      disabled: { type: 'boolean', default: false },
+    },
+    allOf: filters.map((f) => ({
+      if: { properties: { type: { const: f.type } }, required: ['type'] },
+      then: {
+        type: 'object',
+        additionalProperties: false,
+        ...(f.schema as object),
+        properties: {
+          name: true,
+          type: true,
+          disabled: true,
+          ...((f.schema.properties as object | undefined) ?? {}),
+        },
+      },
+    })),
+  };
+  const route = routeSchema(filterItem);
+  return {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    $id: 'https://weir.dev/schema/config.json',
+    title: 'weir configuration',
+    type: 'object',
+    additionalProperties: false,
+    required: ['listeners'],
+    properties: {
+      admin: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { address: { ...address, default: '127.0.0.1:9901' } },
+        default: {},
+      },
+      access_log: {
+        description: '"stdout" (default), "off", or a file path',
+        type: 'string',
+        default: 'stdout',
+      },
+      log_level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'], default: 'info' },
+      watch: { type: 'boolean', default: false, description: 'Reload when the config file changes' },
+      drain_timeout: { ...duration, default: '15s' },
+      listeners: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'address'],
+          properties: {
+            name: { type: 'string', pattern: '^[A-Za-z0-9_.:-]+$' },
+            address,
+            filters: { type: 'array', items: filterItem, default: [] },
+            routes: { type: 'array', items: route },
+            virtual_hosts: {
+              type: 'array',
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['name', 'domains', 'routes'],
+                properties: {
+                  name: { type: 'string' },
+                  domains: { type: 'array', minItems: 1, items: { type: 'string' } },
+                  routes: { type: 'array', items: route },
+                },
+              },
+            },
+            buffer_limit: { ...size, default: '1MiB' },
+            max_request_headers_size: { ...size, default: '60KiB' },
+            max_uri_size: { ...size, default: '8KiB' },
+            request_header_timeout: { ...duration, default: '10s' },
+            idle_timeout: { ...duration, default: '60s' },
+            request_timeout: { ...duration, default: '0s', description: 'Whole-request deadline; 0 means none' },
+            generate_request_id: { type: 'boolean', default: true },
+            preserve_host: { type: 'boolean', default: true },
+            xff_trusted_hops: { type: 'integer', minimum: 0, default: 0 },
+          },
+        },
+      },
+      clusters: {
+        type: 'array',
+        default: [],
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'endpoints'],
+          properties: {
+            name: { type: 'string', pattern: '^[A-Za-z0-9_.:-]+$' },
+            endpoints: {
+              type: 'array',
+              items: {
+                oneOf: [
+                  address,
+                  {
+                    type: 'object',
+                    additionalProperties: false,
+                    required: ['address'],
+                    properties: { address, weight: { type: 'integer', minimum: 1, default: 1 } },
+                  },
+                ],
+              },
+            },
+            lb: { enum: ['round_robin', 'least_request', 'random', 'ring_hash'], default: 'round_robin' },
+            hash_on: hashOn,
+            connect_timeout: { ...duration, default: '5s' },
+            timeout: { ...duration, default: '15s', description: 'Default route timeout for this cluster' },
+            idle_timeout: { ...duration, default: '60s', description: 'Pooled connections idle longer are closed' },
+            max_idle_connections: { type: 'integer', minimum: 0, default: 128 },
+            dns_refresh: { ...duration, default: '30s' },
+            retry,
+            health_check: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['path'],
+              properties: {
+                path: { type: 'string', pattern: '^/', description: 'a path starting with "/"' },
+                host: { type: 'string' },
+                interval: { ...duration, default: '5s' },
+                timeout: { ...duration, default: '1s' },
+                healthy_threshold: { type: 'integer', minimum: 1, default: 2 },
+                unhealthy_threshold: { type: 'integer', minimum: 1, default: 3 },
+                expected_statuses: { type: 'array', items: { type: 'integer' } },
+              },
+            },
+            outlier_detection: {
+              type: 'object',
+              additionalProperties: false,
+              properties: {
+                consecutive_5xx: { type: 'integer', minimum: 0, default: 5 },
+                consecutive_gateway_failure: { type: 'integer', minimum: 0, default: 5 },
+                base_ejection_time: { ...duration, default: '30s' },
+                max_ejection_time: { ...duration, default: '300s' },
+                max_ejection_percent: { type: 'integer', minimum: 0, maximum: 100, default: 10 },
+                interval: { ...duration, default: '10s' },
+              },
+            },
+            circuit_breakers: {
+              type: 'object',
+              additionalProperties: false,
+              properties: {
+                max_connections: { type: 'integer', minimum: 1, default: 1024 },
+                max_pending_requests: { type: 'integer', minimum: 0, default: 1024 },
+                max_requests: { type: 'integer', minimum: 1, default: 1024 },
+                max_retries: { type: 'integer', minimum: 0, default: 3 },
+              },
+            },
+          },
+        },
+      },
+    },
+  };
+}
+
+export { duration as durationSchema, size as sizeSchema, stringMap as stringMapSchema, strings as stringsSchema };

@@ -1,0 +1,342 @@
+/**
+ * The filter chain runner of one direction of one stream: runs header, body and trailer hooks in order,
+ * holds what a stopped filter holds, buffers for `stop-and-buffer`, and resumes where a filter resumes.
+ * Filter i receives body data only after its header hook continued, or while it stopped with `stop`.
+ */
+import type { HeaderMap } from '../core/headers.ts';
+import type { Filter, FilterStatus, HookResult, BodyChunk } from '../filters/contract.ts';
+
+/** Where data goes after the last filter, and how the runner reports trouble. */
+export interface PipelineSink {
+  headers(headers: HeaderMap, endOfStream: boolean): void;
+  data(chunk: Buffer, endOfStream: boolean): void;
+  trailers(trailers: HeaderMap): void;
+  /** A hook threw or rejected: the stream applies the failure policy. */
+  filterFailed(index: number, error: unknown): void;
+  /** Buffered data passed the limit (413 on requests, 500 on responses). */
+  overflow(index: number): void;
+  /** Held data grew past the limit: stop reading from the source until `unblock`. */
+  block(): void;
+  unblock(): void;
+  /** True once the stream is finished, reset or answered locally: iteration stops at once. */
+  readonly halted: boolean;
+}
+
+type Hooks = {
+  headers: 'onRequestHeaders' | 'onResponseHeaders';
+  body: 'onRequestBody' | 'onResponseBody';
+  trailers: 'onRequestTrailers' | 'onResponseTrailers';
+};
+
+const REQUEST_HOOKS: Hooks = { headers: 'onRequestHeaders', body: 'onRequestBody', trailers: 'onRequestTrailers' };
+const RESPONSE_HOOKS: Hooks = { headers: 'onResponseHeaders', body: 'onResponseBody', trailers: 'onResponseTrailers' };
+
+/** One event waiting in front of a filter: data (possibly the end) or trailers. */
+interface Pending {
+  data: Buffer | null;
+  eos: boolean;
+  trailers: HeaderMap | null;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function isPromise(r: HookResult): r is Promise<FilterStatus | void> {
+  return typeof r === 'object' && r !== null;
+}
+
+/** One direction's chain. */
+export class Pipeline {
+  readonly filters: readonly Filter[];
+  readonly #hooks: Hooks;
+  readonly #sink: PipelineSink;
+  readonly #limit: number;
+  #headers: HeaderMap | null = null;
+  #headersEos = false;
+  /** Filters [0, #headerIndex) continued on headers; #headerIndex === filters.length once they reached the sink. */
+  #headerIndex = 0;
+  /** The kind of stop at #headerIndex, or null while running. */
+  #stopKind: FilterStatus | null = null;
+  #queues: (Pending[] | null)[];
+  #buffers: (Buffer[] | null)[];
+  #bufferSizes: number[];
+  #held: (Pending[] | null)[];
+  #heldBytes = 0;
+  #blocked = false;
+  /** The filter that stopped last (for resume() without index). */
+  lastStopped = -1;
+
+  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number) {
+    this.filters = filters;
+    this.#hooks = direction === 'request' ? REQUEST_HOOKS : RESPONSE_HOOKS;
+    this.#sink = sink;
+    this.#limit = bufferLimit;
+    const n = filters.length;
+    this.#queues = new Array(n).fill(null);
+    this.#buffers = new Array(n).fill(null);
+    this.#bufferSizes = new Array(n).fill(0);
+    this.#held = new Array(n).fill(null);
+  }
+
+  /** True once the headers went past every filter. */
+  get headersPassed(): boolean {
+    return this.#headerIndex >= this.filters.length && this.#stopKind === null;
+  }
+
+  /** Starts the direction with its headers. */
+  headers(headers: HeaderMap, endOfStream: boolean): void {
+    this.#headers = headers;
+    this.#headersEos = endOfStream;
+    this.#runHeaders(0);
+  }
+
+  /** Feeds body data at the head of the chain. */
+  data(chunk: Buffer, endOfStream: boolean): void {
+    this.#push(0, { data: chunk, eos: endOfStream, trailers: null });
+  }
+
+  /** Feeds trailers (which end the stream) at the head of the chain. */
+  trailers(trailers: HeaderMap): void {
+    this.#push(0, { data: null, eos: true, trailers });
+  }
+
+  /** Resumes filter `index` (or the one that stopped last) after a `stop`. */
+  resume(index = this.lastStopped): void {
+    if (index < 0 || this.#sink.halted) return;
+    if (this.#headerIndex === index && this.#stopKind !== null) {
+      this.#stopKind = null;
+      this.#runHeaders(index + 1);
+      return;
+    }
+    this.#release(index);
+  }
+
+  #runHeaders(from: number): void {
+    const filters = this.filters;
+    const headers = this.#headers!;
+    const sink = this.#sink;
+    for (let i = from; i < filters.length; i++) {
+      this.#headerIndex = i;
+      const hook = filters[i][this.#hooks.headers];
+      if (hook === undefined) continue;
+      let r: HookResult;
+      try {
+        r = hook.call(filters[i], headers, this.#headersEos);
+      } catch (err) {
+        sink.filterFailed(i, err);
+        return;
+      }
+      if (sink.halted) return;
+      if (r === undefined || r === 'continue') continue;
+      if (isPromise(r)) {
+        this.#stopKind = 'stop';
+        this.lastStopped = i;
+        this.#await(i, r, true);
+        return;
+      }
+      this.#stopKind = r === 'stop-all' ? 'stop-all' : 'stop';
+      this.lastStopped = i;
+      // A filter that stops on headers may still see the body (Envoy's StopIteration): deliver what waits.
+      if (this.#stopKind === 'stop') this.#drainQueue(i);
+      return;
+    }
+    this.#headerIndex = filters.length;
+    this.#stopKind = null;
+    sink.headers(headers, this.#headersEos);
+    if (sink.halted) return;
+    for (let i = 0; i < filters.length && !sink.halted; i++) this.#drainQueue(i);
+    this.#drainQueue(filters.length);
+  }
+
+  #await(i: number, p: Promise<FilterStatus | void>, onHeaders: boolean): void {
+    p.then(
+      (status) => {
+        if (this.#sink.halted) return;
+        if (status === undefined || status === 'continue') {
+          if (onHeaders) this.resume(i);
+          else this.#release(i);
+        }
+      },
+      (err) => {
+        if (!this.#sink.halted) this.#sink.filterFailed(i, err);
+      },
+    );
+  }
+
+  #canReceive(i: number): boolean {
+    if (i < this.#headerIndex) return true;
+    if (i === this.#headerIndex) return this.#stopKind === 'stop' || (this.#stopKind === null && i >= this.filters.length);
+    return false;
+  }
+
+  #drainQueue(i: number): void {
+    const q = this.#queues[i] ?? (i === this.filters.length ? this.#sinkQueue : null);
+    if (q === null || q.length === 0) return;
+    if (i === this.filters.length) this.#sinkQueue = null;
+    else this.#queues[i] = null;
+    for (const p of q) this.#unhold(p);
+    for (const p of q) {
+      if (this.#sink.halted) return;
+      if (i === this.filters.length) this.#forward(i, p);
+      else this.#push(i, p);
+    }
+  }
+
+  #sinkQueue: Pending[] | null = null;
+
+  #push(from: number, p: Pending): void {
+    const filters = this.filters;
+    const sink = this.#sink;
+    for (let i = from; i < filters.length; i++) {
+      if (sink.halted) return;
+      if (!this.#canReceive(i) || this.#held[i] !== null) {
+        const list = this.#held[i] !== null && this.#canReceive(i) ? this.#held[i]! : (this.#queues[i] ??= []);
+        list.push(p);
+        this.#hold(p);
+        return;
+      }
+      if (p.trailers !== null) {
+        if (this.#buffers[i] !== null) {
+          // Trailers end a buffered body: hand the filter its whole body first.
+          const whole = this.#takeBuffer(i);
+          const r = this.#callBody(i, whole, false);
+          if (r === null) return;
+          if (r !== 'continue') {
+            this.#held[i] = [{ data: whole.data, eos: false, trailers: null }, p];
+            return;
+          }
+          this.#forward(i + 1, { data: whole.data, eos: false, trailers: null });
+        }
+        const hook = filters[i][this.#hooks.trailers];
+        if (hook !== undefined) {
+          let r: HookResult;
+          try {
+            r = hook.call(filters[i], p.trailers);
+          } catch (err) {
+            sink.filterFailed(i, err);
+            return;
+          }
+          if (sink.halted) return;
+          if (r !== undefined && r !== 'continue') {
+            this.lastStopped = i;
+            this.#held[i] = [p];
+            if (isPromise(r)) this.#await(i, r, false);
+            return;
+          }
+        }
+        continue;
+      }
+      const hook = filters[i][this.#hooks.body];
+      if (hook === undefined) continue;
+      let chunk: BodyChunk;
+      if (this.#buffers[i] !== null) {
+        this.#buffers[i]!.push(p.data!);
+        this.#bufferSizes[i] += p.data!.length;
+        if (this.#bufferSizes[i] > this.#limit) {
+          sink.overflow(i);
+          return;
+        }
+        chunk = { data: Buffer.concat(this.#buffers[i]!, this.#bufferSizes[i]) };
+      } else chunk = { data: p.data! };
+      const r = this.#callBody(i, chunk, p.eos);
+      if (r === null) return;
+      if (r === 'continue') {
+        this.#buffers[i] = null;
+        this.#bufferSizes[i] = 0;
+        p = { data: chunk.data, eos: p.eos, trailers: null };
+        continue;
+      }
+      if (r === 'stop-and-buffer' && !p.eos) {
+        this.#buffers[i] = [chunk.data];
+        this.#bufferSizes[i] = chunk.data.length;
+        if (chunk.data.length > this.#limit) sink.overflow(i);
+        return;
+      }
+      // 'stop' (or buffering at the end of the stream): hold everything until the filter resumes.
+      this.#buffers[i] = null;
+      this.#bufferSizes[i] = 0;
+      this.lastStopped = i;
+      const held: Pending = { data: chunk.data, eos: p.eos, trailers: null };
+      this.#held[i] = [held];
+      this.#hold(held);
+      return;
+    }
+    this.#forward(filters.length, p);
+  }
+
+  /** Calls a body hook; returns its status, or null when the stream halted or the hook failed. */
+  #callBody(i: number, chunk: BodyChunk, eos: boolean): FilterStatus | null {
+    const f = this.filters[i];
+    const hook = f[this.#hooks.body];
+    if (hook === undefined) return 'continue';
+    let r: HookResult;
+    try {
+      r = hook.call(f, chunk, eos);
+    } catch (err) {
+      this.#sink.filterFailed(i, err);
+      return null;
+    }
+    if (this.#sink.halted) return null;
+    if (r === undefined) return 'continue';
+    if (isPromise(r)) {
+      this.#await(i, r, false);
+      return 'stop';
+    }
+    return r;
+  }
+
+  #takeBuffer(i: number): BodyChunk {
+    const data = Buffer.concat(this.#buffers[i]!, this.#bufferSizes[i]);
+    this.#buffers[i] = null;
+    this.#bufferSizes[i] = 0;
+    return { data };
+  }
+
+  #forward(i: number, p: Pending): void {
+    if (i < this.filters.length) {
+      this.#push(i, p);
+      return;
+    }
+    if (!this.headersPassed) {
+      (this.#sinkQueue ??= []).push(p);
+      this.#hold(p);
+      return;
+    }
+    if (p.trailers !== null) this.#sink.trailers(p.trailers);
+    else this.#sink.data(p.data ?? EMPTY, p.eos);
+  }
+
+  /**
+   * Releases what filter i holds after it resumed: the event it stopped on goes to the next filter;
+   * events that arrived while it was stopped go through filter i again, which may stop once more.
+   */
+  #release(i: number): void {
+    const held = this.#held[i];
+    this.#held[i] = null;
+    if (held === null) return;
+    for (const p of held) this.#unhold(p);
+    const [first, ...rest] = held;
+    this.#forward(i + 1, first);
+    for (const p of rest) {
+      if (this.#sink.halted) return;
+      this.#push(i, p);
+    }
+  }
+
+  #hold(p: Pending): void {
+    if (p.data === null) return;
+    this.#heldBytes += p.data.length;
+    if (!this.#blocked && this.#heldBytes > this.#limit) {
+      this.#blocked = true;
+      this.#sink.block();
+    }
+  }
+
+  #unhold(p: Pending): void {
+    if (p.data === null) return;
+    this.#heldBytes -= p.data.length;
+    if (this.#blocked && this.#heldBytes <= this.#limit / 2) {
+      this.#blocked = false;
+      this.#sink.unblock();
+    }
+  }
+}

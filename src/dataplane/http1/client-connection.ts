@@ -1,0 +1,253 @@
+/**
+ * The upstream side of the HTTP/1.1 codec: one pooled connection to one endpoint, carrying one exchange at a
+ * time. The stream writes the request through it and receives the response through a `ResponseSink`.
+ */
+import net, { type Socket } from 'node:net';
+import { HeaderMap } from '../../core/headers.ts';
+import { ProxyError } from '../../core/errors.ts';
+import { createParser, type Parser } from './llhttp.ts';
+import { headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
+
+/** Where the response of an upstream exchange goes. */
+export interface ResponseSink {
+  /** The response head; `contentLength` is -1 when unknown (chunked or close-delimited). */
+  onUpstreamHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void;
+  onUpstreamBody(chunk: Buffer): void;
+  onUpstreamTrailers(trailers: HeaderMap): void;
+  onUpstreamEnd(): void;
+  /** The exchange failed: reset, protocol error or timeout. `afterHead` says whether a head was received. */
+  onUpstreamError(error: ProxyError, afterHead: boolean): void;
+  /** The connection can take more request body. */
+  onUpstreamDrain(): void;
+}
+
+/** Request framing towards the upstream. */
+export interface RequestFraming {
+  /** Known body length, -1 for chunked, 0 for no body. */
+  contentLength: number;
+}
+
+/** Whom a connection reports its life to (its pool). */
+export interface ConnectionOwner {
+  /** The exchange finished and the connection may carry another. */
+  release(conn: ClientConnection): void;
+  /** The connection closed. */
+  closed(conn: ClientConnection): void;
+}
+
+/** One connection to an upstream endpoint. */
+export class ClientConnection {
+  readonly socket: Socket;
+  readonly address: string;
+  /** Exchanges carried so far; > 0 means the connection was reused. */
+  exchanges = 0;
+  readonly #owner: ConnectionOwner;
+  readonly #parser: Parser;
+  #sink: ResponseSink | null = null;
+  #isHeadRequest = false;
+  #chunked = false;
+  #requestDone = false;
+  #responseDone = false;
+  #gotHead = false;
+  #keepAlive = true;
+  #closed = false;
+  #upgrade = false;
+  #upgradeRest: Buffer | null = null;
+
+  constructor(socket: Socket, address: string, owner: ConnectionOwner, maxHeaderSize: number) {
+    this.socket = socket;
+    this.address = address;
+    this.#owner = owner;
+    this.#parser = createParser('response', maxHeaderSize, {
+      onHead: (minor, raw, _m, _u, status, reason, upgrade, keepAlive) => this.#onHead(minor, raw, status, reason, upgrade, keepAlive),
+      onBody: (chunk) => this.#sink?.onUpstreamBody(chunk),
+      onTrailers: (raw) => this.#sink?.onUpstreamTrailers(new HeaderMap(rawToList(raw))),
+      onComplete: () => this.#onComplete(),
+    });
+    socket.setNoDelay(true);
+    socket.on('data', (d: Buffer) => this.#onData(d));
+    socket.on('end', () => this.#onEnd());
+    socket.on('error', () => this.#onClose());
+    socket.on('close', () => this.#onClose());
+    socket.on('drain', () => this.#sink?.onUpstreamDrain());
+  }
+
+  /** Whether the connection is open. */
+  get usable(): boolean {
+    return !this.#closed && !this.socket.destroyed;
+  }
+
+  /**
+   * Starts an exchange: writes the request head (`:method`, `:path`, `:authority` become the request line
+   * and Host). The body follows through `writeBody` and `endRequest`.
+   */
+  startRequest(headers: HeaderMap, framing: RequestFraming, sink: ResponseSink, keepUpgrade: boolean): void {
+    this.exchanges++;
+    this.#sink = sink;
+    this.#gotHead = false;
+    this.#requestDone = false;
+    this.#responseDone = false;
+    this.#upgrade = keepUpgrade;
+    const method = headers.get(':method')!;
+    this.#isHeadRequest = method === 'HEAD';
+    if (headers.modified) assertWritable(headers);
+    let out = method + ' ' + headers.get(':path') + ' HTTP/1.1\r\nhost: ' + headers.get(':authority') + '\r\n' + headerLines(headers, true, keepUpgrade);
+    if (keepUpgrade) out += 'connection: upgrade\r\n';
+    if (framing.contentLength > 0) out += 'content-length: ' + framing.contentLength + '\r\n';
+    else if (framing.contentLength < 0) out += 'transfer-encoding: chunked\r\n';
+    else if (method === 'POST' || method === 'PUT' || method === 'PATCH') out += 'content-length: 0\r\n';
+    this.#chunked = framing.contentLength < 0;
+    this.socket.write(out + '\r\n', 'latin1');
+    if (framing.contentLength === 0) this.#requestDone = true;
+  }
+
+  /** Writes request body; returns false when the caller should wait for `onUpstreamDrain`. */
+  writeBody(chunk: Buffer): boolean {
+    if (this.#closed || chunk.length === 0) return !this.#closed;
+    if (this.#chunked) {
+      this.socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
+      this.socket.write(chunk);
+      return this.socket.write('\r\n', 'latin1');
+    }
+    return this.socket.write(chunk);
+  }
+
+  /** Ends the request body (with trailers when chunked). */
+  endRequest(trailers: HeaderMap | null): void {
+    if (this.#closed || this.#requestDone) return;
+    if (this.#chunked) this.socket.write(chunkedEnd(trailers), 'latin1');
+    this.#requestDone = true;
+    this.#maybeRelease();
+  }
+
+  /** Stops reading the response (back-pressure); `resume` undoes it. */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  /** Resumes reading the response. */
+  resume(): void {
+    if (!this.#closed) this.socket.resume();
+  }
+
+  /** Abandons the exchange and closes the connection (timeouts, downstream resets). */
+  abort(): void {
+    this.#sink = null;
+    this.socket.destroy();
+  }
+
+  /** After a 101, detaches the socket from HTTP: returns the bytes that followed the response head. */
+  detach(): Buffer {
+    this.#closed = true;
+    this.#sink = null;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('drain');
+    this.socket.removeAllListeners('end');
+    this.#parser.close();
+    const rest = this.#upgradeRest ?? Buffer.alloc(0);
+    this.#upgradeRest = null;
+    return rest;
+  }
+
+  #onHead(_minor: number, raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
+    if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
+    this.#gotHead = true;
+    this.#keepAlive = keepAlive;
+    const list = [':status', String(status)];
+    let contentLength = -1;
+    const l = rawToList(raw);
+    for (let i = 0; i < l.length; i += 2) {
+      if (l[i] === 'content-length') contentLength = Number(l[i + 1]);
+      list.push(l[i], l[i + 1]);
+    }
+    this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
+    if (status === 101 && upgrade && this.#upgrade) return 2;
+    return this.#isHeadRequest ? 1 : 0;
+  }
+
+  #onComplete(): void {
+    if (!this.#gotHead) return;
+    this.#responseDone = true;
+    const sink = this.#sink;
+    if (sink !== null) sink.onUpstreamEnd();
+    this.#maybeRelease();
+  }
+
+  #maybeRelease(): void {
+    if (!this.#responseDone || !this.#requestDone || this.#sink === null) return;
+    this.#sink = null;
+    if (this.#keepAlive && !this.#closed) this.#owner.release(this);
+    else this.socket.destroy();
+  }
+
+  #onData(data: Buffer): void {
+    if (this.#sink === null && !this.#gotHead) {
+      // Bytes on an idle connection: the server is confused; do not reuse it.
+      this.socket.destroy();
+      return;
+    }
+    const ret = this.#parser.execute(data);
+    if (typeof ret !== 'number') {
+      const sink = this.#sink;
+      this.#sink = null;
+      this.socket.destroy();
+      sink?.onUpstreamError(new ProxyError('UPSTREAM_PROTOCOL_ERROR', `Invalid response from upstream "${this.address}": ${ret.code}`), this.#gotHead);
+      return;
+    }
+    if (this.#upgrade && this.#gotHead && ret < data.length) this.#upgradeRest = data.subarray(ret);
+  }
+
+  #onEnd(): void {
+    // EOF completes a close-delimited body; anything else ending here is a reset.
+    if (this.#sink !== null && this.#gotHead && !this.#responseDone) {
+      const err = this.#parser.finish();
+      if (err === undefined && this.#responseDone) return;
+    }
+    this.socket.destroy();
+  }
+
+  #onClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const sink = this.#sink;
+    this.#sink = null;
+    this.#parser.close();
+    if (sink !== null && !this.#responseDone) {
+      sink.onUpstreamError(new ProxyError('UPSTREAM_RESET', `Upstream "${this.address}" closed the connection`), this.#gotHead);
+    }
+    this.#owner.closed(this);
+  }
+}
+
+/** Opens a TCP connection; calls back once with the socket or an error. */
+export function connect(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  done: (err: ProxyError | null, socket: Socket | null) => void,
+): Socket {
+  const socket = net.connect({ host, port, noDelay: true });
+  let settled = false;
+  const timer = timeoutMs > 0 ? setTimeout(() => finish(new ProxyError('UPSTREAM_CONNECT_FAILURE', `Cannot connect to upstream "${host}:${port}": timed out after ${timeoutMs}ms`)), timeoutMs) : null;
+  function finish(err: ProxyError | null): void {
+    if (settled) return;
+    settled = true;
+    if (timer !== null) clearTimeout(timer);
+    socket.removeListener('error', onError);
+    socket.removeListener('connect', onConnect);
+    if (err !== null) {
+      socket.destroy();
+      done(err, null);
+    } else done(null, socket);
+  }
+  function onError(e: NodeJS.ErrnoException): void {
+    const reason = e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message;
+    finish(new ProxyError('UPSTREAM_CONNECT_FAILURE', `Cannot connect to upstream "${host}:${port}": ${reason}`));
+  }
+  function onConnect(): void {
+    finish(null);
+  }
+  socket.once('error', onError);
+  socket.once('connect', onConnect);
+  return socket;
+}

@@ -1,0 +1,177 @@
+/**
+ * A connection pool to one upstream endpoint, per worker: idle connections are reused most-recent first,
+ * new ones are opened up to the cluster's connection limit, and requests beyond it wait in a bounded queue.
+ */
+import { ProxyError } from '../../core/errors.ts';
+import { ClientConnection, connect, type ConnectionOwner } from './client-connection.ts';
+
+/** Who waits for a connection. */
+export interface PoolWaiter {
+  onPoolReady(conn: ClientConnection, reused: boolean): void;
+  onPoolFailure(error: ProxyError): void;
+}
+
+/** Cluster-wide limits a pool consults (the circuit breaker). */
+export interface PoolLimits {
+  /** Returns false when no connection may be opened now. */
+  tryAcquireConnection(): boolean;
+  releaseConnection(): void;
+  /** Returns false when the pending queue is full. */
+  tryAcquirePending(): boolean;
+  releasePending(): void;
+}
+
+/** Pool settings. */
+export interface PoolOptions {
+  host: string;
+  port: number;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxIdle: number;
+  maxHeaderSize: number;
+  limits: PoolLimits;
+  /** Observes connect outcomes (outlier detection, metrics). */
+  onConnectFailure?(error: ProxyError): void;
+}
+
+const unlimited: PoolLimits = {
+  tryAcquireConnection: () => true,
+  releaseConnection: () => {},
+  tryAcquirePending: () => true,
+  releasePending: () => {},
+};
+
+/** The pool of one endpoint. */
+export class Pool implements ConnectionOwner {
+  readonly address: string;
+  readonly #opts: PoolOptions;
+  readonly #idle: ClientConnection[] = [];
+  readonly #idleSince = new Map<ClientConnection, number>();
+  readonly #waiters: PoolWaiter[] = [];
+  #open = 0;
+  #sweeper: NodeJS.Timeout | null = null;
+  #closed = false;
+
+  constructor(opts: Partial<PoolOptions> & { host: string; port: number }) {
+    this.#opts = { connectTimeoutMs: 5000, idleTimeoutMs: 60_000, maxIdle: 128, maxHeaderSize: 65536, limits: unlimited, ...opts };
+    this.address = `${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
+  }
+
+  /** Open connections, busy or idle. */
+  get openConnections(): number {
+    return this.#open;
+  }
+
+  /** Idle connections ready for reuse. */
+  get idleConnections(): number {
+    return this.#idle.length;
+  }
+
+  /** Hands a connection to `w`: an idle one at once, a new one once connected, or later when one frees up. */
+  acquire(w: PoolWaiter): void {
+    if (this.#closed) {
+      w.onPoolFailure(new ProxyError('UPSTREAM_CONNECT_FAILURE', `Pool for "${this.address}" is closed`));
+      return;
+    }
+    while (this.#idle.length > 0) {
+      const conn = this.#idle.pop()!;
+      this.#idleSince.delete(conn);
+      if (conn.usable) {
+        w.onPoolReady(conn, true);
+        return;
+      }
+    }
+    if (this.#opts.limits.tryAcquireConnection()) {
+      this.#connect(w);
+      return;
+    }
+    if (!this.#opts.limits.tryAcquirePending()) {
+      w.onPoolFailure(new ProxyError('UPSTREAM_OVERFLOW', `Cluster connection limit reached for "${this.address}" and the pending queue is full`));
+      return;
+    }
+    this.#waiters.push(w);
+  }
+
+  /** Withdraws a waiter that no longer wants a connection (its client went away). */
+  cancel(w: PoolWaiter): void {
+    const i = this.#waiters.indexOf(w);
+    if (i >= 0) {
+      this.#waiters.splice(i, 1);
+      this.#opts.limits.releasePending();
+    }
+  }
+
+  /** Called by a connection whose exchange completed cleanly. */
+  release(conn: ClientConnection): void {
+    const w = this.#waiters.shift();
+    if (w !== undefined) {
+      this.#opts.limits.releasePending();
+      w.onPoolReady(conn, true);
+      return;
+    }
+    if (this.#closed || this.#idle.length >= this.#opts.maxIdle) {
+      conn.socket.destroy();
+      return;
+    }
+    this.#idle.push(conn);
+    this.#idleSince.set(conn, Date.now());
+    if (this.#sweeper === null && this.#opts.idleTimeoutMs > 0) {
+      this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#opts.idleTimeoutMs, 1000));
+      this.#sweeper.unref();
+    }
+  }
+
+  /** Called by a connection that closed. */
+  closed(conn: ClientConnection): void {
+    this.#open--;
+    this.#opts.limits.releaseConnection();
+    const i = this.#idle.indexOf(conn);
+    if (i >= 0) {
+      this.#idle.splice(i, 1);
+      this.#idleSince.delete(conn);
+    }
+    const w = this.#waiters.shift();
+    if (w !== undefined) {
+      this.#opts.limits.releasePending();
+      this.acquire(w);
+    }
+  }
+
+  /** Closes idle connections and refuses new work; busy connections finish their exchange. */
+  close(): void {
+    this.#closed = true;
+    if (this.#sweeper !== null) clearInterval(this.#sweeper);
+    for (const c of this.#idle.splice(0)) c.socket.destroy();
+    this.#idleSince.clear();
+    for (const w of this.#waiters.splice(0)) {
+      this.#opts.limits.releasePending();
+      w.onPoolFailure(new ProxyError('UPSTREAM_CONNECT_FAILURE', `Pool for "${this.address}" is closed`));
+    }
+  }
+
+  #connect(w: PoolWaiter): void {
+    this.#open++;
+    const o = this.#opts;
+    connect(o.host, o.port, o.connectTimeoutMs, (err, socket) => {
+      if (err !== null) {
+        this.#open--;
+        o.limits.releaseConnection();
+        o.onConnectFailure?.(err);
+        w.onPoolFailure(err);
+        return;
+      }
+      w.onPoolReady(new ClientConnection(socket!, this.address, this, o.maxHeaderSize), false);
+    });
+  }
+
+  #sweep(): void {
+    const cutoff = Date.now() - this.#opts.idleTimeoutMs;
+    for (const [conn, since] of this.#idleSince) {
+      if (since <= cutoff) conn.socket.destroy();
+    }
+    if (this.#idle.length === 0 && this.#sweeper !== null) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = null;
+    }
+  }
+}

@@ -1,0 +1,434 @@
+/**
+ * The downstream side of the HTTP/1.1 codec: one instance per accepted connection. It parses requests with
+ * llhttp, hands each one to the listener's `onRequest`, and writes the response that the stream produces.
+ * Responses go out in request order; a pipelined request waits (reading paused) until the one before it is done.
+ */
+import type { Socket } from 'node:net';
+import { HeaderMap } from '../../core/headers.ts';
+import { ProxyError, type ErrorCode } from '../../core/errors.ts';
+import { createParser, METHODS, type Parser } from './llhttp.ts';
+import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
+
+/** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
+export interface RequestHead {
+  readonly method: string;
+  readonly versionMinor: number;
+  readonly headers: HeaderMap;
+  readonly keepAlive: boolean;
+  readonly upgrade: boolean;
+  /** True when the request has a body (Content-Length > 0 or chunked). */
+  readonly hasBody: boolean;
+  readonly expectContinue: boolean;
+}
+
+/** What the lifecycle gives the codec for each request: where the request body goes. */
+export interface RequestSink {
+  /** Called once the codec made this exchange the active one: run the request path. */
+  start(): void;
+  onBody(chunk: Buffer): void;
+  onTrailers(trailers: HeaderMap): void;
+  onEnd(): void;
+  /** The client went away or sent something invalid before the exchange completed. */
+  onAbort(error: ProxyError): void;
+  /** The downstream socket can take more response data. */
+  onDrain(): void;
+}
+
+/** Framing of a response the stream sends. */
+export interface ResponseFraming {
+  /** Known length, or -1 for chunked (HTTP/1.1) or close-delimited (HTTP/1.0). */
+  contentLength: number;
+  /** No body follows (HEAD, 204, 304, or an empty local reply with content-length written). */
+  noBody: boolean;
+}
+
+/** Connection-level settings, from the listener config. */
+export interface ServerOptions {
+  maxHeaderSize: number;
+  maxUriSize: number;
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Called for each request; returns the sink for its body. */
+  onRequest(conn: ServerConnection, head: RequestHead): RequestSink;
+  /** Counts connections in and out (active connections gauge). */
+  onConnectionClose?(conn: ServerConnection): void;
+}
+
+interface Queued {
+  head: RequestHead;
+  events: (Buffer | HeaderMap | null)[];
+}
+
+const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+
+/** One downstream connection. */
+export class ServerConnection {
+  readonly socket: Socket;
+  readonly localAddress: string;
+  readonly remoteAddress: string;
+  readonly #opts: ServerOptions;
+  readonly #parser: Parser;
+  /** The sink receiving body events of the request being parsed (null between requests). */
+  #parsing: RequestSink | Queued | null = null;
+  /** Requests parsed while an earlier response was still going out. */
+  #queue: Queued[] = [];
+  /** The exchange whose response is being written. */
+  #active: RequestSink | null = null;
+  #activeHead: RequestHead | null = null;
+  #requestDone = false;
+  #responseStarted = false;
+  #chunked = false;
+  #closeAfter = false;
+  #noBody = false;
+  #closed = false;
+  #upgraded = false;
+  #pendingUpgrade = false;
+  #finishWhenRead = false;
+  #tornDown = false;
+  #paused = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #timerKind: 'header' | 'idle' | null = null;
+  /** Set by `upgrade()`: bytes received after the upgrade request's head. */
+  #upgradeHead: Buffer | null = null;
+
+  constructor(socket: Socket, opts: ServerOptions) {
+    this.socket = socket;
+    this.#opts = opts;
+    this.localAddress = `${socket.localAddress}:${socket.localPort}`;
+    this.remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.#parser = createParser('request', opts.maxHeaderSize, {
+      onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive) => this.#onHead(minor, raw, method, url, upgrade, keepAlive),
+      onBody: (chunk) => this.#event(chunk),
+      onTrailers: (raw) => this.#event(new HeaderMap(rawToList(raw))),
+      onComplete: () => this.#event(null),
+    });
+    socket.setNoDelay(true);
+    socket.on('data', (data: Buffer) => this.#onData(data));
+    socket.on('end', () => this.#onEnd());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.#teardown('DOWNSTREAM_RESET'));
+    socket.on('drain', () => this.#active?.onDrain());
+    this.#arm('header');
+  }
+
+  /** True once the response head of the active exchange was written. */
+  get responseStarted(): boolean {
+    return this.#responseStarted;
+  }
+
+  /** Writes 100 Continue, when the client asked for it and no response has started. */
+  sendContinue(): void {
+    if (!this.#responseStarted && !this.#closed) this.socket.write(CONTINUE, 'latin1');
+  }
+
+  /**
+   * Writes the response head of the active exchange. `reason` overrides the standard phrase.
+   * Returns false if the socket is gone.
+   */
+  sendHead(status: number, headers: HeaderMap, framing: ResponseFraming, reason?: string): boolean {
+    if (this.#closed || this.#responseStarted) return false;
+    this.#responseStarted = true;
+    const head = this.#activeHead!;
+    if (headers.modified) assertWritable(headers);
+    let out = `HTTP/1.1 ${status} ${reason ?? reasonPhrase(status)}\r\n` + headerLines(headers, true, status === 101);
+    this.#noBody = framing.noBody;
+    const isHead = head.method === 'HEAD';
+    if (status === 101) {
+      out += 'connection: upgrade\r\n';
+    } else {
+      if (framing.contentLength >= 0) {
+        if (status !== 204 && status !== 304 && !(status < 200)) out += 'content-length: ' + framing.contentLength + '\r\n';
+      } else if (!framing.noBody || isHead) {
+        if (head.versionMinor >= 1) {
+          if (!isHead) this.#chunked = true;
+          out += 'transfer-encoding: chunked\r\n';
+        } else this.#closeAfter = true;
+      }
+      if (!head.keepAlive || this.#closeAfter) {
+        this.#closeAfter = true;
+        out += 'connection: close\r\n';
+      } else if (head.versionMinor === 0) out += 'connection: keep-alive\r\n';
+    }
+    out += '\r\n';
+    if (isHead) this.#noBody = true;
+    this.socket.cork();
+    this.socket.write(out, 'latin1');
+    process.nextTick(uncork, this.socket);
+    return true;
+  }
+
+  /** Writes a body chunk; returns false when the caller should wait for `onDrain`. */
+  sendBody(chunk: Buffer): boolean {
+    if (this.#closed || this.#noBody || chunk.length === 0) return !this.#closed;
+    if (this.#chunked) {
+      this.socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
+      this.socket.write(chunk);
+      return this.socket.write('\r\n', 'latin1');
+    }
+    return this.socket.write(chunk);
+  }
+
+  /** Ends the active response (with trailers when chunked); the next pipelined request may proceed. */
+  sendEnd(trailers: HeaderMap | null): void {
+    if (this.#closed) return;
+    if (this.#chunked) this.socket.write(chunkedEnd(trailers), 'latin1');
+    this.#finishExchange();
+  }
+
+  /** Writes a complete response in one go (local replies). */
+  sendResponse(status: number, headers: HeaderMap, body: Buffer | null, reason?: string): void {
+    const isHead = this.#activeHead?.method === 'HEAD';
+    const len = body === null ? 0 : body.length;
+    const noBody = status === 204 || status === 304 || status < 200;
+    if (!this.sendHead(status, headers, { contentLength: noBody ? -1 : len, noBody: true }, reason)) return;
+    if (!isHead && !noBody && body !== null && len > 0) this.socket.write(body);
+    this.#chunked = false;
+    this.#finishExchange();
+  }
+
+  /** Closes now if no exchange is in progress, else after the current response (with Connection: close). */
+  closeWhenIdle(): void {
+    this.#closeAfter = true;
+    if (this.#active === null && this.#parsing === null && this.#queue.length === 0) {
+      this.#closed = true;
+      this.socket.end();
+    }
+  }
+
+  /** Stops reading from the client (back-pressure); balanced by `resume`. */
+  pause(): void {
+    if (this.#paused++ === 0) this.socket.pause();
+  }
+
+  /** Resumes reading after `pause`. */
+  resume(): void {
+    if (this.#paused > 0 && --this.#paused === 0 && !this.#closed) this.socket.resume();
+  }
+
+  /** Closes the connection at once, without a response (stream reset). */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /**
+   * Hands the raw socket over for a tunnel (WebSocket) after a 101: returns the bytes the client
+   * sent after its request head. The connection stops parsing HTTP.
+   */
+  upgrade(): Buffer {
+    this.#upgraded = true;
+    this.#clearTimer();
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('drain');
+    this.socket.removeAllListeners('end');
+    this.#parser.close();
+    this.#active = null;
+    const head = this.#upgradeHead ?? Buffer.alloc(0);
+    this.#upgradeHead = null;
+    return head;
+  }
+
+  #onHead(minor: number, raw: string[], methodIndex: number, url: string, upgrade: boolean, keepAlive: boolean): number {
+    this.#clearTimer();
+    const method = METHODS[methodIndex];
+    if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
+    const list = [':authority', '', ':path', url, ':method', method, ':scheme', 'http'];
+    let hasBody = false;
+    let expectContinue = false;
+    let hosts = 0;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i].toLowerCase();
+      const value = raw[i + 1];
+      if (name === 'host') {
+        if (hosts++ > 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'Request has more than one Host header');
+        list[1] = value;
+        continue;
+      }
+      if (name === 'content-length') hasBody = value !== '0';
+      else if (name === 'transfer-encoding') hasBody = true;
+      else if (name === 'expect' && value.toLowerCase() === '100-continue') expectContinue = true;
+      list.push(name, value);
+    }
+    if (minor >= 1 && hosts === 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'HTTP/1.1 request without a Host header');
+    if (method === 'CONNECT') throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'CONNECT is not supported');
+    if (upgrade) this.#pendingUpgrade = true;
+    const head: RequestHead = { method, versionMinor: minor, headers: new HeaderMap(list), keepAlive, upgrade, hasBody, expectContinue };
+    if (this.#active === null && this.#queue.length === 0) {
+      this.#start(head, true);
+    } else {
+      const q: Queued = { head, events: [] };
+      this.#queue.push(q);
+      this.#parsing = q;
+      this.pause();
+    }
+    return 0;
+  }
+
+  /** Makes `head` the active exchange; `parsing` says whether its body is still being parsed. */
+  #start(head: RequestHead, parsing: boolean, requestDone = false): RequestSink {
+    this.#activeHead = head;
+    this.#responseStarted = false;
+    this.#chunked = false;
+    this.#noBody = false;
+    this.#requestDone = requestDone;
+    const sink = this.#opts.onRequest(this, head);
+    this.#active = sink;
+    if (parsing) this.#parsing = sink;
+    sink.start();
+    return sink;
+  }
+
+  #event(ev: Buffer | HeaderMap | null): void {
+    const target = this.#parsing;
+    if (target === null) return;
+    if ('events' in target) {
+      target.events.push(ev);
+      if (ev === null) this.#parsing = null;
+      return;
+    }
+    if (ev === null) {
+      this.#parsing = null;
+      this.#requestDone = true;
+      target.onEnd();
+      if (this.#finishWhenRead) {
+        this.#finishWhenRead = false;
+        this.#finishExchange();
+      }
+    } else if (ev instanceof HeaderMap) target.onTrailers(ev);
+    else target.onBody(ev);
+  }
+
+  #onData(data: Buffer): void {
+    // The first bytes of a new request on a kept-alive connection: the head must now arrive in time.
+    if (this.#timerKind === 'idle') this.#arm('header');
+    let ret: ReturnType<Parser['execute']>;
+    try {
+      ret = this.#parser.execute(data);
+    } catch (err) {
+      this.#protocolError(err instanceof ProxyError ? err : new ProxyError('INTERNAL', String(err)));
+      return;
+    }
+    if (typeof ret !== 'number') {
+      const code = ret.code === 'HPE_HEADER_OVERFLOW' ? 'HEADERS_TOO_LARGE' : 'DOWNSTREAM_PROTOCOL_ERROR';
+      this.#protocolError(new ProxyError(code, `Malformed request from "${this.remoteAddress}": ${ret.code} ${(ret as { reason?: string }).reason ?? ''}`.trim()));
+      return;
+    }
+    if (this.#pendingUpgrade) {
+      // llhttp stops after an upgrade request's head; what follows belongs to the tunnel, or to nobody if
+      // the upstream refuses the upgrade (then the connection closes after the response).
+      this.#pendingUpgrade = false;
+      this.#closeAfter = true;
+      this.#upgradeHead = ret < data.length ? data.subarray(ret) : null;
+      this.pause();
+    }
+  }
+
+  #protocolError(err: ProxyError): void {
+    const status = err.kind.status;
+    const sink = this.#parsing;
+    this.#parsing = null;
+    if (sink !== null && !('events' in sink)) sink.onAbort(err);
+    if (!this.#responseStarted && !this.#closed && (this.#active === null || this.#active === sink)) {
+      this.#responseStarted = true;
+      const body = err.kind.body;
+      this.socket.end(`HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, 'latin1');
+    } else this.socket.destroy();
+    this.#closed = true;
+  }
+
+  #finishExchange(): void {
+    if (!this.#requestDone && !this.#closeAfter && !this.#activeHead!.hasBody && this.#parsing === this.#active) {
+      // Answered before the (bodiless) request was fully parsed: finish once the parser completes it.
+      this.#finishWhenRead = true;
+      return;
+    }
+    this.#active = null;
+    this.#activeHead = null;
+    const requestDone = this.#requestDone;
+    if (this.#closeAfter || !requestDone) {
+      // An unfinished request body cannot be skipped safely: close, as nginx and Envoy do.
+      this.#closed = true;
+      this.socket.end();
+      return;
+    }
+    const next = this.#queue.shift();
+    if (next !== undefined) {
+      this.resume();
+      const stillParsing = this.#parsing === next;
+      const complete = !stillParsing && next.events[next.events.length - 1] === null;
+      const sink = this.#start(next.head, stillParsing, complete && !next.head.hasBody);
+      for (const ev of next.events) {
+        if (ev === null) {
+          if (this.#activeHead === next.head) this.#requestDone = true;
+          sink.onEnd();
+        } else if (ev instanceof HeaderMap) sink.onTrailers(ev);
+        else sink.onBody(ev);
+      }
+    } else if (this.#parsing === null) this.#arm('idle');
+  }
+
+  #onEnd(): void {
+    // The client half-closed. A request still being read is aborted; a response in progress may finish.
+    if (this.#parsing !== null && !('events' in this.#parsing)) {
+      const sink = this.#parsing;
+      this.#parsing = null;
+      sink.onAbort(new ProxyError('DOWNSTREAM_RESET', 'Client closed the connection before the request was complete'));
+    }
+    if (this.#active === null) this.socket.end();
+    else this.#closeAfter = true;
+  }
+
+  #teardown(code: ErrorCode): void {
+    if (this.#tornDown) return;
+    this.#tornDown = true;
+    this.#closed = true;
+    this.#clearTimer();
+    if (!this.#upgraded) {
+      const active = this.#active;
+      this.#active = null;
+      this.#queue.length = 0;
+      if (active !== null) active.onAbort(new ProxyError(code, 'Client connection closed before the response was complete'));
+      this.#parser.close();
+    }
+    this.#opts.onConnectionClose?.(this);
+  }
+
+  #arm(kind: 'header' | 'idle'): void {
+    const ms = kind === 'header' ? this.#opts.headerTimeoutMs : this.#opts.idleTimeoutMs;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#timerKind = null;
+    if (ms <= 0) return;
+    this.#timerKind = kind;
+    this.#timer = setTimeout(onTimer, ms, this);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    this.#timerKind = null;
+  }
+
+  /** Called by the timer. */
+  timedOut(): void {
+    const kind = this.#timerKind;
+    this.#timer = null;
+    this.#timerKind = null;
+    if (kind === 'idle') {
+      this.#closed = true;
+      this.socket.end();
+    } else if (kind === 'header') {
+      this.#protocolError(new ProxyError('REQUEST_TIMEOUT', 'Client sent no complete request head in time'));
+    }
+  }
+
+}
+
+function uncork(socket: Socket): void {
+  socket.uncork();
+}
+
+function onTimer(conn: ServerConnection): void {
+  conn.timedOut();
+}

@@ -1,0 +1,84 @@
+/** Serialisation helpers shared by the downstream and upstream sides of the HTTP/1.1 codec. */
+import { HeaderMap, HOP_BY_HOP } from '../../core/headers.ts';
+
+const STATUS_TEXT: Record<number, string> = {
+  100: 'Continue', 101: 'Switching Protocols', 200: 'OK', 201: 'Created', 202: 'Accepted', 203: 'Non-Authoritative Information',
+  204: 'No Content', 205: 'Reset Content', 206: 'Partial Content', 300: 'Multiple Choices', 301: 'Moved Permanently', 302: 'Found',
+  303: 'See Other', 304: 'Not Modified', 307: 'Temporary Redirect', 308: 'Permanent Redirect', 400: 'Bad Request', 401: 'Unauthorized',
+  402: 'Payment Required', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 406: 'Not Acceptable', 408: 'Request Timeout',
+  409: 'Conflict', 410: 'Gone', 411: 'Length Required', 412: 'Precondition Failed', 413: 'Payload Too Large', 414: 'URI Too Long',
+  415: 'Unsupported Media Type', 416: 'Range Not Satisfiable', 417: 'Expectation Failed', 421: 'Misdirected Request',
+  422: 'Unprocessable Content', 425: 'Too Early', 426: 'Upgrade Required', 428: 'Precondition Required', 429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large', 451: 'Unavailable For Legal Reasons', 500: 'Internal Server Error', 501: 'Not Implemented',
+  502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 505: 'HTTP Version Not Supported',
+};
+
+/** The standard reason phrase for a status code ("" when unknown). */
+export function reasonPhrase(status: number): string {
+  return STATUS_TEXT[status] ?? '';
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_VALUE = /[\r\n\0]/;
+
+/** Throws when a header name or value could not be written safely (response splitting). */
+export function assertWritable(headers: HeaderMap): void {
+  const list = headers.list;
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i];
+    if (name.charCodeAt(0) === 58 /* : */) continue;
+    if (!TOKEN.test(name)) throw new Error(`Invalid header name ${JSON.stringify(name)}`);
+    if (BAD_VALUE.test(list[i + 1])) throw new Error(`Invalid value for header "${name}": it contains CR, LF or NUL`);
+  }
+}
+
+/**
+ * Appends the regular (non-pseudo) headers as "name: value\r\n" lines, leaving out hop-by-hop headers,
+ * the headers that `Connection` nominates, and the names in `skip` (set by the caller for framing headers).
+ */
+export function headerLines(headers: HeaderMap, skipFraming: boolean, keepUpgrade: boolean): string {
+  const list = headers.list;
+  let nominated: string[] | null = null;
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i] === 'connection') {
+      for (const token of list[i + 1].split(',')) {
+        const t = token.trim().toLowerCase();
+        if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (nominated ??= []).push(t);
+      }
+    }
+  }
+  let out = '';
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i];
+    if (name.charCodeAt(0) === 58) continue;
+    if (HOP_BY_HOP.has(name)) {
+      if (!(keepUpgrade && name === 'upgrade')) continue;
+    }
+    if (skipFraming && name === 'content-length') continue;
+    if (nominated !== null && nominated.includes(name)) continue;
+    out += name + ': ' + list[i + 1] + '\r\n';
+  }
+  return out;
+}
+
+/** Formats trailers for the end of a chunked body: "0\r\n", the trailer lines, "\r\n". */
+export function chunkedEnd(trailers: HeaderMap | null): string {
+  if (trailers === null || trailers.size === 0) return '0\r\n\r\n';
+  let out = '0\r\n';
+  const list = trailers.list;
+  for (let i = 0; i < list.length; i += 2) {
+    if (HOP_BY_HOP.has(list[i]) || list[i] === 'content-length') continue;
+    out += list[i] + ': ' + list[i + 1] + '\r\n';
+  }
+  return out + '\r\n';
+}
+
+/** Lower-cases raw interleaved names and values into a HeaderMap list (no pseudo-headers). */
+export function rawToList(raw: string[]): string[] {
+  const out = new Array<string>(raw.length);
+  for (let i = 0; i < raw.length; i += 2) {
+    out[i] = raw[i].toLowerCase();
+    out[i + 1] = raw[i + 1];
+  }
+  return out;
+}

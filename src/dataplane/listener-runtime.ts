@@ -1,0 +1,113 @@
+/**
+ * A listener as one snapshot compiled it: its router, its default filter chain, its settings and the
+ * metric children its streams update. Streams hold the ListenerRuntime they started with.
+ */
+import type { Router } from './router.ts';
+import type { ChainEntry, Snapshot } from './snapshot.ts';
+import type { Metrics, Value, Distribution, Family } from '../telemetry/metrics.ts';
+import type { Logger } from '../telemetry/log.ts';
+import type { ErrorKind } from '../core/errors.ts';
+import type { LogLevel } from '../filters/contract.ts';
+import type { Stream } from './stream.ts';
+
+/** Per-listener settings, durations and sizes in ms and bytes. */
+export interface ListenerSettings {
+  bufferLimit: number;
+  maxHeaderSize: number;
+  maxUriSize: number;
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  requestTimeoutMs: number;
+  generateRequestId: boolean;
+  preserveHost: boolean;
+  xffTrustedHops: number;
+}
+
+interface RouteStats {
+  byClass: Value[];
+  duration: Distribution;
+}
+
+/** The compiled listener. */
+export class ListenerRuntime {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly settings: ListenerSettings;
+  readonly router: Router;
+  readonly defaultChain: readonly ChainEntry[];
+  readonly snapshot: Snapshot;
+  readonly #log: Logger;
+  readonly #requests: Family<Value>;
+  readonly #durations: Family<Distribution>;
+  readonly #errors: Family<Value>;
+  readonly #filterErrors: Family<Value>;
+  readonly #routeStats = new Map<string, RouteStats>();
+
+  constructor(o: {
+    name: string;
+    host: string;
+    port: number;
+    settings: ListenerSettings;
+    router: Router;
+    defaultChain: readonly ChainEntry[];
+    snapshot: Snapshot;
+    metrics: Metrics;
+    log: Logger;
+  }) {
+    this.name = o.name;
+    this.host = o.host;
+    this.port = o.port;
+    this.settings = o.settings;
+    this.router = o.router;
+    this.defaultChain = o.defaultChain;
+    this.snapshot = o.snapshot;
+    this.#log = o.log;
+    this.#requests = o.metrics.counter('weir_downstream_requests_total', 'Downstream requests completed, by listener, route and status class', ['listener', 'route', 'status_class']);
+    this.#durations = o.metrics.histogram('weir_downstream_request_duration_ms', 'Time from the request head to the end of the response', ['listener', 'route']);
+    this.#errors = o.metrics.counter('weir_errors_total', 'Local replies for errors, by listener and error code', ['listener', 'code']);
+    this.#filterErrors = o.metrics.counter('weir_filter_errors_total', 'Filter failures (exceptions, traps, budgets), by filter', ['listener', 'filter']);
+  }
+
+  /** Where the listener binds. */
+  get address(): string {
+    return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+  }
+
+  /** Counts a completed stream. */
+  streamDone(s: Stream): void {
+    const route = s.route?.name ?? '';
+    let st = this.#routeStats.get(route);
+    if (st === undefined) {
+      st = {
+        byClass: ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'].map((c) => this.#requests.labels(this.name, route, c)),
+        duration: this.#durations.labels(this.name, route),
+      };
+      this.#routeStats.set(route, st);
+    }
+    const cls = Math.min(5, Math.floor(s.responseCode / 100));
+    st.byClass[cls].inc();
+    st.duration.observe(performance.now() - s.startMono);
+  }
+
+  /** Counts an error local reply. */
+  countError(kind: ErrorKind): void {
+    this.#errors.labels(this.name, kind.code).inc();
+  }
+
+  /** Logs and counts a filter failure. */
+  filterError(filter: string, message: string, s: Stream): void {
+    this.#filterErrors.labels(this.name, filter).inc();
+    this.#log.filter('error', filter, message, s.requestId);
+  }
+
+  /** A log line from a filter. */
+  filterLog(level: LogLevel, filter: string, message: string, s: Stream): void {
+    this.#log.filter(level, filter, message, s.requestId);
+  }
+
+  /** A log line about a stream. */
+  log(level: 'info' | 'warn' | 'error', message: string, s: Stream): void {
+    this.#log.pino[level]({ listener: this.name, request_id: s.requestId }, message);
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * Route matching: virtual hosts by Host, then routes in config order, first match wins.
+ * A route matches on path (prefix, exact or regex, query string excluded), method, headers and query.
+ */
+import type { HeaderMap } from '../core/headers.ts';
+import type { RawRoute, RawStringMatcher } from '../config/types.ts';
+import type { ChainEntry } from './snapshot.ts';
+import type { RawRetry } from '../config/types.ts';
+import { parseDuration } from '../core/units.ts';
+import { RetryPolicy } from './upstream/retry-policy.ts';
+
+/** A compiled string matcher for a header or query parameter. */
+interface ValueMatcher {
+  name: string;
+  test(value: string | undefined): boolean;
+}
+
+function valueMatcher(m: RawStringMatcher, lowerName: boolean): ValueMatcher {
+  const name = lowerName ? m.name.toLowerCase() : m.name;
+  let test: (v: string | undefined) => boolean;
+  if (m.exact !== undefined) test = (v) => v === m.exact;
+  else if (m.prefix !== undefined) test = (v) => v !== undefined && v.startsWith(m.prefix!);
+  else if (m.regex !== undefined) {
+    const re = new RegExp(`^(?:${m.regex})$`);
+    test = (v) => v !== undefined && re.test(v);
+  } else if (m.present === false) test = (v) => v === undefined;
+  else test = (v) => v !== undefined;
+  return { name, test: m.invert ? (v) => !test(v) : test };
+}
+
+/** What a matched route does. */
+export type RouteAction =
+  | { kind: 'cluster'; clusters: { name: string; weight: number }[]; totalWeight: number }
+  | { kind: 'direct'; status: number; body: Buffer | null; headers: Record<string, string> }
+  | { kind: 'redirect'; status: number; location?: string; scheme?: string; host?: string; path?: string; prefixRewrite?: string; stripQuery: boolean };
+
+/** Retry settings: the decision policy and the per-try timeout in milliseconds (0: none). */
+export interface RetrySettings {
+  policy: RetryPolicy;
+  perTryTimeoutMs: number;
+}
+
+/** Compiles a retry section (durations to milliseconds). */
+export function compileRetry(r: RawRetry | undefined): RetrySettings {
+  if (r === undefined) return { policy: new RetryPolicy(), perTryTimeoutMs: 0 };
+  return {
+    policy: new RetryPolicy({
+      retry_on: r.retry_on,
+      num_retries: r.num_retries,
+      retriable_status_codes: r.retriable_status_codes,
+      retry_non_idempotent: r.retry_non_idempotent,
+      backoff_base: parseDuration(r.backoff_base),
+      backoff_max: parseDuration(r.backoff_max),
+      budget_percent: r.budget_percent,
+      min_retry_concurrency: r.min_retry_concurrency,
+    }),
+    perTryTimeoutMs: r.per_try_timeout === undefined ? 0 : parseDuration(r.per_try_timeout),
+  };
+}
+
+/** A compiled route. */
+export interface Route {
+  readonly name: string;
+  readonly action: RouteAction;
+  readonly prefix: string | undefined;
+  readonly prefixRewrite: string | undefined;
+  readonly regexRewrite: { re: RegExp; substitution: string } | undefined;
+  readonly hostRewrite: string | undefined;
+  readonly autoHostRewrite: boolean;
+  /** Overall timeout in ms (0: the cluster's default). */
+  readonly timeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly retry: RetrySettings | undefined;
+  readonly hashOn: RawRoute['hash_on'];
+  readonly metadata: Readonly<Record<string, unknown>>;
+  /** The filters that run for this route: the listener's (minus disabled ones) then the route's own. */
+  readonly chain: readonly ChainEntry[];
+  /** Tests the request. */
+  matches(path: string, query: string, headers: HeaderMap): boolean;
+}
+
+/** Builds a route from config; `chain` was built by the snapshot. */
+export function compileRoute(raw: RawRoute, index: number, vhostName: string, chain: readonly ChainEntry[]): Route {
+  const m = raw.match;
+  const headerMatchers = (m.headers ?? []).map((h) => valueMatcher(h, true));
+  const queryMatchers = (m.query ?? []).map((q) => valueMatcher(q, false));
+  const methods = m.methods === undefined ? null : new Set(m.methods);
+  const regex = m.regex === undefined ? null : new RegExp(`^(?:${m.regex})$`);
+  const { prefix, path } = m;
+  let action: RouteAction;
+  if (raw.direct_response !== undefined) {
+    const d = raw.direct_response;
+    action = { kind: 'direct', status: d.status, body: d.body === undefined ? null : Buffer.from(d.body), headers: d.headers ?? {} };
+  } else if (raw.redirect !== undefined) {
+    const r = raw.redirect;
+    action = { kind: 'redirect', status: r.status, location: r.location, scheme: r.scheme, host: r.host, path: r.path, prefixRewrite: r.prefix_rewrite, stripQuery: r.strip_query };
+  } else if (raw.weighted_clusters !== undefined) {
+    const clusters = raw.weighted_clusters.map((w) => ({ name: w.name, weight: w.weight }));
+    action = { kind: 'cluster', clusters, totalWeight: clusters.reduce((a, c) => a + c.weight, 0) };
+  } else action = { kind: 'cluster', clusters: [{ name: raw.cluster!, weight: 1 }], totalWeight: 1 };
+  return {
+    name: raw.name ?? `${vhostName}/${index}`,
+    action,
+    prefix,
+    prefixRewrite: raw.prefix_rewrite,
+    regexRewrite: raw.regex_rewrite === undefined ? undefined : { re: new RegExp(raw.regex_rewrite.pattern, 'g'), substitution: raw.regex_rewrite.substitution },
+    hostRewrite: raw.host_rewrite,
+    autoHostRewrite: raw.auto_host_rewrite,
+    timeoutMs: raw.timeout === undefined ? 0 : parseDuration(raw.timeout),
+    idleTimeoutMs: raw.idle_timeout === undefined ? 0 : parseDuration(raw.idle_timeout),
+    retry: raw.retry === undefined ? undefined : compileRetry(raw.retry),
+    hashOn: raw.hash_on,
+    metadata: Object.freeze({ ...(raw.metadata ?? {}) }),
+    chain,
+    matches: function matchRoute(p: string, query: string, headers: HeaderMap): boolean {
+      if (prefix !== undefined ? !p.startsWith(prefix) : path !== undefined ? p !== path : regex !== null && !regex.test(p)) return false;
+      if (methods !== null && !methods.has(headers.get(':method')!)) return false;
+      for (const h of headerMatchers) if (!h.test(headers.getJoined(h.name))) return false;
+      if (queryMatchers.length > 0) {
+        const params = new URLSearchParams(query);
+        for (const q of queryMatchers) if (!q.test(params.get(q.name) ?? undefined)) return false;
+      }
+      return true;
+    },
+  };
+}
+
+/** A virtual host: domains and routes. */
+export interface VirtualHost {
+  readonly name: string;
+  readonly routes: readonly Route[];
+  /** True when the virtual host takes every Host ("*"). */
+  readonly any: boolean;
+  matchesHost(host: string): boolean;
+}
+
+/** Compiles a virtual host's domain list: exact names, "*.suffix", "prefix.*" and "*". */
+export function compileVirtualHost(name: string, domains: string[], routes: Route[]): VirtualHost {
+  const exact = new Set<string>();
+  const suffixes: string[] = [];
+  const prefixes: string[] = [];
+  let any = false;
+  for (const d of domains.map((x) => x.toLowerCase())) {
+    if (d === '*') any = true;
+    else if (d.startsWith('*')) suffixes.push(d.slice(1));
+    else if (d.endsWith('*')) prefixes.push(d.slice(0, -1));
+    else exact.add(d);
+  }
+  return {
+    name,
+    routes,
+    any,
+    matchesHost(host) {
+      if (any || exact.has(host)) return true;
+      for (const s of suffixes) if (host.endsWith(s) && host.length > s.length) return true;
+      for (const p of prefixes) if (host.startsWith(p)) return true;
+      return false;
+    },
+  };
+}
+
+/** Splits ":path" into path and query. */
+export function splitPath(full: string): { path: string; query: string } {
+  const q = full.indexOf('?');
+  return q < 0 ? { path: full, query: '' } : { path: full.slice(0, q), query: full.slice(q + 1) };
+}
+
+/** Routes of one listener. */
+export class Router {
+  readonly #vhosts: readonly VirtualHost[];
+
+  constructor(vhosts: readonly VirtualHost[]) {
+    this.#vhosts = vhosts;
+  }
+
+  /** The first route matching the request headers, or null. */
+  match(headers: HeaderMap): Route | null {
+    const full = headers.get(':path') ?? '/';
+    const q = full.indexOf('?');
+    const path = q < 0 ? full : full.slice(0, q);
+    const query = q < 0 ? '' : full.slice(q + 1);
+    const vhosts = this.#vhosts;
+    let vh: VirtualHost | undefined;
+    if (vhosts.length === 1 && vhosts[0].any) vh = vhosts[0];
+    else {
+      let host = (headers.get(':authority') ?? '').toLowerCase();
+      vh = vhosts.find((v) => v.matchesHost(host));
+      if (vh === undefined) {
+        const colon = host.lastIndexOf(':');
+        if (colon > 0 && !host.endsWith(']')) {
+          host = host.slice(0, colon);
+          vh = vhosts.find((v) => v.matchesHost(host));
+        }
+      }
+    }
+    if (vh === undefined) return null;
+    for (const r of vh.routes) if (r.matches(path, query, headers)) return r;
+    return null;
+  }
+}

@@ -1,0 +1,538 @@
+/**
+ * The request lifecycle, written once. docs/lifecycle.md draws the same steps with the same names:
+ *
+ *   codec.onRequest → Stream.start: request id, x-forwarded-*, route match, filters created
+ *   → request Pipeline (filters in order) → routeRequest: direct response | redirect | UpstreamRequest
+ *   → onResponseHead → response Pipeline (filters in reverse) → codec.sendHead/sendBody/sendEnd
+ *   → complete: onLog, access log, metrics, onDestroy
+ *
+ * A local reply (from a filter, the router or an error) leaves the request path and enters the response path.
+ */
+import { randomUUID } from 'node:crypto';
+import { HeaderMap } from '../core/headers.ts';
+import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
+import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
+import type { ServerConnection, RequestHead, RequestSink } from './http1/server-connection.ts';
+import { Pipeline, type PipelineSink } from './chain.ts';
+import { UpstreamRequest, type UpstreamListener } from './upstream-request.ts';
+import { FilterHandle } from './filter-handle.ts';
+import type { Route } from './router.ts';
+import type { ListenerRuntime } from './listener-runtime.ts';
+import type { Snapshot, ChainEntry } from './snapshot.ts';
+import { tunnel } from './tunnel.ts';
+import { publishStreamComplete } from '../telemetry/channels.ts';
+
+const EMPTY = Buffer.alloc(0);
+
+/** One request/response exchange. Implements the codec's sink, the upstream's listener and StreamInfo. */
+export class Stream implements RequestSink, UpstreamListener, StreamInfo {
+  readonly listener: ListenerRuntime;
+  readonly snapshot: Snapshot;
+  readonly conn: ServerConnection;
+  readonly head: RequestHead;
+  readonly startTime = Date.now();
+  readonly startMono = performance.now();
+  requestId = '';
+  route: Route | null = null;
+  clusterName: string | null = null;
+  filters: Filter[] = [];
+  entries: readonly ChainEntry[] = [];
+  handles: FilterHandle[] = [];
+  filterMs: Float64Array | null = null;
+  requestHeaders: HeaderMap;
+  responseHeaders: HeaderMap | null = null;
+  responseCode = 0;
+  responseFlag = '-';
+  details = '';
+  bytesIn = 0;
+  bytesOut = 0;
+  upstream: UpstreamRequest | null = null;
+  /** Set when the stream completed, was reset or answered locally on the request path. */
+  requestHalted = false;
+  done = false;
+  #req: Pipeline | null = null;
+  #res: Pipeline | null = null;
+  #routeCleared = false;
+  #responseEos = false;
+  #overrideHost: string | undefined;
+  #dynamicMetadata: Map<string, Record<string, unknown>> | null = null;
+  #filterState: Map<string, string | Buffer> | null = null;
+  #downstreamBlocked = 0;
+
+  constructor(listener: ListenerRuntime, conn: ServerConnection, head: RequestHead) {
+    this.listener = listener;
+    this.snapshot = listener.snapshot;
+    this.snapshot.active++;
+    this.conn = conn;
+    this.head = head;
+    this.requestHeaders = head.headers;
+  }
+
+  /** Runs the request path from its headers. */
+  start(): void {
+    const s = this.listener.settings;
+    const h = this.requestHeaders;
+    const list = h.list;
+    // Envoy's edge behaviour: x-request-id kept or generated, x-forwarded-for appended, x-forwarded-proto set.
+    let id = h.get('x-request-id');
+    if (id === undefined && s.generateRequestId) {
+      id = randomUUID();
+      list.push('x-request-id', id);
+    }
+    this.requestId = id ?? '';
+    const remote = this.conn.socket.remoteAddress ?? '';
+    const xff = h.getJoined('x-forwarded-for');
+    if (xff === undefined) list.push('x-forwarded-for', remote);
+    else {
+      h.remove('x-forwarded-for');
+      list.push('x-forwarded-for', xff + ', ' + remote);
+    }
+    if (s.xffTrustedHops === 0 || !h.has('x-forwarded-proto')) {
+      if (h.has('x-forwarded-proto')) h.set('x-forwarded-proto', 'http');
+      else list.push('x-forwarded-proto', 'http');
+    }
+    h.modified = false;
+    this.route = this.listener.router.match(h);
+    this.entries = this.route?.chain ?? this.listener.defaultChain;
+    const n = this.entries.length;
+    if (n > 0) {
+      this.filterMs = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        const e = this.entries[i];
+        const handle = new FilterHandle(this, i, e.name);
+        this.handles.push(handle);
+        try {
+          this.filters.push(e.factory.create(handle, e.perRoute));
+        } catch (err) {
+          this.filters.push({});
+          this.filterFailed(i, err, 'request');
+          return;
+        }
+      }
+    }
+    this.#req = new Pipeline(this.filters, 'request', this.#requestSink(), s.bufferLimit);
+    this.#req.headers(h, !this.head.hasBody);
+  }
+
+  // --- body events from the codec ---
+
+  onBody(chunk: Buffer): void {
+    this.bytesIn += chunk.length;
+    if (!this.requestHalted) this.#req!.data(chunk, false);
+  }
+
+  onTrailers(trailers: HeaderMap): void {
+    if (!this.requestHalted) this.#req!.trailers(trailers);
+  }
+
+  onEnd(): void {
+    if (!this.requestHalted && this.head.hasBody) this.#req!.data(EMPTY, true);
+  }
+
+  onAbort(error: ProxyError): void {
+    if (this.done) return;
+    this.responseFlag = error.kind.flag;
+    this.details = error.message;
+    if (error.kind.status > 0 && !this.conn.responseStarted && error.kind.code !== 'DOWNSTREAM_RESET') {
+      // The codec answers protocol errors itself; count the status it sent.
+      this.responseCode = error.kind.status;
+    }
+    this.#finish(true);
+  }
+
+  onDrain(): void {
+    if (this.#downstreamBlocked > 0) {
+      this.#downstreamBlocked = 0;
+      this.upstream?.pauseResponse(false);
+    }
+  }
+
+  // --- what the request pipeline delivers: the router ---
+
+  #requestSink(): PipelineSink {
+    const stream = this;
+    return {
+      headers: (h, eos) => this.#routeRequest(h, eos),
+      data: (chunk, eos) => this.upstream?.data(chunk, eos),
+      trailers: (t) => this.upstream?.trailers(t),
+      filterFailed: (i, err) => this.filterFailed(i, err, 'request'),
+      overflow: () => this.localReply(ERRORS.REQUEST_BODY_TOO_LARGE, undefined, this.filters.length),
+      block: () => this.conn.pause(),
+      unblock: () => this.conn.resume(),
+      get halted() {
+        return stream.requestHalted;
+      },
+    };
+  }
+
+  #routeRequest(h: HeaderMap, eos: boolean): void {
+    if (this.#routeCleared) this.route = this.listener.router.match(h);
+    const route = this.route;
+    if (route === null) {
+      this.localReply(ERRORS.NO_ROUTE, `No route for "${h.get(':path')}" on listener "${this.listener.name}"`, this.filters.length);
+      return;
+    }
+    const action = route.action;
+    if (action.kind === 'direct') {
+      this.details = 'direct_response';
+      this.sendLocalReply(action.status, action.body ?? undefined, { headers: action.headers, details: 'direct_response' }, this.filters.length);
+      return;
+    }
+    if (action.kind === 'redirect') {
+      this.#redirect(route, h);
+      return;
+    }
+    let clusterName = action.clusters[0].name;
+    if (action.clusters.length > 1) {
+      let r = Math.random() * action.totalWeight;
+      for (const c of action.clusters) {
+        r -= c.weight;
+        if (r < 0) {
+          clusterName = c.name;
+          break;
+        }
+      }
+    }
+    this.clusterName = clusterName;
+    const cluster = this.snapshot.clusters.get(clusterName)!;
+    const path = h.get(':path')!;
+    if (route.prefixRewrite !== undefined && route.prefix !== undefined) h.set(':path', route.prefixRewrite + path.slice(route.prefix.length));
+    else if (route.regexRewrite !== undefined) {
+      const q = path.indexOf('?');
+      const p = q < 0 ? path : path.slice(0, q);
+      h.set(':path', p.replace(route.regexRewrite.re, route.regexRewrite.substitution) + (q < 0 ? '' : path.slice(q)));
+    }
+    const authority = h.get(':authority')!;
+    let newHost: string | undefined = route.hostRewrite;
+    if (newHost === undefined && (route.autoHostRewrite || !this.listener.settings.preserveHost)) newHost = '';
+    if (this.head.expectContinue) {
+      h.remove('expect');
+      if (!eos) this.conn.sendContinue();
+    }
+    h.frozen = true;
+    const hashOn = route.hashOn ?? cluster.hashOn;
+    let hashKey: string | undefined;
+    if (hashOn !== undefined) {
+      if (hashOn.header !== undefined) hashKey = h.get(hashOn.header.toLowerCase());
+      else if (hashOn.cookie !== undefined) hashKey = cookieValue(h.getJoined('cookie'), hashOn.cookie);
+      else hashKey = this.conn.socket.remoteAddress;
+    }
+    const cl = h.get('content-length');
+    this.upstream = new UpstreamRequest(this, {
+      cluster,
+      headers: h,
+      contentLength: eos ? 0 : cl !== undefined ? Number(cl) : -1,
+      hashKey,
+      overrideHost: this.#overrideHost,
+      retry: route.retry ?? cluster.retry,
+      timeoutMs: route.timeoutMs > 0 ? route.timeoutMs : this.head.upgrade ? 0 : cluster.timeoutMs,
+      idleTimeoutMs: route.idleTimeoutMs,
+      bufferLimit: this.listener.settings.bufferLimit,
+      upgrade: this.head.upgrade,
+      rewriteHost: newHost === undefined ? undefined : (ep) => {
+        h.frozen = false;
+        h.set(':authority', newHost === '' ? ep.address : newHost!);
+        if (!h.has('x-forwarded-host')) h.add('x-forwarded-host', authority);
+        h.frozen = true;
+      },
+    });
+    this.upstream.start();
+  }
+
+  #redirect(route: Route, h: HeaderMap): void {
+    const a = route.action as Extract<Route['action'], { kind: 'redirect' }>;
+    let location = a.location;
+    if (location === undefined) {
+      const full = h.get(':path')!;
+      const q = full.indexOf('?');
+      let path = q < 0 ? full : full.slice(0, q);
+      const query = q < 0 || a.stripQuery ? '' : full.slice(q);
+      if (a.path !== undefined) path = a.path;
+      else if (a.prefixRewrite !== undefined && route.prefix !== undefined) path = a.prefixRewrite + path.slice(route.prefix.length);
+      location = `${a.scheme ?? 'http'}://${a.host ?? h.get(':authority')}${path}${query}`;
+    }
+    this.sendLocalReply(a.status, undefined, { headers: { location }, details: 'redirect' }, this.filters.length);
+  }
+
+  // --- the upstream's answers ---
+
+  onResponseHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void {
+    if (status === 101 && this.head.upgrade) {
+      this.#upgrade(headers);
+      return;
+    }
+    this.responseCode = status;
+    this.responseHeaders = headers;
+    this.#reason = reason;
+    const noBody = this.head.method === 'HEAD' || status === 204 || status === 304 || contentLength === 0;
+    if (noBody) this.#responseEos = true;
+    this.#response(this.filters.length).headers(headers, noBody);
+  }
+
+  #reason: string | undefined;
+
+  onResponseBody(chunk: Buffer): void {
+    if (!this.done && this.#res !== null) this.#res.data(chunk, false);
+  }
+
+  onResponseTrailers(trailers: HeaderMap): void {
+    if (this.done || this.#res === null) return;
+    this.#responseEos = true;
+    this.#res.trailers(trailers);
+  }
+
+  onResponseEnd(): void {
+    if (this.done || this.#responseEos || this.#res === null) return;
+    this.#responseEos = true;
+    this.#res.data(EMPTY, true);
+  }
+
+  onUpstreamFailure(error: ProxyError, afterHead: boolean): void {
+    if (this.done) return;
+    this.responseFlag = error.kind.flag;
+    this.details = error.message;
+    if (afterHead || this.conn.responseStarted) {
+      this.listener.log('warn', error.message, this);
+      this.#reset();
+      return;
+    }
+    this.localReply(error.kind, undefined, this.filters.length, error.message);
+  }
+
+  onUpstreamDrain(): void {
+    if (this.#upstreamBlocked) {
+      this.#upstreamBlocked = false;
+      this.conn.resume();
+    }
+  }
+
+  #upstreamBlocked = false;
+
+  blockRequest(blocked: boolean): void {
+    if (blocked === this.#upstreamBlocked) return;
+    this.#upstreamBlocked = blocked;
+    if (blocked) this.conn.pause();
+    else this.conn.resume();
+  }
+
+  // --- the response path ---
+
+  #response(upTo: number): Pipeline {
+    if (this.#res !== null) return this.#res;
+    const filters = this.filters.slice(0, upTo).reverse();
+    const stream = this;
+    const n = filters.length;
+    const sink: PipelineSink = {
+      headers: (h, eos) => {
+        this.responseHeaders = h;
+        const status = Number(h.get(':status'));
+        this.responseCode = status;
+        const cl = h.get('content-length');
+        h.frozen = true;
+        this.conn.sendHead(status, h, { contentLength: cl === undefined ? -1 : Number(cl), noBody: eos }, this.#reason);
+        if (eos) this.#complete(null);
+      },
+      data: (chunk, eos) => {
+        this.bytesOut += chunk.length;
+        if (!this.conn.sendBody(chunk) && this.upstream !== null) {
+          this.#downstreamBlocked = 1;
+          this.upstream.pauseResponse(true);
+        }
+        if (eos) this.#complete(null);
+      },
+      trailers: (t) => this.#complete(t),
+      // Filters run in reverse on responses: map the pipeline index back to the chain index.
+      filterFailed: (i, err) => this.filterFailed(n - 1 - i, err, 'response'),
+      overflow: () => this.localReply(ERRORS.RESPONSE_BODY_TOO_LARGE, undefined, 0),
+      block: () => this.upstream?.pauseResponse(true),
+      unblock: () => this.upstream?.pauseResponse(false),
+      get halted() {
+        return stream.done;
+      },
+    };
+    this.#res = new Pipeline(filters, 'response', sink, this.listener.settings.bufferLimit);
+    return this.#res;
+  }
+
+  /** The response pipeline's index of chain filter `i`. */
+  responseIndex(i: number): number {
+    return this.#res === null ? -1 : this.#res.filters.indexOf(this.filters[i]);
+  }
+
+  /** Resumes a direction at chain filter `i`. */
+  resumeAt(i: number, direction: 'request' | 'response'): void {
+    if (this.done) return;
+    if (direction === 'request') {
+      if (!this.requestHalted) this.#req?.resume(i);
+    } else if (this.#res !== null) this.#res.resume(this.responseIndex(i));
+  }
+
+  /** Answers with a catalogued error. */
+  localReply(kind: ErrorKind, message: string | undefined, upTo: number, details?: string): void {
+    this.responseFlag = kind.flag;
+    if (message !== undefined || details !== undefined) this.details = details ?? message!;
+    this.listener.countError(kind);
+    this.sendLocalReply(kind.status, kind.body, { details: kind.code.toLowerCase() }, upTo);
+  }
+
+  /** Sends a local reply through the response filters of chain filters [0, upTo). */
+  sendLocalReply(status: number, body: string | Buffer | undefined, opts: LocalReplyOptions | undefined, upTo: number): void {
+    if (this.done) return;
+    if (this.conn.responseStarted) {
+      this.#reset();
+      return;
+    }
+    this.requestHalted = true;
+    if (this.upstream !== null) this.upstream.cancel();
+    if (opts?.details !== undefined && this.details === '') this.details = opts.details;
+    const headers = opts?.headers instanceof HeaderMap ? opts.headers : HeaderMap.from(opts?.headers ?? {});
+    headers.list.unshift(':status', String(status));
+    const buf = body === undefined ? null : typeof body === 'string' ? Buffer.from(body) : body;
+    if (buf !== null && buf.length > 0 && !headers.has('content-type')) headers.add('content-type', 'text/plain');
+    headers.set('content-length', String(buf?.length ?? 0));
+    if (this.#res !== null) {
+      // A local reply from the response path: answer directly, the response filters already ran.
+      this.#res = null;
+      this.responseCode = status;
+      this.responseHeaders = headers;
+      this.bytesOut += buf?.length ?? 0;
+      this.conn.sendResponse(status, headers, buf, opts?.reason);
+      this.#finish(false);
+      return;
+    }
+    this.#reason = opts?.reason;
+    const res = this.#response(upTo);
+    this.#responseEos = true;
+    res.headers(headers, buf === null || buf.length === 0);
+    if (buf !== null && buf.length > 0 && !this.done) res.data(buf, true);
+  }
+
+  /** A filter hook threw, rejected, or a runtime reported a failure. */
+  filterFailed(i: number, error: unknown, direction: 'request' | 'response'): void {
+    const name = this.entries[i]?.name ?? `#${i}`;
+    const message = error instanceof Error ? error.message : String(error);
+    this.listener.filterError(name, message, this);
+    this.details = `filter "${name}" failed: ${message}`;
+    if (direction === 'response' && this.conn.responseStarted) {
+      this.responseFlag = ERRORS.FILTER_FAILURE.flag;
+      this.#reset();
+      return;
+    }
+    this.#res = direction === 'response' ? this.#res : null;
+    this.localReply(ERRORS.FILTER_FAILURE, undefined, direction === 'request' ? i : 0, this.details);
+  }
+
+  /** Clears the route so that it is matched again when the request headers reach the router. */
+  clearRouteCache(): void {
+    this.#routeCleared = true;
+  }
+
+  /** Pins the endpoint the load balancer picks. */
+  setUpstreamOverrideHost(host: string): void {
+    this.#overrideHost = host;
+  }
+
+  /** Resets the stream: both connections closed, no response. */
+  reset(): void {
+    this.#reset();
+  }
+
+  #upgrade(headers: HeaderMap): void {
+    const upstreamConn = this.upstream!.connection!;
+    this.responseCode = 101;
+    this.conn.sendHead(101, headers, { contentLength: -1, noBody: true });
+    const downRest = this.conn.upgrade();
+    const upRest = upstreamConn.detach();
+    tunnel(this.conn.socket, upstreamConn.socket, downRest, upRest, (inBytes, outBytes) => {
+      this.bytesIn += inBytes;
+      this.bytesOut += outBytes;
+      this.#finish(false);
+    });
+  }
+
+  #complete(trailers: HeaderMap | null): void {
+    if (this.done) return;
+    this.conn.sendEnd(trailers);
+    this.#finish(false);
+  }
+
+  #reset(): void {
+    if (this.done) return;
+    this.conn.destroy();
+    this.#finish(true);
+  }
+
+  #finish(reset: boolean): void {
+    if (this.done) return;
+    this.done = true;
+    this.requestHalted = true;
+    if (reset && this.upstream !== null) this.upstream.cancel();
+    if (reset && this.responseFlag === '-') this.responseFlag = 'DC';
+    for (let i = 0; i < this.filters.length; i++) {
+      const f = this.filters[i];
+      try {
+        f.onLog?.();
+      } catch (err) {
+        this.listener.filterError(this.entries[i].name, `onLog: ${(err as Error).message}`, this);
+      }
+    }
+    this.listener.streamDone(this);
+    publishStreamComplete(this);
+    for (let i = 0; i < this.filters.length; i++) {
+      try {
+        this.filters[i].onDestroy?.();
+      } catch (err) {
+        this.listener.filterError(this.entries[i].name, `onDestroy: ${(err as Error).message}`, this);
+      }
+    }
+    this.snapshot.release();
+  }
+
+  // --- StreamInfo ---
+
+  get listenerName(): string {
+    return this.listener.name;
+  }
+  get protocol(): string {
+    return this.head.versionMinor === 0 ? 'HTTP/1.0' : 'HTTP/1.1';
+  }
+  get downstreamLocalAddress(): string {
+    return this.conn.localAddress;
+  }
+  get downstreamRemoteAddress(): string {
+    return this.conn.remoteAddress;
+  }
+  get downstreamClientAddress(): string {
+    return this.conn.socket.remoteAddress ?? '';
+  }
+  get requestedServerName(): string {
+    return '';
+  }
+  get routeName(): string | null {
+    return this.route?.name ?? null;
+  }
+  get routeMetadata(): Readonly<Record<string, unknown>> {
+    return this.route?.metadata ?? {};
+  }
+  get dynamicMetadata(): Map<string, Record<string, unknown>> {
+    return (this.#dynamicMetadata ??= new Map());
+  }
+  get filterState(): Map<string, string | Buffer> {
+    return (this.#filterState ??= new Map());
+  }
+  get upstreamAddress(): string | null {
+    return this.upstream?.lastEndpoint?.address ?? null;
+  }
+  get attemptCount(): number {
+    return this.upstream === null ? 0 : this.upstream.retries + 1;
+  }
+}
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(/;\s*/)) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq) === name) return part.slice(eq + 1);
+  }
+  return undefined;
+}

@@ -1,0 +1,406 @@
+/**
+ * One request to a cluster on behalf of a stream: picks an endpoint, takes a pooled connection, sends the
+ * request, and retries on another endpoint when the policy allows, within per-try and overall timeouts.
+ * The stream sees one response (or one failure), whatever the number of attempts.
+ */
+import type { HeaderMap } from '../core/headers.ts';
+import { ProxyError } from '../core/errors.ts';
+import type { ClientConnection, ResponseSink } from './http1/client-connection.ts';
+import type { PoolWaiter, Pool } from './http1/pool.ts';
+import type { Cluster } from './upstream/cluster.ts';
+import type { Endpoint, AttemptResult } from './upstream/endpoint.ts';
+import type { RetrySettings } from './router.ts';
+import type { AttemptFailure } from './upstream/retry-policy.ts';
+
+/** What the stream receives. */
+export interface UpstreamListener {
+  onResponseHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void;
+  onResponseBody(chunk: Buffer): void;
+  onResponseTrailers(trailers: HeaderMap): void;
+  onResponseEnd(): void;
+  /** No response: every attempt failed, or the failure came after the head (then `afterHead`). */
+  onUpstreamFailure(error: ProxyError, afterHead: boolean): void;
+  /** The upstream can take more request body. */
+  onUpstreamDrain(): void;
+  /** Block or unblock reading the downstream request body (back-pressure while connecting). */
+  blockRequest(blocked: boolean): void;
+}
+
+/** Settings of one upstream request. */
+export interface UpstreamRequestOptions {
+  cluster: Cluster;
+  headers: HeaderMap;
+  /** Request body length: -1 unknown (chunked), 0 none. */
+  contentLength: number;
+  hashKey: string | undefined;
+  overrideHost: string | undefined;
+  retry: RetrySettings;
+  /** Overall deadline until the response head, across retries (0: none). */
+  timeoutMs: number;
+  /** Longest silence from the upstream while the response streams (0: none). */
+  idleTimeoutMs: number;
+  bufferLimit: number;
+  upgrade: boolean;
+  /** Rewrites the Host of the request for the endpoint an attempt goes to (host_rewrite, auto_host_rewrite). */
+  rewriteHost?: (endpoint: Endpoint) => void;
+}
+
+const DONE = 3;
+
+/** One upstream request with its attempts. */
+export class UpstreamRequest implements ResponseSink, PoolWaiter {
+  readonly #l: UpstreamListener;
+  readonly #o: UpstreamRequestOptions;
+  #conn: ClientConnection | null = null;
+  #pool: Pool | null = null;
+  #endpoint: Endpoint | null = null;
+  #tried: Endpoint[] | null = null;
+  /** Body kept for a retry; null once it outgrew the buffer limit (no more retries then). */
+  #replay: Buffer[] | null = [];
+  #replayBytes = 0;
+  #trailers: HeaderMap | null = null;
+  #requestEnded = false;
+  #headSeen = false;
+  /** 0 idle, 1 connecting, 2 sending/receiving, 3 done. */
+  #state = 0;
+  retries = 0;
+  #attemptStart = 0;
+  #firstAttempt = 0;
+  #deadline: NodeJS.Timeout | null = null;
+  #tryTimer: NodeJS.Timeout | null = null;
+  #idleTimer: NodeJS.Timeout | null = null;
+  #backoff: NodeJS.Timeout | null = null;
+  #blocked = false;
+  /** Time from the first attempt to the response head, ms. */
+  upstreamMs = -1;
+  /** The last failure's flag, for the access log. */
+  lastError: ProxyError | null = null;
+
+  constructor(listener: UpstreamListener, opts: UpstreamRequestOptions) {
+    this.#l = listener;
+    this.#o = opts;
+  }
+
+  /** The endpoint of the latest attempt, for the access log. */
+  lastEndpoint: Endpoint | null = null;
+
+  /** The connection, once the response head was seen (used for upgrades). */
+  get connection(): ClientConnection | null {
+    return this.#conn;
+  }
+
+  /** Starts the first attempt. */
+  start(): void {
+    if (this.#o.timeoutMs > 0) this.#deadline = setTimeout(onDeadline, this.#o.timeoutMs, this);
+    this.#attempt();
+  }
+
+  /** Request body from the stream's request pipeline. */
+  data(chunk: Buffer, endOfStream: boolean): void {
+    if (chunk.length > 0) {
+      if (this.#replay !== null) {
+        this.#replay.push(chunk);
+        this.#replayBytes += chunk.length;
+        if (this.#replayBytes > this.#o.bufferLimit) this.#replay = null;
+      }
+      if (this.#state === 2) {
+        if (!this.#conn!.writeBody(chunk)) this.#l.blockRequest(true);
+      } else if (this.#replay === null && !this.#blocked) {
+        // Connecting and no room to keep the body: stop reading until the connection is up.
+        this.#blocked = true;
+        this.#l.blockRequest(true);
+        this.#pendingWhileBlocked.push(chunk);
+      } else if (this.#replay === null) this.#pendingWhileBlocked.push(chunk);
+    }
+    if (endOfStream) this.#endRequest();
+  }
+
+  #pendingWhileBlocked: Buffer[] = [];
+
+  /** Request trailers; they end the request. */
+  trailers(trailers: HeaderMap): void {
+    this.#trailers = trailers;
+    this.#endRequest();
+  }
+
+  /** Abandons the request (downstream reset, local reply). */
+  cancel(): void {
+    if (this.#state === DONE) return;
+    this.#state = DONE;
+    this.#clearTimers();
+    if (this.#conn !== null) this.#conn.abort();
+    else if (this.#pool !== null) this.#pool.cancel(this);
+    this.#conn = null;
+    this.#endAttempt();
+  }
+
+  /** Back-pressure from the downstream: stop or resume reading the response. */
+  pauseResponse(paused: boolean): void {
+    if (this.#conn === null) return;
+    if (paused) this.#conn.pause();
+    else this.#conn.resume();
+  }
+
+  #endRequest(): void {
+    this.#requestEnded = true;
+    if (this.#state === 2) this.#conn!.endRequest(this.#trailers);
+  }
+
+  #attempt(): void {
+    const o = this.#o;
+    const ep = o.cluster.pick({ hashKey: o.hashKey, tried: this.#tried, overrideHost: o.overrideHost });
+    if (ep === null) {
+      const code = this.#tried === null ? 'NO_HEALTHY_UPSTREAM' : 'RETRY_LIMIT_EXCEEDED';
+      this.#fail(this.lastError !== null ? new ProxyError(code, this.lastError.message) : new ProxyError(code, `No healthy endpoint in cluster "${o.cluster.name}"`));
+      return;
+    }
+    if (!o.cluster.breaker.tryAcquireRequest()) {
+      o.cluster.overflow.inc();
+      this.#fail(new ProxyError('UPSTREAM_OVERFLOW', `Cluster "${o.cluster.name}" has too many active requests`));
+      return;
+    }
+    this.#endpoint = ep;
+    this.lastEndpoint = ep;
+    ep.activeRequests++;
+    (this.#tried ??= []).push(ep);
+    this.#state = 1;
+    this.#headSeen = false;
+    this.#attemptStart = performance.now();
+    if (this.#firstAttempt === 0) this.#firstAttempt = this.#attemptStart;
+    o.cluster.endpointMetrics(ep).requests.inc();
+    if (o.retry.perTryTimeoutMs > 0) this.#tryTimer = setTimeout(onTryTimeout, o.retry.perTryTimeoutMs, this);
+    o.rewriteHost?.(ep);
+    this.#pool = o.cluster.pool(ep);
+    this.#pool.acquire(this);
+  }
+
+  onPoolReady(conn: ClientConnection, _reused: boolean): void {
+    if (this.#state !== 1) {
+      // Cancelled while connecting: hand the connection back untouched.
+      conn.abort();
+      return;
+    }
+    this.#conn = conn;
+    this.#state = 2;
+    const o = this.#o;
+    conn.startRequest(o.headers, { contentLength: o.contentLength }, this, o.upgrade);
+    const body = this.#replay ?? this.#pendingWhileBlocked;
+    for (const chunk of body) conn.writeBody(chunk);
+    if (this.#replay === null) this.#pendingWhileBlocked = [];
+    if (this.#blocked) {
+      this.#blocked = false;
+      this.#l.blockRequest(false);
+    }
+    if (this.#requestEnded) conn.endRequest(this.#trailers);
+  }
+
+  onPoolFailure(error: ProxyError): void {
+    if (this.#state !== 1) return;
+    if (error.kind.code === 'UPSTREAM_OVERFLOW') {
+      this.#o.cluster.overflow.inc();
+      this.#endAttempt();
+      this.#fail(error);
+      return;
+    }
+    this.#attemptFailed(error, 'connect-failure', 'connect-failure');
+  }
+
+  onUpstreamHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void {
+    if (this.#state !== 2) return;
+    const o = this.#o;
+    const ep = this.#endpoint!;
+    if (status >= 400 && !this.#o.upgrade) {
+      const backoff = this.#decideRetry(status);
+      if (backoff !== null) {
+        o.cluster.report(ep, status >= 500 ? '5xx' : 'success', status);
+        this.lastError = new ProxyError('UPSTREAM_RESET', `Upstream "${ep.address}" answered ${status}`);
+        this.#conn!.abort();
+        this.#conn = null;
+        this.#endAttempt();
+        this.#scheduleRetry(backoff);
+        return;
+      }
+    }
+    this.#headSeen = true;
+    this.#clearTimers();
+    this.upstreamMs = performance.now() - this.#firstAttempt;
+    o.cluster.endpointMetrics(ep).latency.observe(performance.now() - this.#attemptStart);
+    o.cluster.report(ep, status >= 500 ? '5xx' : 'success', status);
+    if (o.idleTimeoutMs > 0) this.#idleTimer = setTimeout(onIdle, o.idleTimeoutMs, this);
+    this.#l.onResponseHead(status, reason, headers, contentLength);
+  }
+
+  onUpstreamBody(chunk: Buffer): void {
+    if (this.#state !== 2) return;
+    this.#idleTimer?.refresh();
+    this.#l.onResponseBody(chunk);
+  }
+
+  onUpstreamTrailers(trailers: HeaderMap): void {
+    if (this.#state === 2) this.#l.onResponseTrailers(trailers);
+  }
+
+  onUpstreamEnd(): void {
+    if (this.#state !== 2) return;
+    this.#state = DONE;
+    this.#clearTimers();
+    this.#endAttempt();
+    this.#l.onResponseEnd();
+  }
+
+  onUpstreamError(error: ProxyError, afterHead: boolean): void {
+    if (this.#state !== 2) return;
+    this.#conn = null;
+    if (afterHead || this.#headSeen) {
+      this.#state = DONE;
+      this.#clearTimers();
+      this.#o.cluster.report(this.#endpoint!, 'reset');
+      this.#o.cluster.endpointMetrics(this.#endpoint!).errors.inc();
+      this.#endAttempt();
+      this.lastError = error;
+      this.#l.onUpstreamFailure(error, true);
+      return;
+    }
+    this.#attemptFailed(error, 'reset', 'reset');
+  }
+
+  onUpstreamDrain(): void {
+    this.#l.onUpstreamDrain();
+  }
+
+  /** Per-try timeout fired. */
+  tryTimedOut(): void {
+    this.#tryTimer = null;
+    if (this.#state !== 1 && this.#state !== 2) return;
+    const ep = this.#endpoint!;
+    this.#o.cluster.endpointMetrics(ep).timeouts.inc();
+    if (this.#conn !== null) this.#conn.abort();
+    else this.#pool?.cancel(this);
+    this.#conn = null;
+    this.#attemptFailed(
+      new ProxyError('UPSTREAM_TIMEOUT', `Upstream "${ep.address}" of cluster "${this.#o.cluster.name}" did not answer within the per-try timeout`),
+      'timeout',
+      'timeout',
+    );
+  }
+
+  /** Overall deadline fired: no more attempts. */
+  deadlineReached(): void {
+    this.#deadline = null;
+    if (this.#state === DONE || this.#headSeen) return;
+    const ep = this.#endpoint;
+    if (this.#conn !== null) this.#conn.abort();
+    else this.#pool?.cancel(this);
+    this.#conn = null;
+    if (ep !== null) {
+      this.#o.cluster.endpointMetrics(ep).timeouts.inc();
+      this.#o.cluster.report(ep, 'timeout');
+      this.#endAttempt();
+    }
+    this.#fail(new ProxyError('UPSTREAM_TIMEOUT', `Cluster "${this.#o.cluster.name}" did not answer within ${this.#o.timeoutMs}ms`));
+  }
+
+  /** The response went silent for longer than the idle timeout. */
+  idleTimedOut(): void {
+    this.#idleTimer = null;
+    if (this.#state !== 2) return;
+    this.#state = DONE;
+    this.#conn?.abort();
+    this.#conn = null;
+    this.#endAttempt();
+    this.lastError = new ProxyError('UPSTREAM_TIMEOUT', `Upstream "${this.lastEndpoint?.address}" went idle while sending the response`);
+    this.#l.onUpstreamFailure(this.lastError, true);
+  }
+
+  /** Backoff elapsed: next attempt. */
+  backoffDone(): void {
+    this.#backoff = null;
+    this.#o.cluster.breaker.releaseRetry();
+    if (this.#state === 0) this.#attempt();
+  }
+
+  #attemptFailed(error: ProxyError, result: AttemptResult, failure: AttemptFailure): void {
+    const ep = this.#endpoint!;
+    this.#o.cluster.endpointMetrics(ep).errors.inc();
+    this.#o.cluster.report(ep, result);
+    this.#endAttempt();
+    this.lastError = error;
+    const backoff = this.#decideRetry(failure);
+    if (backoff === null) this.#fail(this.#noRetryReason === 'limit' && this.retries > 0 ? new ProxyError('RETRY_LIMIT_EXCEEDED', error.message) : error);
+    else this.#scheduleRetry(backoff);
+  }
+
+  /** Returns the backoff before a retry (the retry slot then taken), or null when no retry may happen. */
+  #decideRetry(failure: AttemptFailure): number | null {
+    const o = this.#o;
+    const d = o.retry.policy.decide({ method: o.headers.get(':method')!, retries: this.retries, failure });
+    if (!d.retry) {
+      this.#noRetryReason = d.reason;
+      return null;
+    }
+    if (this.#replay === null || this.#state === DONE) return null;
+    if (!o.cluster.breaker.tryAcquireRetry(o.retry.policy.budget)) {
+      this.#noRetryReason = 'budget';
+      return null;
+    }
+    return d.backoffMs;
+  }
+
+  #noRetryReason = '';
+
+  #scheduleRetry(backoffMs: number): void {
+    this.retries++;
+    const ep = this.lastEndpoint;
+    if (ep !== null) this.#o.cluster.endpointMetrics(ep).retries.inc();
+    this.#state = 0;
+    this.#backoff = setTimeout(onBackoff, backoffMs, this);
+  }
+
+  /** Ends the accounting of the current attempt (active requests, breaker, per-try timer). */
+  #endAttempt(): void {
+    const ep = this.#endpoint;
+    if (ep === null) return;
+    ep.activeRequests--;
+    this.#o.cluster.breaker.releaseRequest();
+    this.#endpoint = null;
+    if (this.#tryTimer !== null) {
+      clearTimeout(this.#tryTimer);
+      this.#tryTimer = null;
+    }
+  }
+
+  #fail(error: ProxyError): void {
+    if (this.#state === DONE) return;
+    this.#state = DONE;
+    this.#clearTimers();
+    this.lastError = error;
+    this.#l.onUpstreamFailure(error, false);
+  }
+
+  #clearTimers(): void {
+    if (this.#deadline !== null) clearTimeout(this.#deadline);
+    if (this.#tryTimer !== null) clearTimeout(this.#tryTimer);
+    if (this.#backoff !== null) {
+      clearTimeout(this.#backoff);
+      this.#o.cluster.breaker.releaseRetry();
+    }
+    if (this.#idleTimer !== null && this.#state === DONE) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = null;
+    }
+    this.#deadline = this.#tryTimer = this.#backoff = null;
+  }
+}
+
+function onDeadline(r: UpstreamRequest): void {
+  r.deadlineReached();
+}
+function onTryTimeout(r: UpstreamRequest): void {
+  r.tryTimedOut();
+}
+function onBackoff(r: UpstreamRequest): void {
+  r.backoffDone();
+}
+function onIdle(r: UpstreamRequest): void {
+  r.idleTimedOut();
+}

@@ -1,0 +1,225 @@
+/**
+ * The main thread: loads and validates the config, prepares filters, runs the worker threads, applies
+ * reloads to all workers or to none, and serves the admin API.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
+import diagnostics from 'node:diagnostics_channel';
+import { parseConfig, formatProblems } from '../config/parse.ts';
+import { prepareFilters } from '../config/prepare.ts';
+import type { RawConfig } from '../config/types.ts';
+import { createSharedStore } from '../core/shared-store.ts';
+import { createLogger, type Logger } from '../telemetry/log.ts';
+import { Metrics, mergeSnapshots, type MetricsSnapshot } from '../telemetry/metrics.ts';
+import { CONFIG_RELOAD } from '../telemetry/channels.ts';
+import type { ToWorker, FromWorker } from '../worker/messages.ts';
+import { parseDuration } from '../core/units.ts';
+
+/** The outcome of applying a config. */
+export interface ApplyResult {
+  ok: boolean;
+  version: number;
+  error?: string;
+}
+
+interface WorkerHandle {
+  index: number;
+  thread: Worker;
+  waiters: Map<string, (msg: FromWorker) => void>;
+}
+
+const reloadChannel = diagnostics.channel(CONFIG_RELOAD);
+
+/** Runs weir for one config file. */
+export class Supervisor {
+  readonly file: string;
+  readonly workerCount: number;
+  readonly log: Logger;
+  readonly metrics = new Metrics();
+  config: RawConfig | null = null;
+  version = 0;
+  loadedAt = '';
+  lastReload: { ok: boolean; at: string; version: number; error?: string } | null = null;
+  addresses: Record<string, string> = {};
+  draining = false;
+  readonly #workers: WorkerHandle[] = [];
+  #nextId = 1;
+  #applying: Promise<ApplyResult> = Promise.resolve({ ok: true, version: 0 });
+  readonly #reloadsOk = this.metrics.counter('weir_config_reloads_total', 'Config loads and reloads, by result', ['result']);
+
+  constructor(file: string, workerCount: number) {
+    this.file = path.resolve(file);
+    this.workerCount = workerCount > 0 ? workerCount : os.availableParallelism();
+    this.log = createLogger(process.env.WEIR_LOG_LEVEL ?? 'info', { pid: process.pid });
+  }
+
+  /** Starts the workers and applies the config file; throws (with the problems) if it cannot start. */
+  async start(): Promise<void> {
+    const text = fs.readFileSync(this.file, 'utf8');
+    const parsed = parseConfig(text);
+    if (!parsed.ok) throw new Error(formatProblems(this.file, parsed.problems));
+    const shared = createSharedStore();
+    for (let i = 0; i < this.workerCount; i++) {
+      const thread = new Worker(new URL('../worker/worker.ts', import.meta.url), {
+        workerData: { index: i, sharedStore: shared.buffer, logLevel: parsed.config.log_level },
+      });
+      const h: WorkerHandle = { index: i, thread, waiters: new Map() };
+      thread.on('message', (msg: FromWorker) => this.#onMessage(h, msg));
+      thread.on('error', (err) => this.log.pino.fatal({ worker: i, err }, 'Worker thread crashed'));
+      thread.on('exit', (code) => {
+        if (!this.draining) {
+          this.log.pino.fatal({ worker: i, code }, 'Worker thread exited; stopping');
+          process.exit(1);
+        }
+      });
+      this.#workers.push(h);
+      await this.#wait(h, 'ready');
+    }
+    const result = await this.apply(parsed.config);
+    if (!result.ok) throw new Error(result.error);
+  }
+
+  /** Re-reads the config file and applies it; the running config stays if anything fails. */
+  reload(): Promise<ApplyResult> {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.file, 'utf8');
+    } catch (err) {
+      return Promise.resolve(this.#rejected(`Cannot read config file "${this.file}": ${(err as Error).message}`));
+    }
+    const parsed = parseConfig(text);
+    if (!parsed.ok) return Promise.resolve(this.#rejected(formatProblems(this.file, parsed.problems)));
+    return this.apply(parsed.config);
+  }
+
+  /** Applies a validated config to every worker, or to none. Reloads run one at a time. */
+  apply(config: RawConfig): Promise<ApplyResult> {
+    this.#applying = this.#applying.then(() => this.#apply(config));
+    return this.#applying;
+  }
+
+  async #apply(config: RawConfig): Promise<ApplyResult> {
+    const version = this.version + 1;
+    const baseDir = path.dirname(this.file);
+    const { prepared, problems } = await prepareFilters(config, baseDir, (level, filter, m) => this.log.filter(level, filter, m));
+    if (problems.length > 0) return this.#rejected(problems.map((p) => `${this.file} ${p.path}: ${p.message}`).join('\n'));
+    const results = await Promise.all(
+      this.#workers.map((w) => {
+        const reply = this.#wait(w, `prepared:${version}`);
+        this.#send(w, { type: 'prepare', version, config, baseDir, prepared });
+        return reply;
+      }),
+    );
+    const failed = results.find((r) => r.type === 'prepared' && !r.ok) as { error?: string } | undefined;
+    if (failed !== undefined) {
+      for (const w of this.#workers) this.#send(w, { type: 'abort', version });
+      return this.#rejected(`${this.file}: ${failed.error}`);
+    }
+    // The first worker binds first, so that port 0 becomes one concrete port that every worker shares.
+    const ports: Record<string, number> = {};
+    const addresses: Record<string, string> = {};
+    for (const w of this.#workers) {
+      const reply = this.#wait(w, `committed:${version}`);
+      this.#send(w, { type: 'commit', version, ports });
+      const r = (await reply) as Extract<FromWorker, { type: 'committed' }>;
+      if (!r.ok) {
+        // A listener could not bind: the workers that committed already run the new config. Say so loudly.
+        this.log.pino.error({ worker: w.index, error: r.error }, 'Config commit failed on a worker');
+        return this.#rejected(`Cannot start listeners: ${r.error}`);
+      }
+      for (const [name, addr] of Object.entries(r.addresses)) {
+        addresses[name] = addr;
+        ports[name] = Number(addr.slice(addr.lastIndexOf(':') + 1));
+      }
+    }
+    this.config = config;
+    this.version = version;
+    this.addresses = addresses;
+    this.loadedAt = new Date().toISOString();
+    this.lastReload = { ok: true, at: this.loadedAt, version };
+    this.#reloadsOk.labels('ok').inc();
+    if (reloadChannel.hasSubscribers) reloadChannel.publish({ ok: true, version });
+    this.log.pino.info({ version, listeners: addresses }, version === 1 ? 'Config loaded' : 'Config reloaded');
+    return { ok: true, version };
+  }
+
+  #rejected(error: string): ApplyResult {
+    this.lastReload = { ok: false, at: new Date().toISOString(), version: this.version, error };
+    this.#reloadsOk.labels('failed').inc();
+    if (reloadChannel.hasSubscribers) reloadChannel.publish({ ok: false, version: this.version, error });
+    this.log.pino.error({ version: this.version, error }, 'Config rejected; the running config stays');
+    return { ok: false, version: this.version, error };
+  }
+
+  /** Merged metrics of every worker plus the main thread's. */
+  async metricsSnapshot(): Promise<MetricsSnapshot> {
+    const snaps = await Promise.all(
+      this.#workers.map(async (w) => {
+        const id = this.#nextId++;
+        const reply = this.#wait(w, `metrics:${id}`);
+        this.#send(w, { type: 'metrics', id });
+        return ((await reply) as Extract<FromWorker, { type: 'metrics' }>).snapshot;
+      }),
+    );
+    const mem = process.memoryUsage();
+    const m = new Metrics();
+    m.gauge('weir_process_resident_memory_bytes', 'Resident set size of the weir process').labels().set(mem.rss);
+    m.gauge('weir_process_heap_used_bytes', 'V8 heap used, all threads of the main isolate').labels().set(mem.heapUsed);
+    m.gauge('weir_workers', 'Worker threads').labels().set(this.#workers.length);
+    m.gauge('weir_config_version', 'Version of the running config').labels().set(this.version);
+    return mergeSnapshots([this.metrics.snapshot(), m.snapshot(), ...snaps]);
+  }
+
+  /** Each worker's view of its clusters. */
+  async clusters(): Promise<{ worker: number; clusters: object[] }[]> {
+    return Promise.all(
+      this.#workers.map(async (w) => {
+        const id = this.#nextId++;
+        const reply = this.#wait(w, `clusters:${id}`);
+        this.#send(w, { type: 'clusters', id });
+        return { worker: w.index, clusters: ((await reply) as Extract<FromWorker, { type: 'clusters' }>).clusters };
+      }),
+    );
+  }
+
+  /** Asks every connection to close after its current exchange; /ready turns 503. */
+  softDrain(): void {
+    this.draining = true;
+    for (const w of this.#workers) this.#send(w, { type: 'soft-drain' });
+  }
+
+  /** Stops accepting, lets requests in flight finish within the drain timeout, then stops the workers. */
+  async shutdown(): Promise<void> {
+    this.draining = true;
+    const timeoutMs = this.config === null ? 0 : parseDuration(this.config.drain_timeout);
+    await Promise.all(
+      this.#workers.map((w) => {
+        const reply = this.#wait(w, 'drained');
+        this.#send(w, { type: 'drain', timeoutMs });
+        return reply;
+      }),
+    );
+    await Promise.all(this.#workers.map((w) => w.thread.terminate()));
+  }
+
+  #send(w: WorkerHandle, msg: ToWorker): void {
+    w.thread.postMessage(msg);
+  }
+
+  #wait(w: WorkerHandle, key: string): Promise<FromWorker> {
+    return new Promise((resolve) => w.waiters.set(key, resolve));
+  }
+
+  #onMessage(w: WorkerHandle, msg: FromWorker): void {
+    let key: string = msg.type;
+    if (msg.type === 'prepared' || msg.type === 'committed') key = `${msg.type}:${msg.version}`;
+    else if (msg.type === 'metrics' || msg.type === 'clusters') key = `${msg.type}:${msg.id}`;
+    const waiter = w.waiters.get(key);
+    if (waiter !== undefined) {
+      w.waiters.delete(key);
+      waiter(msg);
+    }
+  }
+}
