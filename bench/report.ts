@@ -82,8 +82,8 @@ export function renderVerdicts(results: readonly ScenarioResult[]): string {
     const weir = summaryOf(result.weir);
     const peer = summaryOf(result.nginx);
     if (weir === null || peer === null) {
-      const why = [result.weir, result.nginx].map((side, i) => ('skipped' in side ? `${i === 0 ? 'weir' : 'nginx'}: ${side.skipped}` : null)).filter((s) => s !== null);
-      lines.push(`- ${result.name}: NOT MEASURED (${why.join('; ')})`);
+      const missing = [weir === null ? 'weir' : null, peer === null ? 'nginx' : null].filter((side) => side !== null);
+      lines.push(`- ${result.name}: NOT MEASURED (${missing.join(' and ')} did not run; the notes say why)`);
       continue;
     }
     const cpu = weir.cpuPerRequest / peer.cpuPerRequest;
