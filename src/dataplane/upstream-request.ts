@@ -150,8 +150,8 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
     const o = this.#o;
     const ep = o.cluster.pick({ hashKey: o.hashKey, tried: this.#tried, overrideHost: o.overrideHost });
     if (ep === null) {
-      const code = this.#tried === null ? 'NO_HEALTHY_UPSTREAM' : 'RETRY_LIMIT_EXCEEDED';
-      this.#fail(this.lastError !== null ? new ProxyError(code, this.lastError.message) : new ProxyError(code, `No healthy endpoint in cluster "${o.cluster.name}"`));
+      // No endpoint left to try: the last attempt's failure is the answer (or none was ever healthy).
+      this.#fail(this.lastError ?? new ProxyError('NO_HEALTHY_UPSTREAM', `No healthy endpoint in cluster "${o.cluster.name}"`));
       return;
     }
     if (!o.cluster.breaker.tryAcquireRequest()) {
