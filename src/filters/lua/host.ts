@@ -1,0 +1,525 @@
+/**
+ * The host functions the Lua prelude calls. Each takes its arguments from the Lua stack (small integers select the
+ * direction, header map or buffer; header names arrive as interned ids) and acts on the stream whose coroutine runs
+ * now (`script.current`). Errors a script should see come back as a string result that the prelude raises with the
+ * caller's line, so no JS exception crosses the Wasm boundary.
+ */
+import { createHash, createPublicKey, verify as cryptoVerify } from 'node:crypto';
+import { isIP } from 'node:net';
+import { HeaderMap } from '../../core/headers.ts';
+import type { LogLevel } from '../contract.ts';
+import { T_NIL, T_NUMBER, T_STRING, T_TABLE } from './vm.ts';
+import type { LuaScript } from './script.ts';
+import { WAIT_BODY, WAIT_CHUNK, WAIT_HTTP, WAIT_RESPONDED, WAIT_TRAILERS, type DirState } from './stream.ts';
+
+/** Where `stats()` counters, gauges and histograms go. */
+export interface StatsSink {
+  /** kind 0 counter, 1 gauge, 2 histogram; op 0 add, 1 set, 2 record, 9 read. */
+  stat(kind: number, name: string, op: number, value: number): number;
+}
+
+const LEVELS: LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'critical'];
+const MAX_NAMES = 8192;
+const MAX_KEYS = 1024;
+const HASHES: Record<string, string> = { SHA1: 'sha1', SHA224: 'sha224', SHA256: 'sha256', SHA384: 'sha384', SHA512: 'sha512' };
+
+/** Builds the host function table for one script's Lua state. */
+export function makeHostFunctions(script: LuaScript): Record<string, (L: number) => number> {
+  const vm = script.vm;
+  const x = vm.x;
+  const names = script.names;
+  const ids = script.nameIds;
+
+  const num = (L: number, i: number): number => x.lua_tonumberx(L, i, 0);
+  const fail = (L: number, message: string): number => {
+    vm.pushString(L, message);
+    return 1;
+  };
+  const stream = () => {
+    const s = script.current;
+    if (s === null) throw new Error('this API is only available inside envoy_on_request or envoy_on_response');
+    return s;
+  };
+  const outside = (L: number): number => {
+    vm.pushString(L, 'object used outside of proper scope');
+    return x.lua_error(L);
+  };
+  const dirOf = (L: number, i: number): DirState => {
+    const s = stream();
+    return num(L, i) === 0 ? s.req : s.resp;
+  };
+
+  const fns: Record<string, (L: number) => number> = {
+    intern(L) {
+      const raw = vm.readLatin1(L, 1) ?? '';
+      const name = raw.toLowerCase();
+      let id = ids.get(name);
+      if (id === undefined) {
+        if (names.length >= MAX_NAMES) {
+          names[0] = name;
+          id = 0;
+        } else {
+          id = names.length;
+          names.push(name);
+          ids.set(name, id);
+        }
+      }
+      x.lua_pushnumber(L, id);
+      return 1;
+    },
+
+    hget(L) {
+      const s = script.current;
+      if (s === null) return outside(L);
+      const key = num(L, 1);
+      const map = s.map(key & 7);
+      if (map === null) return 0;
+      const name = names[key >>> 3];
+      const list = map.list;
+      let out: string | undefined;
+      for (let i = 0; i < list.length; i += 2) {
+        if (list[i] === name) out = out === undefined ? list[i + 1] : out + ',' + list[i + 1];
+      }
+      if (out === undefined) return 0;
+      vm.pushLatin1(L, out);
+      return 1;
+    },
+
+    hat(L) {
+      const map = stream().map(num(L, 1));
+      if (map === null) return 0;
+      const name = names[num(L, 2)];
+      let idx = num(L, 3);
+      if (!(idx >= 0)) return 0;
+      const list = map.list;
+      for (let i = 0; i < list.length; i += 2) {
+        if (list[i] === name && idx-- === 0) {
+          vm.pushLatin1(L, list[i + 1]);
+          return 1;
+        }
+      }
+      return 0;
+    },
+
+    hnum(L) {
+      const map = stream().map(num(L, 1));
+      let n = 0;
+      if (map !== null) {
+        const name = names[num(L, 2)];
+        const list = map.list;
+        for (let i = 0; i < list.length; i += 2) if (list[i] === name) n++;
+      }
+      vm.pushNumber(L, n);
+      return 1;
+    },
+
+    hmut(L) {
+      const s = script.current;
+      if (s === null) return outside(L);
+      const op = num(L, 1);
+      const key = num(L, 2);
+      const w = key & 7;
+      const map = s.map(w);
+      if (map === null || w === 4) return fail(L, 'header map can no longer be modified');
+      if ((s.iterating & (1 << w)) !== 0) return fail(L, 'header map cannot be modified while iterating');
+      if (w < 2 && (w === 0 ? s.req : s.resp).continued) return fail(L, 'header map can no longer be modified');
+      if (map.frozen) return fail(L, 'header map can no longer be modified');
+      const name = names[key >>> 3];
+      if (op === 0) map.add(name, vm.readLatin1(L, 3)!);
+      else if (op === 1) map.set(name, vm.readLatin1(L, 3)!);
+      else map.remove(name);
+      if (w === 0) s.req.mutated = true;
+      return 0;
+    },
+
+    hentry(L) {
+      const s = stream();
+      const w = num(L, 1);
+      const map = s.map(w);
+      const i = num(L, 2) * 2;
+      if (map === null || i >= map.list.length) {
+        s.iterating &= ~(1 << w);
+        return 0;
+      }
+      s.iterating |= 1 << w;
+      vm.pushLatin1(L, map.list[i]);
+      vm.pushLatin1(L, map.list[i + 1]);
+      return 2;
+    },
+
+    hreason(L) {
+      const s = stream();
+      if (num(L, 1) === 1) s.setReason(vm.readLatin1(L, 2)!);
+      return 0;
+    },
+
+    body(L) {
+      const d = dirOf(L, 1);
+      if (d.streaming) return fail(L, 'cannot call body() after body streaming has started');
+      d.bodyRequested = true;
+      if (d.body !== null) x.lua_pushnumber(L, 0);
+      else if (d.ended) x.lua_pushnumber(L, 1);
+      else {
+        d.wait = WAIT_BODY;
+        x.lua_pushnumber(L, 2);
+      }
+      return 1;
+    },
+
+    chunks(L) {
+      const d = dirOf(L, 1);
+      if (d.bodyRequested || d.streaming) return fail(L, 'cannot call bodyChunks after body processing has begun');
+      d.streaming = true;
+      if (d.last !== null) {
+        d.chunk = d.last;
+        d.chunkTaken = false;
+      }
+      return 0;
+    },
+
+    nextchunk(L) {
+      const d = dirOf(L, 1);
+      let r = 2;
+      if (d.chunk !== null && !d.chunkTaken) {
+        d.chunkTaken = true;
+        r = 0;
+      } else if (d.ended) r = 1;
+      else d.wait = WAIT_CHUNK;
+      x.lua_pushnumber(L, r);
+      return 1;
+    },
+
+    trailers(L) {
+      const d = dirOf(L, 1);
+      let r = 2;
+      if (d.trailers !== null) r = 0;
+      else if (d.ended) r = 1;
+      else d.wait = WAIT_TRAILERS;
+      x.lua_pushnumber(L, r);
+      return 1;
+    },
+
+    blen(L) {
+      const b = stream().buffer(num(L, 1));
+      vm.pushNumber(L, b === null ? 0 : b.data.length);
+      return 1;
+    },
+
+    bget(L) {
+      const b = stream().buffer(num(L, 1));
+      const i = num(L, 2);
+      const n = num(L, 3);
+      vm.pushBytes(L, b === null ? Buffer.alloc(0) : b.data.subarray(i, i + n));
+      return 1;
+    },
+
+    bset(L) {
+      const s = stream();
+      const which = num(L, 1);
+      const data = vm.readBytes(L, 2) ?? Buffer.alloc(0);
+      s.setBuffer(which, data);
+      vm.pushNumber(L, data.length);
+      return 1;
+    },
+
+    respond(L) {
+      const d = dirOf(L, 1);
+      if (d.continued) return fail(L, 'respond() cannot be called if headers have been continued');
+      const headers = vm.readValue(L, 2) as Record<string, unknown>;
+      const status = Number(headers[':status']);
+      if (!Number.isInteger(status) || status < 200 || status > 599) return fail(L, ':status must be between 200 and 599');
+      const out: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(headers)) {
+        if (k === ':status') continue;
+        out[k.toLowerCase()] = Array.isArray(v) ? v.map(String) : String(v);
+      }
+      const body = x.lua_type(L, 3) === T_STRING ? vm.readBytes(L, 3) : undefined;
+      d.reply = { status, headers: out, body };
+      d.wait = WAIT_RESPONDED;
+      return 0;
+    },
+
+    httpcall(L) {
+      const s = stream();
+      const d = dirOf(L, 1);
+      const cluster = x.lua_type(L, 2) === T_STRING ? vm.readString(L, 2)! : '';
+      if (!s.setup.clusterNames.has(cluster)) return fail(L, 'http call cluster invalid. Must be configured');
+      if (x.lua_type(L, 3) !== T_TABLE) return fail(L, "http call headers must include ':path', ':method', and ':authority'");
+      const table = vm.readValue(L, 3) as Record<string, unknown>;
+      if (table[':path'] === undefined || table[':method'] === undefined || table[':authority'] === undefined) {
+        return fail(L, "http call headers must include ':path', ':method', and ':authority'");
+      }
+      const headers = new HeaderMap();
+      for (const k of [':method', ':path', ':authority', ':scheme']) if (table[k] !== undefined) headers.add(k, String(table[k]));
+      for (const [k, v] of Object.entries(table)) {
+        if (k === ':method' || k === ':path' || k === ':authority' || k === ':scheme') continue;
+        if (Array.isArray(v)) for (const one of v) headers.add(k, String(one));
+        else headers.add(k, String(v));
+      }
+      const bodyType = x.lua_type(L, 4);
+      const body = bodyType === T_STRING || bodyType === T_NUMBER ? vm.readBytes(L, 4) : undefined;
+      if (body !== undefined) headers.set('content-length', String(body.length));
+      let timeoutMs = 0;
+      let asynchronous = false;
+      let duplicates = false;
+      let sendXff = true;
+      const t5 = x.lua_type(L, 5);
+      if (t5 === T_TABLE) {
+        const o = vm.readValue(L, 5) as Record<string, unknown>;
+        if (o.timeout_ms !== undefined) timeoutMs = Number(o.timeout_ms);
+        asynchronous = o.asynchronous === true;
+        duplicates = o.return_duplicate_headers === true;
+        if (o.send_xff === false) sendXff = false;
+      } else {
+        if (t5 !== T_NIL) timeoutMs = num(L, 5);
+        const t6 = x.lua_type(L, 6);
+        if (t6 !== T_NIL) {
+          const flag = x.lua_type(L, 6) === 1 ? (x.lua_toboolean(L, 6) ? 'true' : 'false') : vm.readString(L, 6);
+          if (flag !== 'true' && flag !== 'false') return fail(L, "http call asynchronous flag must be 'true', 'false', or empty");
+          asynchronous = flag === 'true';
+        }
+      }
+      if (!(timeoutMs >= 0)) return fail(L, 'http call timeout must be >= 0');
+      const promise = s.cb.httpCall(cluster, { headers, body }, { timeoutMs, sendXff });
+      if (asynchronous) {
+        promise.catch(() => undefined);
+        x.lua_pushnumber(L, 0);
+        return 1;
+      }
+      d.wait = WAIT_HTTP;
+      s.awaitCall(d, promise, duplicates);
+      x.lua_pushnumber(L, 2);
+      return 1;
+    },
+
+    info(L) {
+      const s = stream();
+      const info = s.cb.info;
+      switch (num(L, 2)) {
+        case 0:
+          vm.pushString(L, info.protocol);
+          return 1;
+        case 1:
+          vm.pushString(L, info.downstreamLocalAddress);
+          return 1;
+        case 2:
+          vm.pushString(L, info.downstreamClientAddress || info.downstreamRemoteAddress);
+          return 1;
+        case 3:
+          vm.pushString(L, info.downstreamRemoteAddress);
+          return 1;
+        case 4:
+          vm.pushString(L, info.requestedServerName ?? '');
+          return 1;
+        case 5:
+          vm.pushString(L, info.routeName ?? '');
+          return 1;
+        case 6:
+          vm.pushString(L, '');
+          return 1;
+        case 7:
+          s.drain();
+          return 0;
+        default:
+          return 0;
+      }
+    },
+
+    mdget(L) {
+      const s = stream();
+      const kind = num(L, 2);
+      const md = kind === 0 ? s.routeMetadata() : null;
+      if (md === null || md === undefined) return 0;
+      if (x.lua_type(L, 3) === T_NIL) vm.pushValue(L, md);
+      else vm.pushValue(L, (md as Record<string, unknown>)[vm.readString(L, 3)!]);
+      return 1;
+    },
+
+    dmget(L) {
+      const s = stream();
+      if (x.lua_toboolean(L, 2)) return 0;
+      const dm = s.cb.info.dynamicMetadata;
+      if (x.lua_type(L, 3) === T_NIL) vm.pushValue(L, dm);
+      else {
+        const v = dm.get(vm.readString(L, 3)!);
+        if (v === undefined) return 0;
+        vm.pushValue(L, v);
+      }
+      return 1;
+    },
+
+    dmset(L) {
+      const s = stream();
+      const ns = vm.readString(L, 2)!;
+      const key = vm.readString(L, 3)!;
+      const value = vm.readValue(L, 4);
+      const dm = s.cb.info.dynamicMetadata;
+      let rec = dm.get(ns);
+      if (rec === undefined) {
+        rec = {};
+        dm.set(ns, rec);
+      }
+      rec[key] = value;
+      return 0;
+    },
+
+    fsget(L) {
+      const s = stream();
+      const v = s.cb.info.filterState.get(vm.readString(L, 2)!);
+      if (v === undefined) return 0;
+      if (x.lua_type(L, 3) === T_STRING && typeof v === 'string') {
+        try {
+          const field = (JSON.parse(v) as Record<string, unknown>)[vm.readString(L, 3)!];
+          if (field === undefined) return 0;
+          vm.pushValue(L, typeof field === 'object' && field !== null ? JSON.stringify(field) : field);
+          return 1;
+        } catch {
+          return 0;
+        }
+      }
+      if (typeof v === 'string') vm.pushString(L, v);
+      else vm.pushBytes(L, v);
+      return 1;
+    },
+
+    fsset(L) {
+      stream().cb.info.filterState.set(vm.readString(L, 2)!, vm.readString(L, 3)!);
+      return 0;
+    },
+
+    ssl(L) {
+      const s = stream();
+      const tls = s.tls();
+      if (tls === null) return 0;
+      const m = vm.readString(L, 2)!;
+      if (m === 'present') {
+        x.lua_pushboolean(L, 1);
+        return 1;
+      }
+      vm.pushValue(L, tls[m]);
+      return 1;
+    },
+
+    log(L) {
+      const level = LEVELS[num(L, 1)] ?? 'info';
+      const message = vm.readString(L, 2) ?? '';
+      const s = script.current;
+      if (s !== null) s.cb.log(level, message);
+      else script.log(level, message);
+      return 0;
+    },
+
+    importkey(L) {
+      const der = vm.readBytes(L, 1) ?? Buffer.alloc(0);
+      const len = x.lua_type(L, 2) === T_NUMBER ? num(L, 2) : der.length;
+      const bytes = der.subarray(0, Math.max(0, Math.min(len, der.length)));
+      const id = 'pk:' + createHash('sha256').update(bytes).digest('hex');
+      if (!script.keys.has(id)) {
+        try {
+          const key = createPublicKey({ key: bytes, format: 'der', type: 'spki' });
+          if (script.keys.size >= MAX_KEYS) script.keys.clear();
+          script.keys.set(id, key);
+        } catch {
+          return 0;
+        }
+      }
+      vm.pushString(L, id);
+      return 1;
+    },
+
+    verify(L) {
+      const hash = vm.readString(L, 1)!;
+      const keyId = x.lua_type(L, 2) === T_STRING ? vm.readString(L, 2)! : '';
+      const key = script.keys.get(keyId);
+      if (key === undefined) throw new Error('invalid public key');
+      const sig = vm.readBytes(L, 3)!;
+      const sigLen = x.lua_type(L, 4) === T_NUMBER ? num(L, 4) : sig.length;
+      const data = vm.readBytes(L, 5)!;
+      const dataLen = x.lua_type(L, 6) === T_NUMBER ? num(L, 6) : data.length;
+      const algo = HASHES[hash.toUpperCase()];
+      if (algo === undefined) {
+        x.lua_pushboolean(L, 0);
+        vm.pushString(L, `${hash} is not supported.`);
+        return 2;
+      }
+      let ok = false;
+      try {
+        ok = cryptoVerify(algo, data.subarray(0, dataLen), key, sig.subarray(0, sigLen));
+      } catch {
+        ok = false;
+      }
+      x.lua_pushboolean(L, ok ? 1 : 0);
+      if (ok) x.lua_pushnil(L);
+      else vm.pushString(L, 'Failed to verify digest. Error code: 0');
+      return 2;
+    },
+
+    b64(L) {
+      vm.pushString(L, (vm.readBytes(L, 1) ?? Buffer.alloc(0)).toString('base64'));
+      return 1;
+    },
+
+    b64d(L) {
+      const s = vm.readString(L, 1) ?? '';
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 === 1) return 0;
+      vm.pushBytes(L, Buffer.from(s, 'base64'));
+      return 1;
+    },
+
+    ts(L) {
+      const kind = num(L, 1);
+      if (kind === 0) vm.pushNumber(L, Date.now());
+      else if (kind === 1) vm.pushString(L, String(Date.now()));
+      else vm.pushString(L, String(Math.floor((performance.timeOrigin + performance.now()) * 1000)));
+      return 1;
+    },
+
+    clearroute() {
+      stream().cb.clearRouteCache();
+      return 0;
+    },
+
+    override(L) {
+      const s = stream();
+      const host = vm.readString(L, 2) ?? '';
+      const ip = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : isIP(host) ? host : host.replace(/:\d+$/, '');
+      if (isIP(ip) === 0) return fail(L, `"${host}" is not a valid IP address`);
+      s.cb.setUpstreamOverrideHost(host, x.lua_toboolean(L, 3) !== 0);
+      return 0;
+    },
+
+    filterctx(L) {
+      vm.pushValue(L, stream().filterContext());
+      return 1;
+    },
+
+    stat(L) {
+      const sink = script.stats;
+      const v = sink === null ? 0 : sink.stat(num(L, 1), vm.readString(L, 2)!, num(L, 3), num(L, 4));
+      vm.pushNumber(L, v);
+      return 1;
+    },
+
+    shared(L) {
+      const bridge = script.shared;
+      if (bridge === null) return fail(L, 'weir.shared is not available');
+      return bridge.call(L, vm);
+    },
+  };
+
+  // A JS exception must not unwind through Wasm frames: turn it into a Lua error raised at the caller. The per-request
+  // header functions guard themselves, so that their calls stay monomorphic.
+  for (const [name, fn] of Object.entries(fns)) {
+    if (name === 'hget' || name === 'hmut' || name === 'intern') continue;
+    fns[name] = function guardedHostFunction(L: number): number {
+      try {
+        return fn(L);
+      } catch (err) {
+        if (typeof err === 'number') throw err; // Emscripten's longjmp: a Lua error already on its way
+        vm.pushString(L, err instanceof Error ? err.message : String(err));
+        return x.lua_error(L);
+      }
+    };
+  }
+  return fns;
+}

@@ -1,0 +1,645 @@
+-- The Lua side of weir's Envoy Lua API. Runs once per Lua state, before the user's script, with the table of host
+-- functions as its argument. Handles, header maps and buffers are Lua tables whose methods call a handful of host
+-- functions with small integers (interned header names, map and buffer selectors), so a call costs one crossing.
+-- Everything here is local: the script sees only the globals this chunk leaves behind.
+local H = ...
+local type, error, setmetatable, tostring, tonumber, select, rawget, rawset, next = type, error, setmetatable, tostring, tonumber, select, rawget, rawset, next
+local yield = coroutine.yield
+local running = coroutine.running
+local floor = math.floor
+local dgetupvalue, dupvaluejoin, dgetinfo, dtraceback = debug.getupvalue, debug.upvaluejoin, debug.getinfo, debug.traceback
+local raw_load = load
+
+-- The id of the stream whose coroutine runs now; every object checks it so that a handle kept in a global and
+-- used by another request, or after its own coroutine ended, raises as on Envoy.
+local CUR = 0
+local DEAD = "object used outside of proper scope"
+
+local function argerr(n, fname, v, level)
+  error("bad argument #" .. n .. " to '" .. fname .. "' (string expected, got " .. type(v) .. ")", level or 3)
+end
+
+local function str(v, n, fname)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return tostring(v) end
+  argerr(n, fname, v, 4)
+end
+
+local function optbool(v)
+  return v == true or v == "true"
+end
+
+-- Header names are interned: the host gets a small integer for a lower-cased name it has seen before.
+local INTERN = {}
+local ninterned = 0
+local h_intern = H.intern
+local function nameid(k, fname)
+  local t = type(k)
+  if t ~= "string" then
+    if t == "number" then k = tostring(k) else argerr(1, fname, k, 4) end
+  end
+  local n = h_intern(k)
+  if n ~= 0 and ninterned < 4096 then
+    INTERN[k] = n
+    ninterned = ninterned + 1
+  end
+  return n
+end
+
+local function addlog(mt)
+  mt.logTrace = function(_, m) H.log(0, tostring(m)) end
+  mt.logDebug = function(_, m) H.log(1, tostring(m)) end
+  mt.logInfo = function(_, m) H.log(2, tostring(m)) end
+  mt.logWarn = function(_, m) H.log(3, tostring(m)) end
+  mt.logErr = function(_, m) H.log(4, tostring(m)) end
+  mt.logCritical = function(_, m) H.log(5, tostring(m)) end
+  return mt
+end
+
+local function class()
+  local mt = addlog({})
+  mt.__index = mt
+  return mt
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- Header maps. _w selects the map: 0 request headers, 1 response headers, 2 request trailers, 3 response trailers,
+-- 4 the request headers seen read-only from the response path.
+local h_get, h_at, h_num, h_mut, h_entry, h_reason = H.hget, H.hat, H.hnum, H.hmut, H.hentry, H.hreason
+
+local RO = class()
+local HM = class()
+
+-- The host gets the map selector and the name id in one number: id * 8 + map.
+local function hm_get(self, k)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return h_get((INTERN[k] or nameid(k, "get")) * 8 + self._w)
+end
+RO.get, HM.get = hm_get, hm_get
+
+local function hm_at(self, k, i)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local n = INTERN[k] or nameid(k, "getAtIndex")
+  if type(i) ~= "number" then error("bad argument #2 to 'getAtIndex' (number expected, got " .. type(i) .. ")", 2) end
+  return h_at(self._w, n, i)
+end
+RO.getAtIndex, HM.getAtIndex = hm_at, hm_at
+
+local function hm_num(self, k)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local n = INTERN[k] or nameid(k, "getNumValues")
+  return h_num(self._w, n)
+end
+RO.getNumValues, HM.getNumValues = hm_num, hm_num
+
+-- The host marks the map as being iterated from the first entry until the iterator returns nil.
+local function hm_pairs(self)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local w, i = self._w, 0
+  return function()
+    local k, v = h_entry(w, i)
+    if k ~= nil then i = i + 1 end
+    return k, v
+  end, self, nil
+end
+RO.__pairs, HM.__pairs = hm_pairs, hm_pairs
+
+-- Mutations are written out (no shared helper) because they are on every request's path; the host refuses them
+-- while the map is being iterated or after it was passed on.
+function HM:add(k, v)
+  if self._id ~= CUR then error(DEAD, 2) end
+  if type(v) ~= "string" then v = str(v, 2, "add") end
+  local e = h_mut(0, (INTERN[k] or nameid(k, "add")) * 8 + self._w, v)
+  if e then error(e, 2) end
+end
+
+function HM:replace(k, v)
+  if self._id ~= CUR then error(DEAD, 2) end
+  if type(v) ~= "string" then v = str(v, 2, "replace") end
+  local e = h_mut(1, (INTERN[k] or nameid(k, "replace")) * 8 + self._w, v)
+  if e then error(e, 2) end
+end
+
+function HM:remove(k)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local e = h_mut(2, (INTERN[k] or nameid(k, "remove")) * 8 + self._w)
+  if e then error(e, 2) end
+end
+
+function HM:setHttp1ReasonPhrase(p)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local e = h_reason(self._w, str(p, 1, "setHttp1ReasonPhrase"))
+  if e then error(e, 2) end
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- Buffers. _b: 0 request body, 1 response body, 2 request chunk, 3 response chunk.
+local BUF = class()
+local b_len, b_get, b_set = H.blen, H.bget, H.bset
+
+function BUF:length()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return b_len(self._b)
+end
+
+function BUF:getBytes(i, n)
+  if self._id ~= CUR then error(DEAD, 2) end
+  if type(i) ~= "number" or type(n) ~= "number" then error("index and length must be numbers", 2) end
+  if i < 0 or n < 0 then error("index/length must be >= 0", 2) end
+  if i + n > b_len(self._b) then error("index/length must be <= buffer size", 2) end
+  return b_get(self._b, i, n)
+end
+
+function BUF:setBytes(s)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return b_set(self._b, str(s, 1, "setBytes"))
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- Metadata (route), dynamic metadata, filter state, stream info, connection.
+local MD = class()
+function MD:get(k)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return H.mdget(self._d, self._k, k)
+end
+MD.__pairs = function(self)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local t = H.mdget(self._d, self._k, nil) or {}
+  return next, t, nil
+end
+
+local DM = class()
+function DM:get(ns)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return H.dmget(self._d, self._c, str(ns, 1, "get"))
+end
+function DM:set(ns, k, v)
+  if self._id ~= CUR then error(DEAD, 2) end
+  if self._c then error("connection dynamic metadata is read-only", 2) end
+  local e = H.dmset(self._d, str(ns, 1, "set"), str(k, 2, "set"), v)
+  if e then error(e, 2) end
+end
+DM.__pairs = function(self)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local t = H.dmget(self._d, self._c, nil) or {}
+  return next, t, nil
+end
+
+local FS = class()
+function FS:get(name, field)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return H.fsget(self._d, str(name, 1, "get"), field)
+end
+function FS:set(name, factory, value)
+  if self._id ~= CUR then error(DEAD, 2) end
+  H.fsset(self._d, str(name, 1, "set"), tostring(value == nil and factory or value))
+end
+
+local SSL = class()
+for _, m in ipairs({ "peerCertificatePresented", "peerCertificateValidated", "uriSanLocalCertificate",
+  "uriSanPeerCertificate", "dnsSansLocalCertificate", "dnsSansPeerCertificate", "oidsPeerCertificate",
+  "oidsLocalCertificate", "sha256PeerCertificateDigest", "serialNumberPeerCertificate", "issuerPeerCertificate",
+  "subjectPeerCertificate", "subjectLocalCertificate", "urlEncodedPemEncodedPeerCertificate",
+  "urlEncodedPemEncodedPeerCertificateChain", "validFromPeerCertificate", "expirationPeerCertificate", "sessionId",
+  "ciphersuiteId", "ciphersuiteString", "tlsVersion" }) do
+  SSL[m] = function(self)
+    if self._id ~= CUR then error(DEAD, 2) end
+    return H.ssl(self._d, m)
+  end
+end
+function SSL:parsedSubjectPeerCertificate()
+  if self._id ~= CUR then error(DEAD, 2) end
+  local t = H.ssl(self._d, "parsedSubjectPeerCertificate")
+  if t == nil then return nil end
+  return addlog({ commonName = function() return t.commonName or "" end,
+    organizationName = function() return t.organizationName or "" end })
+end
+
+local function new_ssl(self)
+  if not H.ssl(self._d, "present") then return nil end
+  return setmetatable({ _id = self._id, _d = self._d }, SSL)
+end
+
+local SI = class()
+local function si_field(code)
+  return function(self)
+    if self._id ~= CUR then error(DEAD, 2) end
+    return H.info(self._d, code)
+  end
+end
+SI.protocol = si_field(0)
+SI.downstreamLocalAddress = si_field(1)
+SI.downstreamDirectLocalAddress = si_field(1)
+SI.downstreamRemoteAddress = si_field(2)
+SI.downstreamDirectRemoteAddress = si_field(3)
+SI.requestedServerName = si_field(4)
+SI.routeName = si_field(5)
+SI.virtualClusterName = si_field(6)
+SI.drainConnectionUponCompletion = si_field(7)
+function SI:dynamicMetadata()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d }, DM)
+end
+function SI:dynamicTypedMetadata(ns)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return H.dmget(self._d, nil, str(ns, 1, "dynamicTypedMetadata"))
+end
+function SI:filterState()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d }, FS)
+end
+SI.downstreamSslConnection = function(self)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return new_ssl(self)
+end
+
+local CSI = class()
+function CSI:dynamicMetadata()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d, _c = true }, DM)
+end
+function CSI:dynamicTypedMetadata(ns)
+  if self._id ~= CUR then error(DEAD, 2) end
+  return H.dmget(self._d, true, str(ns, 1, "dynamicTypedMetadata"))
+end
+
+local CONN = class()
+function CONN:ssl()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return new_ssl(self)
+end
+
+local PK = class()
+function PK:get() return self._k end
+
+local SCOPE = class()
+function SCOPE:metadata()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d, _k = self._k }, MD)
+end
+
+local COUNTER, GAUGE, HIST = class(), class(), class()
+function COUNTER:inc() H.stat(0, self._n, 0, 1) end
+function COUNTER:add(v) H.stat(0, self._n, 0, v) end
+function COUNTER:value() return H.stat(0, self._n, 9, 0) end
+function GAUGE:inc() H.stat(1, self._n, 0, 1) end
+function GAUGE:dec() H.stat(1, self._n, 0, -1) end
+function GAUGE:add(v) H.stat(1, self._n, 0, v) end
+function GAUGE:sub(v) H.stat(1, self._n, 0, -v) end
+function GAUGE:set(v) H.stat(1, self._n, 1, v) end
+function GAUGE:value() return H.stat(1, self._n, 9, 0) end
+function HIST:recordValue(v) H.stat(2, self._n, 2, v) end
+local STATS = class()
+function STATS:counter(n) return setmetatable({ _n = str(n, 1, "counter") }, COUNTER) end
+function STATS:gauge(n) return setmetatable({ _n = str(n, 1, "gauge") }, GAUGE) end
+function STATS:histogram(n) return setmetatable({ _n = str(n, 1, "histogram") }, HIST) end
+
+---------------------------------------------------------------------------------------------------------------
+-- Stream handles. _d: 0 request, 1 response.
+local HANDLE = class()
+local REQ = setmetatable({}, { __index = HANDLE })
+REQ.__index = REQ
+addlog(REQ)
+local RESP = setmetatable({}, { __index = HANDLE })
+RESP.__index = RESP
+addlog(RESP)
+
+function HANDLE:headers()
+  if self._id ~= CUR then error(DEAD, 2) end
+  local h = self._hm
+  if not h then
+    h = setmetatable({ _id = self._id, _w = self._d }, HM)
+    self._hm = h
+  end
+  return h
+end
+
+local h_body, h_chunks, h_next, h_trailers = H.body, H.chunks, H.nextchunk, H.trailers
+
+function HANDLE:body(always)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local r = h_body(self._d)
+  if r == 2 then
+    yield()
+    CUR = self._id
+    r = h_body(self._d)
+  end
+  if type(r) == "string" then error(r, 2) end
+  if r == 1 and not always then return nil end
+  return setmetatable({ _id = self._id, _b = self._d }, BUF)
+end
+
+function HANDLE:bodyChunks()
+  if self._id ~= CUR then error(DEAD, 2) end
+  local e = h_chunks(self._d)
+  if e then error(e, 2) end
+  local id, d = self._id, self._d
+  local buf = setmetatable({ _id = id, _b = d + 2 }, BUF)
+  return function()
+    if id ~= CUR then error(DEAD, 2) end
+    local r = h_next(d)
+    if r == 2 then
+      yield()
+      CUR = id
+      r = h_next(d)
+    end
+    if r == 1 then return nil end
+    return buf
+  end
+end
+
+function HANDLE:trailers()
+  if self._id ~= CUR then error(DEAD, 2) end
+  local r = h_trailers(self._d)
+  if r == 2 then
+    yield()
+    CUR = self._id
+    r = h_trailers(self._d)
+  end
+  if r == 1 then return nil end
+  return setmetatable({ _id = self._id, _w = self._d + 2 }, HM)
+end
+
+function HANDLE:metadata()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d, _k = 0 }, MD)
+end
+
+function HANDLE:route()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d, _k = 0 }, SCOPE)
+end
+
+function HANDLE:virtualHost()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d, _k = 1 }, SCOPE)
+end
+
+function HANDLE:respond(headers, body)
+  if self._id ~= CUR then error(DEAD, 2) end
+  if type(headers) ~= "table" then error("bad argument #1 to 'respond' (table expected, got " .. type(headers) .. ")", 2) end
+  if body ~= nil then body = str(body, 2, "respond") end
+  local e = H.respond(self._d, headers, body)
+  if e then error(e, 2) end
+  -- The stream ended with the local reply: this coroutine is never resumed.
+  while true do yield() end
+end
+
+function HANDLE:httpCall(cluster, headers, body, a4, a5)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local r = H.httpcall(self._d, cluster, headers, body, a4, a5)
+  if type(r) == "string" then error(r, 2) end
+  if r == 0 then return end
+  local h, b = yield()
+  CUR = self._id
+  return h, b
+end
+
+function HANDLE:streamInfo()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d }, SI)
+end
+HANDLE.requestInfo = HANDLE.streamInfo
+
+function HANDLE:connection()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d }, CONN)
+end
+
+function HANDLE:connectionStreamInfo()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _d = self._d }, CSI)
+end
+
+function HANDLE:importPublicKey(der, len)
+  local k = H.importkey(str(der, 1, "importPublicKey"), len)
+  return setmetatable({ _k = k }, PK)
+end
+
+function HANDLE:verifySignature(hash, key, sig, siglen, data, datalen)
+  if type(key) == "table" then key = key._k end
+  return H.verify(str(hash, 1, "verifySignature"), key, str(sig, 3, "verifySignature"), siglen, str(data, 5, "verifySignature"), datalen)
+end
+
+function HANDLE:base64Escape(s) return H.b64(str(s, 1, "base64Escape")) end
+function HANDLE:base64Decode(s) return H.b64d(str(s, 1, "base64Decode")) end
+
+function HANDLE:timestamp(fmt)
+  if fmt ~= nil and fmt ~= 0 then error("timestamp format must be MILLISECOND.", 2) end
+  return H.ts(0)
+end
+
+function HANDLE:timestampString(res)
+  if res == nil or res == 0 then return H.ts(1) end
+  if res == 1 then return H.ts(2) end
+  error("timestamp format must be MILLISECOND or MICROSECOND.", 2)
+end
+
+function HANDLE:clearRouteCache()
+  if self._id ~= CUR then error(DEAD, 2) end
+  H.clearroute(self._d)
+end
+
+function HANDLE:setUpstreamOverrideHost(host, strict)
+  if self._id ~= CUR then error(DEAD, 2) end
+  local e = H.override(self._d, str(host, 1, "setUpstreamOverrideHost"), strict == true)
+  if e then error(e, 2) end
+end
+
+function HANDLE:filterContext()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return H.filterctx(self._d) or {}
+end
+
+function HANDLE:stats()
+  return setmetatable({}, STATS)
+end
+
+function RESP:downstreamRequestHeaders()
+  if self._id ~= CUR then error(DEAD, 2) end
+  return setmetatable({ _id = self._id, _w = 4 }, RO)
+end
+
+function RESP:respond()
+  error("respond() is not available on the response path", 2)
+end
+-- Flatten the handle classes so that a method lookup is one table access.
+for k, v in pairs(HANDLE) do
+  if k ~= "__index" then
+    if rawget(REQ, k) == nil then REQ[k] = v end
+    if rawget(RESP, k) == nil then RESP[k] = v end
+  end
+end
+setmetatable(REQ, nil)
+setmetatable(RESP, nil)
+
+---------------------------------------------------------------------------------------------------------------
+-- LuaJIT / Lua 5.1 compatibility.
+unpack = table.unpack
+table.getn = function(t) return #t end
+table.setn = function() end
+table.maxn = table.maxn or function(t)
+  local m = 0
+  for k in pairs(t) do if type(k) == "number" and k > m then m = k end end
+  return m
+end
+math.pow = math.pow or function(a, b) return a ^ b end
+math.ldexp = math.ldexp or function(m, e) return m * 2.0 ^ e end
+math.mod = math.fmod
+string.gfind = string.gmatch
+
+-- load/loadstring accept text chunks only; the environment defaults to the script's globals.
+local G = _G
+load = function(chunk, name, mode, env)
+  return raw_load(chunk, name, "t", env or G)
+end
+loadstring = function(s, name) return raw_load(s, name, "t", G) end
+
+local function fenv_fn(f, fname)
+  if type(f) == "number" then
+    local info = dgetinfo(f + 2, "f")
+    if info == nil then error("bad argument #1 to '" .. fname .. "' (invalid level)", 3) end
+    return info.func
+  end
+  if type(f) ~= "function" then error("bad argument #1 to '" .. fname .. "' (function expected)", 3) end
+  return f
+end
+
+getfenv = function(f)
+  f = fenv_fn(f or 1, "getfenv")
+  local i = 1
+  while true do
+    local name, v = dgetupvalue(f, i)
+    if name == "_ENV" then return v end
+    if name == nil then return G end
+    i = i + 1
+  end
+end
+
+setfenv = function(f, env)
+  f = fenv_fn(f, "setfenv")
+  local i = 1
+  while true do
+    local name = dgetupvalue(f, i)
+    if name == "_ENV" then
+      dupvaluejoin(f, i, function() return env end, 1)
+      return f
+    end
+    if name == nil then return f end
+    i = i + 1
+  end
+end
+
+-- A 32-bit `bit` library as in LuaJIT (results are signed 32-bit) and Lua 5.2's `bit32` (unsigned).
+local function tobit(x)
+  x = floor(x) & 0xffffffff
+  if x >= 0x80000000 then return x - 0x100000000 end
+  return x
+end
+local function u32(x) return floor(x) & 0xffffffff end
+local function fold(op)
+  return function(a, ...)
+    local r = u32(a)
+    for i = 1, select("#", ...) do r = op(r, u32((select(i, ...)))) end
+    return r
+  end
+end
+local band = fold(function(a, b) return a & b end)
+local bor = fold(function(a, b) return a | b end)
+local bxor = fold(function(a, b) return a ~ b end)
+bit = {
+  tobit = tobit,
+  tohex = function(x, n)
+    n = n or 8
+    local up = n < 0
+    if up then n = -n end
+    local s = string.format(up and "%0" .. n .. "X" or "%0" .. n .. "x", u32(x))
+    return s:sub(-n)
+  end,
+  bnot = function(x) return tobit(~u32(x)) end,
+  band = function(...) return tobit(band(...)) end,
+  bor = function(...) return tobit(bor(...)) end,
+  bxor = function(...) return tobit(bxor(...)) end,
+  lshift = function(x, n) return tobit(u32(x) << (n & 31)) end,
+  rshift = function(x, n) return tobit(u32(x) >> (n & 31)) end,
+  arshift = function(x, n) return tobit(tobit(x) >> (n & 31) | ((tobit(x) < 0 and (n & 31) > 0) and ~(0xffffffff >> (n & 31)) or 0)) end,
+  rol = function(x, n) n = n & 31; x = u32(x); return tobit((x << n) | (x >> (32 - n))) end,
+  ror = function(x, n) n = n & 31; x = u32(x); return tobit((x >> n) | (x << (32 - n))) end,
+  bswap = function(x)
+    x = u32(x)
+    return tobit(((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >> 8) & 0xff00) | (x >> 24))
+  end,
+}
+bit32 = {
+  band = band, bor = bor, bxor = bxor,
+  bnot = function(x) return u32(~u32(x)) end,
+  lshift = function(x, n) if n >= 32 then return 0 end return u32(u32(x) << n) end,
+  rshift = function(x, n) if n >= 32 then return 0 end return u32(x) >> n end,
+  btest = function(...) return band(...) ~= 0 end,
+  extract = function(x, f, w) w = w or 1; return (u32(x) >> f) & ((1 << w) - 1) end,
+}
+
+EnvoyTimestampResolution = { MILLISECOND = 0, MICROSECOND = 1 }
+
+print = function(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = tostring((select(i, ...))) end
+  H.log(2, table.concat(parts, "\t"))
+end
+
+---------------------------------------------------------------------------------------------------------------
+-- weir.shared: dictionaries seen by every worker. weir.shared:get(k) uses the "default" dictionary;
+-- weir.shared.<name>:get(k) (or weir.shared.dict(name)) a named one.
+local DICT = {}
+DICT.__index = DICT
+function DICT:get(k) return H.shared(0, self._ns, str(k, 1, "get")) end
+function DICT:set(k, v, ttl) return H.shared(1, self._ns, str(k, 1, "set"), v, ttl) end
+function DICT:add(k, v, ttl) return H.shared(2, self._ns, str(k, 1, "add"), v, ttl) end
+function DICT:incr(k, delta, init, ttl) return H.shared(3, self._ns, str(k, 1, "incr"), delta or 1, init, ttl) end
+function DICT:delete(k) return H.shared(4, self._ns, str(k, 1, "delete")) end
+local dicts = {}
+local function dict(name)
+  name = str(name, 1, "dict")
+  local d = dicts[name]
+  if d == nil then
+    d = setmetatable({ _ns = name }, DICT)
+    dicts[name] = d
+  end
+  return d
+end
+local default = dict("default")
+weir = {
+  shared = setmetatable({ dict = dict, get = DICT.get, set = DICT.set, add = DICT.add, incr = DICT.incr,
+    delete = DICT.delete, _ns = "default" }, { __index = function(_, name) return dict(name) end }),
+}
+
+---------------------------------------------------------------------------------------------------------------
+-- The sandbox: no files, processes, environment, native modules, debug access or bytecode.
+io = nil
+os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+debug = { traceback = dtraceback }
+dofile, loadfile, require, package, collectgarbage_ = nil, nil, nil, nil, nil
+local gc = collectgarbage
+collectgarbage = function(opt, ...)
+  if opt == nil or opt == "collect" or opt == "count" or opt == "step" or opt == "isrunning" then return gc(opt, ...) end
+  return 0
+end
+string.dump = nil
+
+-- What the host calls: run(id, dir) starts a handler in a fresh coroutine; gc(full) reports memory.
+local function run(id, d)
+  CUR = id
+  if d == 0 then
+    return G.envoy_on_request(setmetatable({ _id = id, _d = 0, _hm = false }, REQ))
+  end
+  return G.envoy_on_response(setmetatable({ _id = id, _d = 1, _hm = false }, RESP))
+end
+
+local function collect()
+  gc("collect")
+  return gc("count")
+end
+
+return run, collect

@@ -1,0 +1,264 @@
+/**
+ * One Lua state running one script on one worker: it loads the sandboxed prelude and the script (top-level code runs
+ * once, as on Envoy), then runs `envoy_on_request`/`envoy_on_response` in pooled coroutines with an instruction
+ * budget per run.
+ */
+import { readFileSync } from 'node:fs';
+import { LuaVm, LUA_ERRMEM, LUA_OK, LUA_YIELD, REGISTRY } from './vm.ts';
+import { makeHostFunctions } from './host.ts';
+import type { LuaStream } from './stream.ts';
+import type { LogLevel } from '../contract.ts';
+
+const PRELUDE = readFileSync(new URL('./prelude.lua', import.meta.url));
+
+/** Limits of one Lua state. */
+export interface ScriptLimits {
+  /** VM instructions one run of a handler may execute before it is stopped (between two yields). */
+  instructionLimit: number;
+  /** Bytes the state's memory may grow beyond its initial 16 MiB. */
+  memoryLimitBytes: number;
+}
+
+/** A coroutine: its thread pointer and the registry reference that keeps it alive. */
+export interface Coroutine {
+  readonly L: number;
+  readonly ref: number;
+}
+
+/** How a run of a handler ended. */
+export type RunResult =
+  | { readonly kind: 'done' }
+  | { readonly kind: 'yield' }
+  | { readonly kind: 'error'; readonly reason: 'error' | 'budget' | 'memory'; readonly message: string };
+
+const DONE: RunResult = Object.freeze({ kind: 'done' });
+const YIELD: RunResult = Object.freeze({ kind: 'yield' });
+const MAX_POOLED = 64;
+
+/** A compiled script in its own Lua state. */
+export class LuaScript {
+  readonly name: string;
+  readonly vm: LuaVm;
+  readonly limits: ScriptLimits;
+  /** Whether the script defines `envoy_on_request` / `envoy_on_response`. */
+  hasRequest = false;
+  hasResponse = false;
+  /** The stream whose coroutine runs now; host functions act on it. */
+  current: LuaStream | null = null;
+  /** Interned lower-case header names; index 0 is a scratch slot for names past the cap. */
+  readonly names: string[] = [''];
+  readonly nameIds = new Map<string, number>();
+  /** Imported public keys by handle string. */
+  readonly keys = new Map<string, import('node:crypto').KeyObject>();
+  /** Set when the state cannot run any more (a Wasm trap); the owner replaces it. */
+  broken = false;
+  /** Streams that started a handler on this state and were not destroyed yet. */
+  inFlight = 0;
+  /** No new streams will use this state: close it when the last one in flight ends. */
+  retired = false;
+  /** Log sink for code that runs outside a stream (top-level code). */
+  log: (level: LogLevel, message: string) => void;
+  /** The bridge to weir.shared; set by the factory. */
+  shared: import('./shared.ts').SharedBridge | null = null;
+  /** Counter/gauge/histogram access for `stats()`. */
+  stats: import('./host.ts').StatsSink | null = null;
+
+  readonly #runRef: bigint;
+  readonly #collectRef: bigint;
+  readonly #hook: number;
+  readonly #pool: Coroutine[] = [];
+  #budgetHit = false;
+
+  private constructor(name: string, vm: LuaVm, limits: ScriptLimits, log: (level: LogLevel, message: string) => void) {
+    this.name = name;
+    this.vm = vm;
+    this.limits = limits;
+    this.log = log;
+    const { x, L } = vm;
+    this.#hook = vm.addHook(this.#onBudget);
+    const host = makeHostFunctions(this);
+    const st = this.#load(PRELUDE, 'weir-prelude');
+    if (st !== LUA_OK) throw new Error(`Cannot load the Lua prelude: ${vm.readString(L, -1)}`);
+    x.lua_createtable(L, 0, Object.keys(host).length);
+    for (const [fname, fn] of Object.entries(host)) {
+      vm.pushString(L, fname);
+      x.lua_pushcclosure(L, vm.addFunction(fn), 0);
+      x.lua_rawset(L, -3);
+    }
+    if (x.lua_pcallk(L, 1, 2, 0, 0, 0) !== LUA_OK) throw new Error(`Cannot run the Lua prelude: ${vm.readString(L, -1)}`);
+    this.#collectRef = BigInt(x.luaL_ref(L, REGISTRY));
+    this.#runRef = BigInt(x.luaL_ref(L, REGISTRY));
+  }
+
+  /**
+   * Creates the state, loads `source` as a text chunk named `name` and runs its top-level code within the budget.
+   * Throws with Lua's message (which names the script and line) when the script does not compile or its top level fails.
+   */
+  static async create(name: string, source: string, limits: ScriptLimits, log: (level: LogLevel, message: string) => void): Promise<LuaScript> {
+    const vm = await LuaVm.create({ memoryLimitBytes: limits.memoryLimitBytes });
+    try {
+      const script = new LuaScript(name, vm, limits, log);
+      script.#init(source);
+      return script;
+    } catch (err) {
+      vm.close();
+      throw err;
+    }
+  }
+
+  #load(source: Uint8Array | string, chunkName: string): number {
+    const { vm } = this;
+    const bytes = typeof source === 'string' ? Buffer.from(source) : source;
+    const p = vm.x.malloc(bytes.length + 1);
+    const namePtr = vm.x.malloc(chunkName.length * 3 + 4);
+    try {
+      vm.u8().set(bytes, p);
+      const name = Buffer.from('@' + chunkName + '\0');
+      vm.u8().set(name, namePtr);
+      vm.u8().set([0x74, 0], namePtr + name.length); // mode "t": text chunks only
+      return vm.x.luaL_loadbufferx(vm.L, p, bytes.length, namePtr, namePtr + name.length);
+    } finally {
+      vm.x.free(p);
+      vm.x.free(namePtr);
+    }
+  }
+
+  #init(source: string): void {
+    const { vm } = this;
+    const { x, L } = vm;
+    if (this.#load(source, this.name) !== LUA_OK) {
+      throw new Error(`Cannot compile Lua script "${this.name}": ${vm.readString(L, -1)}`);
+    }
+    const co = this.#thread();
+    x.lua_xmove(L, co.L, 1);
+    const r = this.#resume(co, 0);
+    if (r.kind !== 'done') {
+      const why = r.kind === 'error' ? r.message : 'script performed an unexpected yield';
+      throw new Error(`Cannot run the top-level code of Lua script "${this.name}": ${why}`);
+    }
+    this.release(co);
+    this.hasRequest = x.lua_getglobal(L, vm.cstring('envoy_on_request')) === 6;
+    this.hasResponse = x.lua_getglobal(L, vm.cstring('envoy_on_response')) === 6;
+    x.lua_settop(L, 0);
+  }
+
+  #thread(): Coroutine {
+    const pooled = this.#pool.pop();
+    if (pooled !== undefined) return pooled;
+    const { x, L } = this.vm;
+    const co = x.lua_newthread(L);
+    const ref = x.luaL_ref(L, REGISTRY);
+    return { L: co, ref };
+  }
+
+  /** Starts a handler (`dir` 0: request, 1: response) for `stream` in a coroutine; returns it and how the run ended. */
+  start(stream: LuaStream, dir: 0 | 1): { co: Coroutine; result: RunResult } {
+    const co = this.#thread();
+    const { x } = this.vm;
+    x.lua_rawgeti(co.L, REGISTRY, this.#runRef);
+    x.lua_pushnumber(co.L, stream.id);
+    x.lua_pushnumber(co.L, dir);
+    this.current = stream;
+    const result = this.#resume(co, 2);
+    return { co, result };
+  }
+
+  /** Resumes a suspended coroutine with the `nargs` values already pushed on its stack. */
+  resume(stream: LuaStream, co: Coroutine, nargs: number): RunResult {
+    this.current = stream;
+    return this.#resume(co, nargs);
+  }
+
+  #resume(co: Coroutine, nargs: number): RunResult {
+    const { vm } = this;
+    const { x } = vm;
+    this.#budgetHit = false;
+    vm.setBudget(co.L, this.#hook, this.limits.instructionLimit);
+    let st: number;
+    try {
+      st = x.lua_resume(co.L, vm.L, nargs, vm.nresPtr);
+    } catch (err) {
+      this.broken = true;
+      this.current = null;
+      return { kind: 'error', reason: 'error', message: `the Lua VM failed: ${(err as Error).message}` };
+    }
+    this.current = null;
+    if (st === LUA_OK) {
+      x.lua_settop(co.L, 0);
+      return DONE;
+    }
+    if (st === LUA_YIELD) {
+      x.lua_settop(co.L, 0);
+      return YIELD;
+    }
+    const message = vm.readString(co.L, -1) ?? '(error object is not a string)';
+    const reason = st === LUA_ERRMEM ? 'memory' : this.#budgetHit ? 'budget' : 'error';
+    return { kind: 'error', reason, message };
+  }
+
+  /** Returns a coroutine whose run just ended normally (its stack is empty) to the pool. */
+  recycle(co: Coroutine): void {
+    if (this.#pool.length < MAX_POOLED) this.#pool.push(co);
+    else this.vm.x.luaL_unref(this.vm.L, REGISTRY, co.ref);
+  }
+
+  /** Returns a coroutine that ended normally to the pool, or frees one that failed or is suspended. */
+  release(co: Coroutine): void {
+    const { x, L } = this.vm;
+    if (!this.broken && x.lua_status(co.L) === LUA_OK && x.lua_gettop(co.L) === 0 && this.#pool.length < MAX_POOLED) {
+      this.#pool.push(co);
+      return;
+    }
+    if (!this.broken) x.luaL_unref(L, REGISTRY, co.ref);
+  }
+
+  readonly #onBudget = (L: number, ar: number): void => {
+    const { vm } = this;
+    this.#budgetHit = true;
+    let where = '';
+    if (vm.x.lua_getinfo(L, vm.cstring('Sl'), ar) !== 0) {
+      const u8 = vm.u8();
+      const line = u8[ar + 24] | (u8[ar + 25] << 8) | (u8[ar + 26] << 16) | (u8[ar + 27] << 24);
+      let src = '';
+      for (let i = ar + 44; i < ar + 104 && u8[i] !== 0; i++) src += String.fromCharCode(u8[i]);
+      where = `${src}:${line}: `;
+    }
+    vm.pushString(L, `${where}instruction limit of ${this.limits.instructionLimit} exceeded`);
+    vm.x.lua_error(L);
+  };
+
+  /** Runs a full garbage collection; returns the Lua heap in KiB. */
+  collect(): number {
+    const { x, L } = this.vm;
+    x.lua_rawgeti(L, REGISTRY, this.#collectRef);
+    if (x.lua_pcallk(L, 0, 1, 0, 0, 0) !== LUA_OK) {
+      x.lua_settop(L, 0);
+      return -1;
+    }
+    const kb = x.lua_tonumberx(L, -1, 0);
+    x.lua_settop(L, 0);
+    return kb;
+  }
+
+  /** Marks a stream as using this state. */
+  enter(): void {
+    this.inFlight++;
+  }
+
+  /** Marks a stream as done with this state; the last one out of a retired state closes it. */
+  leave(): void {
+    this.inFlight--;
+    if (this.retired && this.inFlight === 0) this.close();
+  }
+
+  /** Stops handing the state to new streams; closes it now if none is in flight. */
+  retire(): void {
+    this.retired = true;
+    if (this.inFlight === 0) this.close();
+  }
+
+  /** Closes the state. */
+  close(): void {
+    this.vm.close();
+  }
+}

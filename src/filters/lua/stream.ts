@@ -1,0 +1,351 @@
+/**
+ * The per-request Lua filter: Envoy's yield state machine (lua_filter.cc) mapped onto weir's filter statuses.
+ * Each direction runs its handler in a coroutine; `body()`, `bodyChunks()`, `trailers()` and a synchronous
+ * `httpCall()` suspend it, and the hook that suspended it answers `stop` (headers held), `stop-and-buffer`
+ * (body being collected) or `continue`, as Envoy does.
+ */
+import type { BodyChunk, Direction, Filter, FilterCallbacks, FilterStatus, HttpCallResponse } from '../contract.ts';
+import type { HeaderMap } from '../../core/headers.ts';
+import type { Coroutine, LuaScript, RunResult } from './script.ts';
+
+/** What a suspended coroutine waits for. */
+export const WAIT_NONE = 0;
+export const WAIT_BODY = 1;
+export const WAIT_CHUNK = 2;
+export const WAIT_TRAILERS = 3;
+export const WAIT_HTTP = 4;
+export const WAIT_RESPONDED = 5;
+
+/** Where a run was resumed from: a headers hook, a body hook before the end, the end of the stream, or a callback. */
+const PHASE_HEADERS = 0;
+const PHASE_BODY = 1;
+const PHASE_END = 2;
+const PHASE_ASYNC = 3;
+
+/** Filter-level settings every stream of one filter shares. */
+export interface StreamSetup {
+  readonly filterName: string;
+  readonly failOpen: boolean;
+  readonly failureStatus: number;
+  readonly clearRouteCache: boolean;
+  readonly filterContext: Record<string, unknown> | undefined;
+  readonly clusterNames: ReadonlySet<string>;
+  /** Logs and counts a failed run; called once per failure. */
+  onError(script: LuaScript, reason: string, message: string, cb: FilterCallbacks): void;
+  /** Counts a handler run. */
+  onRun(): void;
+}
+
+/** The Lua side of one direction of one stream. */
+export class DirState {
+  readonly dir: 0 | 1;
+  co: Coroutine | null = null;
+  wait = WAIT_NONE;
+  headers: HeaderMap | null = null;
+  /** The headers were passed on: mutations raise. */
+  continued = false;
+  /** A hook of this direction answered stop and has not been released yet. */
+  holding = false;
+  /** The end of stream was seen. */
+  ended = false;
+  /** The whole body, once complete (what `body()` returns). */
+  body: BodyChunk | null = null;
+  /** The body buffered so far while the script waits. */
+  last: BodyChunk | null = null;
+  bodyRequested = false;
+  streaming = false;
+  chunk: BodyChunk | null = null;
+  chunkTaken = true;
+  trailers: HeaderMap | null = null;
+  mutated = false;
+  reply: { status: number; headers: Record<string, string | string[]>; body: Buffer | undefined } | null = null;
+
+  constructor(dir: 0 | 1) {
+    this.dir = dir;
+  }
+}
+
+let nextId = 1;
+
+/** The filter instance of one request. */
+export class LuaStream implements Filter {
+  readonly id = nextId++;
+  readonly script: LuaScript;
+  readonly setup: StreamSetup;
+  readonly cb: FilterCallbacks;
+  readonly req = new DirState(0);
+  readonly resp = new DirState(1);
+  /** Bit per header map (see `map`) whose iteration has started and not finished. */
+  iterating = 0;
+  readonly #routeContext: Record<string, unknown> | undefined;
+  #destroyed = false;
+  #left = false;
+
+  constructor(script: LuaScript, setup: StreamSetup, cb: FilterCallbacks, routeContext: Record<string, unknown> | undefined) {
+    this.script = script;
+    this.setup = setup;
+    this.cb = cb;
+    this.#routeContext = routeContext;
+    script.enter();
+  }
+
+  onRequestHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
+    const d = this.req;
+    d.headers = headers;
+    d.ended = endOfStream;
+    if (!this.script.hasRequest) return 'continue';
+    return this.#start(d);
+  }
+
+  onRequestBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
+    return this.#body(this.req, chunk, endOfStream);
+  }
+
+  onRequestTrailers(trailers: HeaderMap): FilterStatus {
+    return this.#trailers(this.req, trailers);
+  }
+
+  onResponseHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
+    const d = this.resp;
+    d.headers = headers;
+    d.ended = endOfStream;
+    if (!this.script.hasResponse) return 'continue';
+    return this.#start(d);
+  }
+
+  onResponseBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
+    return this.#body(this.resp, chunk, endOfStream);
+  }
+
+  onResponseTrailers(trailers: HeaderMap): FilterStatus {
+    return this.#trailers(this.resp, trailers);
+  }
+
+  onDestroy(): void {
+    this.#destroyed = true;
+    for (const d of [this.req, this.resp]) {
+      if (d.co !== null) {
+        this.script.release(d.co);
+        d.co = null;
+      }
+    }
+    if (!this.#left) {
+      this.#left = true;
+      this.script.leave();
+    }
+  }
+
+  /** The header map `w` selects: 0/1 request/response headers, 2/3 their trailers, 4 the request headers read-only. */
+  map(w: number): HeaderMap | null {
+    switch (w) {
+      case 0:
+        return this.req.headers;
+      case 1:
+        return this.resp.headers;
+      case 2:
+        return this.req.trailers;
+      case 3:
+        return this.resp.trailers;
+      default:
+        return this.cb.requestHeaders;
+    }
+  }
+
+  /** The buffer `b` selects: 0/1 request/response body, 2/3 the current request/response chunk. */
+  buffer(b: number): BodyChunk | null {
+    const d = (b & 1) === 0 ? this.req : this.resp;
+    return b < 2 ? d.body : d.chunk;
+  }
+
+  /** Replaces a buffer's bytes; a whole body also updates content-length while the headers can still change. */
+  setBuffer(b: number, data: Buffer): void {
+    const d = (b & 1) === 0 ? this.req : this.resp;
+    const target = b < 2 ? d.body : d.chunk;
+    if (target !== null) target.data = data;
+    const h = d.headers;
+    if (b < 2 && h !== null && !d.continued && !h.frozen && !h.has('transfer-encoding')) {
+      h.set('content-length', String(data.length));
+    }
+  }
+
+  /** Route metadata for this filter, falling back to Envoy's filter name. */
+  routeMetadata(): unknown {
+    const md = this.cb.info.routeMetadata;
+    return md[this.setup.filterName] ?? md['envoy.filters.http.lua'] ?? null;
+  }
+
+  /** The route's `filter_context`, or the filter's. */
+  filterContext(): Record<string, unknown> {
+    return this.#routeContext ?? this.setup.filterContext ?? {};
+  }
+
+  /** The connection's TLS details, when the data plane provides them as `info.tls`. */
+  tls(): Record<string, unknown> | null {
+    const tls = (this.cb.info as unknown as { tls?: Record<string, unknown> | null }).tls;
+    return tls ?? null;
+  }
+
+  /** Records a custom HTTP/1 reason phrase for the response (filter state `weir.http1_reason_phrase`). */
+  setReason(phrase: string): void {
+    this.cb.info.filterState.set('weir.http1_reason_phrase', phrase);
+  }
+
+  /** Asks for the downstream connection to close after this response (filter state `weir.drain_connection`). */
+  drain(): void {
+    this.cb.info.filterState.set('weir.drain_connection', 'true');
+  }
+
+  /** Resumes the coroutine of `d` when the synchronous httpCall it waits for completes. */
+  awaitCall(d: DirState, call: Promise<HttpCallResponse>, duplicates: boolean): void {
+    const co = d.co;
+    call.then(
+      (res) => this.#callDone(d, co, res, duplicates),
+      () => this.#callDone(d, co, undefined, duplicates),
+    );
+  }
+
+  #callDone(d: DirState, co: Coroutine | null, res: HttpCallResponse | undefined, duplicates: boolean): void {
+    if (this.#destroyed || co === null || d.co !== co || d.wait !== WAIT_HTTP || this.script.broken) return;
+    const vm = this.script.vm;
+    if (res === undefined || res.failure !== undefined) {
+      vm.pushValue(co.L, { ':status': '503' });
+      vm.pushString(co.L, 'upstream failure');
+    } else {
+      const headers: Record<string, string | string[]> = {};
+      const list = res.headers.list;
+      for (let i = 0; i < list.length; i += 2) {
+        const prev = headers[list[i]];
+        if (duplicates && prev !== undefined) headers[list[i]] = Array.isArray(prev) ? [...prev, list[i + 1]] : [prev, list[i + 1]];
+        else headers[list[i]] = list[i + 1];
+      }
+      vm.pushValue(co.L, headers);
+      if (res.body.length > 0) vm.pushBytes(co.L, res.body);
+      else vm.x.lua_pushnil(co.L);
+    }
+    d.wait = WAIT_NONE;
+    this.#settle(d, this.script.resume(this, co, 2), PHASE_ASYNC);
+  }
+
+  #start(d: DirState): FilterStatus {
+    this.setup.onRun();
+    d.wait = WAIT_NONE;
+    const { co, result } = this.script.start(this, d.dir);
+    d.co = co;
+    return this.#settle(d, result, PHASE_HEADERS);
+  }
+
+  #resumeIn(d: DirState, phase: number): FilterStatus {
+    d.wait = WAIT_NONE;
+    return this.#settle(d, this.script.resume(this, d.co!, 0), phase);
+  }
+
+  #body(d: DirState, chunk: BodyChunk, eos: boolean): FilterStatus {
+    if (eos) d.ended = true;
+    if (d.co === null) return 'continue';
+    switch (d.wait) {
+      case WAIT_BODY:
+        if (!eos) {
+          d.last = chunk;
+          d.holding = true;
+          return 'stop-and-buffer';
+        }
+        d.body = chunk;
+        return this.#resumeIn(d, PHASE_END);
+      case WAIT_CHUNK:
+        d.chunk = chunk;
+        d.chunkTaken = false;
+        return this.#resumeIn(d, eos ? PHASE_END : PHASE_BODY);
+      case WAIT_TRAILERS:
+        return eos ? this.#resumeIn(d, PHASE_END) : 'continue';
+      case WAIT_HTTP:
+        d.last = chunk;
+        if (eos) d.body = chunk;
+        d.holding = true;
+        return eos ? 'stop' : 'stop-and-buffer';
+      default:
+        return 'stop';
+    }
+  }
+
+  #trailers(d: DirState, trailers: HeaderMap): FilterStatus {
+    d.trailers = trailers;
+    d.ended = true;
+    if (d.co === null) return 'continue';
+    switch (d.wait) {
+      case WAIT_BODY:
+        d.body = d.last;
+        return this.#resumeIn(d, PHASE_END);
+      case WAIT_CHUNK:
+      case WAIT_TRAILERS:
+        return this.#resumeIn(d, PHASE_END);
+      default:
+        d.holding = true;
+        return 'stop';
+    }
+  }
+
+  /** Turns how a run ended into the hook's status (or, after a callback, into resume/local reply). */
+  #settle(d: DirState, r: RunResult, phase: number): FilterStatus {
+    if (r.kind === 'done') {
+      this.script.recycle(d.co!);
+      d.co = null;
+      return this.#proceed(d, phase);
+    }
+    if (r.kind === 'error') return this.#fail(d, r.reason, r.message, phase);
+    switch (d.wait) {
+      case WAIT_RESPONDED:
+        return this.#respond(d);
+      case WAIT_BODY:
+        d.holding = true;
+        return phase === PHASE_BODY ? 'stop-and-buffer' : 'stop';
+      case WAIT_HTTP:
+        d.holding = true;
+        return 'stop';
+      case WAIT_CHUNK:
+      case WAIT_TRAILERS:
+        return this.#proceed(d, phase);
+      default:
+        return this.#fail(d, 'error', 'script performed an unexpected yield', phase);
+    }
+  }
+
+  #proceed(d: DirState, phase: number): FilterStatus {
+    if (d.dir === 0 && d.mutated && this.setup.clearRouteCache && !d.continued) {
+      d.mutated = false;
+      this.cb.clearRouteCache();
+    }
+    d.continued = true;
+    if (phase === PHASE_ASYNC && d.holding) {
+      d.holding = false;
+      this.cb.resume(direction(d));
+    }
+    d.holding = false;
+    return 'continue';
+  }
+
+  #respond(d: DirState): FilterStatus {
+    const reply = d.reply!;
+    this.script.release(d.co!);
+    d.co = null;
+    d.holding = false;
+    this.cb.sendLocalReply(reply.status, reply.body, { headers: reply.headers, details: 'lua_respond' });
+    return 'stop';
+  }
+
+  #fail(d: DirState, reason: string, message: string, phase: number): FilterStatus {
+    this.setup.onError(this.script, reason, message, this.cb);
+    if (d.co !== null) {
+      this.script.release(d.co);
+      d.co = null;
+    }
+    if (this.setup.failOpen) return this.#proceed(d, phase);
+    d.holding = false;
+    if (d.dir === 1 && d.continued) this.cb.reset();
+    else this.cb.sendLocalReply(this.setup.failureStatus, 'lua filter failure', { details: `lua_${reason}` });
+    return 'stop';
+  }
+}
+
+function direction(d: DirState): Direction {
+  return d.dir === 0 ? 'request' : 'response';
+}

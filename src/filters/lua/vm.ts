@@ -1,0 +1,365 @@
+/**
+ * One Lua 5.4 virtual machine: a private instance of wasmoon's Wasm build, driven through the raw exports of the
+ * Wasm module (the `lua_*` C API) rather than wasmoon's convenience layer, which converts every value on every call.
+ *
+ * Each VM has its own Wasm linear memory, so its memory cap costs nothing per allocation: the instance may grow its
+ * memory only up to `memoryLimitBytes` beyond its initial size; past that `malloc` fails and Lua raises
+ * "not enough memory" in the script that asked.
+ */
+import { LuaWasm } from 'wasmoon';
+
+/** `LUA_REGISTRYINDEX` of this build (LUAI_MAXSTACK = 1e6). */
+export const REGISTRY = -1001000;
+/** Thread statuses returned by `lua_resume` and `lua_pcallk`. */
+export const LUA_OK = 0;
+export const LUA_YIELD = 1;
+export const LUA_ERRRUN = 2;
+export const LUA_ERRMEM = 4;
+/** Lua type tags. */
+export const T_NIL = 0;
+export const T_BOOLEAN = 1;
+export const T_NUMBER = 3;
+export const T_STRING = 4;
+export const T_TABLE = 5;
+const MASK_COUNT = 8;
+
+/** The raw C API exports this binding calls; every pointer and `lua_State*` is a number. */
+export interface RawLua {
+  memory: WebAssembly.Memory;
+  malloc(n: number): number;
+  free(p: number): void;
+  luaL_newstate(): number;
+  luaL_openlibs(L: number): void;
+  luaL_loadbufferx(L: number, buf: number, len: number, name: number, mode: number): number;
+  luaL_ref(L: number, t: number): number;
+  luaL_unref(L: number, t: number, ref: number): void;
+  lua_close(L: number): void;
+  lua_newthread(L: number): number;
+  lua_resetthread(L: number): number;
+  lua_gettop(L: number): number;
+  lua_settop(L: number, idx: number): void;
+  lua_pushvalue(L: number, idx: number): void;
+  lua_type(L: number, idx: number): number;
+  lua_tonumberx(L: number, idx: number, isnum: number): number;
+  lua_toboolean(L: number, idx: number): number;
+  lua_tolstring(L: number, idx: number, len: number): number;
+  lua_rawlen(L: number, idx: number): number;
+  lua_pushnil(L: number): void;
+  lua_pushnumber(L: number, n: number): void;
+  lua_pushinteger(L: number, n: bigint): void;
+  lua_pushlstring(L: number, s: number, len: number): number;
+  lua_pushcclosure(L: number, fn: number, n: number): void;
+  lua_pushboolean(L: number, b: number): void;
+  lua_rawgeti(L: number, idx: number, n: bigint): number;
+  lua_rawseti(L: number, idx: number, n: bigint): void;
+  lua_rawset(L: number, idx: number): void;
+  lua_getglobal(L: number, name: number): number;
+  lua_createtable(L: number, narr: number, nrec: number): void;
+  lua_next(L: number, idx: number): number;
+  lua_pcallk(L: number, nargs: number, nresults: number, errfunc: number, ctx: number, k: number): number;
+  lua_resume(L: number, from: number, narg: number, nres: number): number;
+  lua_status(L: number): number;
+  lua_error(L: number): number;
+  lua_sethook(L: number, fn: number, mask: number, count: number): void;
+  lua_getinfo(L: number, what: number, ar: number): number;
+  lua_isinteger(L: number, idx: number): number;
+  lua_xmove(from: number, to: number, n: number): void;
+}
+
+/** Options of a VM. */
+export interface LuaVmOptions {
+  /** How many bytes the Wasm memory may grow beyond its initial 16 MiB. */
+  memoryLimitBytes: number;
+}
+
+let compiled: Promise<WebAssembly.Module> | undefined;
+let instantiating: Promise<unknown> = Promise.resolve();
+
+/**
+ * Instantiates wasmoon's Emscripten glue with two changes made at the one place where it hands its imports to
+ * `WebAssembly.instantiate`: the compiled module is reused across VMs, and `emscripten_resize_heap` refuses to
+ * grow past the VM's cap. wasmoon offers no option for either, so the patch is scoped to this call and serialised.
+ */
+async function instantiate(limitBytes: number): Promise<{ wasm: LuaWasm; raw: Record<string, any> }> {
+  const run = instantiating.then(async () => {
+    const original = WebAssembly.instantiate;
+    let exports: Record<string, any> | undefined;
+    (WebAssembly as any).instantiate = async function patchedInstantiate(source: any, imports: any) {
+      const env = imports?.env;
+      if (env === undefined || typeof env.emscripten_resize_heap !== 'function' || typeof env.invoke_vii !== 'function') {
+        return original.call(WebAssembly, source, imports);
+      }
+      const grow = env.emscripten_resize_heap;
+      let cap = 0;
+      env.emscripten_resize_heap = function cappedResizeHeap(requested: number): number | boolean {
+        return requested >>> 0 > cap ? 0 : grow(requested);
+      };
+      compiled ??= source instanceof WebAssembly.Module ? Promise.resolve(source) : WebAssembly.compile(source);
+      const instance = await original.call(WebAssembly, await compiled, imports);
+      exports = (instance as unknown as WebAssembly.Instance).exports as Record<string, any>;
+      cap = (exports.memory as WebAssembly.Memory).buffer.byteLength + limitBytes;
+      return { module: await compiled, instance };
+    };
+    try {
+      const wasm = await LuaWasm.initialize();
+      if (exports === undefined) throw new Error('Cannot start a Lua VM: wasmoon did not instantiate through WebAssembly.instantiate');
+      return { wasm, raw: exports };
+    } finally {
+      (WebAssembly as any).instantiate = original;
+    }
+  });
+  instantiating = run.catch(() => undefined);
+  return run;
+}
+
+/** One Lua state in its own Wasm instance, with helpers to move strings and plain values across. */
+export class LuaVm {
+  /** The main thread. */
+  readonly L: number;
+  readonly x: RawLua;
+  readonly #wasm: LuaWasm;
+  #u8: Uint8Array;
+  #buf: Buffer;
+  /** A reused scratch area in Wasm memory for strings going into Lua. */
+  #scratch = 0;
+  #scratchSize = 0;
+  /** Holds a `size_t` written by `lua_tolstring`. */
+  readonly #lenPtr: number;
+  /** Holds the result count written by `lua_resume`. */
+  readonly nresPtr: number;
+  #closed = false;
+  readonly #decoder = new TextDecoder();
+
+  private constructor(wasm: LuaWasm, raw: Record<string, any>) {
+    this.#wasm = wasm;
+    this.x = raw as unknown as RawLua;
+    this.#u8 = new Uint8Array(this.x.memory.buffer);
+    this.#buf = Buffer.from(this.x.memory.buffer);
+    this.#lenPtr = this.x.malloc(16);
+    this.nresPtr = this.#lenPtr + 8;
+    this.#ensureScratch(4096);
+    this.L = this.x.luaL_newstate();
+    if (this.L === 0) throw new Error('Cannot create a Lua state: out of memory');
+    this.x.luaL_openlibs(this.L);
+  }
+
+  /** Creates a VM with the standard libraries open; the caller sandboxes it. */
+  static async create(options: LuaVmOptions): Promise<LuaVm> {
+    const { wasm, raw } = await instantiate(options.memoryLimitBytes);
+    return new LuaVm(wasm, raw);
+  }
+
+  /** Registers a JS function as a Lua C function (`int f(lua_State*)`); returns its table index. */
+  addFunction(fn: (L: number) => number): number {
+    return this.#wasm.module.addFunction(fn, 'ii');
+  }
+
+  /** Registers a count hook (`void f(lua_State*, lua_Debug*)`). */
+  addHook(fn: (L: number, ar: number) => void): number {
+    return this.#wasm.module.addFunction(fn, 'vii');
+  }
+
+  /** Arms the instruction budget of thread `L`: the hook runs after `count` more VM instructions. */
+  setBudget(L: number, hook: number, count: number): void {
+    this.x.lua_sethook(L, hook, MASK_COUNT, count);
+  }
+
+  /** The current view of Wasm memory (memory growth replaces the underlying buffer). */
+  u8(): Uint8Array {
+    if (this.#u8.byteLength === 0) this.#refresh();
+    return this.#u8;
+  }
+
+  #bytes(): Buffer {
+    if (this.#buf.byteLength === 0 || this.#u8.byteLength === 0) this.#refresh();
+    return this.#buf;
+  }
+
+  #refresh(): void {
+    this.#u8 = new Uint8Array(this.x.memory.buffer);
+    this.#buf = Buffer.from(this.x.memory.buffer);
+  }
+
+  #ensureScratch(n: number): number {
+    if (n > this.#scratchSize) {
+      if (this.#scratch !== 0) this.x.free(this.#scratch);
+      const size = Math.max(n, this.#scratchSize * 2, 4096);
+      this.#scratch = this.x.malloc(size);
+      if (this.#scratch === 0) throw new Error('Cannot allocate a string buffer in the Lua VM: out of memory');
+      this.#scratchSize = size;
+    }
+    return this.#scratch;
+  }
+
+  /** Pushes a number as a Lua integer when it is one (so `tostring` prints "6", not "6.0"), else as a float. */
+  pushNumber(L: number, n: number): void {
+    if (Number.isSafeInteger(n)) this.x.lua_pushinteger(L, BigInt(n));
+    else this.x.lua_pushnumber(L, n);
+  }
+
+  /** Pushes a JS string whose characters are bytes (latin1: header names and values) without allocating in JS. */
+  pushLatin1(L: number, s: string): void {
+    const n = s.length;
+    const p = this.#ensureScratch(n);
+    if (n <= 64) {
+      const u8 = this.u8();
+      for (let i = 0; i < n; i++) u8[p + i] = s.charCodeAt(i);
+    } else this.#bytes().write(s, p, 'latin1');
+    this.x.lua_pushlstring(L, p, n);
+  }
+
+  /** Pushes a JS string encoded as UTF-8. */
+  pushString(L: number, s: string): void {
+    const max = s.length * 3;
+    const p = this.#ensureScratch(max);
+    const n = this.#bytes().write(s, p, 'utf8');
+    this.x.lua_pushlstring(L, p, n);
+  }
+
+  /** Pushes bytes. */
+  pushBytes(L: number, b: Uint8Array): void {
+    const p = this.#ensureScratch(b.length);
+    this.u8().set(b, p);
+    this.x.lua_pushlstring(L, p, b.length);
+  }
+
+  /** Pushes a C string for the API calls that take one (field names, chunk names); returns its pointer. */
+  cstring(s: string): number {
+    const p = this.#ensureScratch(s.length * 3 + 1);
+    const n = this.#bytes().write(s, p, 'utf8');
+    this.u8()[p + n] = 0;
+    return p;
+  }
+
+  /** Reads the string (or number) at `idx` as latin1 characters; undefined for other types. */
+  readLatin1(L: number, idx: number): string | undefined {
+    const p = this.x.lua_tolstring(L, idx, this.#lenPtr);
+    if (p === 0) return undefined;
+    const u8 = this.u8();
+    const n = u8[this.#lenPtr] | (u8[this.#lenPtr + 1] << 8) | (u8[this.#lenPtr + 2] << 16) | (u8[this.#lenPtr + 3] << 24);
+    if (n <= 24) {
+      let s = '';
+      for (let i = 0; i < n; i++) s += String.fromCharCode(u8[p + i]);
+      return s;
+    }
+    return this.#bytes().toString('latin1', p, p + n);
+  }
+
+  /** Reads the string (or number) at `idx` decoded as UTF-8; undefined for other types. */
+  readString(L: number, idx: number): string | undefined {
+    const p = this.x.lua_tolstring(L, idx, this.#lenPtr);
+    if (p === 0) return undefined;
+    const n = this.#len();
+    return this.#decoder.decode(this.u8().subarray(p, p + n));
+  }
+
+  /** Copies the bytes of the string at `idx` into a new Buffer; undefined for other types. */
+  readBytes(L: number, idx: number): Buffer | undefined {
+    const p = this.x.lua_tolstring(L, idx, this.#lenPtr);
+    if (p === 0) return undefined;
+    const n = this.#len();
+    return Buffer.from(this.u8().subarray(p, p + n));
+  }
+
+  #len(): number {
+    const u8 = this.u8();
+    const q = this.#lenPtr;
+    return (u8[q] | (u8[q + 1] << 8) | (u8[q + 2] << 16) | (u8[q + 3] << 24)) >>> 0;
+  }
+
+  /** Converts the Lua value at `idx` into plain JS data (tables become arrays or objects; depth-limited). */
+  readValue(L: number, idx: number, depth = 0): unknown {
+    const x = this.x;
+    switch (x.lua_type(L, idx)) {
+      case T_NIL:
+        return null;
+      case T_BOOLEAN:
+        return x.lua_toboolean(L, idx) !== 0;
+      case T_NUMBER:
+        return x.lua_tonumberx(L, idx, 0);
+      case T_STRING:
+        return this.readString(L, idx);
+      case T_TABLE: {
+        if (depth > 32) return null;
+        const abs = idx < 0 && idx > REGISTRY ? x.lua_gettop(L) + idx + 1 : idx;
+        const n = x.lua_rawlen(L, abs);
+        const obj: Record<string, unknown> = {};
+        let keys = 0;
+        let arrayLike = true;
+        x.lua_pushnil(L);
+        while (x.lua_next(L, abs) !== 0) {
+          const kt = x.lua_type(L, -2);
+          let key: string;
+          if (kt === T_NUMBER) {
+            const k = x.lua_tonumberx(L, -2, 0);
+            if (!(Number.isInteger(k) && k >= 1 && k <= n)) arrayLike = false;
+            key = String(k);
+          } else {
+            arrayLike = false;
+            key = kt === T_STRING ? this.readString(L, -2)! : String(x.lua_type(L, -2));
+          }
+          obj[key] = this.readValue(L, -1, depth + 1);
+          keys++;
+          x.lua_settop(L, -2);
+        }
+        if (keys > 0 && arrayLike && keys === n) {
+          const arr: unknown[] = [];
+          for (let i = 1; i <= n; i++) arr.push(obj[String(i)]);
+          return arr;
+        }
+        return obj;
+      }
+      default:
+        return null;
+    }
+  }
+
+  /** Pushes plain JS data: null/undefined → nil, arrays → sequences, objects → tables, Buffers → strings. */
+  pushValue(L: number, v: unknown, depth = 0): void {
+    const x = this.x;
+    if (v === null || v === undefined || depth > 32) x.lua_pushnil(L);
+    else if (typeof v === 'string') this.pushString(L, v);
+    else if (typeof v === 'number') this.pushNumber(L, v);
+    else if (typeof v === 'boolean') x.lua_pushboolean(L, v ? 1 : 0);
+    else if (typeof v === 'bigint') x.lua_pushnumber(L, Number(v));
+    else if (v instanceof Uint8Array) this.pushBytes(L, v);
+    else if (Array.isArray(v)) {
+      x.lua_createtable(L, v.length, 0);
+      for (let i = 0; i < v.length; i++) {
+        this.pushValue(L, v[i], depth + 1);
+        x.lua_rawseti(L, -2, BigInt(i + 1));
+      }
+    } else if (v instanceof Map) {
+      x.lua_createtable(L, 0, v.size);
+      for (const [k, val] of v) {
+        this.pushString(L, String(k));
+        this.pushValue(L, val, depth + 1);
+        x.lua_rawset(L, -3);
+      }
+    } else if (typeof v === 'object') {
+      const entries = Object.entries(v as object);
+      x.lua_createtable(L, 0, entries.length);
+      for (const [k, val] of entries) {
+        this.pushString(L, k);
+        this.pushValue(L, val, depth + 1);
+        x.lua_rawset(L, -3);
+      }
+    } else x.lua_pushnil(L);
+  }
+
+  /** Size of the Wasm memory in bytes. */
+  get memoryBytes(): number {
+    return this.x.memory.buffer.byteLength;
+  }
+
+  /** Closes the Lua state; the Wasm instance goes with the last reference to this object. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.x.lua_close(this.L);
+    } catch {
+      // A VM that aborted cannot be closed; dropping it frees its memory.
+    }
+  }
+}
