@@ -65,8 +65,12 @@ export class Pipeline {
   /** The filter that stopped last (for resume() without index). */
   lastStopped = -1;
 
-  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number) {
+  readonly #timing: ((index: number, ms: number) => void) | null;
+
+  /** `timing`, when given, receives the time spent in each hook call, by pipeline index. */
+  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number, timing: ((index: number, ms: number) => void) | null = null) {
     this.filters = filters;
+    this.#timing = timing;
     this.#hooks = direction === 'request' ? REQUEST_HOOKS : RESPONSE_HOOKS;
     this.#sink = sink;
     this.#limit = bufferLimit;
@@ -80,6 +84,18 @@ export class Pipeline {
   /** True once the headers went past every filter. */
   get headersPassed(): boolean {
     return this.#headerIndex >= this.filters.length && this.#stopKind === null;
+  }
+
+  /** Calls a hook, adding the time it took to the stream's per-filter timings. */
+  #timed<A, B>(i: number, hook: (a: A, b: B) => HookResult, filter: Filter, a: A, b: B): HookResult {
+    const timing = this.#timing;
+    if (timing === null) return hook.call(filter, a, b);
+    const t0 = performance.now();
+    try {
+      return hook.call(filter, a, b);
+    } finally {
+      timing(i, performance.now() - t0);
+    }
   }
 
   /** Starts the direction with its headers. */
@@ -120,7 +136,7 @@ export class Pipeline {
       if (hook === undefined) continue;
       let r: HookResult;
       try {
-        r = hook.call(filters[i], headers, this.#headersEos);
+        r = this.#timed(i, hook, filters[i], headers, this.#headersEos);
       } catch (err) {
         sink.filterFailed(i, err);
         return;
@@ -210,7 +226,7 @@ export class Pipeline {
         if (hook !== undefined) {
           let r: HookResult;
           try {
-            r = hook.call(filters[i], p.trailers);
+            r = this.#timed(i, hook as (a: unknown, b?: unknown) => HookResult, filters[i], p.trailers, undefined);
           } catch (err) {
             sink.filterFailed(i, err);
             return;
@@ -243,6 +259,12 @@ export class Pipeline {
         this.#buffers[i] = null;
         this.#bufferSizes[i] = 0;
         p = { data: chunk.data, eos: p.eos, trailers: null };
+        if (i === this.#headerIndex && this.#stopKind !== null) {
+          // Continuing the body of a filter that held the headers continues the headers too (as in Envoy).
+          this.#stopKind = null;
+          this.#runHeaders(i + 1);
+          if (sink.halted) return;
+        }
         continue;
       }
       if (r === 'stop-and-buffer' && !p.eos) {
@@ -270,7 +292,7 @@ export class Pipeline {
     if (hook === undefined) return 'continue';
     let r: HookResult;
     try {
-      r = hook.call(f, chunk, eos);
+      r = this.#timed(i, hook, f, chunk, eos);
     } catch (err) {
       this.#sink.filterFailed(i, err);
       return null;

@@ -43,6 +43,8 @@ export class ListenerRuntime {
   readonly #errors: Family<Value>;
   readonly #filterErrors: Family<Value>;
   readonly #routeStats = new Map<string, RouteStats>();
+  readonly #filterDurations: Family<Distribution>;
+  readonly #filterTimes = new Map<string, Distribution>();
 
   constructor(o: {
     name: string;
@@ -66,6 +68,7 @@ export class ListenerRuntime {
     this.#requests = o.metrics.counter('weir_downstream_requests_total', 'Downstream requests completed, by listener, route and status class', ['listener', 'route', 'status_class']);
     this.#durations = o.metrics.histogram('weir_downstream_request_duration_ms', 'Time from the request head to the end of the response', ['listener', 'route']);
     this.#errors = o.metrics.counter('weir_errors_total', 'Local replies for errors, by listener and error code', ['listener', 'code']);
+    this.#filterDurations = o.metrics.histogram('weir_filter_duration_ms', 'Time spent in one filter\'s hooks per request', ['listener', 'filter', 'type'], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 50]);
     this.#filterErrors = o.metrics.counter('weir_filter_errors_total', 'Filter failures (exceptions, traps, budgets), by filter', ['listener', 'filter']);
   }
 
@@ -88,6 +91,18 @@ export class ListenerRuntime {
     const cls = Math.min(5, Math.floor(s.responseCode / 100));
     st.byClass[cls].inc();
     st.duration.observe(performance.now() - s.startMono);
+    const ms = s.filterMs;
+    if (ms !== null) {
+      for (let i = 0; i < ms.length; i++) {
+        const name = s.entries[i].name;
+        let h = this.#filterTimes.get(name);
+        if (h === undefined) {
+          h = this.#filterDurations.labels(this.name, name, s.entries[i].type);
+          this.#filterTimes.set(name, h);
+        }
+        h.observe(ms[i]);
+      }
+    }
   }
 
   /** Counts an error local reply. */

@@ -110,7 +110,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
         }
       }
     }
-    this.#req = new Pipeline(this.filters, 'request', this.#requestSink(), s.bufferLimit);
+    const ms = this.filterMs;
+    this.#req = new Pipeline(this.filters, 'request', this.#requestSink(), s.bufferLimit, ms === null ? null : (i, t) => (ms[i] += t));
     this.#req.headers(h, !this.head.hasBody);
   }
 
@@ -350,7 +351,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
         return stream.done;
       },
     };
-    this.#res = new Pipeline(filters, 'response', sink, this.listener.settings.bufferLimit);
+    const ms = this.filterMs;
+    this.#res = new Pipeline(filters, 'response', sink, this.listener.settings.bufferLimit, ms === null ? null : (i, t) => (ms[n - 1 - i] += t));
     return this.#res;
   }
 

@@ -8,7 +8,9 @@ import type { HeaderMap } from '../core/headers.ts';
  * What a hook tells the chain runner:
  * - `continue`: pass the headers, data or trailers on to the next filter.
  * - `stop`: hold them here until `callbacks.resume()`; this filter still receives the body of a stopped
- *   header phase (Envoy's StopIteration), and a stopped body chunk is held (with back-pressure) until resume.
+ *   header phase (Envoy's StopIteration), and returning `continue` from a body hook then continues the headers
+ *   too. A stopped body chunk, and what arrives after it, is held (with back-pressure) until resume; on resume
+ *   the stopped chunk goes on and later chunks pass through this filter's body hook again.
  * - `stop-all`: like `stop` on headers, but this filter receives no body or trailers until it resumes
  *   (Envoy's StopAllIterationAndWatermark, what a paused Proxy-Wasm header callback means).
  * - `stop-and-buffer`: on a body hook only: keep buffering; the hook is called again with the whole
@@ -165,7 +167,7 @@ export interface FilterFactory<R = unknown> {
   destroy?(): void;
 }
 
-/** A JSON Schema object (draft 2020-12 subset that ajv understands). */
+/** A JSON Schema object (draft-07, as ajv validates it). */
 export type JsonSchema = Record<string, unknown>;
 
 /** Main-thread context of `prepare`. */
