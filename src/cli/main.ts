@@ -37,7 +37,6 @@ async function run(args: string[]): Promise<number> {
     return null;
   });
   if (admin === null) return 1;
-  sup.log.pino.info({ admin: admin.address, listeners: sup.addresses, workers: sup.workerCount, version: sup.version }, 'weir is ready');
   process.on('SIGHUP', () => void sup.reload());
   let watcher: fs.FSWatcher | null = null;
   if (sup.config!.watch) {
@@ -60,6 +59,7 @@ async function run(args: string[]): Promise<number> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  sup.log.pino.info({ admin: admin.address, listeners: sup.addresses, workers: sup.workerCount, version: sup.version }, 'weir is ready');
   return -1;
 }
 
