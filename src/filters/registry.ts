@@ -4,8 +4,9 @@ import headers from './builtin/headers/index.ts';
 import cors from './builtin/cors/index.ts';
 import localRateLimit from './builtin/local-rate-limit/index.ts';
 import moduleFilter from './builtin/module/index.ts';
+import lua from './lua/index.ts';
 
-const definitions: FilterDefinition[] = [headers, cors, localRateLimit, moduleFilter];
+const definitions: FilterDefinition[] = [headers, cors, localRateLimit, moduleFilter, lua];
 const byType = new Map(definitions.map((d) => [d.type, d]));
 
 /** Every registered filter definition, in a stable order. */
