@@ -1,0 +1,271 @@
+/**
+ * A small Wasm binary rewriter for the sandbox: it caps the module's memory and adds a fuel counter, so that the host
+ * can stop a callback that runs too long (V8 cannot interrupt Wasm from JavaScript).
+ *
+ * It appends one mutable i32 global, exported as `__weir_fuel`, and inserts at every function entry and every loop
+ * header: `fuel -= 1; if (fuel < 0) unreachable`. The host sets the fuel before each callback and, after a trap,
+ * tells an overrun from any other trap by the fuel being negative. Function indexes do not change, so names, tables
+ * and exports stay valid.
+ */
+
+/** The export name of the fuel global. */
+export const FUEL_EXPORT = '__weir_fuel';
+
+const PAGE = 65536;
+
+/** What `instrument` reports about the module. */
+export interface InstrumentResult {
+  bytes: Uint8Array;
+  /** Loop headers and function entries that got a fuel check. */
+  checks: number;
+}
+
+class Reader {
+  bytes: Uint8Array;
+  at: number;
+  constructor(bytes: Uint8Array, at = 0) {
+    this.bytes = bytes;
+    this.at = at;
+  }
+  byte(): number {
+    if (this.at >= this.bytes.length) throw new Error('unexpected end of module');
+    return this.bytes[this.at++];
+  }
+  u32(): number {
+    let result = 0;
+    let shift = 0;
+    for (;;) {
+      const b = this.byte();
+      result |= (b & 0x7f) << shift;
+      if ((b & 0x80) === 0) return result >>> 0;
+      shift += 7;
+      if (shift > 35) throw new Error('malformed LEB128');
+    }
+  }
+  /** Skips a signed or unsigned LEB128 of any width. */
+  skipLeb(): void {
+    while (this.byte() & 0x80);
+  }
+  skip(n: number): void {
+    this.at += n;
+  }
+}
+
+function leb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+
+function section(id: number, body: number[] | Uint8Array): number[] {
+  return [id, ...leb(body.length), ...body];
+}
+
+/** Rewrites a module: memory capped at `maxMemoryBytes`, fuel checks added. Throws with a clear message if it cannot. */
+export function instrument(input: Uint8Array, maxMemoryBytes: number): InstrumentResult {
+  const r = new Reader(input);
+  if (input.length < 8 || input[0] !== 0 || input[1] !== 0x61 || input[2] !== 0x73 || input[3] !== 0x6d) {
+    throw new Error('Cannot instrument Wasm module: not a Wasm binary');
+  }
+  r.at = 8;
+  const maxPages = Math.max(1, Math.floor(maxMemoryBytes / PAGE));
+  const sections: { id: number; start: number; end: number }[] = [];
+  while (r.at < input.length) {
+    const id = r.byte();
+    const size = r.u32();
+    sections.push({ id, start: r.at, end: r.at + size });
+    r.at += size;
+  }
+  let importedGlobals = 0;
+  let definedGlobals = 0;
+  for (const s of sections) {
+    if (s.id === 2) {
+      const ir = new Reader(input, s.start);
+      for (let n = ir.u32(); n > 0; n--) {
+        ir.skip(ir.u32());
+        ir.skip(ir.u32());
+        const kind = ir.byte();
+        if (kind === 0) ir.u32();
+        else if (kind === 1) {
+          ir.byte();
+          skipLimits(ir);
+        } else if (kind === 2) {
+          const flags = ir.byte();
+          const min = ir.u32();
+          if (flags & 1) ir.u32();
+          if (min > maxPages) throw new Error(`Cannot load Wasm module: it imports a memory of ${min} pages, over the cap of ${maxPages}`);
+        } else if (kind === 3) {
+          ir.byte();
+          ir.byte();
+          importedGlobals++;
+        } else if (kind === 4) {
+          ir.byte();
+          ir.u32();
+        } else throw new Error(`Cannot instrument Wasm module: unknown import kind ${kind}`);
+      }
+    } else if (s.id === 6) definedGlobals = new Reader(input, s.start).u32();
+  }
+  const fuelIndex = importedGlobals + definedGlobals;
+  const check = [0x23, ...leb(fuelIndex), 0x41, 0x01, 0x6b, 0x24, ...leb(fuelIndex), 0x23, ...leb(fuelIndex), 0x41, 0x00, 0x48, 0x04, 0x40, 0x00, 0x0b];
+  const fuelGlobal = [0x7f, 0x01, 0x41, 0x00, 0x0b]; // mut i32 = 0
+  const out: number[] = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0];
+  let checks = 0;
+  let wroteGlobal = false;
+  const appendGlobalSection = (): void => {
+    if (!wroteGlobal) out.push(...section(6, [1, ...fuelGlobal]));
+    wroteGlobal = true;
+  };
+  // Section order: type 1, import 2, function 3, table 4, memory 5, tag 13, global 6, export 7, ...
+  const order = (id: number): number => (id === 13 ? 5.5 : id === 12 ? 9.5 : id);
+  for (const s of sections) {
+    const body = input.subarray(s.start, s.end);
+    if (s.id !== 0 && order(s.id) > 6 && !wroteGlobal) appendGlobalSection();
+    if (s.id === 5) out.push(...section(5, capMemory(body, maxPages)));
+    else if (s.id === 6) {
+      const gr = new Reader(body);
+      const n = gr.u32();
+      out.push(...section(6, [...leb(n + 1), ...body.subarray(gr.at), ...fuelGlobal]));
+      wroteGlobal = true;
+    } else if (s.id === 7) {
+      const er = new Reader(body);
+      const n = er.u32();
+      const name = [...Buffer.from(FUEL_EXPORT)];
+      out.push(...section(7, [...leb(n + 1), ...body.subarray(er.at), ...leb(name.length), ...name, 0x03, ...leb(fuelIndex)]));
+    } else if (s.id === 10) {
+      const result = rewriteCode(body, check);
+      checks += result.checks;
+      out.push(...section(10, result.bytes));
+    } else out.push(...section(s.id, body));
+  }
+  if (!sections.some((s) => s.id === 7)) throw new Error('Cannot load Wasm module: it exports nothing, so it has no Proxy-Wasm callbacks');
+  return { bytes: Uint8Array.from(out), checks };
+}
+
+function skipLimits(r: Reader): void {
+  const flags = r.byte();
+  r.u32();
+  if (flags & 1) r.u32();
+}
+
+function capMemory(body: Uint8Array, maxPages: number): number[] {
+  const r = new Reader(body);
+  const n = r.u32();
+  const out = [...leb(n)];
+  for (let i = 0; i < n; i++) {
+    const flags = r.byte();
+    const min = r.u32();
+    const max = flags & 1 ? r.u32() : Infinity;
+    if (flags & 4) throw new Error('Cannot load Wasm module: 64-bit memories are not supported');
+    if (min > maxPages) throw new Error(`Cannot load Wasm module: it needs ${min} pages of memory at start, over the cap of ${maxPages} pages (${maxPages * 64} KiB)`);
+    out.push(flags | 1, ...leb(min), ...leb(Math.min(max, maxPages)));
+  }
+  return out;
+}
+
+function rewriteCode(body: Uint8Array, check: number[]): { bytes: number[]; checks: number } {
+  const r = new Reader(body);
+  const count = r.u32();
+  const out = [...leb(count)];
+  let checks = 0;
+  for (let f = 0; f < count; f++) {
+    const size = r.u32();
+    const end = r.at + size;
+    const fn: number[] = [];
+    const start = r.at;
+    for (let groups = r.u32(); groups > 0; groups--) {
+      r.u32();
+      r.byte();
+    }
+    fn.push(...body.subarray(start, r.at), ...check);
+    checks++;
+    let copied = r.at;
+    while (r.at < end) {
+      const op = r.byte();
+      if (op === 0x03) {
+        skipBlockType(r);
+        fn.push(...body.subarray(copied, r.at), ...check);
+        copied = r.at;
+        checks++;
+      } else skipImmediates(r, op);
+    }
+    if (r.at !== end) throw new Error(`Cannot instrument Wasm module: function ${f} has a malformed body`);
+    fn.push(...body.subarray(copied, end));
+    out.push(...leb(fn.length), ...fn);
+  }
+  return { bytes: out, checks };
+}
+
+function skipBlockType(r: Reader): void {
+  const b = r.bytes[r.at];
+  if (b === 0x40 || (b >= 0x6f && b <= 0x7f) || b === 0x70 || b === 0x6f) r.at++;
+  else r.skipLeb();
+}
+
+function skipMemarg(r: Reader): void {
+  const align = r.u32();
+  if (align & 0x40) r.u32();
+  r.skipLeb();
+}
+
+function skipImmediates(r: Reader, op: number): void {
+  if (op === 0x02 || op === 0x04 || op === 0x06) return skipBlockType(r);
+  if (op === 0x0c || op === 0x0d || (op >= 0x20 && op <= 0x26) || op === 0x10 || op === 0x12 || op === 0xd2) return void r.u32();
+  if (op === 0x07 || op === 0x08 || op === 0x09 || op === 0x18) return void r.u32();
+  if (op === 0x11 || op === 0x13) {
+    r.u32();
+    r.u32();
+    return;
+  }
+  if (op === 0x0e) {
+    for (let n = r.u32(); n > 0; n--) r.u32();
+    r.u32();
+    return;
+  }
+  if (op === 0x1c) {
+    for (let n = r.u32(); n > 0; n--) r.byte();
+    return;
+  }
+  if (op >= 0x28 && op <= 0x3e) return skipMemarg(r);
+  if (op === 0x3f || op === 0x40) return void r.u32();
+  if (op === 0x41 || op === 0x42) return r.skipLeb();
+  if (op === 0x43) return r.skip(4);
+  if (op === 0x44) return r.skip(8);
+  if (op === 0xd0) return void r.byte();
+  if (op === 0xfc) return skipMisc(r, r.u32());
+  if (op === 0xfd) return skipSimd(r, r.u32());
+  if (op === 0xfe) {
+    const sub = r.u32();
+    if (sub === 0x03) r.byte();
+    else skipMemarg(r);
+    return;
+  }
+  const noImmediate = op <= 0x01 || op === 0x05 || op === 0x0b || op === 0x0f || op === 0x19 || op === 0x1a || op === 0x1b || (op >= 0x45 && op <= 0xc4) || op === 0xd1;
+  if (!noImmediate) throw new Error(`Cannot instrument Wasm module: unknown opcode 0x${op.toString(16)}`);
+}
+
+function skipMisc(r: Reader, sub: number): void {
+  if (sub <= 7) return;
+  if (sub === 8 || sub === 12 || sub === 14) {
+    r.u32();
+    r.u32();
+  } else if (sub === 9 || sub === 13 || sub === 11 || (sub >= 15 && sub <= 17)) r.u32();
+  else if (sub === 10) {
+    r.u32();
+    r.u32();
+  } else throw new Error(`Cannot instrument Wasm module: unknown opcode 0xfc ${sub}`);
+}
+
+function skipSimd(r: Reader, sub: number): void {
+  if (sub <= 11 || sub === 92 || sub === 93) return skipMemarg(r);
+  if (sub === 12 || sub === 13) return r.skip(16);
+  if (sub >= 21 && sub <= 34) return r.skip(1);
+  if (sub >= 84 && sub <= 91) {
+    skipMemarg(r);
+    r.skip(1);
+  }
+}
