@@ -40,6 +40,10 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     if (s === null) throw new Error('this API is only available inside envoy_on_request or envoy_on_response');
     return s;
   };
+  const nil = (L: number): number => {
+    x.lua_pushnil(L);
+    return 1;
+  };
   const outside = (L: number): number => {
     vm.pushString(L, 'object used outside of proper scope');
     return x.lua_error(L);
@@ -73,24 +77,24 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       if (s === null) return outside(L);
       const key = num(L, 1);
       const map = s.map(key & 7);
-      if (map === null) return 0;
+      if (map === null) return nil(L);
       const name = names[key >>> 3];
       const list = map.list;
       let out: string | undefined;
       for (let i = 0; i < list.length; i += 2) {
         if (list[i] === name) out = out === undefined ? list[i + 1] : out + ',' + list[i + 1];
       }
-      if (out === undefined) return 0;
+      if (out === undefined) return nil(L);
       vm.pushLatin1(L, out);
       return 1;
     },
 
     hat(L) {
       const map = stream().map(num(L, 1));
-      if (map === null) return 0;
+      if (map === null) return nil(L);
       const name = names[num(L, 2)];
       let idx = num(L, 3);
-      if (!(idx >= 0)) return 0;
+      if (!(idx >= 0)) return nil(L);
       const list = map.list;
       for (let i = 0; i < list.length; i += 2) {
         if (list[i] === name && idx-- === 0) {
@@ -98,7 +102,7 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
           return 1;
         }
       }
-      return 0;
+      return nil(L);
     },
 
     hnum(L) {
@@ -139,7 +143,7 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       const i = num(L, 2) * 2;
       if (map === null || i >= map.list.length) {
         s.iterating &= ~(1 << w);
-        return 0;
+        return nil(L);
       }
       s.iterating |= 1 << w;
       vm.pushLatin1(L, map.list[i]);
@@ -319,9 +323,9 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
           return 1;
         case 7:
           s.drain();
-          return 0;
+          return nil(L);
         default:
-          return 0;
+          return nil(L);
       }
     },
 
@@ -329,7 +333,7 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       const s = stream();
       const kind = num(L, 2);
       const md = kind === 0 ? s.routeMetadata() : null;
-      if (md === null || md === undefined) return 0;
+      if (md === null || md === undefined) return nil(L);
       if (x.lua_type(L, 3) === T_NIL) vm.pushValue(L, md);
       else vm.pushValue(L, (md as Record<string, unknown>)[vm.readString(L, 3)!]);
       return 1;
@@ -337,12 +341,12 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
 
     dmget(L) {
       const s = stream();
-      if (x.lua_toboolean(L, 2)) return 0;
+      if (x.lua_toboolean(L, 2)) return nil(L);
       const dm = s.cb.info.dynamicMetadata;
       if (x.lua_type(L, 3) === T_NIL) vm.pushValue(L, dm);
       else {
         const v = dm.get(vm.readString(L, 3)!);
-        if (v === undefined) return 0;
+        if (v === undefined) return nil(L);
         vm.pushValue(L, v);
       }
       return 1;
@@ -366,15 +370,15 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     fsget(L) {
       const s = stream();
       const v = s.cb.info.filterState.get(vm.readString(L, 2)!);
-      if (v === undefined) return 0;
+      if (v === undefined) return nil(L);
       if (x.lua_type(L, 3) === T_STRING && typeof v === 'string') {
         try {
           const field = (JSON.parse(v) as Record<string, unknown>)[vm.readString(L, 3)!];
-          if (field === undefined) return 0;
+          if (field === undefined) return nil(L);
           vm.pushValue(L, typeof field === 'object' && field !== null ? JSON.stringify(field) : field);
           return 1;
         } catch {
-          return 0;
+          return nil(L);
         }
       }
       if (typeof v === 'string') vm.pushString(L, v);
@@ -390,7 +394,7 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     ssl(L) {
       const s = stream();
       const tls = s.tls();
-      if (tls === null) return 0;
+      if (tls === null) return nil(L);
       const m = vm.readString(L, 2)!;
       if (m === 'present') {
         x.lua_pushboolean(L, 1);
@@ -420,7 +424,7 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
           if (script.keys.size >= MAX_KEYS) script.keys.clear();
           script.keys.set(id, key);
         } catch {
-          return 0;
+          return nil(L);
         }
       }
       vm.pushString(L, id);
@@ -461,7 +465,7 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
 
     b64d(L) {
       const s = vm.readString(L, 1) ?? '';
-      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 === 1) return 0;
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 === 1) return nil(L);
       vm.pushBytes(L, Buffer.from(s, 'base64'));
       return 1;
     },

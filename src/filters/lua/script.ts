@@ -151,16 +151,19 @@ export class LuaScript {
     return { L: co, ref };
   }
 
-  /** Starts a handler (`dir` 0: request, 1: response) for `stream` in a coroutine; returns it and how the run ended. */
-  start(stream: LuaStream, dir: 0 | 1): { co: Coroutine; result: RunResult } {
-    const co = this.#thread();
+  /** Takes a coroutine from the pool (or makes one) for `start`. */
+  coroutine(): Coroutine {
+    return this.#thread();
+  }
+
+  /** Starts a handler (`dir` 0: request, 1: response) for `stream` in coroutine `co`; returns how the run ended. */
+  start(stream: LuaStream, co: Coroutine, dir: 0 | 1): RunResult {
     const { x } = this.vm;
     x.lua_rawgeti(co.L, REGISTRY, this.#runRef);
     x.lua_pushnumber(co.L, stream.id);
     x.lua_pushnumber(co.L, dir);
     this.current = stream;
-    const result = this.#resume(co, 2);
-    return { co, result };
+    return this.#resume(co, 2);
   }
 
   /** Resumes a suspended coroutine with the `nargs` values already pushed on its stack. */

@@ -229,9 +229,9 @@ export class LuaStream implements Filter {
   #start(d: DirState): FilterStatus {
     this.setup.onRun();
     d.wait = WAIT_NONE;
-    const { co, result } = this.script.start(this, d.dir);
+    const co = this.script.coroutine();
     d.co = co;
-    return this.#settle(d, result, PHASE_HEADERS);
+    return this.#settle(d, this.script.start(this, co, d.dir), PHASE_HEADERS);
   }
 
   #resumeIn(d: DirState, phase: number): FilterStatus {

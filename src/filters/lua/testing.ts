@@ -25,12 +25,13 @@ import type { LuaConfig, LuaPerRoute } from './config.ts';
 /** Sends `request` to `baseUrl` with node:http; resolves with the response or a failure, never rejects. */
 export function httpCallForTest(baseUrl: string, request: HttpCallRequest, options: HttpCallOptions = {}): Promise<HttpCallResponse> {
   const url = new URL(baseUrl);
-  const headers: Record<string, string[]> = {};
+  const headers: Record<string, string | string[]> = {};
   for (const [k, v] of request.headers) {
     if (k.startsWith(':')) continue;
-    (headers[k] ??= []).push(v);
+    const prev = headers[k];
+    headers[k] = prev === undefined ? v : [prev, v].flat();
   }
-  headers.host = [request.headers.get(':authority') ?? url.host];
+  headers.host = request.headers.get(':authority') ?? url.host;
   return new Promise((resolve) => {
     let done = false;
     const finish = (r: HttpCallResponse) => {

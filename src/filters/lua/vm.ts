@@ -43,7 +43,7 @@ export interface RawLua {
   lua_tonumberx(L: number, idx: number, isnum: number): number;
   lua_toboolean(L: number, idx: number): number;
   lua_tolstring(L: number, idx: number, len: number): number;
-  lua_rawlen(L: number, idx: number): number;
+  lua_rawlen(L: number, idx: number): bigint | number;
   lua_pushnil(L: number): void;
   lua_pushnumber(L: number, n: number): void;
   lua_pushinteger(L: number, n: bigint): void;
@@ -282,7 +282,7 @@ export class LuaVm {
       case T_TABLE: {
         if (depth > 32) return null;
         const abs = idx < 0 && idx > REGISTRY ? x.lua_gettop(L) + idx + 1 : idx;
-        const n = x.lua_rawlen(L, abs);
+        const n = Number(x.lua_rawlen(L, abs));
         const obj: Record<string, unknown> = {};
         let keys = 0;
         let arrayLike = true;
