@@ -44,7 +44,7 @@ export class ListenerSocket {
   close(): void {
     this.#closing = true;
     this.#server.close();
-    for (const c of this.connections) c.closeWhenIdle();
+    for (const c of this.connections) c.closeWhenIdle(true);
   }
 
   #accept(socket: net.Socket): void {
@@ -66,7 +66,7 @@ export class ListenerSocket {
       },
     });
     this.connections.add(conn);
-    if (this.#draining) conn.closeWhenIdle();
+    if (this.#draining) conn.closeWhenIdle(false);
   }
 
   #draining = false;
@@ -74,6 +74,6 @@ export class ListenerSocket {
   /** Tells every connection to close after its current exchange (Connection: close), and new ones too. */
   drain(): void {
     this.#draining = true;
-    for (const c of this.connections) c.closeWhenIdle();
+    for (const c of this.connections) c.closeWhenIdle(false);
   }
 }

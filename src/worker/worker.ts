@@ -2,6 +2,7 @@
  * A worker thread: builds snapshots when the main thread asks, swaps them in on commit, owns its listening
  * sockets (SO_REUSEPORT), and answers metrics and cluster queries for the admin API.
  */
+import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { RawConfig } from '../config/types.ts';
 import { buildSnapshot, type Snapshot } from '../dataplane/snapshot.ts';
@@ -20,7 +21,7 @@ if (data.sharedStore !== undefined) attachSharedStore(data.sharedStore);
 const activeConnections = metrics.gauge('weir_downstream_connections_active', 'Open downstream connections', ['listener']);
 
 let current: Snapshot | null = null;
-const pending = new Map<number, Snapshot>();
+const pending = new Map<number, { snap: Snapshot; baseDir: string }>();
 const sockets = new Map<string, ListenerSocket>();
 let stopAccessLog: (() => void) | null = null;
 let accessLogTarget = '';
@@ -32,7 +33,7 @@ function send(msg: FromWorker): void {
 async function prepare(version: number, config: RawConfig, baseDir: string, prepared: Record<string, unknown>): Promise<void> {
   try {
     const snap = await buildSnapshot(config, { version, baseDir, workerIndex: data.index, metrics, log, prepared, previous: current });
-    pending.set(version, snap);
+    pending.set(version, { snap, baseDir });
     send({ type: 'prepared', version, ok: true });
   } catch (err) {
     send({ type: 'prepared', version, ok: false, error: (err as Error).message });
@@ -40,9 +41,10 @@ async function prepare(version: number, config: RawConfig, baseDir: string, prep
 }
 
 async function commit(version: number, ports: Record<string, number>): Promise<void> {
-  const next = pending.get(version);
+  const entry = pending.get(version);
   pending.delete(version);
-  if (next === undefined) {
+  const next = entry?.snap;
+  if (entry === undefined || next === undefined) {
     send({ type: 'committed', version, ok: false, error: `No prepared config version ${version}`, addresses: {} });
     return;
   }
@@ -79,10 +81,12 @@ async function commit(version: number, ports: Record<string, number>): Promise<v
   const previous = current;
   current = next;
   if (previous !== null) previous.retire(new Set(next.clusters.values()));
-  if (next.config.access_log !== accessLogTarget) {
+  const target = next.config.access_log;
+  const file = target === 'stdout' || target === 'off' ? undefined : path.resolve(entry.baseDir, target);
+  if ((file ?? target) !== accessLogTarget) {
     stopAccessLog?.();
-    accessLogTarget = next.config.access_log;
-    stopAccessLog = startAccessLog(next.config.access_log, next.config.access_log.startsWith('/') ? next.config.access_log : undefined);
+    accessLogTarget = file ?? target;
+    stopAccessLog = startAccessLog(target, file);
   }
   send({ type: 'committed', version, ok: true, addresses });
 }
@@ -112,7 +116,7 @@ port.on('message', (msg: ToWorker) => {
       void commit(msg.version, msg.ports);
       break;
     case 'abort':
-      pending.get(msg.version)?.abandon(current);
+      pending.get(msg.version)?.snap.abandon(current);
       pending.delete(msg.version);
       break;
     case 'metrics':

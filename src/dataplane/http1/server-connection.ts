@@ -186,10 +186,14 @@ export class ServerConnection {
     this.#finishExchange();
   }
 
-  /** Closes now if no exchange is in progress, else after the current response (with Connection: close). */
-  closeWhenIdle(): void {
+  /**
+   * Makes the next response the last one (Connection: close). With `closeIdleNow`, a connection with no
+   * exchange in progress closes at once; without it, it stays until its next response or its idle timeout
+   * (closing idle keep-alive connections races with clients that are sending on them).
+   */
+  closeWhenIdle(closeIdleNow: boolean): void {
     this.#closeAfter = true;
-    if (this.#active === null && this.#parsing === null && this.#queue.length === 0) {
+    if (closeIdleNow && this.#active === null && this.#parsing === null && this.#queue.length === 0) {
       this.#closed = true;
       this.socket.end();
     }

@@ -1,0 +1,111 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startWeir, type Weir } from '../support/weir.ts';
+import { startUpstream, type Upstream } from '../support/upstream.ts';
+
+let one: Upstream;
+let two: Upstream;
+let weir: Weir;
+
+before(async () => {
+  const named = (name: string) => (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ name, url: req.url, host: req.headers.host, xfh: req.headers['x-forwarded-host'] ?? null }));
+  };
+  one = await startUpstream(named('one'));
+  two = await startUpstream(named('two'));
+  weir = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: api
+        domains: [api.example.com, "*.api.example.com"]
+        routes:
+          - match: { prefix: /v1/, methods: [GET] }
+            cluster: one
+            prefix_rewrite: /internal/
+          - match: { prefix: /v1/ }
+            cluster: two
+      - name: rest
+        domains: ["*"]
+        routes:
+          - match: { path: /exact }
+            cluster: two
+          - match: { regex: "/items/[0-9]+" }
+            cluster: two
+            regex_rewrite: { pattern: "^/items/", substitution: "/item-by-id/" }
+          - match: { prefix: /h, headers: [{ name: x-canary, exact: "yes" }] }
+            cluster: two
+          - match: { prefix: /q, query: [{ name: beta, present: true }] }
+            cluster: two
+          - match: { prefix: /split }
+            weighted_clusters: [{ name: one, weight: 1 }, { name: two, weight: 1 }]
+          - match: { prefix: /rewrite-host }
+            cluster: two
+            host_rewrite: backend.internal
+          - match: { prefix: / }
+            cluster: one
+clusters:
+  - name: one
+    endpoints: [${one.address}]
+  - name: two
+    endpoints: [${two.address}]
+`);
+});
+
+after(async () => {
+  await weir?.stop();
+  await one?.close();
+  await two?.close();
+});
+
+async function hit(path: string, init: RequestInit & { host?: string } = {}): Promise<{ name: string; url: string; host: string; xfh: string | null }> {
+  const headers = new Headers(init.headers);
+  if (init.host) headers.set('host', init.host);
+  // fetch does not let us set Host; use node:http for that.
+  const { request } = await import('node:http');
+  const u = new URL(weir.url('edge') + path);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: u.hostname, port: u.port, path, method: init.method ?? 'GET', headers: Object.fromEntries(headers) },
+      (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(body)) : reject(new Error(`${res.statusCode} ${body}`))));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('virtual hosts match exact and wildcard domains, and the method matcher splits routes', async () => {
+  assert.deepEqual(await hit('/v1/users', { host: 'api.example.com' }).then((r) => [r.name, r.url]), ['one', '/internal/users']);
+  assert.equal((await hit('/v1/users', { host: 'eu.api.example.com:8080' })).name, 'one', 'port and wildcard');
+  assert.equal((await hit('/v1/users', { host: 'api.example.com', method: 'POST' })).name, 'two');
+  assert.equal((await hit('/v1/users', { host: 'other.example.com' })).name, 'one', 'falls to the * host: prefix /');
+});
+
+test('exact path, regex with rewrite, header and query matchers', async () => {
+  assert.equal((await hit('/exact')).name, 'two');
+  assert.equal((await hit('/exact/more')).name, 'one');
+  assert.deepEqual(await hit('/items/42?x=1').then((r) => [r.name, r.url]), ['two', '/item-by-id/42?x=1']);
+  assert.equal((await hit('/items/abc')).name, 'one');
+  assert.equal((await hit('/h', { headers: { 'x-canary': 'yes' } })).name, 'two');
+  assert.equal((await hit('/h', { headers: { 'x-canary': 'no' } })).name, 'one');
+  assert.equal((await hit('/q?beta=1')).name, 'two');
+  assert.equal((await hit('/q?alpha=1')).name, 'one');
+});
+
+test('weighted clusters send traffic to both clusters', async () => {
+  const seen = new Set<string>();
+  for (let i = 0; i < 40 && seen.size < 2; i++) seen.add((await hit('/split')).name);
+  assert.deepEqual([...seen].sort(), ['one', 'two']);
+});
+
+test('host_rewrite sets Host and x-forwarded-host keeps the original', async () => {
+  const r = await hit('/rewrite-host', { host: 'public.example' });
+  assert.equal(r.host, 'backend.internal');
+  assert.equal(r.xfh, 'public.example');
+});
