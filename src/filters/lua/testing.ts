@@ -80,6 +80,8 @@ export interface ExchangeSpec {
   perRoute?: LuaPerRoute;
   routeMetadata?: Record<string, unknown>;
   routeName?: string;
+  /** Filter state other filters stored before this one. */
+  filterState?: Record<string, string>;
   /** Destroy the stream (client went away) after the request headers hook instead of finishing. */
   abortAfterHeaders?: boolean;
 }
@@ -171,7 +173,7 @@ export async function exchangeForTest(built: LuaFilterForTest, spec: ExchangeSpe
     startTime: Date.now(),
     responseCode: 0,
     dynamicMetadata: new Map(),
-    filterState: new Map(),
+    filterState: new Map(Object.entries(spec.filterState ?? {})),
     upstreamAddress: null,
     attemptCount: 0,
   };
