@@ -1,0 +1,102 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfig, formatProblems, pointerToPath } from './parse.ts';
+
+const ok = `
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    routes:
+      - match: { prefix: / }
+        cluster: web
+clusters:
+  - name: web
+    endpoints: [127.0.0.1:9003]
+`;
+
+test('parseConfig() fills defaults from the schema', () => {
+  const r = parseConfig(ok);
+  assert.ok(r.ok);
+  assert.equal(r.config.admin.address, '127.0.0.1:9901');
+  assert.equal(r.config.listeners[0].buffer_limit, '1MiB');
+  assert.equal(r.config.clusters[0].lb, 'round_robin');
+  assert.equal(r.config.access_log, 'stdout');
+});
+
+test('parseConfig() reads JSON too', () => {
+  const r = parseConfig(JSON.stringify({ listeners: [{ name: 'e', address: '127.0.0.1:1', routes: [{ match: { prefix: '/' }, direct_response: { status: 200 } }] }] }));
+  assert.ok(r.ok);
+});
+
+test('parseConfig() reports every problem at once, each with its path and line', () => {
+  const bad = `listeners:
+  - name: edge
+    address: nowhere
+    colour: blue
+    routes:
+      - match: { prefix: / }
+        cluster: missing
+      - match: { prefix: /a, path: /b }
+        cluster: web
+clusters:
+  - name: web
+    endpoints: [127.0.0.1:9003]
+    connect_timeout: soon
+`;
+  const r = parseConfig(bad);
+  assert.ok(!r.ok);
+  const text = formatProblems('bad.yaml', r.problems);
+  assert.match(text, /^bad\.yaml:3:5 listeners\[0\]\.address: invalid value "nowhere": expected "host:port"/m);
+  assert.match(text, /^bad\.yaml:4:5 listeners\[0\]\.colour: unknown key "colour"/m);
+  assert.match(text, /^bad\.yaml:13:5 clusters\[0\]\.connect_timeout: invalid value "soon": expected a duration/m);
+  assert.match(text, /^bad\.yaml:7:9 listeners\[0\]\.routes\[0\]\.cluster: unknown cluster "missing"/m);
+  assert.match(text, /^bad\.yaml:8:9 listeners\[0\]\.routes\[1\]\.match: give one of "prefix", "path" or "regex"/m);
+  assert.equal(r.problems.length, 5);
+});
+
+test('parseConfig() checks references between sections', () => {
+  const r = parseConfig(ok.replace('cluster: web', 'cluster: wbe').replace('prefix: / }', 'prefix: /, path: /x }'));
+  assert.ok(!r.ok);
+  const text = formatProblems('c.yaml', r.problems);
+  assert.match(text, /listeners\[0\]\.routes\[0\]\.cluster: unknown cluster "wbe"/);
+  assert.match(text, /give one of "prefix", "path" or "regex", not "prefix" and "path"/);
+});
+
+test('parseConfig() validates filter keys by type, and filter_overrides by the filter\'s per-route schema', () => {
+  const cfg = `
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    filters:
+      - name: tag
+        type: headers
+        request_add: { a: "1" }
+        requestadd: {}
+    routes:
+      - match: { prefix: / }
+        cluster: web
+        filter_overrides:
+          tag: { response_set: 5 }
+          ghost: { disabled: true }
+clusters:
+  - name: web
+    endpoints: [127.0.0.1:9003]
+`;
+  const r = parseConfig(cfg);
+  assert.ok(!r.ok);
+  const text = formatProblems('f.yaml', r.problems);
+  assert.match(text, /f\.yaml:9:9 listeners\[0\]\.filters\[0\]\.requestadd: unknown key "requestadd"/);
+  assert.match(text, /filter_overrides\.tag\.response_set: must be object/);
+  assert.match(text, /filter_overrides\.ghost: no filter named "ghost" in listener "edge"/);
+});
+
+test('parseConfig() reports YAML syntax errors with their line', () => {
+  const r = parseConfig('listeners:\n  - name: [unclosed\n');
+  assert.ok(!r.ok);
+  assert.ok(r.problems[0].line !== undefined);
+});
+
+test('pointerToPath() renders JSON pointers as config paths', () => {
+  assert.equal(pointerToPath('/listeners/0/routes/12/match'), 'listeners[0].routes[12].match');
+  assert.equal(pointerToPath(''), '');
+});

@@ -1,0 +1,192 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HeaderMap } from '../core/headers.ts';
+import { Pipeline, type PipelineSink } from './chain.ts';
+import type { Filter } from '../filters/contract.ts';
+
+function recorder() {
+  const events: string[] = [];
+  let halted = false;
+  const sink: PipelineSink & { events: string[]; halt(): void } = {
+    events,
+    halt: () => (halted = true),
+    headers: (h, eos) => events.push(`headers ${h.get('x') ?? ''}${eos ? ' eos' : ''}`),
+    data: (c, eos) => events.push(`data ${c.toString()}${eos ? ' eos' : ''}`),
+    trailers: (t) => events.push(`trailers ${t.get('t')}`),
+    filterFailed: (i, e) => events.push(`failed ${i} ${(e as Error).message}`),
+    overflow: (i) => events.push(`overflow ${i}`),
+    block: () => events.push('block'),
+    unblock: () => events.push('unblock'),
+    get halted() {
+      return halted;
+    },
+  };
+  return sink;
+}
+
+const headers = () => new HeaderMap([':path', '/']);
+
+test('Pipeline passes headers, data and trailers through filters that continue', () => {
+  const seen: string[] = [];
+  const f: Filter = {
+    onRequestHeaders: (h) => {
+      seen.push('h');
+      h.set('x', '1');
+    },
+    onRequestBody: (c) => {
+      seen.push(`b ${c.data}`);
+      c.data = Buffer.from(c.data.toString().toUpperCase());
+      return 'continue';
+    },
+    onRequestTrailers: () => {
+      seen.push('t');
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([f, {}], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('ab'), false);
+  p.trailers(new HeaderMap(['t', 'v']));
+  assert.deepEqual(sink.events, ['headers 1', 'data AB', 'trailers v']);
+  assert.deepEqual(seen, ['h', 'b ab', 't']);
+});
+
+test('Pipeline holds data behind a filter stopped on headers with stop-all, and releases it in order on resume', () => {
+  const later: string[] = [];
+  const a: Filter = { onRequestHeaders: () => 'stop-all', onRequestBody: (c) => void later.push(`a ${c.data}`) };
+  const b: Filter = { onRequestBody: (c) => void later.push(`b ${c.data}`) };
+  const sink = recorder();
+  const p = new Pipeline([a, b], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('1'), false);
+  p.data(Buffer.from('2'), true);
+  assert.deepEqual(sink.events, []);
+  assert.deepEqual(later, [], 'stop-all: the stopped filter sees no body yet');
+  p.resume(0);
+  assert.deepEqual(sink.events, ['headers ', 'data 1', 'data 2 eos']);
+  assert.deepEqual(later, ['a 1', 'b 1', 'a 2', 'b 2']);
+});
+
+test('Pipeline delivers the body to a filter that stopped its headers with stop; continuing the body continues the headers', () => {
+  const a: Filter = {
+    onRequestHeaders: () => 'stop',
+    onRequestBody: (c, eos) => (eos ? 'continue' : 'stop-and-buffer'),
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('x'), false);
+  p.data(Buffer.from('y'), false);
+  assert.deepEqual(sink.events, []);
+  p.data(Buffer.from('z'), true);
+  assert.deepEqual(sink.events, ['headers ', 'data xyz eos']);
+});
+
+test('Pipeline calls a buffering filter again with the whole body so far (cumulative)', () => {
+  const sizes: number[] = [];
+  const a: Filter = {
+    onRequestBody: (c, eos) => {
+      sizes.push(c.data.length);
+      return eos ? 'continue' : 'stop-and-buffer';
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('aa'), false);
+  p.data(Buffer.from('bbb'), false);
+  p.data(Buffer.from('c'), true);
+  assert.deepEqual(sizes, [2, 5, 6]);
+  assert.deepEqual(sink.events, ['headers ', 'data aabbbc eos']);
+});
+
+test('Pipeline reports an overflow when buffering passes the limit', () => {
+  const a: Filter = { onRequestBody: () => 'stop-and-buffer' };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 4);
+  p.headers(headers(), false);
+  p.data(Buffer.from('abc'), false);
+  p.data(Buffer.from('de'), false);
+  assert.deepEqual(sink.events, ['headers ', 'overflow 0']);
+});
+
+test('Pipeline holds a chunk a filter stopped on, with back-pressure, and passes later chunks through the filter after resume', () => {
+  const seen: string[] = [];
+  let stopOnce = true;
+  const a: Filter = {
+    onRequestBody: (c) => {
+      seen.push(c.data.toString());
+      if (stopOnce) {
+        stopOnce = false;
+        return 'stop';
+      }
+      return 'continue';
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 2);
+  p.headers(headers(), false);
+  p.data(Buffer.from('111'), false);
+  p.data(Buffer.from('22'), true);
+  assert.deepEqual(sink.events, ['headers ', 'block']);
+  p.resume(0);
+  assert.deepEqual(sink.events, ['headers ', 'block', 'unblock', 'data 111', 'data 22 eos']);
+  assert.deepEqual(seen, ['111', '22']);
+});
+
+test('Pipeline waits for a promise and continues when it resolves', async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const a: Filter = {
+    onRequestHeaders: async (h) => {
+      await gate;
+      h.set('x', 'async');
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('b'), true);
+  assert.deepEqual(sink.events, []);
+  release();
+  await gate;
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(sink.events, ['headers async', 'data b eos']);
+});
+
+test('Pipeline reports a throwing hook and a rejected promise as filter failures', async () => {
+  const sink = recorder();
+  new Pipeline([{ onRequestHeaders: () => { throw new Error('sync'); } }], 'request', sink, 10).headers(headers(), true);
+  const sink2 = recorder();
+  new Pipeline([{ onRequestHeaders: async () => { throw new Error('async'); } }], 'request', sink2, 10).headers(headers(), true);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(sink.events, ['failed 0 sync']);
+  assert.deepEqual(sink2.events, ['failed 0 async']);
+});
+
+test('Pipeline stops iterating at once when the stream halts inside a hook (local reply)', () => {
+  const sink = recorder();
+  const b: Filter = { onRequestHeaders: () => assert.fail('must not run') };
+  const a: Filter = {
+    onRequestHeaders: () => {
+      sink.halt();
+      return 'stop';
+    },
+  };
+  new Pipeline([a, b], 'request', sink, 10).headers(headers(), true);
+  assert.deepEqual(sink.events, []);
+});
+
+test('Pipeline runs response hooks with the response hook names', () => {
+  const seen: string[] = [];
+  const f: Filter = {
+    onRequestHeaders: () => void seen.push('request'),
+    onResponseHeaders: () => void seen.push('response'),
+    onResponseBody: () => void seen.push('response body'),
+  };
+  const sink = recorder();
+  const p = new Pipeline([f], 'response', sink, 10);
+  p.headers(new HeaderMap([':status', '200']), false);
+  p.data(Buffer.from('x'), true);
+  assert.deepEqual(seen, ['response', 'response body']);
+});
