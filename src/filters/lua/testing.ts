@@ -76,7 +76,7 @@ export interface ExchangeSpec {
   body?: (string | Buffer)[];
   trailers?: Record<string, string>;
   /** The upstream's answer, or a function of what reached it. */
-  response?: ResponseSpec | ((forwarded: Forwarded) => ResponseSpec);
+  response?: ResponseSpec | ((forwarded: Forwarded) => ResponseSpec | Promise<ResponseSpec>);
   perRoute?: LuaPerRoute;
   routeMetadata?: Record<string, unknown>;
   routeName?: string;
@@ -286,7 +286,7 @@ export async function exchangeForTest(built: LuaFilterForTest, spec: ExchangeSpe
   try {
     upstream = await drive('request', reqHeaders, toBuffers(spec.body), trailerMap(spec.trailers));
     if (upstream !== null) {
-      const r = typeof spec.response === 'function' ? spec.response(upstream) : (spec.response ?? {});
+      const r = typeof spec.response === 'function' ? await spec.response(upstream) : (spec.response ?? {});
       respHeaders = HeaderMap.from({ ':status': String(r.status ?? 200), ...(r.headers ?? {}) });
       response = await drive('response', respHeaders, toBuffers(r.body), trailerMap(r.trailers));
     }

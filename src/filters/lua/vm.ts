@@ -347,6 +347,11 @@ export class LuaVm {
     } else x.lua_pushnil(L);
   }
 
+  /** Whether `close` ran. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** Size of the Wasm memory in bytes. */
   get memoryBytes(): number {
     return this.x.memory.buffer.byteLength;

@@ -1,0 +1,154 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildLuaForTest } from './testing.ts';
+
+const lua = (source: string, extra: object = {}) => buildLuaForTest({ source, ...extra });
+
+test('the sandbox has no io, os.execute, os.getenv, loadfile, dofile, require, package, debug access or string.dump', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local probes = {
+        io = io, execute = os.execute, getenv = os.getenv, remove = os.remove, exit = os.exit,
+        loadfile = loadfile, dofile = dofile, require = require, package = package,
+        getinfo = debug.getinfo, sethook = debug.sethook, getregistry = debug.getregistry, dump = string.dump,
+      }
+      local present = {}
+      for name, v in pairs(probes) do present[#present + 1] = name end
+      h:headers():add("x-present", "[" .. table.concat(present, ",") .. "]")
+      h:headers():add("x-kept", type(os.time()) .. "," .. type(os.clock()) .. "," .. type(os.date("%Y")) .. "," .. type(debug.traceback))
+    end`);
+  const h = (await f.exchange({})).upstream!.headers;
+  assert.equal(h.get('x-present'), '[]');
+  assert.equal(h.get('x-kept'), 'number,number,string,function');
+});
+
+test('load() and loadstring() accept text chunks only', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local ok = load("return 1 + 1")()
+      local fn, err = load("\\27Lua\\84\\0")
+      local ls = loadstring("return ...")("arg")
+      h:headers():add("x-load", tostring(ok) .. "|" .. tostring(fn) .. "|" .. tostring(err) .. "|" .. ls)
+    end`);
+  const h = (await f.exchange({})).upstream!.headers;
+  assert.match(h.get('x-load')!, /^2\|nil\|.*attempt to load a binary chunk \(mode is 't'\)\|arg$/);
+});
+
+test('LuaJIT/5.1 shims: unpack, table.getn, setfenv/getfenv, math.pow, bit and bit32', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local a, b = unpack({1, 2})
+      local env = {x = "from env"}
+      local fn = setfenv(loadstring("return x"), env)
+      local r = {
+        a + b, table.getn({1, 2, 3}), fn(), tostring(getfenv(fn) == env), math.pow(2, 10),
+        bit.band(0xff, 0x0f), bit.bor(1, 2, 4), bit.bxor(5, 1), bit.lshift(1, 31), bit.rshift(-1, 28), bit.arshift(-16, 2),
+        bit.bnot(0), bit.tohex(255), bit.tohex(-1, -4), bit.rol(0x80000001, 1), bit.tobit(0xffffffff),
+        bit32.band(0xffffffff, 0xf0), bit32.bnot(0), bit32.rshift(0x80000000, 31),
+      }
+      for i = 1, #r do r[i] = tostring(r[i]) end
+      h:headers():add("x-shims", table.concat(r, ","))
+    end`);
+  const h = (await f.exchange({})).upstream!.headers;
+  assert.equal(h.get('x-shims'), '3,3,from env,true,1024.0,15,7,4,-2147483648,15,-4,-1,000000ff,FFFF,3,-1,240,4294967295,1');
+});
+
+test('a script error answers 500 and logs one line naming the filter, the script and the line; the counter counts it', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local t = nil
+      return t.field
+    end`);
+  const o = await f.exchange({});
+  assert.equal(o.reply?.status, 500);
+  assert.equal(o.reply?.options?.details, 'lua_error');
+  assert.deepEqual(o.logs, [`error [lua-test] Lua script "lua-test" failed (error): lua-test:4: attempt to index a nil value (local 't')`]);
+  assert.equal(f.metrics.get('weir_lua_errors_total')!.labels('lua-test', 'error').value, 1);
+  const again = await f.exchange({});
+  assert.equal(again.reply?.status, 500, 'the state keeps serving after an error');
+});
+
+test('fail_open passes the request on after a script error; failure_status sets the local reply status', async () => {
+  const open = await lua(`function envoy_on_request(h) error("boom") end`, { fail_open: true });
+  const o = await open.exchange({});
+  assert.equal(o.reply, null);
+  assert.ok(o.upstream !== null);
+  assert.match(o.logs[0], /lua-test:1: boom/);
+  const closed = await lua(`function envoy_on_request(h) error("boom") end`, { failure_status: 503 });
+  assert.equal((await closed.exchange({})).reply?.status, 503);
+});
+
+test('an endless loop is stopped by the instruction limit while other requests flow (500, log with the line, counter)', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      if h:headers():get("x-loop") then
+        local n = 0
+        while true do
+          n = n + 1
+        end
+      end
+      h:headers():add("x-ok", "1")
+    end`, { instruction_limit: 2_000_000 });
+  const runs = [f.exchange({ headers: { 'x-loop': '1' } })];
+  for (let i = 0; i < 20; i++) runs.push(f.exchange({}));
+  const [looped, ...others] = await Promise.all(runs);
+  assert.equal(looped.reply?.status, 500);
+  assert.equal(looped.reply?.options?.details, 'lua_budget');
+  assert.match(f.logs.join('\n'), /failed \(budget\): lua-test:[56]: instruction limit of 2000000 exceeded/);
+  for (const o of others) assert.equal(o.upstream!.headers.get('x-ok'), '1');
+  assert.equal(f.metrics.get('weir_lua_errors_total')!.labels('lua-test', 'budget').value, 1);
+  const after = await f.exchange({});
+  assert.equal(after.upstream!.headers.get('x-ok'), '1');
+});
+
+test('the instruction limit applies to each run between yields, so a long request with many small runs is fine', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local total = 0
+      for chunk in h:bodyChunks() do
+        for i = 1, 200000 do total = total + 1 end
+      end
+      h:logInfo("total " .. total)
+    end`, { instruction_limit: 1_000_000 });
+  const o = await f.exchange({ method: 'POST', body: ['a', 'b', 'c', 'd', 'e', 'f'] });
+  assert.ok(o.logs.includes('info [lua-test] total 1200000'), o.logs.join('\n'));
+});
+
+test('unbounded allocation hits the memory cap of the state: 500 for that request, the next one works', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      if h:headers():get("x-hog") then
+        local t = {}
+        local i = 0
+        while true do
+          i = i + 1
+          t[i] = string.rep("x", 4096) .. i
+        end
+      end
+      h:headers():add("x-ok", "1")
+    end`, { memory_limit_mb: 8, instruction_limit: 1_000_000_000 });
+  const hog = await f.exchange({ headers: { 'x-hog': '1' } });
+  assert.equal(hog.reply?.status, 500);
+  assert.equal(hog.reply?.options?.details, 'lua_memory');
+  assert.match(f.logs.join('\n'), /failed \(memory\): not enough memory/);
+  assert.equal(f.metrics.get('weir_lua_errors_total')!.labels('lua-test', 'memory').value, 1);
+  const next = await f.exchange({});
+  assert.equal(next.upstream!.headers.get('x-ok'), '1');
+});
+
+test('one huge allocation is refused without growing the state past its cap', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local s = string.rep("x", 1024 * 1024 * 1024)
+    end`, { memory_limit_mb: 16 });
+  const o = await f.exchange({});
+  assert.equal(o.reply?.options?.details, 'lua_memory');
+  const script = (o.filter as unknown as { script: { vm: { memoryBytes: number } } }).script;
+  assert.ok(script.vm.memoryBytes <= 40 * 1024 * 1024, `memory grew to ${script.vm.memoryBytes}`);
+});
+
+test('a script that does not compile, or whose top-level code fails, rejects the filter with the line', async () => {
+  await assert.rejects(lua(`function envoy_on_request(h)\n  if then end\nend`), /Cannot compile Lua script "lua-test": lua-test:2: unexpected symbol near 'then'/);
+  await assert.rejects(lua(`local x = nil\nx.y = 1`), /Cannot run the top-level code of Lua script "lua-test": lua-test:2: attempt to index a nil value/);
+  await assert.rejects(lua(`while true do end`, { instruction_limit: 100000 }), /instruction limit of 100000 exceeded/);
+});
