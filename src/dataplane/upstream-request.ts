@@ -222,6 +222,16 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
       }
     }
     this.#headSeen = true;
+    if (status === 101 && o.upgrade) {
+      // The exchange becomes a tunnel: it no longer holds a request slot; the connection stays with the stream.
+      this.#state = DONE;
+      this.#clearTimers();
+      o.cluster.report(ep, 'success', status);
+      this.#endAttempt();
+      this.upstreamMs = performance.now() - this.#firstAttempt;
+      this.#l.onResponseHead(status, reason, headers, contentLength);
+      return;
+    }
     this.#clearTimers();
     this.upstreamMs = performance.now() - this.#firstAttempt;
     o.cluster.endpointMetrics(ep).latency.observe(performance.now() - this.#attemptStart);

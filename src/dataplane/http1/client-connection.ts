@@ -53,6 +53,8 @@ export class ClientConnection {
   #closed = false;
   #upgrade = false;
   #upgradeRest: Buffer | null = null;
+  /** A 101 head seen during execute(), delivered once execute() returned. */
+  #upgradeHead: { status: number; reason: string; headers: HeaderMap } | null = null;
 
   constructor(socket: Socket, address: string, owner: ConnectionOwner, maxHeaderSize: number) {
     this.socket = socket;
@@ -136,13 +138,15 @@ export class ClientConnection {
     this.socket.destroy();
   }
 
-  /** After a 101, detaches the socket from HTTP: returns the bytes that followed the response head. */
+  /**
+   * After a 101, detaches the socket from HTTP: returns the bytes that followed the response head. The
+   * pool keeps counting the connection until the socket closes.
+   */
   detach(): Buffer {
     this.#closed = true;
     this.#sink = null;
-    this.socket.removeAllListeners('data');
-    this.socket.removeAllListeners('drain');
-    this.socket.removeAllListeners('end');
+    for (const event of ['data', 'drain', 'end', 'error', 'close']) this.socket.removeAllListeners(event);
+    this.socket.once('close', () => this.#owner.closed(this));
     this.#parser.close();
     const rest = this.#upgradeRest ?? Buffer.alloc(0);
     this.#upgradeRest = null;
@@ -160,13 +164,19 @@ export class ClientConnection {
       if (l[i] === 'content-length') contentLength = Number(l[i + 1]);
       list.push(l[i], l[i + 1]);
     }
+    if (status === 101 && upgrade && this.#upgrade) {
+      // The stream detaches the socket (and frees this parser) when it sees the 101: tell it only once
+      // execute() has returned, with the bytes that followed the head in hand.
+      this.#upgradeHead = { status, reason, headers: new HeaderMap(list) };
+      return 2;
+    }
     this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
-    if (status === 101 && upgrade && this.#upgrade) return 2;
     return this.#isHeadRequest ? 1 : 0;
   }
 
   #onComplete(): void {
-    if (!this.#gotHead) return;
+    // llhttp completes an upgrade response right after its head: the tunnel, not the pool, takes the socket.
+    if (!this.#gotHead || this.#upgradeHead !== null) return;
     this.#responseDone = true;
     const sink = this.#sink;
     if (sink !== null) sink.onUpstreamEnd();
@@ -194,7 +204,13 @@ export class ClientConnection {
       sink?.onUpstreamError(new ProxyError('UPSTREAM_PROTOCOL_ERROR', `Invalid response from upstream "${this.address}": ${ret.code}`), this.#gotHead);
       return;
     }
-    if (this.#upgrade && this.#gotHead && ret < data.length) this.#upgradeRest = data.subarray(ret);
+    const up = this.#upgradeHead;
+    if (up !== null) {
+      this.#upgradeHead = null;
+      this.#upgradeRest = ret < data.length ? data.subarray(ret) : null;
+      this.socket.pause();
+      this.#sink?.onUpstreamHead(up.status, up.reason, up.headers, -1);
+    }
   }
 
   #onEnd(): void {

@@ -1,0 +1,364 @@
+/**
+ * HTTP/1.1 conformance through the real CLI: keep-alive and pooling, chunked bodies, HEAD, 204/304,
+ * 100-continue, upgrades, trailers, hop-by-hop headers, HTTP/1.0 clients and pipelining, checked on raw sockets.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type http from 'node:http';
+import { startWeir, type Weir } from '../support/weir.ts';
+import { startUpstream, type Upstream } from '../support/upstream.ts';
+import { RawConnection } from '../support/raw-connection.ts';
+
+let up: Upstream;
+let weir: Weir;
+let upstreamConnections = 0;
+
+function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = new URL(req.url!, 'http://x');
+  const body = await readBody(req);
+  switch (url.pathname) {
+    case '/chunked':
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('one');
+      res.write('two');
+      res.end('three');
+      return;
+    case '/head':
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '1234' });
+      res.end(req.method === 'HEAD' ? undefined : 'x'.repeat(1234));
+      return;
+    case '/204':
+      res.writeHead(204, { 'x-status': 'none' });
+      res.end();
+      return;
+    case '/304':
+      res.writeHead(304, { etag: '"v1"' });
+      res.end();
+      return;
+    case '/trailers':
+      res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' });
+      res.write('body');
+      res.addTrailers({ 'x-checksum': 'abc123' });
+      res.end();
+      return;
+    case '/hop':
+      res.writeHead(200, {
+        connection: 'keep-alive, x-bar',
+        'x-bar': 'nominated',
+        'keep-alive': 'timeout=5',
+        'proxy-authenticate': 'Basic realm="up"',
+        upgrade: 'h2c',
+        'x-keep': 'yes',
+        'content-length': '2',
+      });
+      res.end('ok');
+      return;
+    case '/slow':
+      await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms') ?? 0)));
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(`id=${url.searchParams.get('id')}`);
+      return;
+    default: {
+      const text = JSON.stringify({
+        method: req.method,
+        url: req.url,
+        headers: req.headers,
+        body: body.toString(),
+        trailers: req.trailers,
+        port: req.socket.remotePort,
+      });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    }
+  }
+}
+
+before(async () => {
+  up = await startUpstream((req, res) => void handle(req, res), { stream: true });
+  up.server.on('connection', () => upstreamConnections++);
+  up.server.on('upgrade', (req: http.IncomingMessage, socket: import('node:net').Socket, head: Buffer) => {
+    socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        `X-Seen-Upgrade: ${req.headers.upgrade}\r\nX-Seen-Connection: ${req.headers.connection}\r\n\r\nhi:`,
+    );
+    if (head.length > 0) socket.write(head.toString('latin1').toUpperCase());
+    socket.on('data', (d: Buffer) => socket.write(d.toString('latin1').toUpperCase()));
+    socket.on('error', () => {});
+  });
+  weir = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: tag
+        type: headers
+        response_add: { x-served-by: weir }
+    routes:
+      - match: { prefix: / }
+        cluster: up
+  - name: bare
+    address: 127.0.0.1:0
+    routes:
+      - match: { prefix: / }
+        cluster: up
+  - name: limited
+    address: 127.0.0.1:0
+    routes:
+      - match: { prefix: / }
+        cluster: limited
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+  - name: limited
+    endpoints: [${up.address}]
+    circuit_breakers: { max_connections: 1, max_requests: 1, max_pending_requests: 0 }
+`);
+});
+
+after(async () => {
+  await weir?.stop();
+  await up?.close();
+});
+
+function get(path: string, extra = ''): string {
+  return `GET ${path} HTTP/1.1\r\nHost: test.local\r\n${extra}\r\n`;
+}
+
+test('keeps one downstream connection alive for many requests over one reused upstream connection', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  const ports = new Set<number>();
+  const before = upstreamConnections;
+  for (let i = 0; i < 5; i++) {
+    c.write(get(`/echo?i=${i}`));
+    const r = await c.readResponse();
+    assert.equal(r.status, 200);
+    assert.notEqual(r.get('connection'), 'close');
+    const echo = JSON.parse(r.body.toString());
+    assert.equal(echo.url, `/echo?i=${i}`);
+    ports.add(echo.port);
+  }
+  assert.equal(c.ended, false, 'the downstream connection is still open');
+  assert.equal(ports.size, 1, 'every request used the same upstream connection');
+  assert.ok(upstreamConnections - before <= 1, 'at most one new upstream connection');
+  c.destroy();
+});
+
+test('pools upstream connections across downstream connections', async () => {
+  const ports = new Set<number>();
+  for (let i = 0; i < 3; i++) {
+    const c = await RawConnection.open(weir.url('edge'));
+    c.write(get('/echo'));
+    const r = await c.readResponse();
+    ports.add(JSON.parse(r.body.toString()).port);
+    c.destroy();
+  }
+  assert.equal(ports.size, 1, 'three client connections, one upstream connection');
+});
+
+test('streams a chunked request body upstream and a chunked response downstream', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('POST /echo HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+  c.write('6\r\n world\r\n');
+  c.write('0\r\n\r\n');
+  const r = await c.readResponse();
+  const echo = JSON.parse(r.body.toString());
+  assert.equal(echo.body, 'hello world');
+  assert.equal(echo.headers['transfer-encoding'], 'chunked');
+  assert.equal(echo.headers['content-length'], undefined);
+
+  c.write(get('/chunked'));
+  const r2 = await c.readResponse();
+  assert.equal(r2.framing, 'chunked');
+  assert.equal(r2.body.toString(), 'onetwothree');
+  assert.equal(r2.get('content-length'), undefined);
+  c.destroy();
+});
+
+test('answers HEAD with the upstream content-length and no body, and the connection stays usable', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('HEAD /head HTTP/1.1\r\nHost: test.local\r\n\r\n');
+  const r = await c.readResponse({ method: 'HEAD' });
+  assert.equal(r.status, 200);
+  assert.equal(r.get('content-length'), '1234');
+  assert.equal(r.get('transfer-encoding'), undefined);
+  c.write(get('/echo?after=head'));
+  const next = await c.readResponse();
+  assert.equal(JSON.parse(next.body.toString()).url, '/echo?after=head', 'no stray body bytes before the next response');
+  c.destroy();
+});
+
+test('forwards 204 and 304 without a body or chunked framing', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/204'));
+  const r204 = await c.readResponse();
+  assert.equal(r204.status, 204);
+  assert.equal(r204.get('x-status'), 'none');
+  assert.equal(r204.get('transfer-encoding'), undefined);
+  assert.equal(r204.get('content-length'), undefined);
+  c.write(get('/304', 'If-None-Match: "v1"\r\n'));
+  const r304 = await c.readResponse();
+  assert.equal(r304.status, 304);
+  assert.equal(r304.get('etag'), '"v1"');
+  assert.equal(r304.get('transfer-encoding'), undefined);
+  c.write(get('/echo?after=304'));
+  const next = await c.readResponse();
+  assert.equal(JSON.parse(next.body.toString()).url, '/echo?after=304');
+  c.destroy();
+});
+
+for (const listener of ['edge', 'bare']) {
+  test(`answers Expect: 100-continue itself and strips Expect upstream (${listener === 'bare' ? 'no filters' : 'with filters'})`, async () => {
+    const c = await RawConnection.open(weir.url(listener));
+    c.write('POST /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+    const interim = await c.readResponse({ interim: true });
+    assert.equal(interim.status, 100, 'the client gets 100 Continue before it sends the body');
+    c.write('hello');
+    const r = await c.readResponse();
+    assert.equal(r.status, 200);
+    const echo = JSON.parse(r.body.toString());
+    assert.equal(echo.body, 'hello');
+    assert.equal(echo.headers.expect, undefined);
+    c.destroy();
+  });
+}
+
+test('tunnels an upgraded (WebSocket-style) connection with bytes flowing both ways', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(
+    'GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly',
+  );
+  const r = await c.readResponse();
+  assert.equal(r.status, 101);
+  assert.equal(r.get('upgrade'), 'websocket');
+  assert.match(r.get('connection') ?? '', /upgrade/i);
+  assert.equal(r.get('x-seen-upgrade'), 'websocket', 'the upstream saw the Upgrade header');
+  assert.match(r.get('x-seen-connection') ?? '', /upgrade/i);
+  assert.equal((await c.readBytes(8)).toString(), 'hi:EARLY', 'bytes sent right after the head reach the upstream');
+  c.write('ping');
+  assert.equal((await c.readBytes(4)).toString(), 'PING');
+  c.write('and more');
+  assert.equal((await c.readBytes(8)).toString(), 'AND MORE');
+  c.destroy();
+});
+
+test('a closed tunnel gives back its request and connection slots (max_requests: 1, max_connections: 1)', async () => {
+  for (let i = 0; i < 2; i++) {
+    const c = await RawConnection.open(weir.url('limited'));
+    c.write('GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    assert.equal((await c.readResponse()).status, 101);
+    c.write('x');
+    assert.equal((await c.readBytes(4)).toString(), 'hi:X');
+    c.destroy();
+    // The slot comes back when weir sees the close; poll with plain requests until it does.
+    let status = 0;
+    for (let attempt = 0; attempt < 50 && status !== 200; attempt++) {
+      const res = await fetch(`${weir.url('limited')}/echo`);
+      status = res.status;
+      await res.arrayBuffer();
+      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(status, 200, 'a plain request gets through once the tunnel closed');
+  }
+});
+
+test('forwards trailers on chunked responses and chunked requests', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/trailers', 'TE: trailers\r\n'));
+  const r = await c.readResponse();
+  assert.equal(r.framing, 'chunked');
+  assert.equal(r.body.toString(), 'body');
+  assert.deepEqual(r.trailers, [['x-checksum', 'abc123']]);
+
+  c.write('POST /echo HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\nTrailer: x-req-sum\r\n\r\n3\r\nabc\r\n0\r\nX-Req-Sum: 42\r\n\r\n');
+  const echo = JSON.parse((await c.readResponse()).body.toString());
+  assert.equal(echo.body, 'abc');
+  assert.deepEqual(echo.trailers, { 'x-req-sum': '42' });
+  c.destroy();
+});
+
+test('removes hop-by-hop headers and the headers Connection nominates, both ways', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(
+    get(
+      '/echo',
+      'Connection: keep-alive, X-Nominated\r\nKeep-Alive: timeout=5\r\nTE: gzip\r\nUpgrade: h2c\r\n' +
+        'Proxy-Authorization: Basic YTpi\r\nProxy-Connection: keep-alive\r\nX-Nominated: secret\r\nX-Keep: yes\r\n',
+    ),
+  );
+  const echo = JSON.parse((await c.readResponse()).body.toString());
+  for (const name of ['keep-alive', 'te', 'upgrade', 'proxy-authorization', 'proxy-connection', 'x-nominated']) {
+    assert.equal(echo.headers[name], undefined, `${name} is not forwarded`);
+  }
+  assert.doesNotMatch(echo.headers.connection ?? '', /nominated/i);
+  assert.equal(echo.headers['x-keep'], 'yes');
+
+  c.write(get('/hop'));
+  const r = await c.readResponse();
+  assert.equal(r.body.toString(), 'ok');
+  for (const name of ['keep-alive', 'proxy-authenticate', 'upgrade', 'x-bar']) {
+    assert.equal(r.get(name), undefined, `${name} is not forwarded to the client`);
+  }
+  assert.doesNotMatch(r.get('connection') ?? '', /x-bar/i);
+  assert.equal(r.get('x-keep'), 'yes');
+  c.destroy();
+});
+
+test('answers an HTTP/1.0 client with a close-delimited body when the length is unknown', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /chunked HTTP/1.0\r\nHost: test.local\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.version, 'HTTP/1.1');
+  assert.equal(r.get('transfer-encoding'), undefined, 'no chunked encoding for an HTTP/1.0 client');
+  assert.equal(r.framing, 'close');
+  assert.equal(r.body.toString(), 'onetwothree');
+  assert.equal(await c.waitClosed(), true);
+});
+
+test('answers an HTTP/1.0 client without Host', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /echo?v=10 HTTP/1.0\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(JSON.parse(r.body.toString()).url, '/echo?v=10');
+  assert.equal(await c.waitClosed(), true, 'HTTP/1.0 without keep-alive closes');
+});
+
+test('keeps an HTTP/1.0 keep-alive connection open when the length is known', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /echo?n=1 HTTP/1.0\r\nHost: test.local\r\nConnection: keep-alive\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.framing, 'length');
+  assert.match(r.get('connection') ?? '', /keep-alive/i);
+  c.write('GET /echo?n=2 HTTP/1.0\r\nHost: test.local\r\nConnection: keep-alive\r\n\r\n');
+  const r2 = await c.readResponse();
+  assert.equal(JSON.parse(r2.body.toString()).url, '/echo?n=2');
+  c.destroy();
+});
+
+test('answers pipelined requests in order, even when the first is the slowest', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(
+    get('/slow?ms=200&id=1') +
+      get('/slow?ms=0&id=2') +
+      'POST /echo?id=3 HTTP/1.1\r\nHost: test.local\r\nContent-Length: 3\r\n\r\nabc' +
+      get('/slow?ms=0&id=4'),
+  );
+  assert.equal((await c.readResponse()).body.toString(), 'id=1');
+  assert.equal((await c.readResponse()).body.toString(), 'id=2');
+  const third = JSON.parse((await c.readResponse()).body.toString());
+  assert.equal(third.url, '/echo?id=3');
+  assert.equal(third.body, 'abc');
+  assert.equal((await c.readResponse()).body.toString(), 'id=4');
+  assert.equal(c.pending.length, 0);
+  c.destroy();
+});
