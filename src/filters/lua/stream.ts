@@ -46,6 +46,8 @@ export class DirState {
   continued = false;
   /** A hook of this direction answered stop and has not been released yet. */
   holding = false;
+  /** A body or trailers hook answered stop (besides the headers), so a resume must release that too. */
+  heldBody = false;
   /** The end of stream was seen. */
   ended = false;
   /** The whole body, once complete (what `body()` returns). */
@@ -261,7 +263,9 @@ export class LuaStream implements Filter {
         d.last = chunk;
         if (eos) d.body = chunk;
         d.holding = true;
-        return eos ? 'stop' : 'stop-and-buffer';
+        if (!eos) return 'stop-and-buffer';
+        d.heldBody = true;
+        return 'stop';
       default:
         return 'stop';
     }
@@ -280,6 +284,7 @@ export class LuaStream implements Filter {
         return this.#resumeIn(d, PHASE_END);
       default:
         d.holding = true;
+        d.heldBody = true;
         return 'stop';
     }
   }
@@ -318,6 +323,9 @@ export class LuaStream implements Filter {
     if (phase === PHASE_ASYNC && d.holding) {
       d.holding = false;
       this.cb.resume(direction(d));
+      // The chain runner releases held headers and a held body with one resume each.
+      if (d.heldBody) this.cb.resume(direction(d));
+      d.heldBody = false;
     }
     d.holding = false;
     return 'continue';

@@ -1,0 +1,227 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startWeir, type Weir } from '../support/weir.ts';
+import { startUpstream, type Upstream } from '../support/upstream.ts';
+
+let backend: Upstream;
+let auth: Upstream;
+let weir: Weir;
+
+const AUTH_SCRIPT = `
+-- Token check against an auth service (real-world script).
+function envoy_on_request(handle)
+  local token = handle:headers():get("authorization")
+  if token == nil then
+    handle:respond({[":status"] = "401", ["www-authenticate"] = "Bearer"}, "missing token")
+  end
+  local headers, body = handle:httpCall("auth", {
+    [":method"] = "GET", [":path"] = "/check", [":authority"] = "auth", ["authorization"] = token,
+  }, nil, 2000)
+  if headers[":status"] ~= "200" then
+    handle:respond({[":status"] = "403"}, "forbidden")
+  end
+  handle:headers():add("x-user", headers["x-user"])
+end
+`;
+
+const MAIN_SCRIPT = `
+loads = (loads or 0) + 1
+function envoy_on_request(handle)
+  local h = handle:headers()
+  local path = h:get(":path")
+  if path == "/healthz" then
+    handle:respond({[":status"] = "200", ["content-type"] = "text/plain"}, "healthy")
+  elseif path == "/error" then
+    local t = nil
+    local x = t.field
+  elseif path == "/loop" then
+    while true do end
+  elseif path == "/hog" then
+    local t = {}
+    while true do t[#t + 1] = string.rep("x", 4096) .. #t end
+  elseif path == "/count" then
+    local n = weir.shared.hits:incr("n", 1, 0)
+    h:add("x-count", tostring(n))
+  end
+  handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "tenant", h:get("x-tenant") or "none")
+  h:add("x-loads", tostring(loads))
+end
+
+function envoy_on_response(handle)
+  local tenant = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.lua")["tenant"]
+  handle:headers():add("x-tenant", tenant)
+  if handle:headers():get("content-type") == "application/json" then
+    local body = handle:body()
+    local text = body:getBytes(0, body:length())
+    body:setBytes((text:gsub('("password"%s*:%s*)"[^"]*"', '%1"***"')))
+  end
+end
+`;
+
+const config = (main: string) => `
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: main
+        type: lua
+        file: scripts/main.lua
+        instruction_limit: 3000000
+        memory_limit_mb: 16
+      - name: auth
+        type: lua
+        source_codes:
+          auth.lua: { filename: scripts/auth.lua }
+    routes:
+      - name: secure
+        match: { prefix: /secure }
+        cluster: backend
+        filter_overrides:
+          auth: { name: auth.lua }
+      - name: inline
+        match: { prefix: /inline }
+        cluster: backend
+        filter_overrides:
+          main:
+            source_code:
+              inline_string: |
+                function envoy_on_request(h) h:headers():add("x-inline", "yes") end
+      - name: secrets
+        match: { prefix: /secrets }
+        cluster: secrets
+      - name: all
+        match: { prefix: / }
+        cluster: backend
+clusters:
+  - name: backend
+    endpoints: [${backend.address}]
+  - name: secrets
+    endpoints: [${auth.address}]
+  - name: auth
+    endpoints: [${auth.address}]
+# ${main.length}
+`;
+
+before(async () => {
+  backend = await startUpstream();
+  auth = await startUpstream((req, res) => {
+    if (req.url === '/secrets') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return void res.end('{"user":"ann","password":"hunter2"}');
+    }
+    const ok = req.headers.authorization === 'Bearer good';
+    res.writeHead(ok ? 200 : 403, { 'x-user': ok ? 'alice' : 'nobody' });
+    res.end(ok ? 'ok' : 'no');
+  });
+  weir = await startWeir(config(MAIN_SCRIPT), { workers: 2, files: { 'scripts/main.lua': MAIN_SCRIPT, 'scripts/auth.lua': AUTH_SCRIPT } });
+});
+
+after(async () => {
+  await weir?.stop();
+  await backend?.close();
+  await auth?.close();
+});
+
+const get = (path: string, headers: Record<string, string> = {}) => fetch(`${weir.url('edge')}${path}`, { headers });
+
+test('lua e2e: token check with httpCall answers 401 without a token, 403 for a bad one, passes a good one', async () => {
+  const missing = await get('/secure/a');
+  assert.equal(missing.status, 401);
+  assert.equal(missing.headers.get('www-authenticate'), 'Bearer');
+  assert.equal(await missing.text(), 'missing token');
+  const bad = await get('/secure/a', { authorization: 'Bearer bad' });
+  assert.equal(bad.status, 403);
+  await bad.text();
+  const good = await get('/secure/a', { authorization: 'Bearer good' });
+  assert.equal(good.status, 200);
+  const echoed = (await good.json()) as { headers: Record<string, string> };
+  assert.equal(echoed.headers['x-user'], 'alice');
+});
+
+test('lua e2e: respond() serves a health page', async () => {
+  const res = await get('/healthz');
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'text/plain');
+  assert.equal(await res.text(), 'healthy');
+});
+
+test('lua e2e: a response header from dynamic metadata set on the request path', async () => {
+  const res = await get('/anything', { 'x-tenant': 'acme' });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-tenant'), 'acme');
+  const echoed = (await res.json()) as { headers: Record<string, string> };
+  assert.match(echoed.headers['x-loads'], /^1$/);
+});
+
+test('lua e2e: a JSON response body rewrite redacts a field', async () => {
+  const res = await get('/secrets');
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { user: 'ann', password: '***' });
+});
+
+test('lua e2e: a script error answers 500, logs the filter, script and line, and counts it', async () => {
+  const res = await get('/error');
+  assert.equal(res.status, 500);
+  await res.text();
+  const line = await weir.waitForLine((l) => /Lua script "scripts\/main.lua" failed \(error\)/.test(String(l.msg)));
+  assert.match(line.msg, /scripts\/main.lua:10: attempt to index a nil value/);
+  assert.equal(line.filter, 'main');
+  const metrics = await (await fetch(`${weir.admin}/metrics`)).text();
+  assert.match(metrics, /weir_lua_errors_total\{filter="main",reason="error"\} 1/);
+});
+
+test('lua e2e: an endless loop costs only its own request while others flow', async () => {
+  const loop = get('/loop');
+  const others = [];
+  for (let i = 0; i < 20; i++) others.push(get(`/ok${i}`).then(async (r) => [r.status, await r.text()] as const));
+  const [looped, ...rest] = await Promise.all([loop.then(async (r) => [r.status, await r.text()] as const), ...others]);
+  assert.equal(looped[0], 500);
+  for (const [status] of rest) assert.equal(status, 200);
+  const metrics = await (await fetch(`${weir.admin}/metrics`)).text();
+  assert.match(metrics, /weir_lua_errors_total\{filter="main",reason="budget"\} 1/);
+});
+
+test('lua e2e: unbounded allocation hits the memory cap: 500, and the next request works', async () => {
+  const res = await get('/hog');
+  assert.equal(res.status, 500);
+  await res.text();
+  const next = await get('/after-hog');
+  assert.equal(next.status, 200);
+  await next.text();
+});
+
+test('lua e2e: a route override brings its own inline script', async () => {
+  const res = await get('/inline/x');
+  const echoed = (await res.json()) as { headers: Record<string, string> };
+  assert.equal(echoed.headers['x-inline'], 'yes');
+  assert.equal(echoed.headers['x-loads'], undefined);
+});
+
+test('lua e2e: weir.shared counters from two workers add up', async () => {
+  const n = 30;
+  const seen: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(`${weir.url('edge')}/count`, { headers: { connection: 'close' } });
+    const echoed = (await res.json()) as { headers: Record<string, string> };
+    seen.push(Number(echoed.headers['x-count']));
+  }
+  seen.sort((a, b) => a - b);
+  assert.deepEqual(seen, Array.from({ length: n }, (_, i) => i + 1));
+});
+
+test('lua e2e: a reload keeps an unchanged script (no recompilation) and swaps a changed one', async () => {
+  const before = (await (await get('/r1')).json()) as { headers: Record<string, string> };
+  assert.equal(before.headers['x-loads'], '1');
+  const same = await weir.reload(config(MAIN_SCRIPT));
+  assert.equal(same.status, 200, await same.text());
+  const kept = (await (await get('/r2')).json()) as { headers: Record<string, string> };
+  assert.equal(kept.headers['x-loads'], '1', 'top-level code did not run again');
+  const changed = MAIN_SCRIPT.replace('loads = (loads or 0) + 1', 'loads = (loads or 0) + 100');
+  weir.writeConfig(config(changed));
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(`${weir.dir}/scripts/main.lua`, changed);
+  const swapped = await weir.reload();
+  assert.equal(swapped.status, 200, await swapped.text());
+  const fresh = (await (await get('/r3')).json()) as { headers: Record<string, string> };
+  assert.equal(fresh.headers['x-loads'], '100');
+});
