@@ -33,7 +33,7 @@ export interface ReadOptions {
 /** A raw connection to a listener. */
 export class RawConnection {
   readonly socket: net.Socket;
-  #buf: Buffer = Buffer.alloc(0);
+  #buf: Buffer = Buffer.alloc(0) as Buffer;
   #ended = false;
   #wake: (() => void) | null = null;
 
@@ -122,7 +122,7 @@ export class RawConnection {
       if (status < 200 && status !== 101 && !opts.interim) continue;
       const get = (name: string) => headers.find((h) => h[0] === name)?.[1];
       let framing: RawResponse['framing'];
-      let body = Buffer.alloc(0);
+      let body: Buffer = Buffer.alloc(0);
       let trailers: [string, string][] = [];
       const te = get('transfer-encoding');
       const cl = get('content-length');

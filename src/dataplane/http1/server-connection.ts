@@ -72,6 +72,11 @@ export class ServerConnection {
   #parsing: RequestSink | Queued | null = null;
   /** Requests parsed while an earlier response was still going out. */
   #queue: Queued[] = [];
+  /**
+   * A chunked request whose head was parsed by the current execute(): it starts once execute() returns, so that
+   * a malformed chunk in the same bytes rejects it before anything reaches the upstream.
+   */
+  #deferred: Queued | null = null;
   /** The exchange whose response is being written. */
   #active: RequestSink | null = null;
   #activeHead: RequestHead | null = null;
@@ -237,6 +242,7 @@ export class ServerConnection {
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
     const list = [':authority', '', ':path', url, ':method', method, ':scheme', 'http'];
     let hasBody = false;
+    let chunked = false;
     let expectContinue = false;
     let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) {
@@ -248,7 +254,7 @@ export class ServerConnection {
         continue;
       }
       if (name === 'content-length') hasBody = value !== '0';
-      else if (name === 'transfer-encoding') hasBody = true;
+      else if (name === 'transfer-encoding') hasBody = chunked = true;
       else if (name === 'expect' && value.toLowerCase() === '100-continue') expectContinue = true;
       list.push(name, value);
     }
@@ -256,8 +262,9 @@ export class ServerConnection {
     if (method === 'CONNECT') throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'CONNECT is not supported');
     if (upgrade) this.#pendingUpgrade = true;
     const head: RequestHead = { method, versionMinor: minor, headers: new HeaderMap(list), keepAlive, upgrade, hasBody, expectContinue };
-    if (this.#active === null && this.#queue.length === 0) {
-      this.#start(head, true);
+    if (this.#active === null && this.#queue.length === 0 && this.#deferred === null) {
+      if (chunked) this.#parsing = this.#deferred = { head, events: [] };
+      else this.#start(head, true);
     } else {
       const q: Queued = { head, events: [] };
       this.#queue.push(q);
@@ -316,6 +323,11 @@ export class ServerConnection {
       this.#protocolError(new ProxyError(code, `Malformed request from "${this.remoteAddress}": ${ret.code} ${(ret as { reason?: string }).reason ?? ''}`.trim()));
       return;
     }
+    const deferred = this.#deferred;
+    if (deferred !== null) {
+      this.#deferred = null;
+      this.#startQueued(deferred);
+    }
     if (this.#pendingUpgrade) {
       // llhttp stops after an upgrade request's head; what follows belongs to the tunnel, or to nobody if
       // the upstream refuses the upgrade (then the connection closes after the response).
@@ -330,6 +342,7 @@ export class ServerConnection {
     const status = err.kind.status;
     const sink = this.#parsing;
     this.#parsing = null;
+    this.#deferred = null;
     if (sink !== null && !('events' in sink)) sink.onAbort(err);
     if (!this.#responseStarted && !this.#closed && (this.#active === null || this.#active === sink)) {
       this.#responseStarted = true;
@@ -357,17 +370,22 @@ export class ServerConnection {
     const next = this.#queue.shift();
     if (next !== undefined) {
       this.resume();
-      const stillParsing = this.#parsing === next;
-      const complete = !stillParsing && next.events[next.events.length - 1] === null;
-      const sink = this.#start(next.head, stillParsing, complete && !next.head.hasBody);
-      for (const ev of next.events) {
-        if (ev === null) {
-          if (this.#activeHead === next.head) this.#requestDone = true;
-          sink.onEnd();
-        } else if (ev instanceof HeaderMap) sink.onTrailers(ev);
-        else sink.onBody(ev);
-      }
+      this.#startQueued(next);
     } else if (this.#parsing === null) this.#arm('idle');
+  }
+
+  /** Starts a request parsed earlier and replays the body events it collected meanwhile. */
+  #startQueued(next: Queued): void {
+    const stillParsing = this.#parsing === next;
+    const complete = !stillParsing && next.events[next.events.length - 1] === null;
+    const sink = this.#start(next.head, stillParsing, complete);
+    for (const ev of next.events) {
+      if (ev === null) {
+        if (this.#activeHead === next.head) this.#requestDone = true;
+        sink.onEnd();
+      } else if (ev instanceof HeaderMap) sink.onTrailers(ev);
+      else sink.onBody(ev);
+    }
   }
 
   #onEnd(): void {

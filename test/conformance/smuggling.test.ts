@@ -1,0 +1,149 @@
+/**
+ * Request smuggling and malformed requests: each is answered 400 (or 431, 414) with Connection: close,
+ * the connection is closed, and the upstream never sees the request. Slow clients time out.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startWeir, type Weir } from '../support/weir.ts';
+import { startUpstream, type Upstream } from '../support/upstream.ts';
+import { RawConnection } from '../support/raw-connection.ts';
+
+let up: Upstream;
+let weir: Weir;
+/** Request heads the upstream parsed, by path (counted on 'request', before any body). */
+const seen: string[] = [];
+
+before(async () => {
+  up = await startUpstream();
+  up.server.prependListener('request', (req) => seen.push(req.url!));
+  weir = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    max_request_headers_size: 8KiB
+    max_uri_size: 1KiB
+    request_header_timeout: 300ms
+    idle_timeout: 300ms
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`);
+});
+
+after(async () => {
+  await weir?.stop();
+  await up?.close();
+});
+
+/**
+ * Warms the upstream pool (so a forwarded head would reach the upstream at once), sends `bytes` on a new
+ * connection and returns the response and whether weir closed the connection.
+ */
+async function reject(bytes: string): Promise<{ status: number; connection: string | undefined; body: string; closed: boolean }> {
+  const warm = await fetch(`${weir.url('edge')}/warm`);
+  await warm.arrayBuffer();
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(bytes);
+  const r = await c.readResponse();
+  const closed = await c.waitClosed();
+  c.destroy();
+  // Give a wrongly forwarded request time to arrive before the caller counts.
+  const probe = await fetch(`${weir.url('edge')}/probe`);
+  await probe.arrayBuffer();
+  return { status: r.status, connection: r.get('connection'), body: r.body.toString(), closed };
+}
+
+const vectors: [string, string, number][] = [
+  ['Content-Length with Transfer-Encoding', 'POST /smuggle-cl-te HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG', 400],
+  ['Transfer-Encoding with Content-Length', 'POST /smuggle-te-cl HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n', 400],
+  ['two Content-Lengths', 'POST /smuggle-cl-cl HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde', 400],
+  ['a Transfer-Encoding that is not chunked last', 'POST /smuggle-te-gzip HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n', 400],
+  ['a bad chunk size', 'POST /smuggle-chunk HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n', 400],
+  ['a chunk size with a sign', 'POST /smuggle-chunk-sign HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n', 400],
+  ['bare LF line endings', 'GET /smuggle-lf HTTP/1.1\nHost: a\n\n', 400],
+  ['a bare LF inside the head', 'GET /smuggle-lf2 HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n', 400],
+  ['obs-fold', 'GET /smuggle-fold HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n', 400],
+  ['a space before the colon', 'GET /smuggle-space HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n', 400],
+  ['an invalid header name', 'GET /smuggle-name HTTP/1.1\r\nHost: a\r\nX(Bad): 1\r\n\r\n', 400],
+  ['a control character in a header value', 'GET /smuggle-ctl HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n', 400],
+  ['a second Host header', 'GET /smuggle-host HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400],
+  ['HTTP/1.1 without Host', 'GET /smuggle-nohost HTTP/1.1\r\nX-A: b\r\n\r\n', 400],
+  ['a malformed request line', 'GET /smuggle-line HTTP/1.1 extra\r\nHost: a\r\n\r\n', 400],
+  ['an unknown HTTP version', 'GET /smuggle-version HTTP/2.7\r\nHost: a\r\n\r\n', 400],
+  ['oversized headers', `GET /smuggle-big HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(16 * 1024)}\r\n\r\n`, 431],
+  ['a URI over max_uri_size', `GET /smuggle-uri?${'u'.repeat(2048)} HTTP/1.1\r\nHost: a\r\n\r\n`, 414],
+];
+
+for (const [name, bytes, status] of vectors) {
+  test(`rejects ${name} with ${status} and Connection: close, and never forwards it`, async () => {
+    const path = /^[A-Z]+ (\/[a-z0-9-]+)/.exec(bytes)![1];
+    const r = await reject(bytes);
+    assert.equal(r.status, status);
+    assert.equal(r.connection, 'close');
+    assert.ok(r.body.length > 0, 'a short body says why');
+    assert.equal(r.closed, true, 'weir closed the connection');
+    assert.deepEqual(seen.filter((u) => u.startsWith(path)), [], 'the upstream never saw the request');
+    assert.ok(seen.includes('/probe'), 'the upstream is reachable, so the check above can fail');
+  });
+}
+
+test('a request smuggled behind a valid one on the same connection is not forwarded', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(
+    'POST /front HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n' +
+      '0\r\n\r\nGET /hidden HTTP/1.1\r\nHost: a\r\n\r\n',
+  );
+  const r = await c.readResponse();
+  assert.equal(r.status, 400);
+  assert.equal(await c.waitClosed(), true);
+  assert.equal(seen.filter((u) => u === '/front' || u === '/hidden').length, 0);
+});
+
+test('a head that trickles in longer than request_header_timeout gets 408 and the connection closes', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /slow-head HTTP/1.1\r\nHost: a\r\n');
+  const trickle = setInterval(() => {
+    if (!c.ended) c.write('X-Drip: 1\r\n');
+  }, 50);
+  try {
+    const r = await c.readResponse();
+    assert.equal(r.status, 408);
+    assert.equal(r.get('connection'), 'close');
+    assert.equal(await c.waitClosed(), true);
+  } finally {
+    clearInterval(trickle);
+    c.destroy();
+  }
+  assert.equal(seen.filter((u) => u === '/slow-head').length, 0);
+});
+
+test('a connection that never sends a request closes after request_header_timeout', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  assert.equal(await c.waitClosed(), true);
+  c.destroy();
+});
+
+test('an idle keep-alive connection closes after idle_timeout', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /idle HTTP/1.1\r\nHost: a\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.notEqual(r.get('connection'), 'close');
+  assert.equal(await c.waitClosed(), true, 'weir closes the idle connection');
+  assert.equal(c.pending.length, 0, 'without sending anything');
+});
+
+test('a keep-alive connection that keeps sending requests stays open past idle_timeout', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  const start = Date.now();
+  for (let i = 0; Date.now() - start < 900; i++) {
+    c.write(`GET /busy?${i} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    assert.equal((await c.readResponse()).status, 200);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(c.ended, false);
+  c.destroy();
+});
