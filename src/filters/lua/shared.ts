@@ -34,7 +34,10 @@ export class SharedBridge {
     switch (op) {
       case 0: {
         const e = store.get(ns, key);
-        if (e === undefined) return 0;
+        if (e === undefined) {
+          x.lua_pushnil(L);
+          return 1;
+        }
         const v = e.value;
         if (v.length > 0 && v[0] === TAG_STRING) vm.pushBytes(L, v.subarray(1));
         else if (v.length > 0 && v[0] === TAG_BOOLEAN) x.lua_pushboolean(L, v[1] === 0x31 ? 1 : 0);
