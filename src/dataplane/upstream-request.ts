@@ -159,6 +159,12 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
       this.#fail(new ProxyError('UPSTREAM_OVERFLOW', `Cluster "${o.cluster.name}" has too many active requests`));
       return;
     }
+    if (this.#retryFrom !== null) {
+      // Only a retry that goes out counts: none does when no other endpoint is left.
+      this.retries++;
+      o.cluster.endpointMetrics(this.#retryFrom).retries.inc();
+      this.#retryFrom = null;
+    }
     this.#endpoint = ep;
     this.lastEndpoint = ep;
     ep.activeRequests++;
@@ -357,11 +363,11 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
   }
 
   #noRetryReason = '';
+  /** The endpoint whose failure the next attempt retries; counted once that attempt really starts. */
+  #retryFrom: Endpoint | null = null;
 
   #scheduleRetry(backoffMs: number): void {
-    this.retries++;
-    const ep = this.lastEndpoint;
-    if (ep !== null) this.#o.cluster.endpointMetrics(ep).retries.inc();
+    this.#retryFrom = this.lastEndpoint;
     this.#state = 0;
     this.#backoff = setTimeout(onBackoff, backoffMs, this);
   }

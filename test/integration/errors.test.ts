@@ -1,0 +1,132 @@
+/**
+ * Errors a user understands: each upstream failure maps to its status, a short body, its flag in the access
+ * log and a counter in /metrics; an upstream killed mid-response truncates that response only.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startWeir, type Weir } from '../support/weir.ts';
+import { startUpstream, type Upstream } from '../support/upstream.ts';
+import { metric } from '../support/metrics.ts';
+
+let weir: Weir;
+let ok: Upstream;
+let hang: Upstream;
+let reset: Upstream;
+let midway: Upstream;
+let garbage: net.Server;
+let refusedPort = 0;
+const held: http.ServerResponse[] = [];
+
+async function rawServer(onConnection: (socket: net.Socket) => void): Promise<net.Server> {
+  const server = net.createServer(onConnection);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
+before(async () => {
+  ok = await startUpstream((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(`ok ${req.url}`);
+  });
+  hang = await startUpstream((_req, res) => void held.push(res));
+  reset = await startUpstream((req) => req.socket.destroy());
+  midway = await startUpstream((req, res) => {
+    const chunked = req.url!.includes('chunked');
+    res.writeHead(200, chunked ? { 'content-type': 'text/plain' } : { 'content-type': 'text/plain', 'content-length': '100000' });
+    res.write('x'.repeat(1000));
+    setTimeout(() => req.socket.destroy(), 50);
+  });
+  garbage = await rawServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => socket.end('HELLO this is not http\r\n\r\n'));
+  });
+  const closed = await rawServer(() => {});
+  refusedPort = (closed.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  weir = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes:
+      - match: { prefix: /refused }
+        cluster: refused
+      - match: { prefix: /timeout }
+        cluster: hang
+        timeout: 300ms
+      - match: { prefix: /reset }
+        cluster: reset
+      - match: { prefix: /garbage }
+        cluster: garbage
+      - match: { prefix: /midway }
+        cluster: midway
+      - match: { prefix: /ok }
+        cluster: ok
+clusters:
+  - name: refused
+    endpoints: [127.0.0.1:${refusedPort}]
+  - name: hang
+    endpoints: [${hang.address}]
+  - name: reset
+    endpoints: [${reset.address}]
+  - name: garbage
+    endpoints: [127.0.0.1:${(garbage.address() as AddressInfo).port}]
+  - name: midway
+    endpoints: [${midway.address}]
+  - name: ok
+    endpoints: [${ok.address}]
+`);
+});
+
+after(async () => {
+  await weir?.stop();
+  for (const res of held) res.destroy();
+  await Promise.all([ok, hang, reset, midway].map((u) => u?.close()));
+  garbage?.close();
+});
+
+const cases: { name: string; path: string; status: number; body: string; flag: string; code: string; method?: string }[] = [
+  { name: 'an upstream that refuses connections', path: '/refused', status: 503, body: 'upstream connect error', flag: 'UF', code: 'UPSTREAM_CONNECT_FAILURE' },
+  { name: 'a route timeout', path: '/timeout', status: 504, body: 'upstream request timeout', flag: 'UT', code: 'UPSTREAM_TIMEOUT' },
+  { name: 'an upstream reset before the response (GET, retried once)', path: '/reset/get', status: 502, body: 'upstream connection reset', flag: 'UR', code: 'UPSTREAM_RESET' },
+  { name: 'an upstream reset before the response (POST)', path: '/reset/post', method: 'POST', status: 502, body: 'upstream connection reset', flag: 'UR', code: 'UPSTREAM_RESET' },
+  { name: 'an invalid upstream response', path: '/garbage', status: 502, body: 'invalid upstream response', flag: 'UPE', code: 'UPSTREAM_PROTOCOL_ERROR' },
+  { name: 'no route', path: '/nowhere', status: 404, body: 'no route matched', flag: 'NR', code: 'NO_ROUTE' },
+];
+
+for (const c of cases) {
+  test(`answers ${c.name} with ${c.status} "${c.body}", flag ${c.flag} and a counter`, async () => {
+    const labels = { listener: 'edge', code: c.code };
+    const before = await metric(weir.admin, 'weir_errors_total', labels);
+    const res = await fetch(`${weir.url('edge')}${c.path}`, { method: c.method ?? 'GET', body: c.method === 'POST' ? 'data' : undefined });
+    assert.equal(res.status, c.status);
+    assert.equal(await res.text(), c.body);
+    const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === c.path);
+    assert.equal(line.status, c.status);
+    assert.equal(line.flags, c.flag);
+    assert.equal(await metric(weir.admin, 'weir_errors_total', labels), before + 1);
+    if (c.path.startsWith('/reset')) {
+      assert.equal(reset.requests.filter((r) => r.url === c.path).length, 1, 'one endpoint: no other endpoint to retry on');
+      assert.equal(line.retries, 0, 'a retry that found no endpoint is not counted');
+    }
+  });
+}
+
+for (const framing of ['content-length', 'chunked']) {
+  test(`an upstream killed mid-response (${framing}) truncates that response only and is flagged`, async () => {
+    // A request in flight on another cluster while the upstream dies.
+    const other = fetch(`${weir.url('edge')}/ok/during-${framing}`);
+    const res = await fetch(`${weir.url('edge')}/midway/${framing}`);
+    assert.equal(res.status, 200, 'the head went out before the upstream died');
+    await assert.rejects(res.arrayBuffer(), 'the client sees a truncated response, not a complete one');
+    const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === `/midway/${framing}`);
+    assert.equal(line.flags, 'UR');
+    assert.ok(line.bytes_out >= 1000 && line.bytes_out < 100000, `bytes_out ${line.bytes_out} counts what was sent`);
+    const otherRes = await other;
+    assert.equal(await otherRes.text(), `ok /ok/during-${framing}`);
+    const after = await fetch(`${weir.url('edge')}/ok/after-${framing}`);
+    assert.equal(await after.text(), `ok /ok/after-${framing}`, 'weir keeps serving');
+  });
+}
