@@ -214,7 +214,6 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
             max_uri_size: { ...size, default: '8KiB' },
             request_header_timeout: { ...duration, default: '10s' },
             idle_timeout: { ...duration, default: '60s' },
-            request_timeout: { ...duration, default: '0s', description: 'Whole-request deadline; 0 means none' },
             generate_request_id: { type: 'boolean', default: true },
             preserve_host: { type: 'boolean', default: true },
             xff_trusted_hops: { type: 'integer', minimum: 0, default: 0 },

@@ -91,7 +91,6 @@ export interface RawListener {
   max_uri_size: SizeText;
   request_header_timeout: DurationText;
   idle_timeout: DurationText;
-  request_timeout: DurationText;
   generate_request_id: boolean;
   preserve_host: boolean;
   xff_trusted_hops: number;

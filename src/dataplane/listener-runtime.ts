@@ -17,7 +17,6 @@ export interface ListenerSettings {
   maxUriSize: number;
   headerTimeoutMs: number;
   idleTimeoutMs: number;
-  requestTimeoutMs: number;
   generateRequestId: boolean;
   preserveHost: boolean;
   xffTrustedHops: number;

@@ -136,6 +136,7 @@ export class ServerConnection {
     const head = this.#activeHead!;
     if (headers.modified) assertWritable(headers);
     let out = `HTTP/1.1 ${status} ${reason ?? reasonPhrase(status)}\r\n` + headerLines(headers, true, status === 101);
+    if (!headers.has('date')) out += 'date: ' + httpDate() + '\r\n';
     this.#noBody = framing.noBody;
     const isHead = head.method === 'HEAD';
     if (status === 101) {
@@ -445,6 +446,20 @@ export class ServerConnection {
     }
   }
 
+}
+
+let dateText = '';
+let dateSecond = 0;
+
+/** The current time as an HTTP date, formatted at most once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
 }
 
 function uncork(socket: Socket): void {
