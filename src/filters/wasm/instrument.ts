@@ -13,6 +13,9 @@ export const FUEL_EXPORT = '__weir_fuel';
 
 const PAGE = 65536;
 
+/** Fuel for the module's start section, before the host sets a per-callback budget. */
+export const START_FUEL = 500_000_000;
+
 /** What `instrument` reports about the module. */
 export interface InstrumentResult {
   bytes: Uint8Array;
@@ -60,6 +63,19 @@ function leb(n: number): number[] {
     out.push(b);
   } while (n !== 0);
   return out;
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
 }
 
 function section(id: number, body: number[] | Uint8Array): number[] {
@@ -112,7 +128,8 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
   }
   const fuelIndex = importedGlobals + definedGlobals;
   const check = [0x23, ...leb(fuelIndex), 0x41, 0x01, 0x6b, 0x24, ...leb(fuelIndex), 0x23, ...leb(fuelIndex), 0x41, 0x00, 0x48, 0x04, 0x40, 0x00, 0x0b];
-  const fuelGlobal = [0x7f, 0x01, 0x41, 0x00, 0x0b]; // mut i32 = 0
+  // The start section runs before the host can set the fuel, so the global starts with a budget for start-up.
+  const fuelGlobal = [0x7f, 0x01, 0x41, ...sleb(START_FUEL), 0x0b];
   const out: number[] = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0];
   let checks = 0;
   let wroteGlobal = false;

@@ -1,0 +1,115 @@
+/**
+ * The host side of one Proxy-Wasm context: a root context (one per plugin) or a stream context (one per request).
+ * It holds what host calls may touch (header maps, body buffers, call responses, configuration) and the actions that
+ * Envoy defers until the VM call returns (local replies, continue and close stream).
+ */
+import type { BodyChunk, Direction, FilterCallbacks, HttpCallResponse } from '../contract.ts';
+import type { HeaderMap } from '../../core/headers.ts';
+
+/** A local reply asked for by `proxy_send_local_response`, sent once the VM call returned. */
+export interface DeferredReply {
+  status: number;
+  body: Buffer;
+  headers: [string, string][];
+  details: string;
+  grpcStatus: number;
+}
+
+/** One plugin (a filter config): its root context lives in a VM. */
+export interface PluginInfo {
+  /** The filter's name in the config (`plugin_name`). */
+  readonly name: string;
+  readonly rootId: string;
+  readonly vmId: string;
+  readonly configuration: Uint8Array;
+  /** Config path, for messages. */
+  readonly path: string;
+  /** Logs with the filter's name (root-context logs). */
+  log(level: import('../contract.ts').LogLevel, message: string): void;
+}
+
+/** Host state of one context. */
+export class ContextState {
+  readonly id: number;
+  /** The root context id (equal to `id` for a root context). */
+  readonly rootId: number;
+  readonly plugin: PluginInfo;
+  /** Set for stream contexts. */
+  readonly callbacks: FilterCallbacks | null;
+  /** Header maps by `proxy_map_type_t` while they are reachable. */
+  readonly maps: (HeaderMap | null)[] = [null, null, null, null, null, null, null, null];
+  requestBody: BodyChunk | null = null;
+  responseBody: BodyChunk | null = null;
+  /** The response of the http call being delivered to this context. */
+  callResponse: HttpCallResponse | null = null;
+  /** The configuration buffers, reachable during on_vm_start and on_configure only. */
+  vmConfiguration: Uint8Array | null = null;
+  pluginConfiguration: Uint8Array | null = null;
+  /** Set when the stream is in the access-log phase (maps read-only, missing values answer NOT_FOUND). */
+  logPhase = false;
+  /** True while one of this stream's hooks runs: deferred actions are then applied by the hook. */
+  inHook = false;
+  deferredReply: DeferredReply | null = null;
+  deferredResume = new Set<Direction>();
+  deferredClose = false;
+  /** Tokens of http calls this context started and that have not answered. */
+  readonly pendingCalls = new Set<number>();
+  /** Set by the stream filter: applies the failure policy when a VM call outside its hooks fails. */
+  onFailure: ((failure: Error) => void) | null = null;
+  /** Whether on_done, on_log and on_delete ran. */
+  done = false;
+  deleted = false;
+
+  constructor(opts: { id: number; rootId: number; plugin: PluginInfo; callbacks: FilterCallbacks | null }) {
+    this.id = opts.id;
+    this.rootId = opts.rootId;
+    this.plugin = opts.plugin;
+    this.callbacks = opts.callbacks;
+  }
+
+  /** True for a root (plugin) context. */
+  get isRoot(): boolean {
+    return this.id === this.rootId;
+  }
+
+  /** Whether any action waits to be applied. */
+  get hasDeferred(): boolean {
+    return this.deferredReply !== null || this.deferredResume.size > 0 || this.deferredClose;
+  }
+
+  /** Applies deferred actions of a stream outside its own hooks (e.g. after a root callback resumed it). */
+  flushDeferred(): void {
+    const cb = this.callbacks;
+    if (cb === null || this.deleted) return;
+    const reply = this.takeReply();
+    if (reply !== null) {
+      sendReply(cb, reply);
+      this.deferredResume.clear();
+      return;
+    }
+    if (this.deferredClose) {
+      this.deferredClose = false;
+      this.deferredResume.clear();
+      cb.reset();
+      return;
+    }
+    const directions = [...this.deferredResume];
+    this.deferredResume.clear();
+    for (const d of directions) cb.resume(d);
+  }
+
+  /** Takes the deferred local reply, if any. */
+  takeReply(): DeferredReply | null {
+    const r = this.deferredReply;
+    this.deferredReply = null;
+    return r;
+  }
+}
+
+/** Sends a deferred local reply through the stream's callbacks, as Envoy shapes it. */
+export function sendReply(cb: FilterCallbacks, r: DeferredReply): void {
+  const headers: Record<string, string[]> = {};
+  for (const [k, v] of r.headers) (headers[k.toLowerCase()] ??= []).push(v);
+  if (r.grpcStatus >= 0 && r.grpcStatus <= 16) headers['grpc-status'] = [String(r.grpcStatus)];
+  cb.sendLocalReply(r.status, r.body, { headers, details: r.details.replace(/\s/g, '_') });
+}

@@ -1,0 +1,432 @@
+/**
+ * The `env.proxy_*` host functions, as Envoy implements them (docs/wasm.md lists each with its test), plus WASI
+ * under both module names and the lenient AssemblyScript and Emscripten shims.
+ */
+import { deflateSync, inflateSync } from 'node:zlib';
+import { BufferType, MapType, MetricKind, Status, StreamType } from './abi.ts';
+import { decodePairs, encodePairs } from './pairs.ts';
+import { getProperty } from './properties.ts';
+import { WASI_ALLOWED_AT_START, wasiImports } from './wasi.ts';
+import type { ContextState } from './context.ts';
+import { VmFailure, type WasmVm } from './vm.ts';
+import { HeaderMap } from '../../core/headers.ts';
+import type { LogLevel } from '../contract.ts';
+
+const LEVELS: LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'critical'];
+const ENVOY_FOREIGN = new Set(['declare_property', 'set_envoy_filter_state', 'expr_create', 'expr_evaluate', 'expr_delete', 'verify_signature', 'sign']);
+
+type Fn = (...args: any[]) => number | void;
+
+/** The namespace of a VM's shared data and queues in the shared store. */
+export function sharedNamespace(vmId: string): string {
+  return `wasm:${vmId}`;
+}
+
+/** Builds the import object for one VM. */
+export function hostImports(vm: WasmVm): WebAssembly.Imports {
+  const env = envFunctions(vm);
+  const guarded: Record<string, Fn> = {};
+  for (const [name, fn] of Object.entries(env)) {
+    guarded[name] = name === 'proxy_log' || !name.startsWith('proxy_') ? fn : startGuard(vm, name, fn);
+  }
+  const wasi = wasiImports({ bytes: () => vm.bytes(), view: () => vm.view(), log: (level, m) => vm.log(level, m), environment: vm.options.environment });
+  for (const name of Object.keys(wasi)) if (!WASI_ALLOWED_AT_START.has(name) && name !== 'proc_exit') wasi[name] = startGuard(vm, name, wasi[name]);
+  return { env: guarded, wasi_snapshot_preview1: wasi, wasi_unstable: wasi };
+}
+
+function startGuard(vm: WasmVm, name: string, fn: Fn): Fn {
+  return (...args: any[]) => {
+    if (vm.starting) throw new VmFailure('start', `Wasm module made the restricted host call "${name}" while starting (restricted_callback)`);
+    return fn(...args);
+  };
+}
+
+function streamOf(vm: WasmVm): ContextState | null {
+  const ctx = vm.effective;
+  return ctx !== null && ctx.callbacks !== null ? ctx : null;
+}
+
+function mapOf(ctx: ContextState | null, type: number): HeaderMap | null {
+  if (ctx === null) return null;
+  const cb = ctx.callbacks;
+  switch (type) {
+    case MapType.HTTP_REQUEST_HEADERS:
+      return ctx.maps[0] ?? cb?.requestHeaders ?? null;
+    case MapType.HTTP_RESPONSE_HEADERS:
+      return ctx.maps[2] ?? cb?.responseHeaders ?? null;
+    case MapType.HTTP_REQUEST_TRAILERS:
+    case MapType.HTTP_RESPONSE_TRAILERS:
+      return ctx.maps[type];
+    case MapType.HTTP_CALL_RESPONSE_HEADERS:
+      return ctx.callResponse?.headers ?? null;
+    case MapType.HTTP_CALL_RESPONSE_TRAILERS:
+      return ctx.callResponse?.trailers ?? null;
+    default:
+      return null;
+  }
+}
+
+function bufferOf(ctx: ContextState | null, type: number): Uint8Array | undefined {
+  if (ctx === null) return undefined;
+  switch (type) {
+    case BufferType.HTTP_REQUEST_BODY:
+      return ctx.requestBody?.data;
+    case BufferType.HTTP_RESPONSE_BODY:
+      return ctx.responseBody?.data;
+    case BufferType.HTTP_CALL_RESPONSE_BODY:
+      return ctx.callResponse?.body;
+    case BufferType.VM_CONFIGURATION:
+      return ctx.vmConfiguration ?? undefined;
+    case BufferType.PLUGIN_CONFIGURATION:
+      return ctx.pluginConfiguration ?? undefined;
+    default:
+      return undefined;
+  }
+}
+
+function mapByteSize(map: HeaderMap): number {
+  let n = 0;
+  for (const [k, v] of map) n += Buffer.byteLength(k) + Buffer.byteLength(v);
+  return n;
+}
+
+function envFunctions(vm: WasmVm): Record<string, Fn> {
+  const opts = vm.options;
+  const v01 = vm.abi === '0.1.0';
+  const str = (p: number, n: number): string | null => vm.readString(p, n);
+  const ok = (written: boolean): number => (written ? Status.OK : Status.INVALID_MEMORY_ACCESS);
+  const u32 = (ptr: number, value: number): number => {
+    if (!vm.inBounds(ptr, 4)) return Status.INVALID_MEMORY_ACCESS;
+    vm.view().setUint32(ptr, value >>> 0, true);
+    return Status.OK;
+  };
+  const u64 = (ptr: number, value: bigint): number => {
+    if (!vm.inBounds(ptr, 8)) return Status.INVALID_MEMORY_ACCESS;
+    vm.view().setBigUint64(ptr, BigInt.asUintN(64, value), true);
+    return Status.OK;
+  };
+  const resume = (direction: 'request' | 'response'): number => {
+    const ctx = streamOf(vm);
+    if (ctx === null) return Status.BAD_ARGUMENT;
+    ctx.deferredResume.add(direction);
+    vm.touched.add(ctx);
+    return Status.OK;
+  };
+  const mutateMap = (type: number, fn: (map: HeaderMap) => void): number => {
+    const map = mapOf(vm.effective, type);
+    if (map === null || type >= MapType.HTTP_CALL_RESPONSE_HEADERS || vm.effective!.logPhase) return Status.BAD_ARGUMENT;
+    try {
+      fn(map);
+    } catch {
+      return Status.BAD_ARGUMENT;
+    }
+    return Status.OK;
+  };
+  const metric = (id: number): (typeof vm.metrics)[number] | undefined => vm.metrics[id >>> 2];
+
+  return {
+    proxy_log(level: number, ptr: number, size: number): number {
+      if (level < 0 || level > 5) return Status.BAD_ARGUMENT;
+      const message = str(ptr, size);
+      if (message === null) return Status.INVALID_MEMORY_ACCESS;
+      vm.log(LEVELS[level], message);
+      return Status.OK;
+    },
+    proxy_get_log_level: (ptr: number) => u32(ptr, 2),
+    proxy_get_current_time_nanoseconds: (ptr: number) => u64(ptr, BigInt(Date.now()) * 1_000_000n),
+    proxy_set_tick_period_milliseconds(ms: number): number {
+      const root = vm.effective === null ? undefined : vm.contexts.get(vm.effective.rootId);
+      if (root === undefined) return Status.BAD_ARGUMENT;
+      vm.setTick(root, ms >>> 0);
+      return Status.OK;
+    },
+    proxy_get_configuration(ptrPtr: number, sizePtr: number): number {
+      const ctx = vm.effective;
+      const config = ctx?.vmConfiguration ?? ctx?.pluginConfiguration ?? null;
+      return ok(vm.writeResult(ptrPtr, sizePtr, config));
+    },
+    proxy_get_buffer_bytes(type: number, start: number, max: number, ptrPtr: number, sizePtr: number): number {
+      if (type < 0 || type > BufferType.CALL_DATA) return Status.BAD_ARGUMENT;
+      start >>>= 0;
+      max >>>= 0;
+      if (start + max > 0xffffffff && max !== 0xffffffff) return Status.BAD_ARGUMENT;
+      const buf = bufferOf(vm.effective, type);
+      if (buf === undefined) return Status.NOT_FOUND;
+      return ok(vm.writeResult(ptrPtr, sizePtr, buf.subarray(Math.min(start, buf.length), Math.min(buf.length, start + max))));
+    },
+    proxy_get_buffer_status(type: number, lengthPtr: number, flagsPtr: number): number {
+      if (type < 0 || type > BufferType.CALL_DATA) return Status.BAD_ARGUMENT;
+      const buf = bufferOf(vm.effective, type);
+      if (buf === undefined) return Status.NOT_FOUND;
+      const r = u32(lengthPtr, buf.length);
+      return r === Status.OK ? u32(flagsPtr, 0) : r;
+    },
+    proxy_set_buffer_bytes(type: number, start: number, size: number, dataPtr: number, dataSize: number): number {
+      const ctx = vm.effective;
+      // Configuration and call-response buffers are immutable; the only mutable buffers are the bodies.
+      if (type !== BufferType.HTTP_REQUEST_BODY && type !== BufferType.HTTP_RESPONSE_BODY) return Status.BAD_ARGUMENT;
+      const chunk = type === BufferType.HTTP_REQUEST_BODY ? ctx?.requestBody : ctx?.responseBody;
+      if (chunk == null) return Status.NOT_FOUND;
+      const data = vm.read(dataPtr, dataSize);
+      if (data === null) return Status.INVALID_MEMORY_ACCESS;
+      start >>>= 0;
+      size >>>= 0;
+      const old = chunk.data;
+      if (start === 0) chunk.data = Buffer.concat([data, old.subarray(Math.min(size, old.length))]);
+      else if (start >= old.length) chunk.data = Buffer.concat([old, data]);
+      else return Status.BAD_ARGUMENT;
+      return Status.OK;
+    },
+    proxy_get_header_map_pairs(type: number, ptrPtr: number, sizePtr: number): number {
+      if (type < 0 || type > MapType.HTTP_CALL_RESPONSE_TRAILERS) return Status.BAD_ARGUMENT;
+      const map = mapOf(vm.effective, type);
+      return ok(vm.writeResult(ptrPtr, sizePtr, map === null ? null : encodePairs([...map])));
+    },
+    proxy_set_header_map_pairs(type: number, ptr: number, size: number): number {
+      const bytes = vm.read(ptr, size);
+      if (bytes === null) return Status.INVALID_MEMORY_ACCESS;
+      const pairs = decodePairs(bytes);
+      if (pairs === undefined) return Status.BAD_ARGUMENT;
+      return mutateMap(type, (map) => {
+        map.clear();
+        for (const [k, v] of pairs) map.add(k, v);
+      });
+    },
+    proxy_get_header_map_size(type: number, sizePtr: number): number {
+      const map = mapOf(vm.effective, type);
+      if (map === null) return Status.BAD_ARGUMENT;
+      return u32(sizePtr, mapByteSize(map));
+    },
+    proxy_get_header_map_value(type: number, kPtr: number, kSize: number, vPtrPtr: number, vSizePtr: number): number {
+      const key = str(kPtr, kSize);
+      if (key === null) return Status.INVALID_MEMORY_ACCESS;
+      const map = mapOf(vm.effective, type);
+      const missing = (): number => (v01 ? ok(vm.writeResult(vPtrPtr, vSizePtr, null)) : Status.NOT_FOUND);
+      if (map === null) return vm.effective?.logPhase ? missing() : Status.BAD_ARGUMENT;
+      const value = map.get(key.toLowerCase());
+      if (value === undefined) return missing();
+      return ok(vm.writeResult(vPtrPtr, vSizePtr, Buffer.from(value)));
+    },
+    proxy_add_header_map_value(type: number, kPtr: number, kSize: number, vPtr: number, vSize: number): number {
+      const key = str(kPtr, kSize);
+      const value = str(vPtr, vSize);
+      if (key === null || value === null) return Status.INVALID_MEMORY_ACCESS;
+      return mutateMap(type, (map) => map.add(key, value));
+    },
+    proxy_replace_header_map_value(type: number, kPtr: number, kSize: number, vPtr: number, vSize: number): number {
+      const key = str(kPtr, kSize);
+      const value = str(vPtr, vSize);
+      if (key === null || value === null) return Status.INVALID_MEMORY_ACCESS;
+      return mutateMap(type, (map) => map.set(key, value));
+    },
+    proxy_remove_header_map_value(type: number, kPtr: number, kSize: number): number {
+      const key = str(kPtr, kSize);
+      if (key === null) return Status.INVALID_MEMORY_ACCESS;
+      return mutateMap(type, (map) => void map.remove(key));
+    },
+    proxy_continue_request: () => resume('request'),
+    proxy_continue_response: () => resume('response'),
+    proxy_clear_route_cache(): number {
+      streamOf(vm)?.callbacks?.clearRouteCache();
+      return Status.OK;
+    },
+    proxy_continue_stream(type: number): number {
+      if (type === StreamType.HTTP_REQUEST) return resume('request');
+      if (type === StreamType.HTTP_RESPONSE) return resume('response');
+      return type > StreamType.UPSTREAM ? Status.BAD_ARGUMENT : Status.UNIMPLEMENTED;
+    },
+    proxy_close_stream(type: number): number {
+      if (type > StreamType.UPSTREAM) return Status.BAD_ARGUMENT;
+      const ctx = streamOf(vm);
+      if (ctx === null) return Status.BAD_ARGUMENT;
+      ctx.deferredClose = true;
+      vm.touched.add(ctx);
+      return Status.OK;
+    },
+    proxy_send_local_response(status: number, dPtr: number, dSize: number, bPtr: number, bSize: number, hPtr: number, hSize: number, grpc: number): number {
+      const ctx = streamOf(vm);
+      if (ctx === null) return Status.BAD_ARGUMENT;
+      const details = str(dPtr, dSize);
+      const body = vm.read(bPtr, bSize);
+      const headerBytes = vm.read(hPtr, hSize);
+      if (details === null || body === null || headerBytes === null) return Status.INVALID_MEMORY_ACCESS;
+      const headers = decodePairs(headerBytes);
+      if (headers === undefined) return Status.BAD_ARGUMENT;
+      ctx.deferredReply = { status: status >>> 0, body: Buffer.from(body), headers, details, grpcStatus: grpc | 0 };
+      vm.touched.add(ctx);
+      return Status.OK;
+    },
+    proxy_get_status(codePtr: number, msgPtrPtr: number, msgSizePtr: number): number {
+      const r = u32(codePtr, vm.lastStatus.code);
+      if (r !== Status.OK) return r;
+      return ok(vm.writeResult(msgPtrPtr, msgSizePtr, vm.lastStatus.message === '' ? null : Buffer.from(vm.lastStatus.message)));
+    },
+    proxy_http_call(uPtr: number, uSize: number, hPtr: number, hSize: number, bPtr: number, bSize: number, tPtr: number, tSize: number, timeout: number, tokenPtr: number): number {
+      const cluster = str(uPtr, uSize);
+      const hBytes = vm.read(hPtr, hSize);
+      const body = vm.read(bPtr, bSize);
+      const tBytes = vm.read(tPtr, tSize);
+      if (cluster === null || hBytes === null || body === null || tBytes === null) return Status.INVALID_MEMORY_ACCESS;
+      const headers = decodePairs(hBytes);
+      const trailers = decodePairs(tBytes);
+      if (headers === undefined || trailers === undefined) return Status.BAD_ARGUMENT;
+      if (!opts.host.clusterNames.has(cluster)) return Status.BAD_ARGUMENT;
+      const map = new HeaderMap(headers.flatMap(([k, v]) => [k.toLowerCase(), v]));
+      if (!map.has(':method') || !map.has(':path') || !map.has(':authority')) return Status.BAD_ARGUMENT;
+      const caller = vm.effective;
+      if (caller === null || !vm.inBounds(tokenPtr, 4)) return Status.BAD_ARGUMENT;
+      const token = vm.nextToken++;
+      vm.view().setUint32(tokenPtr, token, true);
+      vm.startHttpCall(caller, token, cluster, {
+        headers: map,
+        body: body.length > 0 ? Buffer.from(body) : undefined,
+        trailers: trailers.length > 0 ? new HeaderMap(trailers.flatMap(([k, v]) => [k.toLowerCase(), v])) : undefined,
+      }, timeout >>> 0);
+      return Status.OK;
+    },
+    proxy_grpc_call: () => Status.PARSE_FAILURE,
+    proxy_grpc_stream: () => Status.PARSE_FAILURE,
+    proxy_grpc_send: () => Status.NOT_FOUND,
+    proxy_grpc_cancel: () => Status.NOT_FOUND,
+    proxy_grpc_close: () => Status.NOT_FOUND,
+    proxy_get_shared_data(kPtr: number, kSize: number, vPtrPtr: number, vSizePtr: number, casPtr: number): number {
+      const key = str(kPtr, kSize);
+      if (key === null) return Status.INVALID_MEMORY_ACCESS;
+      const entry = opts.store.get(sharedNamespace(opts.vmId), key);
+      if (entry === undefined) return Status.NOT_FOUND;
+      const r = u32(casPtr, entry.cas);
+      return r === Status.OK ? ok(vm.writeResult(vPtrPtr, vSizePtr, entry.value)) : r;
+    },
+    proxy_set_shared_data(kPtr: number, kSize: number, vPtr: number, vSize: number, cas: number): number {
+      const key = str(kPtr, kSize);
+      const value = vm.read(vPtr, vSize);
+      if (key === null || value === null) return Status.INVALID_MEMORY_ACCESS;
+      const ns = sharedNamespace(opts.vmId);
+      let r: string = opts.store.set(ns, key, value, { cas: cas >>> 0 });
+      // Envoy writes an absent key whatever the cas; the store refuses, so retry as an add.
+      if (r === 'cas-mismatch' && opts.store.get(ns, key) === undefined) r = opts.store.add(ns, key, value) === 'exists' ? 'cas-mismatch' : 'ok';
+      if (r === 'ok') return Status.OK;
+      if (r === 'cas-mismatch') return Status.CAS_MISMATCH;
+      vm.log('error', `Cannot set shared data "${key}" of vm_id "${opts.vmId}": the shared store is full`);
+      return Status.INTERNAL_FAILURE;
+    },
+    proxy_register_shared_queue(nPtr: number, nSize: number, tokenPtr: number): number {
+      const name = str(nPtr, nSize);
+      if (name === null) return Status.INVALID_MEMORY_ACCESS;
+      const root = vm.effective === null ? undefined : vm.contexts.get(vm.effective.rootId);
+      if (root === undefined) return Status.BAD_ARGUMENT;
+      const id = opts.store.registerQueue(sharedNamespace(opts.vmId), name, (queue) => vm.queueReady(root, queue));
+      if (id === 'no-memory') return Status.INTERNAL_FAILURE;
+      return u32(tokenPtr, id);
+    },
+    proxy_resolve_shared_queue(vPtr: number, vSize: number, nPtr: number, nSize: number, tokenPtr: number): number {
+      const vmId = str(vPtr, vSize);
+      const name = str(nPtr, nSize);
+      if (vmId === null || name === null) return Status.INVALID_MEMORY_ACCESS;
+      const id = opts.store.resolveQueue(sharedNamespace(vmId === '' ? opts.vmId : vmId), name);
+      return id === undefined ? Status.NOT_FOUND : u32(tokenPtr, id);
+    },
+    proxy_enqueue_shared_queue(token: number, ptr: number, size: number): number {
+      const data = vm.read(ptr, size);
+      if (data === null) return Status.INVALID_MEMORY_ACCESS;
+      const r = opts.store.enqueue(token >>> 0, data);
+      return r === 'ok' ? Status.OK : r === 'not-found' ? Status.NOT_FOUND : Status.INTERNAL_FAILURE;
+    },
+    proxy_dequeue_shared_queue(token: number, ptrPtr: number, sizePtr: number): number {
+      const r = opts.store.dequeue(token >>> 0);
+      if (r === 'empty') return Status.EMPTY;
+      if (r === 'not-found') return Status.NOT_FOUND;
+      return ok(vm.writeResult(ptrPtr, sizePtr, r));
+    },
+    proxy_define_metric(type: number, nPtr: number, nSize: number, idPtr: number): number {
+      if (type < 0 || type > MetricKind.HISTOGRAM) return Status.BAD_ARGUMENT;
+      const name = str(nPtr, nSize);
+      if (name === null) return Status.INVALID_MEMORY_ACCESS;
+      const id = vm.defineMetric(type, name);
+      return id < 0 ? Status.BAD_ARGUMENT : u32(idPtr, id);
+    },
+    proxy_increment_metric(id: number, delta: bigint): number {
+      const m = metric(id);
+      if (m === undefined) return Status.NOT_FOUND;
+      const d = Number(delta);
+      if (m.kind === MetricKind.HISTOGRAM || (m.kind === MetricKind.COUNTER && d <= 0)) return Status.BAD_ARGUMENT;
+      (m.child as { inc(n: number): void }).inc(d);
+      return Status.OK;
+    },
+    proxy_record_metric(id: number, value: bigint): number {
+      const m = metric(id);
+      if (m === undefined) return Status.NOT_FOUND;
+      const v = Number(BigInt.asUintN(64, value));
+      if (m.kind === MetricKind.COUNTER) (m.child as { inc(n: number): void }).inc(v);
+      else if (m.kind === MetricKind.GAUGE) (m.child as { set(n: number): void }).set(v);
+      else (m.child as { observe(n: number): void }).observe(v);
+      return Status.OK;
+    },
+    proxy_get_metric(id: number, resultPtr: number): number {
+      const m = metric(id);
+      if (m === undefined) return Status.NOT_FOUND;
+      if (m.kind === MetricKind.HISTOGRAM) return Status.BAD_ARGUMENT;
+      return u64(resultPtr, BigInt(Math.trunc((m.child as { value: number }).value)));
+    },
+    proxy_get_property(pPtr: number, pSize: number, vPtrPtr: number, vSizePtr: number): number {
+      const path = vm.read(pPtr, pSize);
+      if (path === null) return Status.INVALID_MEMORY_ACCESS;
+      const segments = Buffer.from(path).toString().split('\0');
+      if (segments.length > 1 && segments[segments.length - 1] === '') segments.pop();
+      const value = getProperty(vm, vm.effective, segments);
+      if (value === undefined) return Status.NOT_FOUND;
+      return ok(vm.writeResult(vPtrPtr, vSizePtr, value));
+    },
+    proxy_set_property(pPtr: number, pSize: number, vPtr: number, vSize: number): number {
+      const path = vm.readString(pPtr, pSize);
+      const value = vm.read(vPtr, vSize);
+      if (path === null || value === null) return Status.INVALID_MEMORY_ACCESS;
+      const key = 'wasm.' + path.replace(/\0$/, '').split('\0').join('.');
+      const cb = vm.effective?.callbacks;
+      if (cb) cb.info.filterState.set(key, Buffer.from(value));
+      else vm.rootProperties.set(key, value);
+      return Status.OK;
+    },
+    proxy_set_effective_context(id: number): number {
+      const ctx = vm.contexts.get(id >>> 0);
+      if (ctx === undefined || ctx.deleted) return Status.BAD_ARGUMENT;
+      vm.effective = ctx;
+      return Status.OK;
+    },
+    proxy_done: () => Status.OK,
+    proxy_call_foreign_function(nPtr: number, nSize: number, aPtr: number, aSize: number, rPtrPtr: number, rSizePtr: number): number {
+      const name = str(nPtr, nSize);
+      const args = vm.read(aPtr, aSize);
+      if (name === null || args === null) return Status.INVALID_MEMORY_ACCESS;
+      try {
+        if (name === 'clear_route_cache') {
+          streamOf(vm)?.callbacks?.clearRouteCache();
+          return ok(vm.writeResult(rPtrPtr, rSizePtr, null));
+        }
+        if (name === 'compress') return ok(vm.writeResult(rPtrPtr, rSizePtr, deflateSync(args)));
+        if (name === 'uncompress') return ok(vm.writeResult(rPtrPtr, rSizePtr, inflateSync(args)));
+      } catch {
+        return Status.SERIALIZATION_FAILURE;
+      }
+      return ENVOY_FOREIGN.has(name) ? Status.UNIMPLEMENTED : Status.NOT_FOUND;
+    },
+    envoy_resolve_dns: () => Status.UNIMPLEMENTED,
+    pthread_equal: (a: number, b: number) => (a === b ? 1 : 0),
+    emscripten_notify_memory_growth: () => undefined,
+    abort(msgPtr: number, filePtr: number, line: number, column: number): void {
+      throw new VmFailure('trap', `Wasm module aborted at ${asString(vm, filePtr) ?? '?'}:${line}:${column}: ${asString(vm, msgPtr) ?? ''}`);
+    },
+    seed: () => Date.now(),
+    trace(msgPtr: number, n: number, ...values: number[]): void {
+      vm.log('trace', `${asString(vm, msgPtr) ?? ''} ${values.slice(0, n).join(' ')}`.trim());
+    },
+  };
+}
+
+/** Reads an AssemblyScript string (UTF-16, length in bytes at ptr - 4); undefined when out of bounds. */
+function asString(vm: WasmVm, ptr: number): string | undefined {
+  if (ptr === 0 || !vm.inBounds(ptr - 4, 4)) return undefined;
+  const len = vm.view().getUint32(ptr - 4, true);
+  const bytes = vm.read(ptr, Math.min(len, 4096));
+  return bytes === null ? undefined : Buffer.from(bytes).toString('utf16le');
+}

@@ -1,0 +1,162 @@
+/**
+ * `proxy_get_property`: Envoy's well-known attribute paths, encoded as Envoy encodes them (strings raw, integers as
+ * 8 bytes little-endian, booleans as 1 byte, maps as serialized pairs). Protobuf-valued attributes (`node`,
+ * `*_metadata`, `metadata`) are answered as JSON text instead. A path nothing matches falls back to what
+ * `proxy_set_property` stored under `"wasm.<path>"`.
+ */
+import type { ContextState } from './context.ts';
+import { encodePairs } from './pairs.ts';
+import type { HeaderMap } from '../../core/headers.ts';
+import type { WasmVm } from './vm.ts';
+
+function int64(n: number): Uint8Array {
+  const b = Buffer.alloc(8);
+  b.writeBigInt64LE(BigInt(Math.trunc(n)));
+  return b;
+}
+
+function text(s: string | null | undefined): Uint8Array | undefined {
+  return s === null || s === undefined ? undefined : Buffer.from(s);
+}
+
+function splitAddress(addr: string | null | undefined): { address: string; port: number } | undefined {
+  if (!addr) return undefined;
+  const at = addr.lastIndexOf(':');
+  if (at < 0 || addr.endsWith(']')) return { address: addr, port: 0 };
+  return { address: addr, port: Number(addr.slice(at + 1)) || 0 };
+}
+
+function headersValue(map: HeaderMap | null, rest: string[]): Uint8Array | undefined {
+  if (map === null) return undefined;
+  if (rest.length === 0) {
+    const joined = new Map<string, string>();
+    for (const [k, v] of map) joined.set(k, joined.has(k) ? joined.get(k) + ',' + v : v);
+    return encodePairs([...joined]);
+  }
+  return text(map.getJoined(rest[0].toLowerCase()));
+}
+
+function json(value: unknown, rest: string[]): Uint8Array | undefined {
+  let v: unknown = value;
+  for (const seg of rest) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[seg];
+  }
+  if (v === undefined) return undefined;
+  if (typeof v === 'string') return Buffer.from(v);
+  if (typeof v === 'number' && Number.isInteger(v)) return int64(v);
+  if (typeof v === 'boolean') return Uint8Array.of(v ? 1 : 0);
+  return Buffer.from(JSON.stringify(v));
+}
+
+/** Resolves a property path (segments already split at NUL) for the effective context; undefined means NOT_FOUND. */
+export function getProperty(vm: WasmVm, ctx: ContextState | null, path: string[]): Uint8Array | undefined {
+  if (ctx === null || path.length === 0) return undefined;
+  const [head, ...rest] = path;
+  const plugin = ctx.plugin;
+  switch (head) {
+    case 'plugin_name':
+      return text(plugin.name);
+    case 'plugin_root_id':
+      return text(plugin.rootId);
+    case 'plugin_vm_id':
+      return text(plugin.vmId);
+  }
+  const cb = ctx.callbacks;
+  if (cb !== null) {
+    const value = streamProperty(ctx, head, rest);
+    if (value !== undefined) return value;
+    const state = cb.info.filterState.get('wasm.' + path.join('.'));
+    if (state !== undefined) return typeof state === 'string' ? Buffer.from(state) : state;
+    return undefined;
+  }
+  return vm.rootProperties.get('wasm.' + path.join('.'));
+}
+
+function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8Array | undefined {
+  const cb = ctx.callbacks!;
+  const info = cb.info;
+  const req = ctx.maps[0] ?? cb.requestHeaders;
+  const res = ctx.maps[2] ?? cb.responseHeaders;
+  const sub = rest[0];
+  if (head === 'request') {
+    const p = req?.get(':path');
+    switch (sub) {
+      case 'path':
+        return text(p);
+      case 'url_path':
+        return text(p?.split('?')[0]);
+      case 'query':
+        return p === undefined ? undefined : text(p.includes('?') ? p.slice(p.indexOf('?') + 1) : '');
+      case 'host':
+        return text(req?.get(':authority'));
+      case 'scheme':
+        return text(req?.get(':scheme'));
+      case 'method':
+        return text(req?.get(':method'));
+      case 'headers':
+        return headersValue(req, rest.slice(1));
+      case 'referer':
+        return text(req?.get('referer'));
+      case 'useragent':
+        return text(req?.get('user-agent'));
+      case 'id':
+        return text(req?.get('x-request-id') ?? info.requestId);
+      case 'protocol':
+        return text(info.protocol);
+      case 'time':
+        return int64(info.startTime * 1e6);
+      case 'duration':
+        return int64((Date.now() - info.startTime) * 1e6);
+    }
+    return undefined;
+  }
+  if (head === 'response') {
+    switch (sub) {
+      case 'code': {
+        const code = Number(res?.get(':status') ?? info.responseCode);
+        return code > 0 ? int64(code) : undefined;
+      }
+      case 'headers':
+        return headersValue(res, rest.slice(1));
+      case 'trailers':
+        return headersValue(ctx.maps[3], rest.slice(1));
+      case 'grpc_status': {
+        const g = res?.get('grpc-status');
+        return g === undefined ? undefined : int64(Number(g));
+      }
+    }
+    return undefined;
+  }
+  if (head === 'source' || head === 'destination' || head === 'upstream') {
+    const addr = splitAddress(head === 'source' ? info.downstreamRemoteAddress : head === 'destination' ? info.downstreamLocalAddress : info.upstreamAddress);
+    if (sub === 'request_attempt_count' && head === 'upstream') return int64(info.attemptCount);
+    if (addr === undefined) return undefined;
+    if (sub === 'address') return text(addr.address);
+    if (sub === 'port') return int64(addr.port);
+    return undefined;
+  }
+  if (head === 'connection') {
+    if (sub === 'requested_server_name') return text(info.requestedServerName);
+    if (sub === 'mtls') return Uint8Array.of(0);
+    return undefined;
+  }
+  const xds = head === 'xds' ? sub : head;
+  const xrest = head === 'xds' ? rest.slice(1) : rest;
+  switch (xds) {
+    case 'route_name':
+      return text(info.routeName);
+    case 'cluster_name':
+      return text(info.clusterName);
+    case 'route_metadata':
+      return json(info.routeMetadata, xrest);
+    case 'listener_direction':
+      return int64(1); // INBOUND
+  }
+  if (head === 'metadata') return json(Object.fromEntries(info.dynamicMetadata), rest);
+  if (head === 'filter_state' && sub !== undefined) {
+    const v = info.filterState.get(sub);
+    return v === undefined ? undefined : typeof v === 'string' ? Buffer.from(v) : v;
+  }
+  return undefined;
+}

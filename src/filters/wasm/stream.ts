@@ -1,0 +1,214 @@
+/**
+ * The per-request adapter from the filter contract to Proxy-Wasm stream callbacks, with Envoy's interpretation of
+ * their results: a paused header callback holds headers and body (`stop-all`), a paused body callback keeps buffering
+ * and is called again with the whole body so far (`stop-and-buffer`), local replies and continues requested during a
+ * callback are applied once it returned, and on_done → on_log → on_delete run once each at the end.
+ */
+import type { BodyChunk, Direction, Filter, FilterCallbacks, FilterStatus } from '../contract.ts';
+import type { HeaderMap } from '../../core/headers.ts';
+import { ERRORS } from '../../core/errors.ts';
+import { sendReply, type ContextState } from './context.ts';
+import { VmFailure, type WasmVm } from './vm.ts';
+
+/** What a stream needs from its plugin. */
+export interface StreamPlugin {
+  readonly failurePolicy: 'fail_closed' | 'fail_open' | 'fail_reload';
+  /** Records a VM failure (log line, counter, reload schedule); called once per failure per stream. */
+  vmFailed(vm: WasmVm, failure: VmFailure, callbacks: FilterCallbacks | null): void;
+  /** Called when a stream finished without failure, to reset the reload backoff. */
+  streamSucceeded(vm: WasmVm): void;
+}
+
+function headersStatus(code: number): FilterStatus {
+  // 0 Continue and 2 ContinueAndEndStream continue; 1 (PAUSE), 3, 4 and anything else stop headers and body.
+  return code === 0 || code === 2 ? 'continue' : 'stop-all';
+}
+
+function bodyStatus(code: number, endOfStream: boolean): FilterStatus {
+  if (code === 0) return 'continue';
+  if (code === 1 || code === 2) return endOfStream ? 'stop' : 'stop-and-buffer';
+  return 'stop';
+}
+
+/** The filter built for each request on a live VM. */
+export class WasmStream implements Filter {
+  readonly #vm: WasmVm;
+  readonly #ctx: ContextState;
+  readonly #cb: FilterCallbacks;
+  readonly #plugin: StreamPlugin;
+  #bypass = false;
+  #failed = false;
+
+  constructor(plugin: StreamPlugin, vm: WasmVm, root: ContextState, callbacks: FilterCallbacks) {
+    this.#plugin = plugin;
+    this.#vm = vm;
+    this.#cb = callbacks;
+    this.#ctx = vm.newContext(root.plugin, root.id, callbacks);
+    this.#ctx.onFailure = (failure) => this.#failOutside(failure);
+    try {
+      vm.call(this.#ctx, 'proxy_on_context_create', [this.#ctx.id, root.id]);
+    } catch (err) {
+      if (!(err instanceof VmFailure)) throw err;
+      this.#record(err);
+    }
+  }
+
+  onRequestHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
+    this.#ctx.maps[0] = headers;
+    const args = this.#vm.abi === '0.1.0' ? [this.#ctx.id, headers.size] : [this.#ctx.id, headers.size, endOfStream ? 1 : 0];
+    return this.#hook('request', 'proxy_on_request_headers', args, headersStatus);
+  }
+
+  onRequestBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
+    this.#ctx.requestBody = chunk;
+    const status = this.#hook('request', 'proxy_on_request_body', [this.#ctx.id, chunk.data.length, endOfStream ? 1 : 0], (c) => bodyStatus(c, endOfStream));
+    if (status === 'continue') this.#ctx.requestBody = null;
+    return status;
+  }
+
+  onRequestTrailers(trailers: HeaderMap): FilterStatus {
+    this.#ctx.maps[1] = trailers;
+    return this.#hook('request', 'proxy_on_request_trailers', [this.#ctx.id, trailers.size], (c) => (c === 0 ? 'continue' : 'stop'));
+  }
+
+  onResponseHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
+    this.#ctx.maps[2] = headers;
+    const args = this.#vm.abi === '0.1.0' ? [this.#ctx.id, headers.size] : [this.#ctx.id, headers.size, endOfStream ? 1 : 0];
+    return this.#hook('response', 'proxy_on_response_headers', args, headersStatus);
+  }
+
+  onResponseBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
+    this.#ctx.responseBody = chunk;
+    const status = this.#hook('response', 'proxy_on_response_body', [this.#ctx.id, chunk.data.length, endOfStream ? 1 : 0], (c) => bodyStatus(c, endOfStream));
+    if (status === 'continue') this.#ctx.responseBody = null;
+    return status;
+  }
+
+  onResponseTrailers(trailers: HeaderMap): FilterStatus {
+    this.#ctx.maps[3] = trailers;
+    return this.#hook('response', 'proxy_on_response_trailers', [this.#ctx.id, trailers.size], (c) => (c === 0 ? 'continue' : 'stop'));
+  }
+
+  onLog(): void {
+    this.#finish();
+  }
+
+  onDestroy(): void {
+    this.#finish();
+    const ctx = this.#ctx;
+    if (!ctx.deleted && !this.#failed && this.#vm.failure === null) {
+      try {
+        this.#vm.call(ctx, 'proxy_on_delete', [ctx.id]);
+      } catch (err) {
+        if (!(err instanceof VmFailure)) throw err;
+        this.#record(err);
+      }
+    }
+    ctx.deleted = true;
+    this.#vm.contexts.delete(ctx.id);
+    for (const token of ctx.pendingCalls) this.#vm.httpCalls.delete(token);
+    ctx.pendingCalls.clear();
+    if (!this.#failed && this.#vm.failure === null) this.#plugin.streamSucceeded(this.#vm);
+  }
+
+  /** on_done then on_log, once, in the access-log phase. */
+  #finish(): void {
+    const ctx = this.#ctx;
+    if (ctx.done) return;
+    ctx.done = true;
+    if (this.#failed || this.#bypass || this.#vm.failure !== null) return;
+    ctx.logPhase = true;
+    try {
+      this.#vm.call(ctx, 'proxy_on_done', [ctx.id], 1);
+      this.#vm.call(ctx, 'proxy_on_log', [ctx.id]);
+    } catch (err) {
+      if (!(err instanceof VmFailure)) throw err;
+      this.#record(err);
+    }
+  }
+
+  #hook(direction: Direction, name: string, args: number[], map: (code: number) => FilterStatus): FilterStatus {
+    if (this.#bypass) return 'continue';
+    const vm = this.#vm;
+    const ctx = this.#ctx;
+    if (this.#failed || vm.failure !== null) return this.#applyPolicy();
+    ctx.inHook = true;
+    let code: number;
+    try {
+      code = vm.call(ctx, name, args);
+    } catch (err) {
+      if (!(err instanceof VmFailure)) throw err;
+      this.#record(err);
+      return this.#applyPolicy();
+    } finally {
+      ctx.inHook = false;
+    }
+    let status = map(code);
+    const reply = ctx.takeReply();
+    if (reply !== null) {
+      // Envoy forces "stop" after send_local_response, whatever the callback returned.
+      ctx.deferredResume.clear();
+      sendReply(this.#cb, reply);
+      return 'stop';
+    }
+    if (ctx.deferredClose) {
+      ctx.deferredClose = false;
+      ctx.deferredResume.clear();
+      this.#cb.reset();
+      return 'stop';
+    }
+    if (ctx.deferredResume.delete(direction)) status = 'continue';
+    if (ctx.deferredResume.size > 0) {
+      const others = [...ctx.deferredResume];
+      ctx.deferredResume.clear();
+      queueMicrotask(() => others.forEach((d) => this.#cb.resume(d)));
+    }
+    return status;
+  }
+
+  #record(failure: VmFailure): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#plugin.vmFailed(this.#vm, failure, this.#cb);
+  }
+
+  #applyPolicy(): FilterStatus {
+    this.#failed = true;
+    if (this.#plugin.failurePolicy === 'fail_open') {
+      this.#bypass = true;
+      return 'continue';
+    }
+    const kind = ERRORS.FILTER_UNAVAILABLE;
+    try {
+      this.#cb.sendLocalReply(kind.status, kind.body, { details: 'wasm_fail_stream' });
+    } catch {
+      this.#cb.reset();
+    }
+    return 'stop';
+  }
+
+  /** A callback outside the hooks (http call response, VM failed meanwhile) failed while this stream waited. */
+  #failOutside(failure: Error): void {
+    if (this.#ctx.deleted) return;
+    const f = failure instanceof VmFailure ? failure : new VmFailure('trap', failure.message);
+    this.#record(f);
+    if (this.#plugin.failurePolicy === 'fail_open') {
+      this.#bypass = true;
+      this.#cb.resume('request');
+      return;
+    }
+    this.#applyPolicy();
+  }
+}
+
+/** The filter built for each request while the VM is down: the failure policy alone. */
+export function failedStreamFilter(policy: StreamPlugin['failurePolicy'], callbacks: FilterCallbacks): Filter {
+  if (policy === 'fail_open') return {};
+  return {
+    onRequestHeaders: function wasmUnavailable(): FilterStatus {
+      const kind = ERRORS.FILTER_UNAVAILABLE;
+      callbacks.sendLocalReply(kind.status, kind.body, { details: 'wasm_fail_stream' });
+      return 'stop';
+    },
+  };
+}

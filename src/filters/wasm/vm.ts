@@ -1,0 +1,322 @@
+/**
+ * One Proxy-Wasm VM in one worker thread: an instance of a compiled module, its contexts, and the machinery every
+ * callback goes through (effective context, fuel, failure). Host functions live in host-functions.ts.
+ */
+import { MetricKind, Status, type AbiVersion } from './abi.ts';
+import { ContextState, type PluginInfo } from './context.ts';
+import { FUEL_EXPORT } from './instrument.ts';
+import { hostImports } from './host-functions.ts';
+import { ProcExit } from './wasi.ts';
+import type { FactoryContext, FilterCallbacks, HttpCallRequest, LogLevel } from '../contract.ts';
+import type { Distribution, Value } from '../../telemetry/metrics.ts';
+import type { SharedStore } from '../../core/shared-store.ts';
+
+/** What a VM needs from its worker. */
+export interface VmOptions {
+  module: WebAssembly.Module;
+  abi: AbiVersion;
+  sha256: string;
+  vmId: string;
+  vmConfiguration: Uint8Array;
+  environment: Readonly<Record<string, string>>;
+  /** Fuel per callback: function entries plus loop iterations. */
+  fuel: number;
+  store: SharedStore;
+  /** The worker's factory context of the first filter that built this VM (metrics, logs, root http calls, clusters). */
+  host: Pick<FactoryContext, 'metrics' | 'httpCall' | 'clusterNames' | 'log' | 'workerIndex'>;
+}
+
+/** Why a VM stopped: a trap, a fuel overrun, proc_exit, or a start or configure failure. */
+export class VmFailure extends Error {
+  readonly reason: 'trap' | 'cpu-budget' | 'exit' | 'start';
+  constructor(reason: VmFailure['reason'], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'VmFailure';
+    this.reason = reason;
+  }
+}
+
+/** A metric defined by the module. */
+export interface ModuleMetric {
+  kind: number;
+  child: Value | Distribution;
+}
+
+/** A running VM. Long-lived: one per (vm_id, code, vm_configuration) per worker, shared by its plugins. */
+export class WasmVm {
+  readonly options: VmOptions;
+  readonly abi: AbiVersion;
+  readonly contexts = new Map<number, ContextState>();
+  /** The context that host calls act on during the current VM call. */
+  effective: ContextState | null = null;
+  /** Contexts whose deferred actions must be applied after the current top-level call. */
+  readonly touched = new Set<ContextState>();
+  /** The last callout status read by `proxy_get_status`. */
+  lastStatus = { code: 0, message: '' };
+  readonly metrics: ModuleMetric[] = [];
+  readonly tickTimers = new Map<number, ReturnType<typeof setInterval>>();
+  readonly httpCalls = new Map<number, ContextState>();
+  nextToken = 1;
+  /** True while the module starts: only a few host calls are allowed. */
+  starting = true;
+  failure: VmFailure | null = null;
+  vmStarted = false;
+  #nextContextId = 1;
+  #depth = 0;
+  readonly #instance: WebAssembly.Instance;
+  readonly #exports: Record<string, any>;
+  readonly #fuel: WebAssembly.Global | undefined;
+  readonly #memory: WebAssembly.Memory;
+  #bytes: Uint8Array;
+  #view: DataView;
+
+  constructor(options: VmOptions) {
+    this.options = options;
+    this.abi = options.abi;
+    const imports = hostImports(this);
+    for (const imp of WebAssembly.Module.imports(options.module)) {
+      const provided = (imports as any)[imp.module]?.[imp.name];
+      if (provided === undefined) throw new VmFailure('start', `Cannot load Wasm module: missing import "${imp.module}.${imp.name}" (${imp.kind})`);
+    }
+    try {
+      this.#instance = new WebAssembly.Instance(options.module, imports);
+    } catch (err) {
+      throw this.#asFailure(err, 'start');
+    }
+    this.#exports = this.#instance.exports as Record<string, any>;
+    this.#fuel = this.#exports[FUEL_EXPORT];
+    const memory = this.#exports.memory;
+    if (!(memory instanceof WebAssembly.Memory)) throw new VmFailure('start', 'Cannot load Wasm module: it exports no memory named "memory"');
+    this.#memory = memory;
+    this.#bytes = new Uint8Array(memory.buffer);
+    this.#view = new DataView(memory.buffer);
+    if (typeof this.#exports.proxy_on_memory_allocate !== 'function' && typeof this.#exports.malloc !== 'function') {
+      throw new VmFailure('start', 'Cannot load Wasm module: it exports neither malloc nor proxy_on_memory_allocate');
+    }
+    try {
+      this.#setFuel();
+      if (typeof this.#exports._initialize === 'function') {
+        this.#exports._initialize();
+        if (typeof this.#exports.main === 'function') this.#exports.main(0, 0);
+      } else if (typeof this.#exports._start === 'function') this.#exports._start();
+    } catch (err) {
+      throw this.#asFailure(err, 'start');
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  /** Logs a line: with the stream's callbacks when a stream context is effective, else through the worker. */
+  log(level: LogLevel, message: string): void {
+    const ctx = this.effective;
+    if (ctx?.callbacks) ctx.callbacks.log(level, message);
+    else if (ctx) ctx.plugin.log(level, message);
+    else this.options.host.log(level, message);
+  }
+
+  /** The guest memory as bytes (refreshed after the memory grew). */
+  bytes(): Uint8Array {
+    if (this.#bytes.buffer !== this.#memory.buffer) {
+      this.#bytes = new Uint8Array(this.#memory.buffer);
+      this.#view = new DataView(this.#memory.buffer);
+    }
+    return this.#bytes;
+  }
+
+  /** The guest memory as a DataView. */
+  view(): DataView {
+    this.bytes();
+    return this.#view;
+  }
+
+  /** Copies `len` bytes at `ptr` out of the guest; null when the range is outside memory. */
+  read(ptr: number, len: number): Uint8Array | null {
+    const bytes = this.bytes();
+    ptr >>>= 0;
+    len >>>= 0;
+    if (ptr + len > bytes.length) return null;
+    return bytes.slice(ptr, ptr + len);
+  }
+
+  /** Reads a UTF-8 string; null when outside memory. */
+  readString(ptr: number, len: number): string | null {
+    const b = this.read(ptr, len);
+    return b === null ? null : Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString();
+  }
+
+  /** Whether `[ptr, ptr+len)` is inside memory. */
+  inBounds(ptr: number, len: number): boolean {
+    return (ptr >>> 0) + (len >>> 0) <= this.bytes().length;
+  }
+
+  /**
+   * Copies data into memory allocated by the guest and writes its address and size at `ptrPtr` and `sizePtr`
+   * (0 and 0 for empty data, as cpp-host does). False when allocation or the pointers are invalid.
+   */
+  writeResult(ptrPtr: number, sizePtr: number, data: Uint8Array | null): boolean {
+    if (!this.inBounds(ptrPtr, 4) || !this.inBounds(sizePtr, 4)) return false;
+    let ptr = 0;
+    const size = data === null ? 0 : data.length;
+    if (size > 0) {
+      ptr = this.allocate(size);
+      if (ptr === 0 || !this.inBounds(ptr, size)) return false;
+      this.bytes().set(data!, ptr);
+    }
+    const view = this.view();
+    view.setUint32(ptrPtr, ptr, true);
+    view.setUint32(sizePtr, size, true);
+    return true;
+  }
+
+  /** Allocates exactly `size` bytes in the guest (proxy_on_memory_allocate preferred, then malloc); 0 on failure. */
+  allocate(size: number): number {
+    const fn = this.#exports.proxy_on_memory_allocate ?? this.#exports.malloc;
+    return fn(size) >>> 0;
+  }
+
+  /** Creates a context: the root context of a plugin (no callbacks), or a stream context of a root. */
+  newContext(plugin: PluginInfo, rootId: number | null, callbacks: FilterCallbacks | null): ContextState {
+    const id = this.#nextContextId++;
+    const ctx = new ContextState({ id, rootId: rootId ?? id, plugin, callbacks });
+    this.contexts.set(id, ctx);
+    return ctx;
+  }
+
+  /** Whether the module exports a callback. */
+  has(name: string): boolean {
+    return typeof this.#exports[name] === 'function';
+  }
+
+  /**
+   * Calls an exported callback with `ctx` as the effective context and a fresh fuel budget. A missing export returns
+   * `fallback`. A trap, overrun or proc_exit marks the VM failed and throws the VmFailure.
+   */
+  call(ctx: ContextState, name: string, args: (number | bigint)[], fallback = 0): number {
+    if (this.failure !== null) throw this.failure;
+    const fn = this.#exports[name];
+    if (typeof fn !== 'function') return fallback;
+    const outer = this.#depth === 0;
+    const saved = this.effective;
+    this.effective = ctx;
+    if (outer) this.#setFuel();
+    this.#depth++;
+    try {
+      const result = fn(...args);
+      return typeof result === 'number' ? result >>> 0 : 0;
+    } catch (err) {
+      this.failure = this.#asFailure(err, 'trap');
+      throw this.failure;
+    } finally {
+      this.#depth--;
+      this.effective = saved;
+      if (outer) this.#flushTouched(ctx);
+    }
+  }
+
+  /** Called when a VM call made outside stream hooks (timer, queue, http call response) fails. */
+  onAsyncFailure: (failure: VmFailure, ctx: ContextState) => void = () => {};
+  /** Properties set by root contexts (streams keep theirs in filter state). */
+  readonly rootProperties = new Map<string, Uint8Array>();
+
+  /** Sets (or with 0 clears) the tick timer of a root context. */
+  setTick(root: ContextState, ms: number): void {
+    const old = this.tickTimers.get(root.id);
+    if (old !== undefined) clearInterval(old);
+    this.tickTimers.delete(root.id);
+    if (ms === 0) return;
+    const timer = setInterval(() => {
+      if (this.failure !== null || root.deleted) return clearInterval(timer);
+      this.#callOutside(root, 'proxy_on_tick', [root.id]);
+    }, ms);
+    timer.unref();
+    this.tickTimers.set(root.id, timer);
+  }
+
+  /** Sends an http call for `caller`; its response is delivered to the root id with `caller` effective, as Envoy does. */
+  startHttpCall(caller: ContextState, token: number, cluster: string, request: HttpCallRequest, timeoutMs: number): void {
+    const cb = caller.callbacks;
+    const options = { timeoutMs };
+    const pending = cb !== null ? cb.httpCall(cluster, request, options) : this.options.host.httpCall(cluster, request, options);
+    caller.pendingCalls.add(token);
+    this.httpCalls.set(token, caller);
+    pending.then((res) => {
+      if (!this.httpCalls.delete(token) || caller.deleted) return;
+      if (this.failure !== null) return caller.onFailure?.(this.failure);
+      caller.pendingCalls.delete(token);
+      const failed = res.failure !== undefined;
+      this.lastStatus = failed ? { code: Status.BROKEN_CONNECTION, message: res.failure! } : { code: Status.OK, message: '' };
+      caller.callResponse = failed ? null : res;
+      const counts = failed ? [0, 0, 0] : [Math.max(1, res.headers.size), res.body.length, res.trailers?.size ?? 0];
+      try {
+        this.#callOutside(caller, 'proxy_on_http_call_response', [caller.rootId, token, ...counts]);
+      } finally {
+        caller.callResponse = null;
+      }
+    });
+  }
+
+  /** Delivers one `proxy_on_queue_ready` to the root context that registered the queue. */
+  queueReady(root: ContextState, queue: number): void {
+    if (this.failure !== null || root.deleted) return;
+    this.#callOutside(root, 'proxy_on_queue_ready', [root.id, queue]);
+  }
+
+  /** Declares a module metric in the worker's registry; returns its id, or -1 if the name is taken by another kind. */
+  defineMetric(kind: number, name: string): number {
+    const metricName = 'wasmcustom_' + name.replace(/[^a-zA-Z0-9_:]/g, '_');
+    const help = `Proxy-Wasm metric "${name}"`;
+    const registry = this.options.host.metrics;
+    let child: Value | Distribution;
+    try {
+      if (kind === MetricKind.COUNTER) child = registry.counter(metricName, help).labels();
+      else if (kind === MetricKind.GAUGE) child = registry.gauge(metricName, help).labels();
+      else child = registry.histogram(metricName, help).labels();
+    } catch {
+      return -1;
+    }
+    const existing = this.metrics.findIndex((m) => m.child === child);
+    if (existing >= 0) return (existing << 2) | kind;
+    this.metrics.push({ kind, child });
+    return ((this.metrics.length - 1) << 2) | kind;
+  }
+
+  #callOutside(ctx: ContextState, name: string, args: number[]): void {
+    try {
+      this.call(ctx, name, args);
+    } catch (err) {
+      if (!(err instanceof VmFailure)) throw err;
+      this.onAsyncFailure(err, ctx);
+    }
+  }
+
+  /** Stops timers and forgets pending calls; the VM is no longer used. */
+  dispose(): void {
+    for (const t of this.tickTimers.values()) clearInterval(t);
+    this.tickTimers.clear();
+    this.httpCalls.clear();
+  }
+
+  #flushTouched(current: ContextState): void {
+    if (this.touched.size === 0) return;
+    const list = [...this.touched];
+    this.touched.clear();
+    for (const c of list) {
+      if (c === current && c.inHook) continue;
+      if (c.inHook) continue;
+      c.flushDeferred();
+    }
+  }
+
+  #setFuel(): void {
+    if (this.#fuel !== undefined) this.#fuel.value = this.options.fuel;
+  }
+
+  #asFailure(err: unknown, fallback: VmFailure['reason']): VmFailure {
+    if (err instanceof VmFailure) return err;
+    if (err instanceof ProcExit) return new VmFailure('exit', err.message, { cause: err });
+    const overrun = this.#fuel !== undefined && (this.#fuel.value as number) < 0;
+    if (overrun) return new VmFailure('cpu-budget', `Wasm callback exceeded its CPU budget of ${this.options.fuel} steps`, { cause: err });
+    const message = err instanceof Error ? err.message : String(err);
+    return new VmFailure(err instanceof WebAssembly.RuntimeError || err instanceof RangeError ? 'trap' : fallback, `Wasm module trapped: ${message}`, { cause: err });
+  }
+}
