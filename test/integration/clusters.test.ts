@@ -1,0 +1,326 @@
+/**
+ * Clusters through the real CLI against two real upstreams: load balancing, weighted clusters, retries,
+ * per-try timeouts, circuit breakers, active health checks, outlier ejection and DNS endpoints.
+ * Upstream "a" misbehaves on request (reset, 503, 409, 500, hang, failing health check); "b" always answers 200.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type http from 'node:http';
+import { startWeir, type Weir } from '../support/weir.ts';
+import { startUpstream, type Upstream } from '../support/upstream.ts';
+import { metric } from '../support/metrics.ts';
+
+let a: Upstream;
+let b: Upstream;
+let weir: Weir;
+/** Every request either upstream received, in arrival order (health checks left out). */
+const hits: { name: string; url: string; method: string }[] = [];
+const held: http.ServerResponse[] = [];
+
+function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResponse): void {
+  const path = req.url!.split('?')[0];
+  const action = path.slice(path.lastIndexOf('/') + 1);
+  if (action !== 'health') hits.push({ name, url: req.url!, method: req.method! });
+  const reply = (status: number) => {
+    res.writeHead(status, { 'content-type': 'text/plain', 'x-upstream': name });
+    res.end(name);
+  };
+  if (action === 'hold') return void held.push(res);
+  if (name === 'b') return reply(200);
+  switch (action) {
+    case 'reset':
+      return void req.socket.destroy();
+    case 'hang':
+      return void held.push(res);
+    case '503':
+    case '409':
+    case '500':
+      return reply(Number(action));
+    case 'health':
+      return reply(503);
+    default:
+      return reply(200);
+  }
+}
+
+function releaseHeld(): void {
+  for (const res of held.splice(0)) {
+    if (!res.destroyed) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('released');
+    }
+  }
+}
+
+before(async () => {
+  a = await startUpstream((req, res) => behave('a', req, res));
+  b = await startUpstream((req, res) => behave('b', req, res));
+  const both = `[${a.address}, ${b.address}]`;
+  const route = (prefix: string, cluster: string, extra = '') =>
+    `      - match: { prefix: /${prefix}/ }\n        cluster: ${cluster}\n${extra}`;
+  weir = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes:
+${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}
+      - match: { prefix: /split/ }
+        weighted_clusters: [{ name: only-a, weight: 3 }, { name: only-b, weight: 1 }]
+      - match: { prefix: /never-b/ }
+        weighted_clusters: [{ name: only-a, weight: 1 }, { name: only-b, weight: 0 }]
+clusters:
+  - name: rr
+    endpoints: ${both}
+  - name: lr
+    lb: least_request
+    endpoints: ${both}
+  - name: hash
+    lb: ring_hash
+    hash_on: { header: x-user }
+    endpoints: ${both}
+  - name: only-a
+    endpoints: [${a.address}]
+  - name: only-b
+    endpoints: [${b.address}]
+  - name: retry
+    endpoints: ${both}
+  - name: retry5xx
+    endpoints: ${both}
+    retry: { retry_on: [5xx] }
+  - name: codes
+    endpoints: ${both}
+    retry: { retry_on: [retriable-status-codes], retriable_status_codes: [409] }
+  - name: pertry
+    endpoints: ${both}
+    retry: { per_try_timeout: 300ms }
+  - name: breaker
+    endpoints: [${b.address}]
+    circuit_breakers: { max_requests: 1 }
+  - name: hc
+    endpoints: ${both}
+    health_check: { path: /hc/health, interval: 100ms, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1 }
+  - name: outlier
+    endpoints: ${both}
+    outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 50, base_ejection_time: 60s }
+  - name: dns
+    endpoints: [localhost:${b.port}]
+`);
+});
+
+after(async () => {
+  await weir?.stop();
+  releaseHeld();
+  await a?.close();
+  await b?.close();
+});
+
+async function send(path: string, init: RequestInit = {}): Promise<{ status: number; body: string; upstream: string | null }> {
+  const res = await fetch(`${weir.url('edge')}${path}`, init);
+  return { status: res.status, body: await res.text(), upstream: res.headers.get('x-upstream') };
+}
+
+function accessLine(path: string): Promise<Record<string, any>> {
+  return weir.waitForLine((l) => l.msg === 'access' && l.path === path);
+}
+
+function hitsFor(url: string): string[] {
+  return hits.filter((h) => h.url === url).map((h) => h.name);
+}
+
+async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function endpointsOf(cluster: string): Promise<Record<string, any>[]> {
+  const body = await (await fetch(`${weir.admin}/clusters`)).json();
+  return body.workers[0].clusters.find((c: { name: string }) => c.name === cluster).endpoints;
+}
+
+test('round robin alternates between two real upstreams', async () => {
+  const names: string[] = [];
+  for (let i = 0; i < 10; i++) names.push((await send(`/rr/ok?${i}`)).upstream!);
+  assert.equal(names.filter((n) => n === 'a').length, 5);
+  assert.equal(names.filter((n) => n === 'b').length, 5);
+  for (let i = 1; i < names.length; i++) assert.notEqual(names[i], names[i - 1], `request ${i} went to the other upstream`);
+});
+
+test('least_request steers away from the endpoint with a request in flight', async () => {
+  const pending = send('/lr/hold');
+  await waitFor('the held request to arrive', () => hitsFor('/lr/hold').length === 1);
+  const busy = hitsFor('/lr/hold')[0];
+  const names: string[] = [];
+  for (let i = 0; i < 60; i++) names.push((await send(`/lr/ok?${i}`)).upstream!);
+  const toBusy = names.filter((n) => n === busy).length;
+  // Two random choices with replacement pick the busy endpoint only when both land on it (1 in 4);
+  // round robin would send it exactly half.
+  assert.ok(toBusy < 30, `${toBusy} of 60 requests went to the busy endpoint`);
+  assert.ok(names.length - toBusy > 30);
+  releaseHeld();
+  assert.equal((await pending).status, 200);
+});
+
+test('ring_hash by header sends the same key to the same upstream', async () => {
+  const byKey = new Map<string, Set<string>>();
+  for (let round = 0; round < 3; round++) {
+    for (let k = 0; k < 20; k++) {
+      const r = await send('/hash/ok', { headers: { 'x-user': `user-${k}` } });
+      assert.equal(r.status, 200);
+      const set = byKey.get(`user-${k}`) ?? new Set();
+      set.add(r.upstream!);
+      byKey.set(`user-${k}`, set);
+    }
+  }
+  for (const [key, set] of byKey) assert.equal(set.size, 1, `${key} always went to one upstream`);
+  const used = new Set([...byKey.values()].flatMap((s) => [...s]));
+  assert.equal(used.size, 2, 'the keys spread over both upstreams');
+});
+
+test('weighted_clusters splits traffic by weight, and weight 0 gets none', async () => {
+  const counts = { a: 0, b: 0 };
+  for (let i = 0; i < 200; i++) counts[(await send(`/split/ok?${i}`)).upstream as 'a' | 'b']++;
+  assert.ok(counts.b > 0, 'the lighter cluster gets some');
+  assert.ok(counts.a > counts.b * 1.5, `3:1 split, got ${counts.a}:${counts.b}`);
+  for (let i = 0; i < 30; i++) assert.equal((await send(`/never-b/ok?${i}`)).upstream, 'a');
+});
+
+test('a POST is not retried after a reset', async () => {
+  let resets = 0;
+  for (let i = 0; i < 4; i++) {
+    const url = `/retry/reset?post=${i}`;
+    const r = await send(url, { method: 'POST', body: 'payload' });
+    const line = await accessLine(url);
+    assert.equal(line.retries, 0);
+    assert.equal(hitsFor(url).length, 1, 'one attempt only');
+    if (hitsFor(url)[0] === 'a') {
+      resets++;
+      assert.equal(r.status, 502);
+      assert.equal(line.flags, 'UR');
+    } else assert.equal(r.status, 200);
+  }
+  assert.ok(resets > 0, 'round robin sent at least one POST to the resetting upstream');
+});
+
+test('a GET is retried on the other endpoint after a reset', async () => {
+  let retried = 0;
+  for (let i = 0; i < 4; i++) {
+    const url = `/retry/reset?get=${i}`;
+    const r = await send(url);
+    assert.equal(r.status, 200);
+    assert.equal(r.upstream, 'b');
+    const line = await accessLine(url);
+    if (hitsFor(url)[0] === 'a') {
+      retried++;
+      assert.deepEqual(hitsFor(url), ['a', 'b']);
+      assert.equal(line.retries, 1);
+      assert.equal(line.upstream, b.address);
+    } else assert.equal(line.retries, 0);
+  }
+  assert.ok(retried > 0);
+});
+
+test('retry_on: [5xx] retries a 503 onto the healthy endpoint', async () => {
+  let retried = 0;
+  for (let i = 0; i < 4; i++) {
+    const url = `/retry5xx/503?${i}`;
+    const r = await send(url);
+    assert.equal(r.status, 200, 'the client never sees the 503');
+    const line = await accessLine(url);
+    if (hitsFor(url)[0] === 'a') {
+      retried++;
+      assert.equal(line.retries, 1);
+    }
+  }
+  assert.ok(retried > 0);
+});
+
+test('retriable-status-codes retries only the listed statuses', async () => {
+  let retried = 0;
+  let passed = 0;
+  for (let i = 0; i < 4; i++) {
+    const listed = await send(`/codes/409?${i}`);
+    assert.equal(listed.status, 200, '409 is listed: retried');
+    if (hitsFor(`/codes/409?${i}`)[0] === 'a') retried++;
+  }
+  for (let i = 0; i < 4; i++) {
+    const other = await send(`/codes/500?${i}`);
+    if (hitsFor(`/codes/500?${i}`)[0] === 'a') {
+      passed++;
+      assert.equal(other.status, 500, '500 is not listed: passed through');
+      assert.equal(hitsFor(`/codes/500?${i}`).length, 1);
+    }
+  }
+  assert.ok(retried > 0 && passed > 0);
+});
+
+test('a per-try timeout moves a hanging attempt to the other endpoint', async () => {
+  let retried = 0;
+  for (let i = 0; i < 4; i++) {
+    const url = `/pertry/hang?${i}`;
+    const r = await send(url);
+    assert.equal(r.status, 200);
+    assert.equal(r.upstream, 'b');
+    if (hitsFor(url)[0] === 'a') {
+      retried++;
+      assert.equal((await accessLine(url)).retries, 1);
+    }
+  }
+  assert.ok(retried > 0);
+  releaseHeld();
+});
+
+test('circuit breaker max_requests: 1 answers a second concurrent request 503 at once (UO)', async () => {
+  const overflowBefore = await metric(weir.admin, 'weir_upstream_overflow_total', { cluster: 'breaker' });
+  const first = send('/breaker/hold');
+  await waitFor('the first request to reach the upstream', () => hitsFor('/breaker/hold').length === 1);
+  const second = await send('/breaker/ok?second');
+  assert.equal(second.status, 503);
+  assert.equal(second.body, 'upstream overflow');
+  assert.equal((await accessLine('/breaker/ok?second')).flags, 'UO');
+  assert.equal(hitsFor('/breaker/ok?second').length, 0, 'the upstream never saw it');
+  assert.equal(held.length, 1, 'the first request was still in flight');
+  assert.equal(await metric(weir.admin, 'weir_upstream_overflow_total', { cluster: 'breaker' }), overflowBefore + 1);
+  releaseHeld();
+  assert.equal((await first).status, 200);
+  assert.equal((await send('/breaker/ok?third')).status, 200, 'the slot is free again');
+});
+
+test('an active health check marks the 503-answering endpoint unhealthy and traffic goes to the healthy one', async () => {
+  await waitFor('admin /clusters to show a unhealthy', async () => {
+    const eps = await endpointsOf('hc');
+    return eps.find((e) => e.address === a.address)?.healthy === false;
+  });
+  const eps = await endpointsOf('hc');
+  assert.equal(eps.find((e) => e.address === b.address).healthy, true);
+  for (let i = 0; i < 10; i++) assert.equal((await send(`/hc/ok?${i}`)).upstream, 'b');
+});
+
+test('outlier detection ejects an endpoint after consecutive 5xx', async () => {
+  let fromA = 0;
+  for (let i = 0; i < 20 && fromA < 3; i++) {
+    const r = await send(`/outlier/500?warm=${i}`);
+    if (r.upstream === 'a') {
+      fromA++;
+      assert.equal(r.status, 500);
+    }
+  }
+  assert.equal(fromA, 3);
+  const eps = await endpointsOf('outlier');
+  assert.equal(eps.find((e) => e.address === a.address).ejected, true, 'admin /clusters shows the ejection');
+  for (let i = 0; i < 10; i++) {
+    const r = await send(`/outlier/500?after=${i}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.upstream, 'b');
+  }
+});
+
+test('a DNS name endpoint (localhost:PORT) resolves and serves', async () => {
+  const r = await send('/dns/ok');
+  assert.equal(r.status, 200);
+  assert.equal(r.upstream, 'b');
+  const eps = await endpointsOf('dns');
+  assert.ok(eps.some((e) => e.address === `127.0.0.1:${b.port}`), `resolved endpoints: ${eps.map((e) => e.address).join(', ')}`);
+});
