@@ -294,7 +294,7 @@ test('an active health check marks the 503-answering endpoint unhealthy and traf
     return eps.find((e) => e.address === a.address)?.healthy === false;
   });
   const eps = await endpointsOf('hc');
-  assert.equal(eps.find((e) => e.address === b.address).healthy, true);
+  assert.equal(eps.find((e) => e.address === b.address)?.healthy, true);
   for (let i = 0; i < 10; i++) assert.equal((await send(`/hc/ok?${i}`)).upstream, 'b');
 });
 
@@ -309,7 +309,7 @@ test('outlier detection ejects an endpoint after consecutive 5xx', async () => {
   }
   assert.equal(fromA, 3);
   const eps = await endpointsOf('outlier');
-  assert.equal(eps.find((e) => e.address === a.address).ejected, true, 'admin /clusters shows the ejection');
+  assert.equal(eps.find((e) => e.address === a.address)?.ejected, true, 'admin /clusters shows the ejection');
   for (let i = 0; i < 10; i++) {
     const r = await send(`/outlier/500?after=${i}`);
     assert.equal(r.status, 200);
