@@ -108,9 +108,22 @@ test('trailers() waits for the trailers and returns them as a header map, or nil
 test('response body(): the response path buffers too', async () => {
   const f = await lua(`
     function envoy_on_response(h)
-      h:headers():add("x-body", h:body():getBytes(0, 4))
+      local b = h:body()
+      h:headers():add("x-body", b:getBytes(0, 4))
     end`);
   const o = await f.exchange({ response: { body: ['resp', 'onse'] } });
   assert.equal(o.response!.headers.get('x-body'), 'resp');
   assert.equal(o.response!.body.toString(), 'response');
+});
+
+test('a header map kept across a yield is unbound, as Envoy wrappers do not survive a yield', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local hd = h:headers()
+      h:body()
+      hd:add("x-stale", "1")
+    end`);
+  const o = await f.exchange({ method: 'POST', body: ['abc'] });
+  assert.equal(o.reply?.status, 500);
+  assert.match(o.logs.join('\n'), /lua-test:5: object used outside of proper scope/);
 });

@@ -305,14 +305,26 @@ local RESP = setmetatable({}, { __index = HANDLE })
 RESP.__index = RESP
 addlog(RESP)
 
-function HANDLE:headers()
+-- The request and response header maps are one object each, re-bound to the running stream by headers(). A map
+-- object kept across a yield is unbound when its coroutine resumes (as on Envoy, wrappers do not survive a yield;
+-- call headers() again), so that it cannot act on another request's headers.
+local REQH = setmetatable({ _id = 0, _w = 0 }, HM)
+local RESPH = setmetatable({ _id = 0, _w = 1 }, HM)
+local function unbind()
+  REQH._id = 0
+  RESPH._id = 0
+end
+
+function REQ:headers()
   if self._id ~= CUR then error(DEAD, 2) end
-  local h = self._hm
-  if not h then
-    h = setmetatable({ _id = self._id, _w = self._d }, HM)
-    self._hm = h
-  end
-  return h
+  REQH._id = CUR
+  return REQH
+end
+
+function RESP:headers()
+  if self._id ~= CUR then error(DEAD, 2) end
+  RESPH._id = CUR
+  return RESPH
 end
 
 local h_body, h_chunks, h_next, h_trailers = H.body, H.chunks, H.nextchunk, H.trailers
@@ -323,6 +335,7 @@ function HANDLE:body(always)
   if r == 2 then
     yield()
     CUR = self._id
+    unbind()
     r = h_body(self._d)
   end
   if type(r) == "string" then error(r, 2) end
@@ -342,6 +355,7 @@ function HANDLE:bodyChunks()
     if r == 2 then
       yield()
       CUR = id
+      unbind()
       r = h_next(d)
     end
     if r == 1 then return nil end
@@ -355,6 +369,7 @@ function HANDLE:trailers()
   if r == 2 then
     yield()
     CUR = self._id
+    unbind()
     r = h_trailers(self._d)
   end
   if r == 1 then return nil end
@@ -393,6 +408,7 @@ function HANDLE:httpCall(cluster, headers, body, a4, a5)
   if r == 0 then return end
   local h, b = yield()
   CUR = self._id
+  unbind()
   return h, b
 end
 
@@ -632,9 +648,9 @@ string.dump = nil
 local function run(id, d)
   CUR = id
   if d == 0 then
-    return G.envoy_on_request(setmetatable({ _id = id, _d = 0, _hm = false }, REQ))
+    return G.envoy_on_request(setmetatable({ _id = id, _d = 0 }, REQ))
   end
-  return G.envoy_on_response(setmetatable({ _id = id, _d = 1, _hm = false }, RESP))
+  return G.envoy_on_response(setmetatable({ _id = id, _d = 1 }, RESP))
 end
 
 local function collect()

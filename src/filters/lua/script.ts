@@ -187,7 +187,9 @@ export class LuaScript {
     }
     this.current = null;
     if (st === LUA_OK) {
-      x.lua_settop(co.L, 0);
+      const u8 = vm.u8();
+      const p = vm.nresPtr;
+      if ((u8[p] | u8[p + 1] | u8[p + 2] | u8[p + 3]) !== 0) x.lua_settop(co.L, 0);
       return DONE;
     }
     if (st === LUA_YIELD) {
