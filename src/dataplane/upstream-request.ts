@@ -91,28 +91,44 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
 
   /** Starts the first attempt. */
   start(): void {
+    if (this.#o.contentLength === 0) this.#requestEnded = true;
     if (this.#o.timeoutMs > 0) this.#deadline = setTimeout(onDeadline, this.#o.timeoutMs, this);
     this.#attempt();
   }
 
   /** Request body from the stream's request pipeline. */
   data(chunk: Buffer, endOfStream: boolean): void {
+    if (this.#state === DONE) return;
     if (chunk.length > 0) {
-      if (this.#replay !== null) {
-        this.#replay.push(chunk);
-        this.#replayBytes += chunk.length;
-        if (this.#replayBytes > this.#o.bufferLimit) this.#replay = null;
-      }
       if (this.#state === 2) {
+        if (this.#replay !== null) this.#keep(chunk);
         if (!this.#conn!.writeBody(chunk)) this.#l.blockRequest(true);
-      } else if (this.#replay === null && !this.#blocked) {
-        // Connecting and no room to keep the body: stop reading until the connection is up.
-        this.#blocked = true;
-        this.#l.blockRequest(true);
+      } else if (this.#replay !== null) {
+        const kept = this.#replay;
+        this.#keep(chunk);
+        if (this.#replay === null) {
+          // Connecting and no more room to keep the body for a retry: what was kept is still to be sent,
+          // and reading stops until the connection is up.
+          this.#pendingWhileBlocked = kept;
+          this.#blocked = true;
+          this.#l.blockRequest(true);
+        }
+      } else {
         this.#pendingWhileBlocked.push(chunk);
-      } else if (this.#replay === null) this.#pendingWhileBlocked.push(chunk);
+        if (!this.#blocked) {
+          this.#blocked = true;
+          this.#l.blockRequest(true);
+        }
+      }
     }
     if (endOfStream) this.#endRequest();
+  }
+
+  /** Keeps a body chunk for a retry; gives up keeping (no more retries) past the buffer limit. */
+  #keep(chunk: Buffer): void {
+    this.#replay!.push(chunk);
+    this.#replayBytes += chunk.length;
+    if (this.#replayBytes > this.#o.bufferLimit) this.#replay = null;
   }
 
   #pendingWhileBlocked: Buffer[] = [];
@@ -191,12 +207,12 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
     const o = this.#o;
     conn.startRequest(o.headers, { contentLength: o.contentLength }, this, o.upgrade);
     const body = this.#replay ?? this.#pendingWhileBlocked;
-    for (const chunk of body) conn.writeBody(chunk);
+    let writable = true;
+    for (const chunk of body) writable = conn.writeBody(chunk);
     if (this.#replay === null) this.#pendingWhileBlocked = [];
-    if (this.#blocked) {
-      this.#blocked = false;
-      this.#l.blockRequest(false);
-    }
+    this.#blocked = false;
+    // Reading resumes now, or on the connection's drain when the kept body filled its buffer.
+    this.#l.blockRequest(!writable);
     if (this.#requestEnded) conn.endRequest(this.#trailers);
   }
 
@@ -258,6 +274,9 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
 
   onUpstreamEnd(): void {
     if (this.#state !== 2) return;
+    // A response that completes before the request body did: the rest of the body has nowhere to go,
+    // so the connection cannot be reused (as Envoy resets the upstream stream).
+    if (!this.#requestEnded) this.#conn?.abort();
     this.#state = DONE;
     this.#clearTimers();
     this.#endAttempt();

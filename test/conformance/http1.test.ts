@@ -62,6 +62,14 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
       });
       res.end('ok');
       return;
+    case '/sum': {
+      // Answers with the body's length and a checksum, and closes: the next request needs a new connection.
+      let sum = 0;
+      for (const byte of body) sum = (sum * 31 + byte) >>> 0;
+      res.writeHead(200, { 'content-type': 'text/plain', connection: 'close' });
+      res.end(`${body.length}:${sum}`);
+      return;
+    }
     case '/slow':
       await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms') ?? 0)));
       res.writeHead(200, { 'content-type': 'text/plain' });
@@ -107,6 +115,12 @@ listeners:
         cluster: up
   - name: bare
     address: 127.0.0.1:0
+    routes:
+      - match: { prefix: / }
+        cluster: up
+  - name: small
+    address: 127.0.0.1:0
+    buffer_limit: 16KiB
     routes:
       - match: { prefix: / }
         cluster: up
@@ -181,6 +195,25 @@ test('streams a chunked request body upstream and a chunked response downstream'
   assert.equal(r2.body.toString(), 'onetwothree');
   assert.equal(r2.get('content-length'), undefined);
   c.destroy();
+});
+
+test('forwards a body larger than buffer_limit whole when it arrives while the upstream connection opens', async () => {
+  const body = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 12)) & 0xff;
+  let sum = 0;
+  for (const byte of body) sum = (sum * 31 + byte) >>> 0;
+  for (const chunked of [false, true]) {
+    const c = await RawConnection.open(weir.url('small'));
+    const framing = chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${body.length}`;
+    // Small chunks reach weir as many body events: several fit the buffer limit before it overflows.
+    const parts: Buffer[] = [];
+    for (let off = 0; chunked && off < body.length; off += 1024) parts.push(Buffer.from('400\r\n'), body.subarray(off, off + 1024), Buffer.from('\r\n'));
+    const payload = chunked ? Buffer.concat([...parts, Buffer.from('0\r\n\r\n')]) : body;
+    c.write(Buffer.concat([Buffer.from(`POST /sum HTTP/1.1\r\nHost: test.local\r\n${framing}\r\n\r\n`), payload]));
+    const r = await c.readResponse();
+    assert.equal(r.body.toString(), `${body.length}:${sum}`, chunked ? 'chunked' : 'content-length');
+    c.destroy();
+  }
 });
 
 test('answers HEAD with the upstream content-length and no body, and the connection stays usable', async () => {
