@@ -13,6 +13,16 @@ import type { Metrics } from '../../telemetry/metrics.ts';
 import type { StatsSink } from './host.ts';
 
 const PASS: Filter = Object.freeze({});
+
+/** The filter of a request whose Lua state is being rebuilt after a trap: 503 at once. */
+function unavailable(cb: FilterCallbacks): Filter {
+  return {
+    onRequestHeaders: function luaUnavailable(): FilterStatus {
+      cb.sendLocalReply(503, 'lua filter unavailable', { details: 'lua_unavailable' });
+      return 'stop';
+    },
+  };
+}
 const shared = new SharedBridge();
 
 /** Metrics every Lua filter of a worker shares. */
@@ -132,7 +142,11 @@ async function factory(config: LuaConfig, ctx: FactoryContext): Promise<FilterFa
       if (slot === null) return PASS;
       if (slot instanceof Promise) return deferredStream(slot, setup, cb, perRoute?.filter_context);
       const script = slot.current;
-      if (script.broken) rebuildScript(slot);
+      if (script.broken) {
+        // A trapped VM answers nothing until its replacement is ready.
+        rebuildScript(slot);
+        return setup.failOpen ? PASS : unavailable(cb);
+      }
       return new LuaStream(script, setup, cb, perRoute?.filter_context);
     },
     destroy() {

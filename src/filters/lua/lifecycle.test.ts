@@ -112,3 +112,20 @@ test('thousands of requests can be suspended at once in one state', async () => 
   done.forEach((o, i) => assert.equal(o.upstream!.headers.get('x-len'), String((i % 7) + 1)));
   f.destroy();
 });
+
+test('a state marked broken (a Wasm trap) answers 503 while a fresh state is built, then serves again', async () => {
+  const f = await buildLuaForTest({ source: COUNTING('trap') }, { name: 'life-broken' });
+  const first = await f.exchange({});
+  const broken = scriptOf(first.filter);
+  broken.broken = true;
+  const during = await f.exchange({});
+  assert.equal(during.reply?.status, 503);
+  let after = await f.exchange({});
+  for (let i = 0; i < 100 && after.reply !== null; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    after = await f.exchange({});
+  }
+  assert.equal(after.upstream!.headers.get('x-count'), 'trap:1:1', 'a fresh state ran the top-level code again');
+  assert.notEqual(scriptOf(after.filter), broken);
+  f.destroy();
+});

@@ -159,9 +159,14 @@ export class LuaScript {
   /** Starts a handler (`dir` 0: request, 1: response) for `stream` in coroutine `co`; returns how the run ended. */
   start(stream: LuaStream, co: Coroutine, dir: 0 | 1): RunResult {
     const { x } = this.vm;
-    x.lua_rawgeti(co.L, REGISTRY, this.#runRef);
-    x.lua_pushnumber(co.L, stream.id);
-    x.lua_pushnumber(co.L, dir);
+    try {
+      x.lua_rawgeti(co.L, REGISTRY, this.#runRef);
+      x.lua_pushnumber(co.L, stream.id);
+      x.lua_pushnumber(co.L, dir);
+    } catch (err) {
+      this.broken = true;
+      return { kind: 'error', reason: 'error', message: `the Lua VM failed: ${(err as Error).message}` };
+    }
     this.current = stream;
     return this.#resume(co, 2);
   }

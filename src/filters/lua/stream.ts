@@ -208,6 +208,20 @@ export class LuaStream implements Filter {
 
   #callDone(d: DirState, co: Coroutine | null, res: HttpCallResponse | undefined, duplicates: boolean): void {
     if (this.#destroyed || co === null || d.co !== co || d.wait !== WAIT_HTTP || this.script.broken) return;
+    try {
+      this.#pushCallResult(co, res, duplicates);
+    } catch (err) {
+      // Pushing happens outside a protected call: a VM that cannot take the values is done for.
+      this.script.broken = true;
+      d.co = null;
+      this.#fail(d, 'memory', `cannot hand the httpCall response to the script: ${(err as Error).message}`, PHASE_ASYNC);
+      return;
+    }
+    d.wait = WAIT_NONE;
+    this.#settle(d, this.script.resume(this, co, 2), PHASE_ASYNC);
+  }
+
+  #pushCallResult(co: Coroutine, res: HttpCallResponse | undefined, duplicates: boolean): void {
     const vm = this.script.vm;
     if (res === undefined || res.failure !== undefined) {
       vm.pushValue(co.L, { ':status': '503' });
@@ -224,14 +238,18 @@ export class LuaStream implements Filter {
       if (res.body.length > 0) vm.pushBytes(co.L, res.body);
       else vm.x.lua_pushnil(co.L);
     }
-    d.wait = WAIT_NONE;
-    this.#settle(d, this.script.resume(this, co, 2), PHASE_ASYNC);
   }
 
   #start(d: DirState): FilterStatus {
     this.setup.onRun();
     d.wait = WAIT_NONE;
-    const co = this.script.coroutine();
+    let co: Coroutine;
+    try {
+      co = this.script.coroutine();
+    } catch (err) {
+      this.script.broken = true;
+      return this.#fail(d, 'error', `the Lua VM failed: ${(err as Error).message}`, PHASE_HEADERS);
+    }
     d.co = co;
     return this.#settle(d, this.script.start(this, co, d.dir), PHASE_HEADERS);
   }
