@@ -16,6 +16,8 @@ export interface BenchOptions {
   profileDir: string | null;
   /** Also measure weir's `--workers 2` throughput on passthrough. */
   workers2: boolean;
+  /** After the measured rounds, count each proxy's system calls per request under strace (a diagnostic). */
+  syscalls: boolean;
   /** Base of the port range; nginx's upstream is base + 920, weir listens on base + 101. */
   portBase: number;
 }
@@ -32,7 +34,8 @@ export const allScenarioNames = [
 ];
 
 const usage = `usage: npm run bench -- [--duration 10s] [--warmup 2s] [--rounds 3] [--scenarios a,b]
-                        [--connections 64] [--json out.json] [--profile DIR] [--no-workers2] [--port-base 18080]
+                        [--connections 64] [--json out.json] [--profile DIR] [--syscalls]
+                        [--no-workers2] [--port-base 18080]
 scenarios: ${allScenarioNames.join(', ')}
 environment: WEIR_BIN=path/to/bin/weir.js benchmarks another build of weir`;
 
@@ -56,6 +59,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     jsonPath: null,
     profileDir: null,
     workers2: true,
+    syscalls: false,
     portBase: 18080,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -73,6 +77,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       case '--json': options.jsonPath = value(); break;
       case '--profile': options.profileDir = value(); break;
       case '--no-workers2': options.workers2 = false; break;
+      case '--syscalls': options.syscalls = true; break;
       case '--port-base': options.portBase = positiveInteger(flag, value()); break;
       case '--scenarios': options.scenarios = scenarioList(value()); break;
       case '--help': case '-h': throw new Error(usage);

@@ -1,4 +1,5 @@
 import type { Goal } from './scenarios.ts';
+import { formatSyscalls, type SyscallCounts } from './syscalls.ts';
 import type { WrkResult } from './wrk.ts';
 
 /** One measured wrk run against one proxy, with the proxy's CPU over the run. */
@@ -25,6 +26,8 @@ export interface ScenarioResult {
   goal: Goal | null;
   weir: { rounds: Measurement[]; summary: Summary } | { skipped: string };
   nginx: { rounds: Measurement[]; summary: Summary } | { skipped: string };
+  /** System calls per request under strace, per proxy, when `--syscalls` asked for them. */
+  syscalls: { weir?: SyscallCounts | string; nginx?: SyscallCounts | string };
 }
 
 /** Returns the median of a non-empty list (the mean of the middle two for an even count). */
@@ -103,6 +106,18 @@ export function renderNotes(results: readonly ScenarioResult[]): string {
     if (result.note !== null) lines.push(`- ${result.name}: ${result.note}`);
     if ('skipped' in result.weir) lines.push(`- ${result.name}: weir not measured: ${result.weir.skipped}`);
     if ('skipped' in result.nginx) lines.push(`- ${result.name}: nginx not measured: ${result.nginx.skipped}`);
+  }
+  return lines.join('\n');
+}
+
+/** Lists the system calls per request of each proxy, for the scenarios where they were counted. */
+export function renderSyscalls(results: readonly ScenarioResult[]): string {
+  const lines: string[] = [];
+  for (const result of results) {
+    for (const label of ['weir', 'nginx'] as const) {
+      const counts = result.syscalls[label];
+      if (counts !== undefined) lines.push(`- ${result.name} ${label}: ${typeof counts === 'string' ? `not counted: ${counts}` : formatSyscalls(counts)}`);
+    }
   }
   return lines.join('\n');
 }

@@ -9,11 +9,12 @@ import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-p
 import { parseOptions, type BenchOptions } from './options.ts';
 import { httpGet, portInUse } from './probe.ts';
 import { cpuMicroseconds, processTree } from './proc-cpu.ts';
-import { formatRate, median, renderNotes, renderTable, renderVerdicts, summarise, type Measurement, type ScenarioResult } from './report.ts';
+import { formatRate, median, renderNotes, renderSyscalls, renderTable, renderVerdicts, summarise, type Measurement, type ScenarioResult } from './report.ts';
 import { scenarios, type Scenario } from './scenarios.ts';
 import { startWeir, weirUnavailableReason, type WeirProcess } from './weir-proxy.ts';
 import { runWrk } from './wrk.ts';
 import { summariseProfiles } from './profile-summary.ts';
+import { countSyscalls, straceUnavailableReason } from './syscalls.ts';
 
 /** A proxy under load: its root pid (the tree below it is measured) and the URL wrk hits. */
 interface Target {
@@ -71,7 +72,7 @@ async function startPeer(options: BenchOptions): Promise<string | null> {
 async function runScenario(scenario: Scenario, options: BenchOptions, peerSkip: string | null): Promise<ScenarioResult> {
   const result: ScenarioResult = {
     name: scenario.name, peerLabel: scenario.peerLabel, note: scenario.note, goal: scenario.goal,
-    weir: { skipped: 'not run' }, nginx: { skipped: peerSkip ?? 'not run' },
+    weir: { skipped: 'not run' }, nginx: { skipped: peerSkip ?? 'not run' }, syscalls: {},
   };
   const targets: Target[] = [];
   if (peer !== null) {
@@ -117,6 +118,17 @@ async function runScenario(scenario: Scenario, options: BenchOptions, peerSkip: 
   for (const target of targets) {
     const list = rounds.get(target.label) ?? [];
     result[target.label] = { rounds: list, summary: summarise(list) };
+  }
+  if (options.syscalls) {
+    const reason = straceUnavailableReason();
+    for (const target of targets) {
+      try {
+        if (reason !== null) throw new Error(reason);
+        result.syscalls[target.label] = await countSyscalls(processTree(target.rootPid), { url: target.url, seconds: 2, connections: options.connections });
+      } catch (error) {
+        result.syscalls[target.label] = (error as Error).message;
+      }
+    }
   }
   await weir?.stop();
   weir = null;
@@ -197,6 +209,10 @@ async function main(): Promise<number> {
     }
     const verdicts = renderVerdicts(results);
     if (verdicts !== '') out.push('Goals of issue 5 (weir ÷ peer):', verdicts, '');
+    const syscalls = renderSyscalls(results);
+    if (syscalls !== '') {
+      out.push('System calls per request (2 s of load under strace -f -c: a diagnostic; strace slows the proxy, which changes how many events each epoll wait returns):', syscalls, '');
+    }
     const notes = renderNotes(results);
     if (notes !== '') out.push('Notes:', notes, '');
     if (options.profileDir !== null) out.push(summariseProfiles(options.profileDir), '');
