@@ -1,14 +1,14 @@
 /**
  * Builds the Proxy-Wasm test corpus from the sources beside this file, on demand, into `.cache/wasm-corpus/`
  * (gitignored), keyed by a hash of each source and its compiler's version, so later runs reuse the binaries.
- * - as/filters.ts: AssemblyScript filters built with @solo-io/proxy-runtime 0.1.8 and assemblyscript 0.14 (npm).
+ * - as/filters.as: AssemblyScript filters built with @solo-io/proxy-runtime 0.1.8 and assemblyscript 0.14 (npm).
  * - wat/*.wat: hand-written edge cases compiled in-process with wabt (npm).
  * - big: the edge module padded to about 1 MiB, generated here, for the cold-start measurement.
  * Run directly (`npx node test/wasm-corpus/build.ts`) to build everything and print the paths.
  */
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,14 +56,21 @@ function hash(...parts: (string | Uint8Array)[]): string {
 }
 
 async function buildAs(): Promise<string> {
-  const source = join(here, 'as', 'filters.ts');
+  // The source is not named .ts so that tsc leaves it alone; asc wants .ts, so it compiles a copy.
+  const source = join(here, 'as', 'filters.as');
   const asVersion = require('assemblyscript/package.json').version as string;
   const sdkVersion = require('@solo-io/proxy-runtime/package.json').version as string;
   const out = join(outDir, `as-filters-${hash(await readFile(source), asVersion, sdkVersion)}.wasm`);
   if (await exists(out)) return out;
   const tmp = `${out}.${process.pid}.tmp.wasm`;
+  const copy = join(outDir, `as-filters-${process.pid}.ts`);
+  await writeFile(copy, await readFile(source));
   const asc = join(dirname(require.resolve('assemblyscript/package.json')), 'bin', 'asc');
-  await promisify(execFile)(process.execPath, [asc, source, '-b', tmp, '--use', 'abort=abort_proc_exit', '--optimize'], { cwd: root });
+  try {
+    await promisify(execFile)(process.execPath, [asc, copy, '-b', tmp, '--use', 'abort=abort_proc_exit', '--optimize'], { cwd: root });
+  } finally {
+    await rm(copy, { force: true });
+  }
   await rename(tmp, out);
   return out;
 }

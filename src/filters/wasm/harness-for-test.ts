@@ -147,7 +147,7 @@ export async function runForTest(factory: FilterFactory, req: { headers: Record<
   const runBody = async (direction: Direction, chunks: string[]): Promise<Buffer | null> => {
     const hook = direction === 'request' ? filter.onRequestBody : filter.onResponseBody;
     const passed: Buffer[] = [];
-    let buffered = Buffer.alloc(0);
+    let buffered: Buffer = Buffer.alloc(0);
     for (let i = 0; i < chunks.length; i++) {
       const eos = i === chunks.length - 1;
       const chunk: BodyChunk = { data: Buffer.concat([buffered, Buffer.from(chunks[i])]) };
@@ -174,7 +174,7 @@ export async function runForTest(factory: FilterFactory, req: { headers: Record<
   if (stopped()) return replied();
   const upstreamBody = await runBody('request', bodyChunks);
   if (upstreamBody === null) return replied();
-  const upstream = { headers: requestHeaders, body: upstreamBody };
+  const upstream: { headers: HeaderMap; body: Buffer } = { headers: requestHeaders, body: upstreamBody };
 
   const responseHeaders = HeaderMap.from({ ':status': String(res.status ?? 200), ...res.headers });
   cb.responseHeaders = responseHeaders;
