@@ -76,12 +76,17 @@ export class LuaStream implements Filter {
   readonly setup: StreamSetup;
   readonly cb: FilterCallbacks;
   readonly req = new DirState(0);
-  readonly resp = new DirState(1);
+  #resp: DirState | null = null;
   /** Bit per header map (see `map`) whose iteration has started and not finished. */
   iterating = 0;
   readonly #routeContext: Record<string, unknown> | undefined;
   #destroyed = false;
   #left = false;
+
+  /** The response side, made when first needed (many requests never get that far with a script). */
+  get resp(): DirState {
+    return (this.#resp ??= new DirState(1));
+  }
 
   constructor(script: LuaScript, setup: StreamSetup, cb: FilterCallbacks, routeContext: Record<string, unknown> | undefined) {
     this.script = script;
@@ -125,15 +130,18 @@ export class LuaStream implements Filter {
 
   onDestroy(): void {
     this.#destroyed = true;
-    for (const d of [this.req, this.resp]) {
-      if (d.co !== null) {
-        this.script.release(d.co);
-        d.co = null;
-      }
-    }
+    this.#drop(this.req);
+    if (this.#resp !== null) this.#drop(this.#resp);
     if (!this.#left) {
       this.#left = true;
       this.script.leave();
+    }
+  }
+
+  #drop(d: DirState): void {
+    if (d.co !== null) {
+      this.script.release(d.co);
+      d.co = null;
     }
   }
 

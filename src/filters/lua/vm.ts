@@ -76,9 +76,9 @@ let compiled: Promise<WebAssembly.Module> | undefined;
 let instantiating: Promise<unknown> = Promise.resolve();
 
 /**
- * Instantiates wasmoon's Emscripten glue with two changes made at the one place where it hands its imports to
- * `WebAssembly.instantiate`: the compiled module is reused across VMs, and `emscripten_resize_heap` refuses to
- * grow past the VM's cap. wasmoon offers no option for either, so the patch is scoped to this call and serialised.
+ * Instantiates wasmoon's Emscripten glue with three changes made at the one place where it hands its imports to
+ * `WebAssembly.instantiate`: the compiled module is reused across VMs, `emscripten_resize_heap` refuses to
+ * grow past the VM's cap, and `invoke_vii` (the setjmp trampoline of every protected call) skips the glue's checks. wasmoon offers no option for either, so the patch is scoped to this call and serialised.
  */
 async function instantiate(limitBytes: number): Promise<{ wasm: LuaWasm; raw: Record<string, any> }> {
   const run = instantiating.then(async () => {
@@ -91,12 +91,30 @@ async function instantiate(limitBytes: number): Promise<{ wasm: LuaWasm; raw: Re
       }
       const grow = env.emscripten_resize_heap;
       let cap = 0;
+      let raw: Record<string, any> | undefined;
+      const table: ((a: number, b: number) => void)[] = [];
+      // Lua's protected calls (every lua_resume and pcall) go through invoke_vii. The glue's version calls
+      // stackSave through an asserting wrapper and re-reads the function table on every call; this one does not.
+      env.invoke_vii = function fastInvokeVii(index: number, a: number, b: number): void {
+        const ex = raw!;
+        const sp = ex.stackSave();
+        try {
+          let fn = table[index];
+          if (fn === undefined) fn = table[index] = (ex.__indirect_function_table as WebAssembly.Table).get(index);
+          fn(a, b);
+        } catch (err) {
+          ex.stackRestore(sp);
+          if (err !== (err as number) + 0) throw err; // a longjmp (Lua error or yield) throws a number
+          ex.setThrew(1, 0);
+        }
+      };
       env.emscripten_resize_heap = function cappedResizeHeap(requested: number): number | boolean {
         return requested >>> 0 > cap ? 0 : grow(requested);
       };
       compiled ??= source instanceof WebAssembly.Module ? Promise.resolve(source) : WebAssembly.compile(source);
       const instance = await original.call(WebAssembly, await compiled, imports);
       exports = (instance as unknown as WebAssembly.Instance).exports as Record<string, any>;
+      raw = exports;
       cap = (exports.memory as WebAssembly.Memory).buffer.byteLength + limitBytes;
       return { module: await compiled, instance };
     };
