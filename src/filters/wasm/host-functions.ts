@@ -6,7 +6,7 @@ import { deflateSync, inflateSync } from 'node:zlib';
 import { BufferType, MapType, MetricKind, Status, StreamType } from './abi.ts';
 import { decodePairs, encodePairs } from './pairs.ts';
 import { getProperty } from './properties.ts';
-import { WASI_ALLOWED_AT_START, wasiImports } from './wasi.ts';
+import { WASI_ALLOWED_AT_START, WASI_FUNCTIONS, wasiImports } from './wasi.ts';
 import type { ContextState } from './context.ts';
 import { VmFailure, type WasmVm } from './vm.ts';
 import { HeaderMap } from '../../core/headers.ts';
@@ -32,6 +32,23 @@ export function hostImports(vm: WasmVm): WebAssembly.Imports {
   const wasi = wasiImports({ bytes: () => vm.bytes(), view: () => vm.view(), log: (level, m) => vm.log(level, m), environment: vm.options.environment });
   for (const name of Object.keys(wasi)) if (!WASI_ALLOWED_AT_START.has(name) && name !== 'proc_exit') wasi[name] = startGuard(vm, name, wasi[name]);
   return { env: guarded, wasi_snapshot_preview1: wasi, wasi_unstable: wasi };
+}
+
+/** Names of every `env` import the host provides. */
+export const ENV_FUNCTION_NAMES: ReadonlySet<string> = new Set(Object.keys(envFunctions({ options: {}, abi: '0.2.1' } as unknown as WasmVm)));
+
+/**
+ * Checks a module's imports against what the host provides; throws naming the first unknown import.
+ * Done in the main thread at load time so that a bad module fails the config, not a worker.
+ */
+export function checkImports(module: WebAssembly.Module): void {
+  for (const imp of WebAssembly.Module.imports(module)) {
+    const known = imp.kind === 'function' && (imp.module === 'env' ? ENV_FUNCTION_NAMES.has(imp.name) : (imp.module === 'wasi_snapshot_preview1' || imp.module === 'wasi_unstable') && (WASI_FUNCTIONS as readonly string[]).includes(imp.name));
+    if (!known) throw new Error(`Cannot load Wasm module: missing import "${imp.module}.${imp.name}" (${imp.kind}); weir provides the Proxy-Wasm env functions and WASI preview1`);
+  }
+  const exports = new Set(WebAssembly.Module.exports(module).map((e) => e.name));
+  if (!exports.has('memory')) throw new Error('Cannot load Wasm module: it exports no memory named "memory"');
+  if (!exports.has('malloc') && !exports.has('proxy_on_memory_allocate')) throw new Error('Cannot load Wasm module: it exports neither malloc nor proxy_on_memory_allocate');
 }
 
 function startGuard(vm: WasmVm, name: string, fn: Fn): Fn {

@@ -11,6 +11,12 @@
 /** The export name of the fuel global. */
 export const FUEL_EXPORT = '__weir_fuel';
 
+/**
+ * The export name of the module's start function. The start section is removed and its function exported instead,
+ * so that the host runs it after instantiation, when the memory export is reachable from host calls.
+ */
+export const START_EXPORT = '__weir_start';
+
 const PAGE = 65536;
 
 /** Fuel for the module's start section, before the host sets a per-callback budget. */
@@ -127,6 +133,8 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
     } else if (s.id === 6) definedGlobals = new Reader(input, s.start).u32();
   }
   const fuelIndex = importedGlobals + definedGlobals;
+  const startSection = sections.find((s) => s.id === 8);
+  const startFunction = startSection === undefined ? -1 : new Reader(input, startSection.start).u32();
   const check = [0x23, ...leb(fuelIndex), 0x41, 0x01, 0x6b, 0x24, ...leb(fuelIndex), 0x23, ...leb(fuelIndex), 0x41, 0x00, 0x48, 0x04, 0x40, 0x00, 0x0b];
   // The start section runs before the host can set the fuel, so the global starts with a budget for start-up.
   const fuelGlobal = [0x7f, 0x01, 0x41, ...sleb(START_FUEL), 0x0b];
@@ -152,7 +160,14 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
       const er = new Reader(body);
       const n = er.u32();
       const name = [...Buffer.from(FUEL_EXPORT)];
-      out.push(...section(7, [...leb(n + 1), ...body.subarray(er.at), ...leb(name.length), ...name, 0x03, ...leb(fuelIndex)]));
+      const entries = [...body.subarray(er.at), ...leb(name.length), ...name, 0x03, ...leb(fuelIndex)];
+      if (startFunction >= 0) {
+        const start = [...Buffer.from(START_EXPORT)];
+        entries.push(...leb(start.length), ...start, 0x00, ...leb(startFunction));
+      }
+      out.push(...section(7, [...leb(n + (startFunction >= 0 ? 2 : 1)), ...entries]));
+    } else if (s.id === 8) {
+      // Dropped: exported as START_EXPORT above.
     } else if (s.id === 10) {
       const result = rewriteCode(body, check);
       checks += result.checks;

@@ -8,6 +8,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { instrument } from './instrument.ts';
 import { abiVersionOf, type AbiVersion } from './abi.ts';
+import { checkImports } from './host-functions.ts';
 
 /** Where a module comes from. */
 export interface ModuleSource {
@@ -128,7 +129,9 @@ export async function compileModule(bytes: Uint8Array, sha256: string, maxMemory
   entry = (async () => {
     const { bytes: rewritten } = instrument(bytes, maxMemoryBytes);
     const module = await WebAssembly.compile(rewritten as Uint8Array<ArrayBuffer>);
-    return { module, abi: abiVersionOf(module) };
+    const abi = abiVersionOf(module);
+    checkImports(module);
+    return { module, abi };
   })();
   compiled.set(key, entry);
   stats.compilations++;

@@ -12,3 +12,12 @@ export async function buildFilterForTest(config: WasmConfig, opts: { name?: stri
   const factory: FilterFactory = await wasm.factory(config, ctx);
   return { factory, ctx, prepared: prepared as import('./index.ts').PreparedWasm, prepareLogs };
 }
+
+/** In a worker thread: builds the edge module's filter from a structured-cloned `prepare` result and runs one request. */
+export async function buildFactoryFromPreparedForTest(prepared: unknown): Promise<string> {
+  const { runForTest } = await import('./harness-for-test.ts');
+  const config = { file: 'unused', configuration: 'go', vm_id: 'in-worker' };
+  const factory = await wasm.factory(config, factoryContextForTest({ prepared }));
+  const r = await runForTest(factory, { headers: {} });
+  return `x-edge=${r.upstream?.headers.get('x-edge')}`;
+}

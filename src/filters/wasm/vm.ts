@@ -4,7 +4,7 @@
  */
 import { MetricKind, Status, type AbiVersion } from './abi.ts';
 import { ContextState, type PluginInfo } from './context.ts';
-import { FUEL_EXPORT } from './instrument.ts';
+import { FUEL_EXPORT, START_EXPORT } from './instrument.ts';
 import { hostImports } from './host-functions.ts';
 import { ProcExit } from './wasi.ts';
 import type { FactoryContext, FilterCallbacks, HttpCallRequest, LogLevel } from '../contract.ts';
@@ -95,6 +95,7 @@ export class WasmVm {
     }
     try {
       this.#setFuel();
+      if (typeof this.#exports[START_EXPORT] === 'function') this.#exports[START_EXPORT]();
       if (typeof this.#exports._initialize === 'function') {
         this.#exports._initialize();
         if (typeof this.#exports.main === 'function') this.#exports.main(0, 0);

@@ -1,0 +1,115 @@
+// Traps, endless loops, memory caps and failure policies, with the hand-written edge module (test/wasm-corpus/wat/edge.wat).
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildCorpus, type Corpus } from '../../../test/wasm-corpus/build.ts';
+import { buildFilterForTest } from './test-support.ts';
+import { runForTest, CallbacksForTest } from './harness-for-test.ts';
+import { HeaderMap } from '../../core/headers.ts';
+import { Metrics, renderPrometheus } from '../../telemetry/metrics.ts';
+
+let corpus: Corpus;
+before(async () => {
+  corpus = await buildCorpus();
+});
+
+/** Request headers whose count selects the edge module's behaviour (4 pseudo-headers plus padding). */
+function headersFor(count: number): Record<string, string> {
+  const h: Record<string, string> = {};
+  for (let i = 0; i < count - 4; i++) h[`x-pad-${i}`] = String(i);
+  return h;
+}
+
+let seq = 0;
+const edge = (extra: Record<string, unknown> = {}) => ({ file: corpus.edge, configuration: 'go', vm_id: `edge-${seq++}`, ...extra });
+
+test('a trap under fail_closed answers 503, is counted and logged with the filter name, and the VM stays down', async () => {
+  const metrics = new Metrics();
+  const { factory, ctx } = await buildFilterForTest(edge({ failure_policy: 'fail_closed' }), { name: 'edgy', metrics });
+  const ok = await runForTest(factory, { headers: headersFor(6) });
+  assert.equal(ok.upstream!.headers.get('x-edge'), 'ok');
+  const trapped = await runForTest(factory, { headers: headersFor(13) });
+  assert.equal(trapped.response!.status, 503);
+  assert.equal(trapped.callbacks.localReply!.options!.details, 'wasm_fail_stream');
+  assert.ok(trapped.callbacks.logs.some(([l, m]) => l === 'error' && m.includes('"edgy"') && m.includes('unreachable')), JSON.stringify(trapped.callbacks.logs));
+  assert.match(renderPrometheus(metrics.snapshot()), /weir_wasm_vm_failures_total\{filter="edgy",reason="trap"\} 1/);
+  const after = await runForTest(factory, { headers: headersFor(6) });
+  assert.equal(after.response!.status, 503, 'fail_closed keeps the failed VM down, as Envoy does');
+  void ctx;
+});
+
+test('a trap under fail_open passes the failing request and later ones through untouched', async () => {
+  const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_open' }));
+  const trapped = await runForTest(factory, { headers: headersFor(13) });
+  assert.equal(trapped.response!.status, 200);
+  assert.equal(trapped.upstream!.headers.get('x-edge'), undefined);
+  const after = await runForTest(factory, { headers: headersFor(6) });
+  assert.equal(after.response!.status, 200);
+  assert.equal(after.upstream!.headers.get('x-edge'), undefined);
+});
+
+test('an endless loop exhausts the CPU budget: only its request fails, and fail_reload serves the next one', async () => {
+  const metrics = new Metrics();
+  const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_reload', cpu_budget: 2_000_000 }), { name: 'loopy', metrics });
+  const started = performance.now();
+  const looped = await runForTest(factory, { headers: headersFor(14) });
+  const elapsed = performance.now() - started;
+  assert.equal(looped.response!.status, 503);
+  const next = await runForTest(factory, { headers: headersFor(6) });
+  assert.equal(next.upstream!.headers.get('x-edge'), 'ok');
+  const text = renderPrometheus(metrics.snapshot());
+  assert.match(text, /weir_wasm_vm_failures_total\{filter="loopy",reason="cpu-budget"\} 1/);
+  assert.match(text, /weir_wasm_vm_reloads_total\{filter="loopy"\} 1/);
+  console.log(`# endless loop stopped after ${elapsed.toFixed(1)} ms with a budget of 2e6 steps`);
+});
+
+test('fail_reload backs off when the new VM fails again at once', async () => {
+  const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_reload' }));
+  assert.equal((await runForTest(factory, { headers: headersFor(13) })).response!.status, 503);
+  assert.equal((await runForTest(factory, { headers: headersFor(13) })).response!.status, 503, 'first reload is immediate, and traps again');
+  const during = await runForTest(factory, { headers: headersFor(6) });
+  assert.equal(during.response!.status, 503, 'the second reload waits for its backoff (1 s)');
+});
+
+test('unbounded recursion traps (stack overflow) and is contained', async () => {
+  const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_reload' }));
+  assert.equal((await runForTest(factory, { headers: headersFor(17) })).response!.status, 503);
+  assert.equal((await runForTest(factory, { headers: headersFor(6) })).upstream!.headers.get('x-edge'), 'ok');
+});
+
+test('the memory cap makes memory.grow fail inside the module instead of growing the process', async () => {
+  const { factory } = await buildFilterForTest(edge({ memory_limit_mb: 4 }));
+  const r = await runForTest(factory, { headers: headersFor(15) });
+  assert.equal(r.upstream!.headers.get('x-grow'), 'failed');
+  const { factory: roomy } = await buildFilterForTest(edge({ memory_limit_mb: 64 }));
+  const r2 = await runForTest(roomy, { headers: headersFor(15) });
+  assert.equal(r2.upstream!.headers.get('x-grow'), undefined, 'with room the same growth succeeds');
+});
+
+test('a module that needs more memory at start than the cap is refused at load time', async () => {
+  await assert.rejects(buildFilterForTest({ file: corpus.big, memory_limit_mb: 1, configuration: 'go' }), /over the cap/);
+});
+
+test('a header callback returning an unknown status stops headers and body, as Envoy does', async () => {
+  const { factory } = await buildFilterForTest(edge());
+  const cb = new CallbacksForTest();
+  const filter = factory.create(cb, undefined);
+  const headers = HeaderMap.from({ ':method': 'GET', ':path': '/', ':authority': 'a', ':scheme': 'http', ...headersFor(16) });
+  assert.equal(filter.onRequestHeaders!(headers, true), 'stop-all');
+  filter.onDestroy!();
+});
+
+test('pointers outside guest memory answer INVALID_MEMORY_ACCESS instead of trapping', async () => {
+  const { factory } = await buildFilterForTest(edge());
+  const r = await runForTest(factory, { headers: headersFor(18) });
+  assert.equal(r.upstream!.headers.get('x-status'), '6');
+});
+
+test('ABI 0.2.1: a missing header answers NOT_FOUND', async () => {
+  const { factory } = await buildFilterForTest(edge());
+  const r = await runForTest(factory, { headers: headersFor(19) });
+  assert.equal(r.upstream!.headers.get('x-status'), '1');
+});
+
+test('proxy_on_configure returning false refuses the filter config with a message', async () => {
+  await assert.rejects(buildFilterForTest(edge({ configuration: 'reject' }), { name: 'picky' }), /rejected the configuration of filter "picky"/);
+});
