@@ -187,3 +187,16 @@ test('the SDK trap on an empty plugin configuration is contained: the filter is 
 test('an unknown root_id makes the SDK exit during on_context_create: the filter is refused', async () => {
   await assert.rejects(buildFilterForTest(as('no_such_root', { vm_id: 'nosuch' })), /proc_exit|trapped/);
 });
+
+test('two filters with the same vm_id and code share one VM (one module global), another vm_id gets its own', async () => {
+  const vm_id = `pair-${Date.now()}`;
+  const a = await buildFilterForTest(as('vmcount', { vm_id, configuration: 'a' }), { name: 'a' });
+  const b = await buildFilterForTest(as('vmcount', { vm_id, configuration: 'b' }), { name: 'b' });
+  const c = await buildFilterForTest(as('vmcount', { vm_id: `${vm_id}-c`, configuration: 'c' }), { name: 'c' });
+  const seen: string[] = [];
+  for (const f of [a, b, c, a, b]) {
+    const r = await runForTest(f.factory, { headers: {} });
+    for (const [k, v] of r.upstream!.headers) if (k.startsWith('x-vmcount-')) seen.push(`${k.slice(10)}=${v}`);
+  }
+  assert.deepEqual(seen, ['a=1', 'b=2', 'c=1', 'a=3', 'b=4']);
+});

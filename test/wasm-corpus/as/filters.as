@@ -198,6 +198,24 @@ class TickFilter extends Context {
 }
 registerRootContext((id: u32): RootContext => new TickRoot(id), "tick");
 
+// Module globals live in one VM: they tell which requests ran in the same VM (worker).
+let localHits: i32 = 0;
+let vmCount: i32 = 0;
+
+// vmcount: counts requests in a module global; filters that share a VM see one counter.
+class VmCountRoot extends RootContext {
+  createContext(context_id: u32): Context { return new VmCountFilter(context_id, this); }
+}
+class VmCountFilter extends Context {
+  constructor(context_id: u32, root: VmCountRoot) { super(context_id, root); }
+  onRequestHeaders(n: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    vmCount++;
+    stream_context.headers.request.add("x-vmcount-" + this.root_context.getConfiguration(), vmCount.toString());
+    return FilterHeadersStatusValues.Continue;
+  }
+}
+registerRootContext((id: u32): RootContext => new VmCountRoot(id), "vmcount");
+
 // shared: x-shared-set stores a value; every request reads it back and counts hits with compare-and-swap.
 class SharedRoot extends RootContext {
   createContext(context_id: u32): Context { return new SharedFilter(context_id, this); }
@@ -219,6 +237,8 @@ class SharedFilter extends Context {
       if (setShared("hits", hits.toString(), cur.ok ? cur.cas : 0) == 0) break;
     }
     h.add("x-hits", hits.toString());
+    localHits++;
+    h.add("x-local-hits", localHits.toString());
     const stale = setShared("hits", "0", 12345678);
     h.add("x-stale-cas", stale.toString());
     return FilterHeadersStatusValues.Continue;
