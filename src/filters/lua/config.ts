@@ -89,9 +89,9 @@ export const schema: JsonSchema = {
     failure_status: { type: 'integer', minimum: 400, maximum: 599, default: DEFAULTS.failureStatus, description: 'Status of the local reply when a script fails.' },
     instruction_limit: {
       type: 'integer',
-      minimum: 1000,
+      anyOf: [{ const: 0 }, { minimum: 1000 }],
       default: DEFAULTS.instructionLimit,
-      description: 'VM instructions a handler may run between two yields before it is stopped.',
+      description: 'VM instructions a handler may run between two yields before it is stopped; 0 turns the limit (and its cost) off for trusted scripts.',
     },
     memory_limit_mb: {
       type: 'integer',

@@ -152,3 +152,16 @@ test('a script that does not compile, or whose top-level code fails, rejects the
   await assert.rejects(lua(`local x = nil\nx.y = 1`), /Cannot run the top-level code of Lua script "lua-test": lua-test:2: attempt to index a nil value/);
   await assert.rejects(lua(`while true do end`, { instruction_limit: 100000 }), /instruction limit of 100000 exceeded/);
 });
+
+test('instruction_limit: 0 turns the budget off (trusted scripts): a long loop runs to the end', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local n = 0
+      for i = 1, 3000000 do n = n + 1 end
+      h:headers():add("x-n", tostring(n))
+    end`, { instruction_limit: 0 });
+  const o = await f.exchange({});
+  assert.equal(o.upstream!.headers.get('x-n'), '3000000');
+  const limited = await lua(`function envoy_on_request(h) for i = 1, 3000000 do end end`, { instruction_limit: 1_000_000 });
+  assert.equal((await limited.exchange({})).reply?.status, 500);
+});

@@ -13,7 +13,7 @@ const PRELUDE = readFileSync(new URL('./prelude.lua', import.meta.url));
 
 /** Limits of one Lua state. */
 export interface ScriptLimits {
-  /** VM instructions one run of a handler may execute before it is stopped (between two yields). */
+  /** VM instructions one run of a handler may execute before it is stopped (between two yields); 0: no limit. */
   instructionLimit: number;
   /** Bytes the state's memory may grow beyond its initial 16 MiB. */
   memoryLimitBytes: number;
@@ -181,7 +181,7 @@ export class LuaScript {
     const { vm } = this;
     const { x } = vm;
     this.#budgetHit = false;
-    vm.setBudget(co.L, this.#hook, this.limits.instructionLimit);
+    if (this.limits.instructionLimit > 0) vm.setBudget(co.L, this.#hook, this.limits.instructionLimit);
     let st: number;
     try {
       st = x.lua_resume(co.L, vm.L, nargs, vm.nresPtr);
