@@ -12,11 +12,9 @@ before(async () => {
   corpus = await buildCorpus();
 });
 
-/** Request headers whose count selects the edge module's behaviour (4 pseudo-headers plus padding). */
-function headersFor(count: number): Record<string, string> {
-  const h: Record<string, string> = {};
-  for (let i = 0; i < count - 4; i++) h[`x-pad-${i}`] = String(i);
-  return h;
+/** The request header that selects the edge module's behaviour (see test/wasm-corpus/wat/edge.wat). */
+function action(a: 'trap' | 'loop' | 'grow' | 'bad-status' | 'recurse' | 'oob' | 'missing' | 'none'): Record<string, string> {
+  return a === 'none' ? {} : { 'x-edge-action': a === 'bad-status' ? 'b' : a === 'missing' ? 'm' : a === 'oob' ? 'o' : a };
 }
 
 let seq = 0;
@@ -25,24 +23,24 @@ const edge = (extra: Record<string, unknown> = {}) => ({ file: corpus.edge, conf
 test('a trap under fail_closed answers 503, is counted and logged with the filter name, and the VM stays down', async () => {
   const metrics = new Metrics();
   const { factory, ctx } = await buildFilterForTest(edge({ failure_policy: 'fail_closed' }), { name: 'edgy', metrics });
-  const ok = await runForTest(factory, { headers: headersFor(6) });
+  const ok = await runForTest(factory, { headers: action('none') });
   assert.equal(ok.upstream!.headers.get('x-edge'), 'ok');
-  const trapped = await runForTest(factory, { headers: headersFor(13) });
+  const trapped = await runForTest(factory, { headers: action('trap') });
   assert.equal(trapped.response!.status, 503);
   assert.equal(trapped.callbacks.localReply!.options!.details, 'wasm_fail_stream');
   assert.ok(trapped.callbacks.logs.some(([l, m]) => l === 'error' && m.includes('"edgy"') && m.includes('unreachable')), JSON.stringify(trapped.callbacks.logs));
   assert.match(renderPrometheus(metrics.snapshot()), /weir_wasm_vm_failures_total\{filter="edgy",reason="trap"\} 1/);
-  const after = await runForTest(factory, { headers: headersFor(6) });
+  const after = await runForTest(factory, { headers: action('none') });
   assert.equal(after.response!.status, 503, 'fail_closed keeps the failed VM down, as Envoy does');
   void ctx;
 });
 
 test('a trap under fail_open passes the failing request and later ones through untouched', async () => {
   const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_open' }));
-  const trapped = await runForTest(factory, { headers: headersFor(13) });
+  const trapped = await runForTest(factory, { headers: action('trap') });
   assert.equal(trapped.response!.status, 200);
   assert.equal(trapped.upstream!.headers.get('x-edge'), undefined);
-  const after = await runForTest(factory, { headers: headersFor(6) });
+  const after = await runForTest(factory, { headers: action('none') });
   assert.equal(after.response!.status, 200);
   assert.equal(after.upstream!.headers.get('x-edge'), undefined);
 });
@@ -51,10 +49,10 @@ test('an endless loop exhausts the CPU budget: only its request fails, and fail_
   const metrics = new Metrics();
   const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_reload', cpu_budget: 2_000_000 }), { name: 'loopy', metrics });
   const started = performance.now();
-  const looped = await runForTest(factory, { headers: headersFor(14) });
+  const looped = await runForTest(factory, { headers: action('loop') });
   const elapsed = performance.now() - started;
   assert.equal(looped.response!.status, 503);
-  const next = await runForTest(factory, { headers: headersFor(6) });
+  const next = await runForTest(factory, { headers: action('none') });
   assert.equal(next.upstream!.headers.get('x-edge'), 'ok');
   const text = renderPrometheus(metrics.snapshot());
   assert.match(text, /weir_wasm_vm_failures_total\{filter="loopy",reason="cpu-budget"\} 1/);
@@ -64,24 +62,24 @@ test('an endless loop exhausts the CPU budget: only its request fails, and fail_
 
 test('fail_reload backs off when the new VM fails again at once', async () => {
   const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_reload' }));
-  assert.equal((await runForTest(factory, { headers: headersFor(13) })).response!.status, 503);
-  assert.equal((await runForTest(factory, { headers: headersFor(13) })).response!.status, 503, 'first reload is immediate, and traps again');
-  const during = await runForTest(factory, { headers: headersFor(6) });
+  assert.equal((await runForTest(factory, { headers: action('trap') })).response!.status, 503);
+  assert.equal((await runForTest(factory, { headers: action('trap') })).response!.status, 503, 'first reload is immediate, and traps again');
+  const during = await runForTest(factory, { headers: action('none') });
   assert.equal(during.response!.status, 503, 'the second reload waits for its backoff (1 s)');
 });
 
 test('unbounded recursion traps (stack overflow) and is contained', async () => {
   const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_reload' }));
-  assert.equal((await runForTest(factory, { headers: headersFor(17) })).response!.status, 503);
-  assert.equal((await runForTest(factory, { headers: headersFor(6) })).upstream!.headers.get('x-edge'), 'ok');
+  assert.equal((await runForTest(factory, { headers: action('recurse') })).response!.status, 503);
+  assert.equal((await runForTest(factory, { headers: action('none') })).upstream!.headers.get('x-edge'), 'ok');
 });
 
 test('the memory cap makes memory.grow fail inside the module instead of growing the process', async () => {
   const { factory } = await buildFilterForTest(edge({ memory_limit_mb: 4 }));
-  const r = await runForTest(factory, { headers: headersFor(15) });
+  const r = await runForTest(factory, { headers: action('grow') });
   assert.equal(r.upstream!.headers.get('x-grow'), 'failed');
   const { factory: roomy } = await buildFilterForTest(edge({ memory_limit_mb: 64 }));
-  const r2 = await runForTest(roomy, { headers: headersFor(15) });
+  const r2 = await runForTest(roomy, { headers: action('grow') });
   assert.equal(r2.upstream!.headers.get('x-grow'), undefined, 'with room the same growth succeeds');
 });
 
@@ -93,20 +91,20 @@ test('a header callback returning an unknown status stops headers and body, as E
   const { factory } = await buildFilterForTest(edge());
   const cb = new CallbacksForTest();
   const filter = factory.create(cb, undefined);
-  const headers = HeaderMap.from({ ':method': 'GET', ':path': '/', ':authority': 'a', ':scheme': 'http', ...headersFor(16) });
+  const headers = HeaderMap.from({ ':method': 'GET', ':path': '/', ':authority': 'a', ':scheme': 'http', ...action('bad-status') });
   assert.equal(filter.onRequestHeaders!(headers, true), 'stop-all');
   filter.onDestroy!();
 });
 
 test('pointers outside guest memory answer INVALID_MEMORY_ACCESS instead of trapping', async () => {
   const { factory } = await buildFilterForTest(edge());
-  const r = await runForTest(factory, { headers: headersFor(18) });
+  const r = await runForTest(factory, { headers: action('oob') });
   assert.equal(r.upstream!.headers.get('x-status'), '6');
 });
 
 test('ABI 0.2.1: a missing header answers NOT_FOUND', async () => {
   const { factory } = await buildFilterForTest(edge());
-  const r = await runForTest(factory, { headers: headersFor(19) });
+  const r = await runForTest(factory, { headers: action('missing') });
   assert.equal(r.upstream!.headers.get('x-status'), '1');
 });
 

@@ -1,6 +1,6 @@
-;; Edge cases that SDKs never produce, chosen by the number of request headers the test sends:
-;; 13 traps, 14 loops forever, 15 asks for more memory than the cap, 16 returns a bad status, 17 recurses
-;; without end, 18 passes pointers outside memory, 19 reads a missing header; otherwise it adds "x-edge: ok".
+;; Edge cases that SDKs never produce, chosen by the first letter of the request header x-edge-action:
+;; t traps, l loops forever, g asks for more memory than the cap, b returns a bad status, r recurses
+;; without end, o passes pointers outside memory, m reads a missing header; otherwise it adds "x-edge: ok".
 ;; A plugin configuration of exactly 6 bytes ("reject") is refused by proxy_on_configure.
 (module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
@@ -14,6 +14,7 @@
   (data (i32.const 1072) "failed")
   (data (i32.const 1088) "x-status")
   (data (i32.const 1104) "x-not-there")
+  (data (i32.const 1120) "x-edge-action")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "malloc") (param $n i32) (result i32) (local $p i32)
     (local.set $p (global.get $heap))
@@ -32,21 +33,23 @@
   (func $status (param $s i32)
     (i32.store8 (i32.const 2000) (i32.add (i32.const 48) (local.get $s)))
     (drop (call $add (i32.const 0) (i32.const 1088) (i32.const 8) (i32.const 2000) (i32.const 1))))
-  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
-    (if (i32.eq (local.get $n) (i32.const 13)) (then unreachable))
-    (if (i32.eq (local.get $n) (i32.const 14)) (then (loop $forever (br $forever))))
-    (if (i32.eq (local.get $n) (i32.const 15))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32) (local $a i32)
+    (if (i32.eqz (call $get (i32.const 0) (i32.const 1120) (i32.const 13) (i32.const 3000) (i32.const 3004)))
+      (then (if (i32.load (i32.const 3004)) (then (local.set $a (i32.load8_u (i32.load (i32.const 3000))))))))
+    (if (i32.eq (local.get $a) (i32.const 116)) (then unreachable))
+    (if (i32.eq (local.get $a) (i32.const 108)) (then (loop $forever (br $forever))))
+    (if (i32.eq (local.get $a) (i32.const 103))
       (then
         (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1))
           (then (drop (call $add (i32.const 0) (i32.const 1056) (i32.const 6) (i32.const 1072) (i32.const 6)))))
         (return (i32.const 0))))
-    (if (i32.eq (local.get $n) (i32.const 16)) (then (return (i32.const 77))))
-    (if (i32.eq (local.get $n) (i32.const 17)) (then (drop (call $recurse (i32.const 0)))))
-    (if (i32.eq (local.get $n) (i32.const 18))
+    (if (i32.eq (local.get $a) (i32.const 98)) (then (return (i32.const 77))))
+    (if (i32.eq (local.get $a) (i32.const 114)) (then (drop (call $recurse (i32.const 0)))))
+    (if (i32.eq (local.get $a) (i32.const 111))
       (then
         (call $status (call $log (i32.const 2) (i32.const -100) (i32.const 50)))
         (return (i32.const 0))))
-    (if (i32.eq (local.get $n) (i32.const 19))
+    (if (i32.eq (local.get $a) (i32.const 109))
       (then
         (call $status (call $get (i32.const 0) (i32.const 1104) (i32.const 11) (i32.const 3000) (i32.const 3004)))
         (return (i32.const 0))))
