@@ -47,6 +47,9 @@ function envoy_on_request(handle)
     local b = handle:body()
     local t = handle:trailers()
     handle:headers():add("x-trailer", (t and t:get("x-sum") or "none") .. "/" .. b:length())
+  elseif path == "/meta" then
+    local md = handle:metadata()
+    h:add("x-meta", md:get("team") .. "/" .. md:get("limits").rps .. "/" .. handle:streamInfo():routeName())
   elseif path == "/count" then
     local n = weir.shared.hits:incr("n", 1, 0)
     h:add("x-count", tostring(n))
@@ -95,6 +98,11 @@ listeners:
             source_code:
               inline_string: |
                 function envoy_on_request(h) h:headers():add("x-inline", "yes") end
+      - name: meta
+        match: { prefix: /meta }
+        cluster: backend
+        metadata:
+          main: { team: core, limits: { rps: 7 } }
       - name: secrets
         match: { prefix: /secrets }
         cluster: secrets
@@ -260,4 +268,10 @@ test('lua e2e: body() then trailers() on a chunked request with trailers', {
   );
   assert.match(text, /^HTTP\/1.1 200/);
   assert.match(text, /"x-trailer":"42\/3"/);
+});
+
+test('lua e2e: metadata() reads the route metadata under the filter name; routeName() names the route', async () => {
+  const res = await get('/meta');
+  const echoed = (await res.json()) as { headers: Record<string, string> };
+  assert.equal(echoed.headers['x-meta'], 'core/7/meta');
 });
