@@ -84,8 +84,24 @@ function sleb(n: number): number[] {
   }
 }
 
-function section(id: number, body: number[] | Uint8Array): number[] {
-  return [id, ...leb(body.length), ...body];
+/** Collects byte chunks without spreading large arrays (which would overflow the stack). */
+class Bytes {
+  readonly parts: Uint8Array[] = [];
+  length = 0;
+  add(b: Uint8Array | number[]): this {
+    const u = b instanceof Uint8Array ? b : Uint8Array.from(b);
+    this.parts.push(u);
+    this.length += u.length;
+    return this;
+  }
+  concat(): Uint8Array {
+    return Buffer.concat(this.parts);
+  }
+}
+
+function section(id: number, body: Uint8Array | number[]): Uint8Array {
+  const b = body instanceof Uint8Array ? body : Uint8Array.from(body);
+  return new Bytes().add([id, ...leb(b.length)]).add(b).concat();
 }
 
 /** Rewrites a module: memory capped at `maxMemoryBytes`, fuel checks added. Throws with a clear message if it cannot. */
@@ -138,11 +154,11 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
   const check = [0x23, ...leb(fuelIndex), 0x41, 0x01, 0x6b, 0x24, ...leb(fuelIndex), 0x23, ...leb(fuelIndex), 0x41, 0x00, 0x48, 0x04, 0x40, 0x00, 0x0b];
   // The start section runs before the host can set the fuel, so the global starts with a budget for start-up.
   const fuelGlobal = [0x7f, 0x01, 0x41, ...sleb(START_FUEL), 0x0b];
-  const out: number[] = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0];
+  const out = new Bytes().add([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
   let checks = 0;
   let wroteGlobal = false;
   const appendGlobalSection = (): void => {
-    if (!wroteGlobal) out.push(...section(6, [1, ...fuelGlobal]));
+    if (!wroteGlobal) out.add(section(6, [1, ...fuelGlobal]));
     wroteGlobal = true;
   };
   // Section order: type 1, import 2, function 3, table 4, memory 5, tag 13, global 6, export 7, ...
@@ -150,32 +166,32 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
   for (const s of sections) {
     const body = input.subarray(s.start, s.end);
     if (s.id !== 0 && order(s.id) > 6 && !wroteGlobal) appendGlobalSection();
-    if (s.id === 5) out.push(...section(5, capMemory(body, maxPages)));
+    if (s.id === 5) out.add(section(5, capMemory(body, maxPages)));
     else if (s.id === 6) {
       const gr = new Reader(body);
       const n = gr.u32();
-      out.push(...section(6, [...leb(n + 1), ...body.subarray(gr.at), ...fuelGlobal]));
+      out.add(section(6, new Bytes().add(leb(n + 1)).add(body.subarray(gr.at)).add(fuelGlobal).concat()));
       wroteGlobal = true;
     } else if (s.id === 7) {
       const er = new Reader(body);
       const n = er.u32();
       const name = [...Buffer.from(FUEL_EXPORT)];
-      const entries = [...body.subarray(er.at), ...leb(name.length), ...name, 0x03, ...leb(fuelIndex)];
+      const entries = new Bytes().add(leb(n + (startFunction >= 0 ? 2 : 1))).add(body.subarray(er.at)).add([...leb(name.length), ...name, 0x03, ...leb(fuelIndex)]);
       if (startFunction >= 0) {
         const start = [...Buffer.from(START_EXPORT)];
-        entries.push(...leb(start.length), ...start, 0x00, ...leb(startFunction));
+        entries.add([...leb(start.length), ...start, 0x00, ...leb(startFunction)]);
       }
-      out.push(...section(7, [...leb(n + (startFunction >= 0 ? 2 : 1)), ...entries]));
+      out.add(section(7, entries.concat()));
     } else if (s.id === 8) {
       // Dropped: exported as START_EXPORT above.
     } else if (s.id === 10) {
       const result = rewriteCode(body, check);
       checks += result.checks;
-      out.push(...section(10, result.bytes));
-    } else out.push(...section(s.id, body));
+      out.add(section(10, result.bytes));
+    } else out.add(section(s.id, body));
   }
   if (!sections.some((s) => s.id === 7)) throw new Error('Cannot load Wasm module: it exports nothing, so it has no Proxy-Wasm callbacks');
-  return { bytes: Uint8Array.from(out), checks };
+  return { bytes: out.concat(), checks };
 }
 
 function skipLimits(r: Reader): void {
@@ -199,37 +215,37 @@ function capMemory(body: Uint8Array, maxPages: number): number[] {
   return out;
 }
 
-function rewriteCode(body: Uint8Array, check: number[]): { bytes: number[]; checks: number } {
+function rewriteCode(body: Uint8Array, check: number[]): { bytes: Uint8Array; checks: number } {
   const r = new Reader(body);
   const count = r.u32();
-  const out = [...leb(count)];
+  const out = new Bytes().add(leb(count));
   let checks = 0;
   for (let f = 0; f < count; f++) {
     const size = r.u32();
     const end = r.at + size;
-    const fn: number[] = [];
+    const fn = new Bytes();
     const start = r.at;
     for (let groups = r.u32(); groups > 0; groups--) {
       r.u32();
       r.byte();
     }
-    fn.push(...body.subarray(start, r.at), ...check);
+    fn.add(body.subarray(start, r.at)).add(check);
     checks++;
     let copied = r.at;
     while (r.at < end) {
       const op = r.byte();
       if (op === 0x03) {
         skipBlockType(r);
-        fn.push(...body.subarray(copied, r.at), ...check);
+        fn.add(body.subarray(copied, r.at)).add(check);
         copied = r.at;
         checks++;
       } else skipImmediates(r, op);
     }
     if (r.at !== end) throw new Error(`Cannot instrument Wasm module: function ${f} has a malformed body`);
-    fn.push(...body.subarray(copied, end));
-    out.push(...leb(fn.length), ...fn);
+    fn.add(body.subarray(copied, end));
+    out.add(leb(fn.length)).add(fn.concat());
   }
-  return { bytes: out, checks };
+  return { bytes: out.concat(), checks };
 }
 
 function skipBlockType(r: Reader): void {

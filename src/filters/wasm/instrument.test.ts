@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { instrument, FUEL_EXPORT, START_EXPORT } from './instrument.ts';
+import { watToWasm, buildCorpus } from '../../../test/wasm-corpus/build.ts';
+
+const LOOPS = `(module
+  (memory (export "memory") 1 100)
+  (global $g (mut i32) (i32.const 5))
+  (func (export "spin") (loop $l (br $l)))
+  (func (export "count") (param i32) (result i32) (local i32)
+    (block $b (loop $l
+      (br_if $b (i32.eqz (local.get 0)))
+      (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+      (local.set 1 (i32.add (local.get 1) (i32.const 1)))
+      (br $l)))
+    (local.get 1))
+  (func (export "glob") (result i32) (global.get $g)))`;
+
+test('instrument() adds a fuel check at each function entry and loop header, and exports the fuel global', async () => {
+  const { bytes, checks } = instrument(await watToWasm('loops.wat', LOOPS), 1 << 20);
+  assert.equal(checks, 5);
+  const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), {}) as { exports: any };
+  const fuel = exports[FUEL_EXPORT] as WebAssembly.Global;
+  fuel.value = 1000;
+  assert.equal(exports.count(100), 100);
+  assert.equal(fuel.value, 1000 - 1 - 101, 'one step for the call, one per loop iteration');
+  assert.equal(exports.glob(), 5, 'existing globals keep their index');
+  fuel.value = 100_000;
+  assert.throws(() => exports.spin(), WebAssembly.RuntimeError);
+  assert.ok((fuel.value as number) < 0, 'an overrun leaves the fuel negative');
+});
+
+test('instrument() caps the memory maximum and refuses a module that needs more at start', async () => {
+  const { bytes } = instrument(await watToWasm('loops.wat', LOOPS), 4 * 65536);
+  const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), {}) as { exports: any };
+  const memory = exports.memory as WebAssembly.Memory;
+  assert.equal(memory.grow(3), 1);
+  assert.throws(() => memory.grow(1), RangeError);
+  const big = await watToWasm('big.wat', '(module (memory 10) (func (export "f")))');
+  assert.throws(() => instrument(big, 4 * 65536), /needs 10 pages of memory at start, over the cap of 4 pages/);
+});
+
+test('instrument() turns the start section into an export the host calls after instantiation', async () => {
+  const wat = '(module (global $x (export "x") (mut i32) (i32.const 0)) (func $s (global.set $x (i32.const 7))) (start $s) (func (export "f")))';
+  const { bytes } = instrument(await watToWasm('start.wat', wat), 1 << 20);
+  const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), {}) as { exports: any };
+  assert.equal(exports.x.value, 0, 'not run during instantiation');
+  exports[START_EXPORT]();
+  assert.equal(exports.x.value, 7);
+});
+
+test('instrument() handles a 1 MiB module and an SDK-built module', async () => {
+  const corpus = await buildCorpus();
+  for (const file of [corpus.big, corpus.as]) {
+    const { bytes, checks } = instrument(await readFile(file), 64 << 20);
+    assert.ok(checks > 100, `${checks} checks`);
+    const names = WebAssembly.Module.exports(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>)).map((e) => e.name);
+    assert.ok(names.includes(FUEL_EXPORT));
+  }
+});
