@@ -60,6 +60,12 @@ function envoy_on_request(handle)
 end
 
 function envoy_on_response(handle)
+  if handle:downstreamRequestHeaders():get(":path") == "/upper" then
+    for chunk in handle:bodyChunks() do
+      chunk:setBytes(chunk:getBytes(0, chunk:length()):upper())
+    end
+    return
+  end
   local tenant = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.lua")["tenant"]
   handle:headers():add("x-tenant", tenant)
   if handle:headers():get("content-type") == "application/json" then
@@ -274,4 +280,11 @@ test('lua e2e: metadata() reads the route metadata under the filter name; routeN
   const res = await get('/meta');
   const echoed = (await res.json()) as { headers: Record<string, string> };
   assert.equal(echoed.headers['x-meta'], 'core/7/meta');
+});
+
+test('lua e2e: bodyChunks() rewrites a streamed response chunk by chunk; downstreamRequestHeaders() on the response path', async () => {
+  const res = await get('/upper');
+  assert.equal(res.status, 200);
+  const text = await res.text();
+  assert.match(text, /"METHOD":"GET","URL":"\/UPPER"/);
 });
