@@ -636,7 +636,7 @@ weir = {
 io = nil
 os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
 debug = { traceback = dtraceback }
-dofile, loadfile, require, package, collectgarbage_ = nil, nil, nil, nil, nil
+dofile, loadfile, require, package = nil, nil, nil, nil
 local gc = collectgarbage
 collectgarbage = function(opt, ...)
   if opt == nil or opt == "collect" or opt == "count" or opt == "step" or opt == "isrunning" then return gc(opt, ...) end

@@ -253,8 +253,8 @@ export class LuaVm {
   readLatin1(L: number, idx: number): string | undefined {
     const p = this.x.lua_tolstring(L, idx, this.#lenPtr);
     if (p === 0) return undefined;
+    const n = this.#len();
     const u8 = this.u8();
-    const n = u8[this.#lenPtr] | (u8[this.#lenPtr + 1] << 8) | (u8[this.#lenPtr + 2] << 16) | (u8[this.#lenPtr + 3] << 24);
     if (n <= 24) {
       let s = '';
       for (let i = 0; i < n; i++) s += String.fromCharCode(u8[p + i]);
