@@ -200,3 +200,22 @@ test('two filters with the same vm_id and code share one VM (one module global),
   }
   assert.deepEqual(seen, ['a=1', 'b=2', 'c=1', 'a=3', 'b=4']);
 });
+
+test('http call from a root context (a tick, outside any request) goes through the worker and answers the root', async () => {
+  const { factory } = await buildFilterForTest(as('root_call', { vm_id: `root-call-${Date.now()}`, configuration: 'auth' }), { clusters: { auth: authAddress } });
+  let seen = 'pending';
+  for (let i = 0; i < 100 && seen === 'pending'; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    seen = (await runForTest(factory, { headers: {} })).upstream!.headers.get('x-root-call')!;
+  }
+  assert.equal(seen, '200 token-123');
+  factory.destroy!();
+});
+
+test('a failed http call answers with no headers, and proxy_get_status reports BROKEN_CONNECTION', async () => {
+  const dead = { dead: '127.0.0.1:1' };
+  const { factory } = await buildFilterForTest(as('http_call', { configuration: 'dead' }), { clusters: dead });
+  const r = await runForTest(factory, { headers: { ':path': '/allowed' } }, {}, new CallbacksForTest({ clusters: dead }));
+  assert.equal(r.response!.status, 502);
+  assert.equal(r.response!.body.toString(), 'call failed: 11 connect\n');
+});

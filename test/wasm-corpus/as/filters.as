@@ -6,7 +6,7 @@ import {
   stream_context, send_local_response, continue_request, log, LogLevelValues, Counter, Gauge, Histogram,
   HeaderPair, Headers, GrpcStatusValues,
 } from "@solo-io/proxy-runtime";
-import { get_buffer_bytes, set_tick_period_milliseconds, set_property, BufferTypeValues } from "@solo-io/proxy-runtime/runtime";
+import { get_buffer_bytes, set_tick_period_milliseconds, set_property, get_status, BufferTypeValues, BaseContext } from "@solo-io/proxy-runtime/runtime";
 import { free } from "@solo-io/proxy-runtime/malloc";
 
 // The SDK's own wrappers for these calls are incomplete in 0.1.8, so the filters declare the imports they need.
@@ -169,10 +169,44 @@ function onAuthResponse(origin: Context, headers: u32, body_size: usize, trailer
     const body = String.UTF8.decode(get_buffer_bytes(BufferTypeValues.HttpCallResponseBody, 0, <u32>body_size));
     stream_context.headers.request.add("x-auth", body);
     continue_request();
+  } else if (headers == 0) {
+    const st = get_status();
+    send_local_response(502, "auth call failed", String.UTF8.encode("call failed: " + st.status.toString() + " " + String.UTF8.decode(st.data) + "\n"), [], GrpcStatusValues.InvalidCode);
   } else {
     send_local_response(401, "auth failed", String.UTF8.encode("auth said " + status + "\n"), [], GrpcStatusValues.InvalidCode);
   }
 }
+
+// root_call: the root context calls the cluster named in the configuration from its first tick, outside any request.
+class RootCallRoot extends RootContext {
+  called: bool = false;
+  createContext(context_id: u32): Context { return new RootCallFilter(context_id, this); }
+  onConfigure(size: u32): bool {
+    super.onConfigure(size);
+    set_tick_period_milliseconds(5);
+    return true;
+  }
+  onTick(): void {
+    if (this.called) return;
+    this.called = true;
+    set_tick_period_milliseconds(0);
+    const headers: Headers = [header(":method", "GET"), header(":path", "/auth/allowed"), header(":authority", "auth")];
+    this.httpCall(this.getConfiguration(), headers, new ArrayBuffer(0), [], 5000, this, onRootCallResponse);
+  }
+}
+function onRootCallResponse(origin: Context, headers: u32, body_size: usize, trailers: u32): void {
+  const body = String.UTF8.decode(get_buffer_bytes(BufferTypeValues.HttpCallResponseBody, 0, <u32>body_size));
+  setShared("root-call", stream_context.headers.http_callback.get(":status") + " " + body, 0);
+}
+class RootCallFilter extends Context {
+  constructor(context_id: u32, root: RootCallRoot) { super(context_id, root); }
+  onRequestHeaders(n: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    const v = getShared("root-call");
+    stream_context.headers.request.add("x-root-call", v.ok ? v.value : "pending");
+    return FilterHeadersStatusValues.Continue;
+  }
+}
+registerRootContext((id: u32): RootContext => new RootCallRoot(id), "root_call");
 registerRootContext((id: u32): RootContext => new CallRoot(id), "http_call");
 
 // tick: a 10 ms timer counts ticks in shared data; requests read the count.
