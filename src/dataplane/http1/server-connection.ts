@@ -8,6 +8,7 @@ import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { createParser, METHODS, type Parser } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
+import { Coalescer } from './coalescer.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
 export interface RequestHead {
@@ -67,6 +68,7 @@ export class ServerConnection {
   readonly localAddress: string;
   readonly remoteAddress: string;
   readonly #opts: ServerOptions;
+  readonly #out: Coalescer;
   readonly #parser: Parser;
   /** The sink receiving body events of the request being parsed (null between requests). */
   #parsing: RequestSink | Queued | null = null;
@@ -98,6 +100,7 @@ export class ServerConnection {
 
   constructor(socket: Socket, opts: ServerOptions) {
     this.socket = socket;
+    this.#out = new Coalescer(socket);
     this.#opts = opts;
     this.localAddress = `${socket.localAddress}:${socket.localPort}`;
     this.remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -123,7 +126,7 @@ export class ServerConnection {
 
   /** Writes 100 Continue, when the client asked for it and no response has started. */
   sendContinue(): void {
-    if (!this.#responseStarted && !this.#closed) this.socket.write(CONTINUE, 'latin1');
+    if (!this.#responseStarted && !this.#closed) this.#out.text(CONTINUE);
   }
 
   /**
@@ -157,27 +160,26 @@ export class ServerConnection {
     }
     out += '\r\n';
     if (isHead) this.#noBody = true;
-    this.socket.cork();
-    this.socket.write(out, 'latin1');
-    process.nextTick(uncork, this.socket);
+    this.#out.text(out);
     return true;
   }
 
   /** Writes a body chunk; returns false when the caller should wait for `onDrain`. */
   sendBody(chunk: Buffer): boolean {
     if (this.#closed || this.#noBody || chunk.length === 0) return !this.#closed;
+    const out = this.#out;
     if (this.#chunked) {
-      this.socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
-      this.socket.write(chunk);
-      return this.socket.write('\r\n', 'latin1');
-    }
-    return this.socket.write(chunk);
+      out.text(chunk.length.toString(16) + '\r\n');
+      out.bytes(chunk);
+      out.text('\r\n');
+    } else out.bytes(chunk);
+    return out.writable;
   }
 
   /** Ends the active response (with trailers when chunked); the next pipelined request may proceed. */
   sendEnd(trailers: HeaderMap | null): void {
     if (this.#closed) return;
-    if (this.#chunked) this.socket.write(chunkedEnd(trailers), 'latin1');
+    if (this.#chunked) this.#out.text(chunkedEnd(trailers));
     this.#finishExchange();
   }
 
@@ -187,7 +189,7 @@ export class ServerConnection {
     const len = body === null ? 0 : body.length;
     const noBody = status === 204 || status === 304 || status < 200;
     if (!this.sendHead(status, headers, { contentLength: noBody ? -1 : len, noBody: true }, reason)) return;
-    if (!isHead && !noBody && body !== null && len > 0) this.socket.write(body);
+    if (!isHead && !noBody && body !== null && len > 0) this.#out.bytes(body);
     this.#chunked = false;
     this.#finishExchange();
   }
@@ -201,7 +203,7 @@ export class ServerConnection {
     this.#closeAfter = true;
     if (closeIdleNow && this.#active === null && this.#parsing === null && this.#queue.length === 0) {
       this.#closed = true;
-      this.socket.end();
+      this.#end();
     }
   }
 
@@ -226,6 +228,7 @@ export class ServerConnection {
    */
   upgrade(): Buffer {
     this.#upgraded = true;
+    this.#out.flush();
     this.#clearTimer();
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('drain');
@@ -235,6 +238,12 @@ export class ServerConnection {
     const head = this.#upgradeHead ?? Buffer.alloc(0);
     this.#upgradeHead = null;
     return head;
+  }
+
+  /** Flushes what is queued, then half-closes. */
+  #end(): void {
+    this.#out.flush();
+    this.socket.end();
   }
 
   #onHead(minor: number, raw: string[], methodIndex: number, url: string, upgrade: boolean, keepAlive: boolean): number {
@@ -348,6 +357,7 @@ export class ServerConnection {
     if (!this.#responseStarted && !this.#closed && (this.#active === null || this.#active === sink)) {
       this.#responseStarted = true;
       const body = err.kind.body;
+      this.#out.flush();
       this.socket.end(`HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, 'latin1');
     } else this.socket.destroy();
     this.#closed = true;
@@ -365,7 +375,7 @@ export class ServerConnection {
     if (this.#closeAfter || !requestDone) {
       // An unfinished request body cannot be skipped safely: close, as nginx and Envoy do.
       this.#closed = true;
-      this.socket.end();
+      this.#end();
       return;
     }
     const next = this.#queue.shift();
@@ -396,7 +406,7 @@ export class ServerConnection {
       this.#parsing = null;
       sink.onAbort(new ProxyError('DOWNSTREAM_RESET', 'Client closed the connection before the request was complete'));
     }
-    if (this.#active === null) this.socket.end();
+    if (this.#active === null) this.#end();
     else this.#closeAfter = true;
   }
 
@@ -440,7 +450,7 @@ export class ServerConnection {
     this.#timerKind = null;
     if (kind === 'idle') {
       this.#closed = true;
-      this.socket.end();
+      this.#end();
     } else if (kind === 'header') {
       this.#protocolError(new ProxyError('REQUEST_TIMEOUT', 'Client sent no complete request head in time'));
     }
@@ -460,10 +470,6 @@ function httpDate(): string {
     dateText = new Date(now).toUTCString();
   }
   return dateText;
-}
-
-function uncork(socket: Socket): void {
-  socket.uncork();
 }
 
 function onTimer(conn: ServerConnection): void {
