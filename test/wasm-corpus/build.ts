@@ -30,6 +30,7 @@ export interface Corpus {
   noAbiMarker: string;
   noMalloc: string;
   restrictedStart: string;
+  hostcalls: string;
   /** About 1 MiB: the edge module plus padding functions and data. */
   big: string;
 }
@@ -116,7 +117,7 @@ let built: Promise<Corpus> | undefined;
 export function buildCorpus(): Promise<Corpus> {
   built ??= (async () => {
     await mkdir(outDir, { recursive: true });
-    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, big] = await Promise.all([
+    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, big] = await Promise.all([
       buildAs(),
       buildWat('edge.wat'),
       buildWat('abi-0-1-0.wat'),
@@ -125,9 +126,10 @@ export function buildCorpus(): Promise<Corpus> {
       buildWat('no-abi-marker.wat'),
       buildWat('no-malloc.wat'),
       buildWat('restricted-start.wat'),
+      buildWat('hostcalls.wat'),
       buildWat('edge.wat', padToOneMiB, '-big'),
     ]);
-    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, big };
+    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, big };
   })();
   return built;
 }

@@ -119,7 +119,7 @@ export class CallbacksForTest implements FilterCallbacks {
 /** What `runForTest` saw. */
 export interface RunResult {
   /** What reached the upstream: null when a local reply or reset stopped the request. */
-  upstream: { headers: HeaderMap; body: Buffer } | null;
+  upstream: { headers: HeaderMap; body: Buffer; trailers?: HeaderMap } | null;
   /** What the client got: the local reply, or the upstream response after the filter. */
   response: { status: number; headers: HeaderMap; body: Buffer } | null;
   callbacks: CallbacksForTest;
@@ -130,7 +130,7 @@ export interface RunResult {
  * Runs one request through one filter like the chain runner: a stopped phase waits for resume; `stop-and-buffer`
  * calls the body hook again with the whole body so far; a local reply ends the request.
  */
-export async function runForTest(factory: FilterFactory, req: { headers: Record<string, string>; body?: string[] }, res: { status?: number; headers?: Record<string, string>; body?: string[] } = {}, callbacks = new CallbacksForTest()): Promise<RunResult> {
+export async function runForTest(factory: FilterFactory, req: { headers: Record<string, string>; body?: string[]; trailers?: Record<string, string> }, res: { status?: number; headers?: Record<string, string>; body?: string[] } = {}, callbacks = new CallbacksForTest()): Promise<RunResult> {
   const filter: Filter = factory.create(callbacks, undefined);
   const statuses: FilterStatus[] = [];
   const cb = callbacks;
@@ -174,7 +174,13 @@ export async function runForTest(factory: FilterFactory, req: { headers: Record<
   if (stopped()) return replied();
   const upstreamBody = await runBody('request', bodyChunks);
   if (upstreamBody === null) return replied();
-  const upstream: { headers: HeaderMap; body: Buffer } = { headers: requestHeaders, body: upstreamBody };
+  let trailers: HeaderMap | undefined;
+  if (req.trailers !== undefined) {
+    trailers = HeaderMap.from(req.trailers);
+    await hold(await filter.onRequestTrailers?.(trailers), 'request');
+    if (stopped()) return replied();
+  }
+  const upstream: { headers: HeaderMap; body: Buffer; trailers?: HeaderMap } = { headers: requestHeaders, body: upstreamBody, trailers };
 
   const responseHeaders = HeaderMap.from({ ':status': String(res.status ?? 200), ...res.headers });
   cb.responseHeaders = responseHeaders;

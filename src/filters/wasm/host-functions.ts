@@ -137,6 +137,8 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     } catch {
       return Status.BAD_ARGUMENT;
     }
+    // Envoy clears the route cache whenever a Wasm filter changes the request headers.
+    if (type === MapType.HTTP_REQUEST_HEADERS) vm.effective!.callbacks?.clearRouteCache();
     return Status.OK;
   };
   const metric = (id: number): (typeof vm.metrics)[number] | undefined => vm.metrics[id >>> 2];

@@ -27,6 +27,8 @@ export interface WasmConfig {
   /** Steps (function entries and loop iterations) one callback may take. */
   cpu_budget?: number;
   fetch_timeout_ms?: number;
+  /** Envoy ≥ 1.35: a paused header callback holds only the headers; body callbacks still arrive. */
+  allow_on_headers_stop_iteration?: boolean;
 }
 
 /** What `prepare` hands to the workers: a compiled module, or why there is none. */
@@ -54,7 +56,8 @@ const schema = {
     environment: { type: 'object', additionalProperties: { type: 'string' }, default: {}, description: 'WASI environment variables' },
     memory_limit_mb: { type: 'integer', minimum: 1, maximum: 4096, default: DEFAULT_MEMORY_MB },
     cpu_budget: { type: 'integer', minimum: 1000, maximum: 2_000_000_000, default: DEFAULT_CPU_BUDGET, description: 'Function entries plus loop iterations allowed per callback' },
-    fetch_timeout_ms: { type: 'integer', minimum: 1, default: 10_000 },
+    fetch_timeout_ms: { type: 'integer', minimum: 1, default: 10_000, description: 'How long a config load waits for a download; it goes on in the background into the cache' },
+    allow_on_headers_stop_iteration: { type: 'boolean', default: false, description: 'A paused header callback holds only the headers (Envoy 1.35); default: headers and body' },
   },
   oneOf: [{ required: ['file'], not: { required: ['url'] } }, { required: ['url', 'sha256'], not: { required: ['file'] } }],
 };
@@ -121,6 +124,7 @@ function factory(config: WasmConfig, ctx: FactoryContext): FilterFactory {
     },
     policy,
     ctx,
+    { allowOnHeadersStopIteration: config.allow_on_headers_stop_iteration ?? false },
   );
   return {
     create: function createWasmStream(callbacks) {

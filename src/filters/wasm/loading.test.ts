@@ -20,16 +20,19 @@ let cacheDir: string;
 let serverHits = 0;
 let serverUp = true;
 let bigBytes: Buffer;
+let slowBytes: Buffer;
 
 before(async () => {
   corpus = await buildCorpus();
   bigBytes = await readFile(corpus.edge);
+  slowBytes = await readFile(corpus.wasi);
   cacheDir = await mkdtemp(join(tmpdir(), 'weir-wasm-cache-'));
   process.env.WEIR_CACHE_DIR = cacheDir;
   server = createServer((req, res) => {
     serverHits++;
     if (!serverUp) return void res.writeHead(500).end();
     if (req.url === '/edge.wasm') res.end(bigBytes);
+    else if (req.url === '/slow.wasm') setTimeout(() => res.end(slowBytes), 300);
     else res.writeHead(404).end();
   });
   server.listen(0, '127.0.0.1');
@@ -133,4 +136,20 @@ test('a wrong sha256 is refused; a failed download keeps the last good module or
   assert.equal(r.response!.status, 503);
   const open = await buildFilterForTest({ url: `${base}/missing.wasm`, sha256: wrong, configuration: 'go', failure_policy: 'fail_open' }, { name: 'remote-open' });
   assert.equal((await runForTest(open.factory, { headers: {} })).response!.status, 200);
+});
+
+test('a slow download does not hold the config load past fetch_timeout_ms; it lands in the cache for the next load', async () => {
+  const sha = sha256Hex(slowBytes);
+  const config = { url: `${base}/slow.wasm`, sha256: sha, configuration: 'x', fetch_timeout_ms: 50 };
+  const hits = serverHits;
+  const started = performance.now();
+  const first = await buildFilterForTest(config, { name: 'slow' });
+  const waited = performance.now() - started;
+  assert.equal(first.prepared.ok, false);
+  assert.match(first.prepared.ok ? '' : first.prepared.error, /within 50 ms; the download goes on/);
+  console.log(`# config load waited ${waited.toFixed(0)} ms for a 300 ms download`);
+  await new Promise((r) => setTimeout(r, 500));
+  const second = await buildFilterForTest(config, { name: 'slow' });
+  assert.equal(second.prepared.ok, true);
+  assert.equal(serverHits, hits + 1, 'one download served both loads');
 });

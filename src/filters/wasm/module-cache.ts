@@ -42,6 +42,7 @@ export interface ModuleCacheStats {
 
 const compiled = new Map<string, Promise<{ module: WebAssembly.Module; abi: AbiVersion }>>();
 const failedFetches = new Map<string, { at: number; message: string }>();
+const downloads = new Map<string, Promise<Uint8Array>>();
 const stats: ModuleCacheStats = { compilations: 0, cacheHits: 0, downloads: 0, downloadFailures: 0 };
 const NEGATIVE_CACHE_MS = 10_000;
 
@@ -85,21 +86,47 @@ export async function loadModuleBytes(source: ModuleSource, baseDir: string): Pr
   }
   const failed = failedFetches.get(source.url);
   if (failed !== undefined && Date.now() - failed.at < NEGATIVE_CACHE_MS) throw new Error(failed.message);
+  let pending = downloads.get(expected);
+  if (pending === undefined) {
+    pending = downloadToCache(source.url, expected, cached);
+    downloads.set(expected, pending);
+    pending.then(
+      () => downloads.delete(expected),
+      () => downloads.delete(expected),
+    );
+  }
+  // A config load waits at most fetchTimeoutMs; a slower download goes on into the cache for the next load.
+  const timeoutMs = source.fetchTimeoutMs ?? 10_000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    timer.unref();
+  });
   try {
-    const bytes = await download(source.url, source.fetchTimeoutMs ?? 10_000);
+    const bytes = await Promise.race([pending, timedOut]);
+    if (bytes === 'timeout') throw new Error(`Cannot download Wasm module "${source.url}" within ${timeoutMs} ms; the download goes on in the background and a later load uses it`);
+    return { bytes, sha256: expected };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function downloadToCache(url: string, expected: string, cached: string): Promise<Uint8Array> {
+  try {
+    const bytes = await download(url, 60_000);
     const sha256 = sha256Hex(bytes);
-    if (sha256 !== expected) throw new Error(`Cannot load Wasm module "${source.url}": sha256 is "${sha256}", config expects "${expected}"`);
+    if (sha256 !== expected) throw new Error(`Cannot load Wasm module "${url}": sha256 is "${sha256}", config expects "${expected}"`);
     await mkdir(wasmCacheDir(), { recursive: true });
     const tmp = `${cached}.${process.pid}.tmp`;
     await writeFile(tmp, bytes);
     await rename(tmp, cached);
     stats.downloads++;
-    failedFetches.delete(source.url);
-    return { bytes, sha256 };
+    failedFetches.delete(url);
+    return bytes;
   } catch (err) {
     stats.downloadFailures++;
-    const message = (err as Error).message.startsWith('Cannot') ? (err as Error).message : `Cannot download Wasm module "${source.url}": ${(err as Error).message}`;
-    failedFetches.set(source.url, { at: Date.now(), message });
+    const message = (err as Error).message.startsWith('Cannot') ? (err as Error).message : `Cannot download Wasm module "${url}": ${(err as Error).message}`;
+    failedFetches.set(url, { at: Date.now(), message });
     throw new Error(message);
   }
 }
@@ -107,6 +134,7 @@ export async function loadModuleBytes(source: ModuleSource, baseDir: string): Pr
 async function download(url: string, timeoutMs: number): Promise<Uint8Array> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 200 * attempt));
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
       if (!res.ok) throw new Error(`status ${res.status}`);

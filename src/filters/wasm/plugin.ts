@@ -130,6 +130,7 @@ class VmSlot {
 export class Plugin implements StreamPlugin {
   readonly info: PluginInfo;
   readonly failurePolicy: FailurePolicy;
+  readonly allowOnHeadersStopIteration: boolean;
   readonly #slot: VmSlot;
   readonly #failures: Map<string, Value>;
   readonly #reloads: Value;
@@ -137,9 +138,10 @@ export class Plugin implements StreamPlugin {
   root: ContextState | null = null;
 
   /** Joins (or creates) the VM for `spec` and configures this plugin in it; throws if the module rejects it. */
-  constructor(info: PluginInfo, spec: VmSpec, policy: FailurePolicy, host: Host) {
+  constructor(info: PluginInfo, spec: VmSpec, policy: FailurePolicy, host: Host, opts: { allowOnHeadersStopIteration?: boolean } = {}) {
     this.info = info;
     this.failurePolicy = policy;
+    this.allowOnHeadersStopIteration = opts.allowOnHeadersStopIteration ?? false;
     const failures = host.metrics.counter('weir_wasm_vm_failures_total', 'Wasm VM failures (trap, CPU budget, proc_exit, start), by filter', ['filter', 'reason']);
     this.#failures = new Map((['trap', 'cpu-budget', 'exit', 'start'] as const).map((r) => [r, failures.labels(info.name, r)]));
     this.#reloads = host.metrics.counter('weir_wasm_vm_reloads_total', 'Wasm VMs recreated after a failure (fail_reload), by filter', ['filter']).labels(info.name);

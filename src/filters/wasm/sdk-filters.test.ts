@@ -219,3 +219,16 @@ test('a failed http call answers with no headers, and proxy_get_status reports B
   assert.equal(r.response!.status, 502);
   assert.equal(r.response!.body.toString(), 'call failed: 11 connect\n');
 });
+
+test('allow_on_headers_stop_iteration: a paused header callback holds only the headers; the body still reaches the filter', async () => {
+  const { factory } = await buildFilterForTest(as('pause', { allow_on_headers_stop_iteration: true }));
+  const { HeaderMap } = await import('../../core/headers.ts');
+  const cb = new CallbacksForTest();
+  const filter = factory.create(cb, undefined);
+  cb.requestHeaders = HeaderMap.from({ ':method': 'POST', ':path': '/', ':authority': 'a', ':scheme': 'http' });
+  assert.equal(filter.onRequestHeaders!(cb.requestHeaders, false), 'stop');
+  assert.equal(filter.onRequestBody!({ data: Buffer.from('x') }, true), 'continue');
+  assert.equal(cb.requestHeaders.get('x-body-seen'), 'yes');
+  await cb.waitForResume('request');
+  filter.onDestroy!();
+});

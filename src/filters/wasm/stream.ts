@@ -13,15 +13,18 @@ import { VmFailure, type WasmVm } from './vm.ts';
 /** What a stream needs from its plugin. */
 export interface StreamPlugin {
   readonly failurePolicy: 'fail_closed' | 'fail_open' | 'fail_reload';
+  /** Envoy ≥ 1.35 `allow_on_headers_stop_iteration`: a paused header callback is a plain `stop`, body still flows. */
+  readonly allowOnHeadersStopIteration: boolean;
   /** Records a VM failure (log line, counter, reload schedule); called once per failure per stream. */
   vmFailed(vm: WasmVm, failure: VmFailure, callbacks: FilterCallbacks | null): void;
   /** Called when a stream finished without failure, to reset the reload backoff. */
   streamSucceeded(vm: WasmVm): void;
 }
 
-function headersStatus(code: number): FilterStatus {
+function headersStatus(code: number, allowStopIteration: boolean): FilterStatus {
   // 0 Continue and 2 ContinueAndEndStream continue; 1 (PAUSE), 3, 4 and anything else stop headers and body.
-  return code === 0 || code === 2 ? 'continue' : 'stop-all';
+  if (code === 0 || code === 2) return 'continue';
+  return code === 1 && allowStopIteration ? 'stop' : 'stop-all';
 }
 
 function bodyStatus(code: number, endOfStream: boolean): FilterStatus {
@@ -56,7 +59,7 @@ export class WasmStream implements Filter {
   onRequestHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
     this.#ctx.maps[0] = headers;
     const args = this.#vm.abi === '0.1.0' ? [this.#ctx.id, headers.size] : [this.#ctx.id, headers.size, endOfStream ? 1 : 0];
-    return this.#hook('request', 'proxy_on_request_headers', args, headersStatus);
+    return this.#hook('request', 'proxy_on_request_headers', args, (c) => headersStatus(c, this.#plugin.allowOnHeadersStopIteration));
   }
 
   onRequestBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
@@ -74,7 +77,7 @@ export class WasmStream implements Filter {
   onResponseHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
     this.#ctx.maps[2] = headers;
     const args = this.#vm.abi === '0.1.0' ? [this.#ctx.id, headers.size] : [this.#ctx.id, headers.size, endOfStream ? 1 : 0];
-    return this.#hook('response', 'proxy_on_response_headers', args, headersStatus);
+    return this.#hook('response', 'proxy_on_response_headers', args, (c) => headersStatus(c, this.#plugin.allowOnHeadersStopIteration));
   }
 
   onResponseBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
