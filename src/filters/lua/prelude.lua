@@ -643,6 +643,14 @@ collectgarbage = function(opt, ...)
   return 0
 end
 string.dump = nil
+-- Lua runs finalizers with hooks off, so a __gc that never ends could not be stopped: the sandbox has none. (A
+-- metatable marks an object for finalization only if it has __gc when it is set, so checking here suffices.)
+G.setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("__gc metamethods are not allowed in the sandbox", 2)
+  end
+  return setmetatable(t, mt)
+end
 
 -- What the host calls: run(id, dir) starts a handler in a fresh coroutine; gc(full) reports memory.
 local function run(id, d)

@@ -165,3 +165,19 @@ test('instruction_limit: 0 turns the budget off (trusted scripts): a long loop r
   const limited = await lua(`function envoy_on_request(h) for i = 1, 3000000 do end end`, { instruction_limit: 1_000_000 });
   assert.equal((await limited.exchange({})).reply?.status, 500);
 });
+
+test('__gc metamethods are refused (Lua runs finalizers with hooks off, so the budget could not stop them)', async () => {
+  await assert.rejects(
+    lua(`setmetatable({}, { __gc = function() while true do end end })`),
+    /lua-test:1: __gc metamethods are not allowed in the sandbox/,
+  );
+  const f = await lua(`
+    function envoy_on_request(h)
+      local mt = {}
+      setmetatable({}, mt)
+      mt.__gc = function() while true do end end
+      collectgarbage()
+      h:headers():add("x-ok", "1")
+    end`);
+  assert.equal((await f.exchange({})).upstream!.headers.get('x-ok'), '1', 'a __gc added later does not mark the object');
+});

@@ -88,6 +88,7 @@ export class LuaScript {
     if (x.lua_pcallk(L, 1, 2, 0, 0, 0) !== LUA_OK) throw new Error(`Cannot run the Lua prelude: ${vm.readString(L, -1)}`);
     this.#collectRef = BigInt(x.luaL_ref(L, REGISTRY));
     this.#runRef = BigInt(x.luaL_ref(L, REGISTRY));
+
   }
 
   /**
