@@ -1,7 +1,8 @@
 /**
  * Plugins and shared VMs in one worker. Plugins with the same VM key (vm_id, code, vm_configuration and sandbox
- * limits) share one VM, as in Envoy; each plugin has its own root context in it. A VM that fails stays failed for
- * fail_closed and fail_open plugins; a fail_reload plugin recreates it from the compiled module, with backoff.
+ * limits) share one VM, as in Envoy; each plugin has its own root context in it. A VM that fails is recreated from
+ * the compiled module for the next requests, whatever the failure policy (beyond Envoy, where only FAIL_RELOAD
+ * does), with backoff when it keeps failing; the policy answers the failing request and those during the backoff.
  */
 import type { FactoryContext, FilterCallbacks } from '../contract.ts';
 import type { Value } from '../../telemetry/metrics.ts';
@@ -106,10 +107,10 @@ class VmSlot {
     else this.host.log('error', line);
   }
 
-  /** The live VM, or after a failure a new one when a fail_reload plugin asks and the backoff allows; else null. */
-  current(policy: FailurePolicy): WasmVm | null {
+  /** The live VM, or after a failure a new one once the backoff allows; null while it is down. */
+  current(): WasmVm | null {
     if (this.vm !== null && this.vm.failure === null) return this.vm;
-    if (policy !== 'fail_reload' || Date.now() < this.retryAt) return null;
+    if (Date.now() < this.retryAt) return null;
     const old = this.vm;
     try {
       const vm = this.start();
@@ -144,7 +145,7 @@ export class Plugin implements StreamPlugin {
     this.allowOnHeadersStopIteration = opts.allowOnHeadersStopIteration ?? false;
     const failures = host.metrics.counter('weir_wasm_vm_failures_total', 'Wasm VM failures (trap, CPU budget, proc_exit, start), by filter', ['filter', 'reason']);
     this.#failures = new Map((['trap', 'cpu-budget', 'exit', 'start'] as const).map((r) => [r, failures.labels(info.name, r)]));
-    this.#reloads = host.metrics.counter('weir_wasm_vm_reloads_total', 'Wasm VMs recreated after a failure (fail_reload), by filter', ['filter']).labels(info.name);
+    this.#reloads = host.metrics.counter('weir_wasm_vm_reloads_total', 'Wasm VMs recreated after a failure, by filter', ['filter']).labels(info.name);
     const key = slotKey(spec);
     let slot = slots.get(key);
     if (slot === undefined) {
@@ -183,7 +184,7 @@ export class Plugin implements StreamPlugin {
 
   /** The VM to run the next request on, or null when it is down (the failure policy then answers). */
   vm(): WasmVm | null {
-    return this.#slot.current(this.failurePolicy);
+    return this.#slot.current();
   }
 
   vmFailed(vm: WasmVm, failure: VmFailure, callbacks: FilterCallbacks | null): void {

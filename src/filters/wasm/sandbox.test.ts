@@ -20,7 +20,7 @@ function action(a: 'trap' | 'loop' | 'grow' | 'bad-status' | 'recurse' | 'oob' |
 let seq = 0;
 const edge = (extra: Record<string, unknown> = {}) => ({ file: corpus.edge, configuration: 'go', vm_id: `edge-${seq++}`, ...extra });
 
-test('a trap under fail_closed answers 503, is counted and logged with the filter name, and the VM stays down', async () => {
+test('a trap under fail_closed answers 503, is counted and logged with the filter name; the next request gets a new VM', async () => {
   const metrics = new Metrics();
   const { factory, ctx } = await buildFilterForTest(edge({ failure_policy: 'fail_closed' }), { name: 'edgy', metrics });
   const ok = await runForTest(factory, { headers: action('none') });
@@ -31,18 +31,20 @@ test('a trap under fail_closed answers 503, is counted and logged with the filte
   assert.ok(trapped.callbacks.logs.some(([l, m]) => l === 'error' && m.includes('"edgy"') && m.includes('unreachable')), JSON.stringify(trapped.callbacks.logs));
   assert.match(renderPrometheus(metrics.snapshot()), /weir_wasm_vm_failures_total\{filter="edgy",reason="trap"\} 1/);
   const after = await runForTest(factory, { headers: action('none') });
-  assert.equal(after.response!.status, 503, 'fail_closed keeps the failed VM down, as Envoy does');
+  assert.equal(after.upstream!.headers.get('x-edge'), 'ok', 'beyond Envoy: the VM is recreated whatever the policy');
+  assert.match(renderPrometheus(metrics.snapshot()), /weir_wasm_vm_reloads_total\{filter="edgy"\} 1/);
   void ctx;
 });
 
-test('a trap under fail_open passes the failing request and later ones through untouched', async () => {
+test('a trap under fail_open passes the failing request through untouched; during the backoff requests pass too', async () => {
   const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_open' }));
   const trapped = await runForTest(factory, { headers: action('trap') });
   assert.equal(trapped.response!.status, 200);
   assert.equal(trapped.upstream!.headers.get('x-edge'), undefined);
-  const after = await runForTest(factory, { headers: action('none') });
-  assert.equal(after.response!.status, 200);
-  assert.equal(after.upstream!.headers.get('x-edge'), undefined);
+  assert.equal((await runForTest(factory, { headers: action('trap') })).response!.status, 200, 'the new VM traps too');
+  const during = await runForTest(factory, { headers: action('none') });
+  assert.equal(during.response!.status, 200);
+  assert.equal(during.upstream!.headers.get('x-edge'), undefined, 'bypassed while the second reload waits for its backoff');
 });
 
 test('an endless loop exhausts the CPU budget: only its request fails, and fail_reload serves the next one', async () => {
