@@ -181,3 +181,17 @@ test('__gc metamethods are refused (Lua runs finalizers with hooks off, so the b
     end`);
   assert.equal((await f.exchange({})).upstream!.headers.get('x-ok'), '1', 'a __gc added later does not mark the object');
 });
+
+test('a script cannot outlive the instruction limit by catching its error with pcall', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      while true do
+        pcall(function() while true do end end)
+      end
+    end`, { instruction_limit: 200_000 });
+  const o = await f.exchange({});
+  assert.equal(o.reply?.status, 500);
+  assert.equal(o.reply?.options?.details, 'lua_budget');
+  const g = await lua(`function envoy_on_request(h) h:headers():add("x-ok", "1") end`, { instruction_limit: 200_000 });
+  assert.equal((await g.exchange({})).upstream!.headers.get('x-ok'), '1');
+});

@@ -226,6 +226,9 @@ export class LuaScript {
   readonly #onBudget = (L: number, ar: number): void => {
     const { vm } = this;
     this.#budgetHit = true;
+    // From now on every instruction of this run raises, so that a script catching the error with pcall cannot
+    // go on (the next resume re-arms the full budget).
+    vm.setBudget(L, this.#hook, 1);
     let where = '';
     if (vm.x.lua_getinfo(L, vm.cstring('Sl'), ar) !== 0) {
       const u8 = vm.u8();
