@@ -195,3 +195,14 @@ test('a script cannot outlive the instruction limit by catching its error with p
   const g = await lua(`function envoy_on_request(h) h:headers():add("x-ok", "1") end`, { instruction_limit: 200_000 });
   assert.equal((await g.exchange({})).upstream!.headers.get('x-ok'), '1');
 });
+
+test('coroutines a script creates count against the same instruction limit', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      while true do
+        coroutine.wrap(function() for i = 1, 150000 do end end)()
+      end
+    end`, { instruction_limit: 200_000 });
+  const o = await f.exchange({});
+  assert.equal(o.reply?.options?.details, 'lua_budget');
+});

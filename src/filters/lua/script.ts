@@ -68,12 +68,16 @@ export class LuaScript {
   readonly #hook: number;
   readonly #pool: Coroutine[] = [];
   #budgetHit = false;
+  /** Instructions counted in the current run, in steps of #step (every coroutine the run touches adds to it). */
+  #used = 0;
+  readonly #step: number;
 
   private constructor(name: string, vm: LuaVm, limits: ScriptLimits, log: (level: LogLevel, message: string) => void) {
     this.name = name;
     this.vm = vm;
     this.limits = limits;
     this.log = log;
+    this.#step = Math.min(limits.instructionLimit, 10_000);
     const { x, L } = vm;
     this.#hook = vm.addHook(this.#onBudget);
     const host = makeHostFunctions(this);
@@ -182,7 +186,8 @@ export class LuaScript {
     const { vm } = this;
     const { x } = vm;
     this.#budgetHit = false;
-    if (this.limits.instructionLimit > 0) vm.setBudget(co.L, this.#hook, this.limits.instructionLimit);
+    this.#used = 0;
+    if (this.#step > 0) vm.setBudget(co.L, this.#hook, this.#step);
     let st: number;
     try {
       st = x.lua_resume(co.L, vm.L, nargs, vm.nresPtr);
@@ -223,8 +228,14 @@ export class LuaScript {
     if (!this.broken) x.luaL_unref(L, REGISTRY, co.ref);
   }
 
+  /**
+   * The count hook: runs every #step instructions of any coroutine of this state (coroutines a script creates inherit
+   * it), so the limit covers all the Lua code a run executes, whichever thread runs it.
+   */
   readonly #onBudget = (L: number, ar: number): void => {
     const { vm } = this;
+    this.#used += this.#step;
+    if (this.#used < this.limits.instructionLimit) return;
     this.#budgetHit = true;
     // From now on every instruction of this run raises, so that a script catching the error with pcall cannot
     // go on (the next resume re-arms the full budget).
