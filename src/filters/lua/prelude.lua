@@ -643,6 +643,19 @@ collectgarbage = function(opt, ...)
   return 0
 end
 string.dump = nil
+-- C loops that memory does not bound: string.rep of an empty string and table.move over a huge range would run for
+-- hours inside one instruction, where the budget cannot stop them.
+local raw_rep, raw_move = string.rep, table.move
+string.rep = function(s, n, sep)
+  if s == "" and (sep == nil or sep == "") and type(n) == "number" then return "" end
+  return raw_rep(s, n, sep)
+end
+table.move = function(a1, f, e, t, a2)
+  if type(f) == "number" and type(e) == "number" and e - f > 16777216 then
+    error("bad argument #3 to 'move' (too many elements to move)", 2)
+  end
+  return raw_move(a1, f, e, t, a2)
+end
 -- Lua runs finalizers with hooks off, so a __gc that never ends could not be stopped: the sandbox has none. (A
 -- metatable marks an object for finalization only if it has __gc when it is set, so checking here suffices.)
 G.setmetatable = function(t, mt)

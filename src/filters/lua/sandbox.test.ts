@@ -206,3 +206,18 @@ test('coroutines a script creates count against the same instruction limit', asy
   const o = await f.exchange({});
   assert.equal(o.reply?.options?.details, 'lua_budget');
 });
+
+test('C loops that memory does not bound are cut short: string.rep of "" and table.move over a huge range', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      h:headers():add("x-rep", "[" .. string.rep("", 1e12) .. "]" .. string.rep("ab", 3, "-"))
+      local moved = table.move({1, 2, 3}, 1, 3, 2)
+      h:headers():add("x-move", table.concat(moved, ","))
+      local ok, err = pcall(table.move, {}, 1, 1e15, 2)
+      h:headers():add("x-big", tostring(ok) .. ":" .. tostring(err))
+    end`);
+  const h = (await f.exchange({})).upstream!.headers;
+  assert.equal(h.get('x-rep'), '[]ab-ab-ab');
+  assert.equal(h.get('x-move'), '1,1,2,3');
+  assert.match(h.get('x-big')!, /^false:.*too many elements to move/);
+});
