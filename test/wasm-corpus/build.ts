@@ -31,6 +31,8 @@ export interface Corpus {
   noMalloc: string;
   restrictedStart: string;
   hostcalls: string;
+  /** Reads one header and adds one: the benchmark filter. */
+  headerRw: string;
   /** About 1 MiB: the edge module plus padding functions and data. */
   big: string;
 }
@@ -117,7 +119,7 @@ let built: Promise<Corpus> | undefined;
 export function buildCorpus(): Promise<Corpus> {
   built ??= (async () => {
     await mkdir(outDir, { recursive: true });
-    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, big] = await Promise.all([
+    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, big] = await Promise.all([
       buildAs(),
       buildWat('edge.wat'),
       buildWat('abi-0-1-0.wat'),
@@ -127,9 +129,10 @@ export function buildCorpus(): Promise<Corpus> {
       buildWat('no-malloc.wat'),
       buildWat('restricted-start.wat'),
       buildWat('hostcalls.wat'),
+      buildWat('header-rw.wat'),
       buildWat('edge.wat', padToOneMiB, '-big'),
     ]);
-    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, big };
+    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, big };
   })();
   return built;
 }

@@ -3,7 +3,7 @@
  * It holds what host calls may touch (header maps, body buffers, call responses, configuration) and the actions that
  * Envoy defers until the VM call returns (local replies, continue and close stream).
  */
-import type { BodyChunk, Direction, FilterCallbacks, HttpCallResponse } from '../contract.ts';
+import type { BodyChunk, FilterCallbacks, HttpCallResponse } from '../contract.ts';
 import type { HeaderMap } from '../../core/headers.ts';
 
 /** A local reply asked for by `proxy_send_local_response`, sent once the VM call returned. */
@@ -37,7 +37,7 @@ export class ContextState {
   /** Set for stream contexts. */
   readonly callbacks: FilterCallbacks | null;
   /** Header maps by `proxy_map_type_t` while they are reachable. */
-  readonly maps: (HeaderMap | null)[] = [null, null, null, null, null, null, null, null];
+  readonly maps: (HeaderMap | null)[] = [null, null, null, null];
   requestBody: BodyChunk | null = null;
   responseBody: BodyChunk | null = null;
   /** The response of the http call being delivered to this context. */
@@ -50,12 +50,14 @@ export class ContextState {
   /** True while one of this stream's hooks runs: deferred actions are then applied by the hook. */
   inHook = false;
   deferredReply: DeferredReply | null = null;
-  deferredResume = new Set<Direction>();
+  /** Directions a continue was asked for, applied after the VM call. */
+  resumeRequest = false;
+  resumeResponse = false;
   deferredClose = false;
-  /** Tokens of http calls this context started and that have not answered. */
-  readonly pendingCalls = new Set<number>();
+  /** Tokens of http calls this context started and that have not answered (made on first use). */
+  pendingCalls: Set<number> | null = null;
   /** Set by the stream filter: applies the failure policy when a VM call outside its hooks fails. */
-  onFailure: ((failure: Error) => void) | null = null;
+  owner: { failOutside(failure: Error): void } | null = null;
   /** Whether on_done, on_log and on_delete ran. */
   done = false;
   deleted = false;
@@ -74,7 +76,7 @@ export class ContextState {
 
   /** Whether any action waits to be applied. */
   get hasDeferred(): boolean {
-    return this.deferredReply !== null || this.deferredResume.size > 0 || this.deferredClose;
+    return this.deferredReply !== null || this.resumeRequest || this.resumeResponse || this.deferredClose;
   }
 
   /** Applies deferred actions of a stream outside its own hooks (e.g. after a root callback resumed it). */
@@ -82,20 +84,16 @@ export class ContextState {
     const cb = this.callbacks;
     if (cb === null || this.deleted) return;
     const reply = this.takeReply();
-    if (reply !== null) {
-      sendReply(cb, reply);
-      this.deferredResume.clear();
-      return;
-    }
+    const request = this.resumeRequest;
+    const response = this.resumeResponse;
+    this.resumeRequest = this.resumeResponse = false;
+    if (reply !== null) return sendReply(cb, reply);
     if (this.deferredClose) {
       this.deferredClose = false;
-      this.deferredResume.clear();
-      cb.reset();
-      return;
+      return cb.reset();
     }
-    const directions = [...this.deferredResume];
-    this.deferredResume.clear();
-    for (const d of directions) cb.resume(d);
+    if (request) cb.resume('request');
+    if (response) cb.resume('response');
   }
 
   /** Takes the deferred local reply, if any. */

@@ -52,9 +52,10 @@ export function checkImports(module: WebAssembly.Module): void {
 }
 
 function startGuard(vm: WasmVm, name: string, fn: Fn): Fn {
-  return (...args: any[]) => {
+  // Fixed arity, no rest or spread: this wrapper is on every host call's path. 12 is the most any host call takes.
+  return function guarded(a: any, b: any, c: any, d: any, e: any, f: any, g: any, h: any, i: any, j: any, k: any, l: any) {
     if (vm.starting) throw new VmFailure('start', `Wasm module made the restricted host call "${name}" while starting (restricted_callback)`);
-    return fn(...args);
+    return fn(a, b, c, d, e, f, g, h, i, j, k, l);
   };
 }
 
@@ -125,7 +126,8 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
   const resume = (direction: 'request' | 'response'): number => {
     const ctx = streamOf(vm);
     if (ctx === null) return Status.BAD_ARGUMENT;
-    ctx.deferredResume.add(direction);
+    if (direction === 'request') ctx.resumeRequest = true;
+    else ctx.resumeResponse = true;
     vm.touched.add(ctx);
     return Status.OK;
   };
@@ -224,7 +226,7 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       if (map === null) return vm.effective?.logPhase ? missing() : Status.BAD_ARGUMENT;
       const value = map.get(key.toLowerCase());
       if (value === undefined) return missing();
-      return ok(vm.writeResult(vPtrPtr, vSizePtr, Buffer.from(value)));
+      return ok(vm.writeStringResult(vPtrPtr, vSizePtr, value));
     },
     proxy_add_header_map_value(type: number, kPtr: number, kSize: number, vPtr: number, vSize: number): number {
       const key = str(kPtr, kSize);

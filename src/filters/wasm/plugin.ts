@@ -79,7 +79,7 @@ class VmSlot {
     const vm = new WasmVm({ ...this.spec, store: sharedStore(), host });
     vm.onAsyncFailure = (failure, ctx) => {
       this.recordFailure(vm, failure, ctx.callbacks);
-      ctx.onFailure?.(failure);
+      ctx.owner?.failOutside(failure);
     };
     try {
       for (const plugin of this.plugins) plugin.configure(vm);

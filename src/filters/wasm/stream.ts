@@ -47,7 +47,7 @@ export class WasmStream implements Filter {
     this.#vm = vm;
     this.#cb = callbacks;
     this.#ctx = vm.newContext(root.plugin, root.id, callbacks);
-    this.#ctx.onFailure = (failure) => this.#failOutside(failure);
+    this.#ctx.owner = this;
     try {
       vm.call(this.#ctx, 'proxy_on_context_create', [this.#ctx.id, root.id]);
     } catch (err) {
@@ -109,8 +109,8 @@ export class WasmStream implements Filter {
     }
     ctx.deleted = true;
     this.#vm.contexts.delete(ctx.id);
-    for (const token of ctx.pendingCalls) this.#vm.httpCalls.delete(token);
-    ctx.pendingCalls.clear();
+    if (ctx.pendingCalls !== null) for (const token of ctx.pendingCalls) this.#vm.httpCalls.delete(token);
+    ctx.pendingCalls = null;
     if (!this.#failed && this.#vm.failure === null) this.#plugin.streamSucceeded(this.#vm);
   }
 
@@ -148,23 +148,25 @@ export class WasmStream implements Filter {
     }
     let status = map(code);
     const reply = ctx.takeReply();
+    const request = ctx.resumeRequest;
+    const response = ctx.resumeResponse;
+    ctx.resumeRequest = ctx.resumeResponse = false;
     if (reply !== null) {
       // Envoy forces "stop" after send_local_response, whatever the callback returned.
-      ctx.deferredResume.clear();
       sendReply(this.#cb, reply);
       return 'stop';
     }
     if (ctx.deferredClose) {
       ctx.deferredClose = false;
-      ctx.deferredResume.clear();
       this.#cb.reset();
       return 'stop';
     }
-    if (ctx.deferredResume.delete(direction)) status = 'continue';
-    if (ctx.deferredResume.size > 0) {
-      const others = [...ctx.deferredResume];
-      ctx.deferredResume.clear();
-      queueMicrotask(() => others.forEach((d) => this.#cb.resume(d)));
+    // A continue asked for during a paused callback of the same direction turns the pause into continue.
+    if (direction === 'request' ? request : response) status = 'continue';
+    const other = direction === 'request' ? response : request;
+    if (other) {
+      const d: Direction = direction === 'request' ? 'response' : 'request';
+      queueMicrotask(() => this.#cb.resume(d));
     }
     return status;
   }
@@ -191,7 +193,7 @@ export class WasmStream implements Filter {
   }
 
   /** A callback outside the hooks (http call response, VM failed meanwhile) failed while this stream waited. */
-  #failOutside(failure: Error): void {
+  failOutside(failure: Error): void {
     if (this.#ctx.deleted) return;
     const f = failure instanceof VmFailure ? failure : new VmFailure('trap', failure.message);
     this.#record(f);

@@ -68,6 +68,7 @@ export class WasmVm {
   readonly #fuel: WebAssembly.Global | undefined;
   readonly #memory: WebAssembly.Memory;
   #bytes: Uint8Array;
+  #buf: Buffer;
   #view: DataView;
 
   constructor(options: VmOptions) {
@@ -89,6 +90,7 @@ export class WasmVm {
     if (!(memory instanceof WebAssembly.Memory)) throw new VmFailure('start', 'Cannot load Wasm module: it exports no memory named "memory"');
     this.#memory = memory;
     this.#bytes = new Uint8Array(memory.buffer);
+    this.#buf = Buffer.from(memory.buffer);
     this.#view = new DataView(memory.buffer);
     if (typeof this.#exports.proxy_on_memory_allocate !== 'function' && typeof this.#exports.malloc !== 'function') {
       throw new VmFailure('start', 'Cannot load Wasm module: it exports neither malloc nor proxy_on_memory_allocate');
@@ -117,8 +119,10 @@ export class WasmVm {
 
   /** The guest memory as bytes (refreshed after the memory grew). */
   bytes(): Uint8Array {
-    if (this.#bytes.buffer !== this.#memory.buffer) {
+    // Growth detaches the old buffer (length 0); checking that avoids the memory.buffer getter on every call.
+    if (this.#bytes.byteLength === 0) {
       this.#bytes = new Uint8Array(this.#memory.buffer);
+      this.#buf = Buffer.from(this.#memory.buffer);
       this.#view = new DataView(this.#memory.buffer);
     }
     return this.#bytes;
@@ -139,10 +143,30 @@ export class WasmVm {
     return bytes.slice(ptr, ptr + len);
   }
 
-  /** Reads a UTF-8 string; null when outside memory. */
+  /** Reads a UTF-8 string (no copy of the bytes); null when outside memory. */
   readString(ptr: number, len: number): string | null {
-    const b = this.read(ptr, len);
-    return b === null ? null : Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString();
+    const bytes = this.bytes();
+    ptr >>>= 0;
+    len >>>= 0;
+    if (ptr + len > bytes.length) return null;
+    return this.#buf.toString('utf8', ptr, ptr + len);
+  }
+
+  /** Like `writeResult` for a string, encoded straight into guest memory. */
+  writeStringResult(ptrPtr: number, sizePtr: number, value: string): boolean {
+    if (!this.inBounds(ptrPtr, 4) || !this.inBounds(sizePtr, 4)) return false;
+    const size = Buffer.byteLength(value);
+    let ptr = 0;
+    if (size > 0) {
+      ptr = this.allocate(size);
+      if (ptr === 0 || !this.inBounds(ptr, size)) return false;
+      this.bytes();
+      this.#buf.write(value, ptr, size, 'utf8');
+    }
+    const view = this.view();
+    view.setUint32(ptrPtr, ptr, true);
+    view.setUint32(sizePtr, size, true);
+    return true;
   }
 
   /** Whether `[ptr, ptr+len)` is inside memory. */
@@ -202,7 +226,7 @@ export class WasmVm {
     if (outer) this.#setFuel();
     this.#depth++;
     try {
-      const result = fn(...args);
+      const result = args.length === 1 ? fn(args[0]) : args.length === 2 ? fn(args[0], args[1]) : args.length === 3 ? fn(args[0], args[1], args[2]) : fn(...args);
       return typeof result === 'number' ? result >>> 0 : 0;
     } catch (err) {
       this.failure = this.#asFailure(err, 'trap');
@@ -238,12 +262,12 @@ export class WasmVm {
     const cb = caller.callbacks;
     const options = { timeoutMs };
     const pending = cb !== null ? cb.httpCall(cluster, request, options) : this.options.host.httpCall(cluster, request, options);
-    caller.pendingCalls.add(token);
+    (caller.pendingCalls ??= new Set()).add(token);
     this.httpCalls.set(token, caller);
     pending.then((res) => {
       if (!this.httpCalls.delete(token) || caller.deleted) return;
-      if (this.failure !== null) return caller.onFailure?.(this.failure);
-      caller.pendingCalls.delete(token);
+      if (this.failure !== null) return caller.owner?.failOutside(this.failure);
+      caller.pendingCalls?.delete(token);
       const failed = res.failure !== undefined;
       this.lastStatus = failed ? { code: Status.BROKEN_CONNECTION, message: res.failure! } : { code: Status.OK, message: '' };
       caller.callResponse = failed ? null : res;
