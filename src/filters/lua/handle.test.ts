@@ -265,4 +265,5 @@ test('a script without envoy_on_request leaves the request alone and still runs 
   assert.equal(o.statuses[0], 'request-headers:continue');
   assert.equal(o.response!.headers.get('x-only-response'), '1');
   assert.equal(f.metrics.get('weir_lua_executions_total')!.labels('lua-test').value, 1);
+  assert.deepEqual(f.factoryLogs, ['info [lua-test] Lua script "lua-test" has no envoy_on_request: the request path is not hooked']);
 });

@@ -67,6 +67,10 @@ async function factory(config: LuaConfig, ctx: FactoryContext): Promise<FilterFa
 
   const adopt = (slot: ScriptSlot): ScriptSlot => {
     held.push(slot);
+    const s = slot.current;
+    // As Envoy does: a missing entry point is worth a line, once per filter and worker.
+    if (!s.hasRequest) ctx.log('info', `Lua script "${s.name}" has no envoy_on_request: the request path is not hooked`);
+    if (!s.hasResponse) ctx.log('info', `Lua script "${s.name}" has no envoy_on_response: the response path is not hooked`);
     const wire = (s: LuaScript) => {
       s.shared ??= shared;
       s.stats ??= statsSink(m, s.name);

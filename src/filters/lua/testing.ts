@@ -112,7 +112,10 @@ export interface Outcome {
 export interface LuaFilterForTest {
   factory: FilterFactory<LuaPerRoute>;
   metrics: Metrics;
+  /** Lines the streams logged. */
   logs: string[];
+  /** Lines the factory logged (building the filter, outside any request). */
+  factoryLogs: string[];
   clusters: Record<string, string>;
   exchange(spec: ExchangeSpec): Promise<Outcome>;
   destroy(): void;
@@ -122,9 +125,10 @@ export interface LuaFilterForTest {
 export async function buildLuaForTest(config: LuaConfig, options: { name?: string; clusters?: Record<string, string>; metrics?: Metrics } = {}): Promise<LuaFilterForTest> {
   const name = options.name ?? 'lua-test';
   const logs: string[] = [];
+  const factoryLogs: string[] = [];
   const clusters = options.clusters ?? {};
   const metrics = options.metrics ?? new Metrics();
-  const log = (level: LogLevel, message: string) => logs.push(`${level} [${name}] ${message}`);
+  const log = (level: LogLevel, message: string) => factoryLogs.push(`${level} [${name}] ${message}`);
   const prepared = await lua.prepare!(config, { name, baseDir: process.cwd(), path: 'test', log });
   const factory = await lua.factory(config, {
     name,
@@ -141,6 +145,7 @@ export async function buildLuaForTest(config: LuaConfig, options: { name?: strin
     factory,
     metrics,
     logs,
+    factoryLogs,
     clusters,
     exchange: (spec) => exchangeForTest(built, spec),
     destroy: () => factory.destroy?.(),
