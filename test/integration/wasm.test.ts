@@ -42,6 +42,12 @@ listeners:
         file: modules/filters.wasm
         root_id: metrics
         configuration: m
+      - name: queue
+        type: wasm
+        file: modules/filters.wasm
+        root_id: queue
+        vm_id: queues
+        configuration: q
 ${opts.extra ?? ''}
     routes:
       - name: swap
@@ -107,6 +113,19 @@ test('wasm e2e: shared data written in one worker is read in the other', async (
   const first = Math.min(...hits);
   assert.deepEqual([...hits].sort((a, b) => a - b), Array.from({ length: n }, (_, i) => first + i), 'one counter across workers');
   assert.ok(Math.max(...local) < n + 1, `requests were served by both workers (per-VM counts ${local.join(',')})`);
+});
+
+test('wasm e2e: shared queue items enqueued on either worker reach the registering root context', async () => {
+  for (let i = 1; i <= 6; i++) {
+    const { echo } = await get('/enqueue', { 'x-enqueue': `item-${i}`, connection: 'close' });
+    assert.equal(echo!.headers['x-enqueue-status'], '0');
+  }
+  let last = '';
+  for (let i = 0; i < 100 && last !== 'item-6'; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    last = (await get('/dequeued', { connection: 'close' })).echo!.headers['x-dequeued'];
+  }
+  assert.equal(last, 'item-6', 'the registrant dequeued every item, the last one last');
 });
 
 test('wasm e2e: module metrics appear in /metrics, summed over workers', async () => {
