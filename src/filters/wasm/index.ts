@@ -46,8 +46,8 @@ const schema = {
   additionalProperties: false,
   properties: {
     file: { type: 'string', minLength: 1, description: 'Path of the .wasm file, relative to the config file' },
-    url: { type: 'string', pattern: '^https?://', description: 'Where to download the module from; requires sha256' },
-    sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$', description: 'Expected sha256 of the module, checked when given' },
+    url: { type: 'string', pattern: '^https?://', description: 'an http:// or https:// URL to download the module from (requires sha256)' },
+    sha256: { type: 'string', pattern: '^[0-9a-fA-F]{64}$', description: 'the sha256 of the module as 64 hex digits' },
     root_id: { type: 'string', default: '', description: 'Selects the root context inside the module' },
     vm_id: { type: 'string', default: '', description: 'Filters with the same vm_id and code share one VM and its shared data' },
     configuration: { ...anyConfig, default: '', description: 'Plugin configuration: a string as is, anything else as JSON' },
@@ -59,7 +59,9 @@ const schema = {
     fetch_timeout_ms: { type: 'integer', minimum: 1, default: 10_000, description: 'How long a config load waits for a download; it goes on in the background into the cache' },
     allow_on_headers_stop_iteration: { type: 'boolean', default: false, description: 'A paused header callback holds only the headers (Envoy 1.35); default: headers and body' },
   },
-  oneOf: [{ required: ['file'], not: { required: ['url'] } }, { required: ['url', 'sha256'], not: { required: ['file'] } }],
+  // A download must be verified. "file" xor "url" is checked by prepare, which can say it plainly.
+  if: { required: ['url'] },
+  then: { required: ['sha256'] },
 };
 
 function asBytes(value: unknown): Uint8Array {
@@ -70,6 +72,7 @@ function asBytes(value: unknown): Uint8Array {
 const lastGood = new Map<string, PreparedWasm>();
 
 async function prepare(config: WasmConfig, ctx: PrepareContext): Promise<PreparedWasm> {
+  if ((config.file === undefined) === (config.url === undefined)) throw new Error('Cannot load Wasm module: give exactly one of "file" and "url"');
   const memory = (config.memory_limit_mb ?? DEFAULT_MEMORY_MB) * 1024 * 1024;
   const source = { file: config.file, url: config.url, sha256: config.sha256, fetchTimeoutMs: config.fetch_timeout_ms };
   try {
