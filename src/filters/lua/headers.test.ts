@@ -41,12 +41,14 @@ test('headers():add(), replace() and remove() change the request as it goes upst
       local hd = h:headers()
       hd:add("X-Added", "1")
       hd:add("x-added", 2)
+      hd:add("x-float", 10 / 2)
       hd:replace("x-replace", "new")
       hd:replace("x-fresh", "made")
       hd:remove("x-gone")
     end`);
   const h = (await f.exchange({ headers: { 'x-replace': ['old', 'older'], 'x-gone': 'bye' } })).upstream!.headers;
   assert.deepEqual(h.getAll('x-added'), ['1', '2']);
+  assert.equal(h.get('x-float'), '5', 'an integral float is written as LuaJIT prints it');
   assert.deepEqual(h.getAll('x-replace'), ['new']);
   assert.equal(h.get('x-fresh'), 'made');
   assert.equal(h.get('x-gone'), undefined);

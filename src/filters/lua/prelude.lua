@@ -19,10 +19,16 @@ local function argerr(n, fname, v, level)
   error("bad argument #" .. n .. " to '" .. fname .. "' (string expected, got " .. type(v) .. ")", level or 3)
 end
 
+-- Numbers become strings as LuaJIT prints them: an integral float has no ".0" (Lua 5.4 would write "5.0").
+local function numstr(v)
+  if math.type(v) == "float" and v == floor(v) and v > -2^53 and v < 2^53 then return string.format("%d", v) end
+  return tostring(v)
+end
+
 local function str(v, n, fname)
   local t = type(v)
   if t == "string" then return v end
-  if t == "number" then return tostring(v) end
+  if t == "number" then return numstr(v) end
   argerr(n, fname, v, 4)
 end
 
@@ -523,6 +529,7 @@ local function fenv_fn(f, fname)
 end
 
 getfenv = function(f)
+  if f == 0 then return G end
   f = fenv_fn(f or 1, "getfenv")
   local i = 1
   while true do

@@ -41,7 +41,7 @@ test('LuaJIT/5.1 shims: unpack, table.getn, setfenv/getfenv, math.pow, bit and b
       local env = {x = "from env"}
       local fn = setfenv(loadstring("return x"), env)
       local r = {
-        a + b, table.getn({1, 2, 3}), fn(), tostring(getfenv(fn) == env), math.pow(2, 10),
+        a + b, table.getn({1, 2, 3}), fn(), tostring(getfenv(fn) == env and getfenv(0) == _G), math.pow(2, 10),
         bit.band(0xff, 0x0f), bit.bor(1, 2, 4), bit.bxor(5, 1), bit.lshift(1, 31), bit.rshift(-1, 28), bit.arshift(-16, 2),
         bit.bnot(0), bit.tohex(255), bit.tohex(-1, -4), bit.rol(0x80000001, 1), bit.tobit(0xffffffff),
         bit32.band(0xffffffff, 0xf0), bit32.bnot(0), bit32.rshift(0x80000000, 31),
