@@ -13,8 +13,8 @@ before(async () => {
 });
 
 /** The request header that selects the edge module's behaviour (see test/wasm-corpus/wat/edge.wat). */
-function action(a: 'trap' | 'loop' | 'grow' | 'bad-status' | 'recurse' | 'oob' | 'missing' | 'none'): Record<string, string> {
-  return a === 'none' ? {} : { 'x-edge-action': a === 'bad-status' ? 'b' : a === 'missing' ? 'm' : a === 'oob' ? 'o' : a };
+function action(a: 'trap' | 'loop' | 'grow' | 'bad-status' | 'recurse' | 'oob' | 'missing' | 'http-trap' | 'none'): Record<string, string> {
+  return a === 'none' ? {} : { 'x-edge-action': a === 'bad-status' ? 'b' : a === 'missing' ? 'm' : a === 'oob' ? 'o' : a === 'http-trap' ? 'h' : a };
 }
 
 let seq = 0;
@@ -112,4 +112,26 @@ test('ABI 0.2.1: a missing header answers NOT_FOUND', async () => {
 
 test('proxy_on_configure returning false refuses the filter config with a message', async () => {
   await assert.rejects(buildFilterForTest(edge({ configuration: 'reject' }), { name: 'picky' }), /rejected the configuration of filter "picky"/);
+});
+
+test('a trap in the http call response of a paused request applies the policy to that request', async () => {
+  const { createServer } = await import('node:http');
+  const { once } = await import('node:events');
+  const server = createServer((_req, res) => res.end('up'));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const clusters = { up: `127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}` };
+  try {
+    const closed = await buildFilterForTest(edge({ failure_policy: 'fail_closed' }), { clusters });
+    const r1 = await runForTest(closed.factory, { headers: action('http-trap') }, {}, new CallbacksForTest({ clusters }));
+    assert.equal(r1.statuses[0], 'stop-all');
+    assert.equal(r1.response!.status, 503);
+    const open = await buildFilterForTest(edge({ failure_policy: 'fail_open' }), { clusters });
+    const cb = new CallbacksForTest({ clusters });
+    const r2 = await runForTest(open.factory, { headers: action('http-trap') }, {}, cb);
+    assert.equal(r2.response!.status, 200, 'fail_open resumes the paused request');
+    assert.deepEqual(cb.resumed, ['request']);
+  } finally {
+    server.close();
+  }
 });

@@ -41,6 +41,8 @@ export class WasmStream implements Filter {
   readonly #plugin: StreamPlugin;
   #bypass = false;
   #failed = false;
+  /** The direction of the last hook that did not continue: what a fail-open after an async failure resumes. */
+  #paused: Direction = 'request';
 
   constructor(plugin: StreamPlugin, vm: WasmVm, root: ContextState, callbacks: FilterCallbacks) {
     this.#plugin = plugin;
@@ -168,6 +170,7 @@ export class WasmStream implements Filter {
       const d: Direction = direction === 'request' ? 'response' : 'request';
       queueMicrotask(() => this.#cb.resume(d));
     }
+    if (status !== 'continue') this.#paused = direction;
     return status;
   }
 
@@ -177,12 +180,11 @@ export class WasmStream implements Filter {
     this.#plugin.vmFailed(this.#vm, failure, this.#cb);
   }
 
+  /** Answers this request by the failure policy, once; later hooks of the stream then pass everything on. */
   #applyPolicy(): FilterStatus {
     this.#failed = true;
-    if (this.#plugin.failurePolicy === 'fail_open') {
-      this.#bypass = true;
-      return 'continue';
-    }
+    this.#bypass = true;
+    if (this.#plugin.failurePolicy === 'fail_open') return 'continue';
     const kind = ERRORS.FILTER_UNAVAILABLE;
     try {
       this.#cb.sendLocalReply(kind.status, kind.body, { details: 'wasm_fail_stream' });
@@ -197,12 +199,8 @@ export class WasmStream implements Filter {
     if (this.#ctx.deleted) return;
     const f = failure instanceof VmFailure ? failure : new VmFailure('trap', failure.message);
     this.#record(f);
-    if (this.#plugin.failurePolicy === 'fail_open') {
-      this.#bypass = true;
-      this.#cb.resume('request');
-      return;
-    }
-    this.#applyPolicy();
+    if (this.#bypass) return;
+    if (this.#applyPolicy() === 'continue') this.#cb.resume(this.#paused);
   }
 }
 

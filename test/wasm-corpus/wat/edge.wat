@@ -1,11 +1,13 @@
 ;; Edge cases that SDKs never produce, chosen by the first letter of the request header x-edge-action:
 ;; t traps, l loops forever, g asks for more memory than the cap, b returns a bad status, r recurses
-;; without end, o passes pointers outside memory, m reads a missing header; otherwise it adds "x-edge: ok".
+;; without end, o passes pointers outside memory, m reads a missing header, h pauses on an http call to cluster
+;; "up" whose response callback traps; otherwise it adds "x-edge: ok".
 ;; A plugin configuration of exactly 6 bytes ("reject") is refused by proxy_on_configure.
 (module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 65536))
   (data (i32.const 1024) "x-edge")
@@ -15,6 +17,8 @@
   (data (i32.const 1088) "x-status")
   (data (i32.const 1104) "x-not-there")
   (data (i32.const 1120) "x-edge-action")
+  (data (i32.const 1140) "up")
+  (data (i32.const 1150) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\02\00\00\00:method\00GET\00:path\00/\00:authority\00up\00")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "malloc") (param $n i32) (result i32) (local $p i32)
     (local.set $p (global.get $heap))
@@ -49,12 +53,17 @@
       (then
         (call $status (call $log (i32.const 2) (i32.const -100) (i32.const 50)))
         (return (i32.const 0))))
+    (if (i32.eq (local.get $a) (i32.const 104))
+      (then
+        (drop (call $http_call (i32.const 1140) (i32.const 2) (i32.const 1150) (i32.const 62) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 3008)))
+        (return (i32.const 1))))
     (if (i32.eq (local.get $a) (i32.const 109))
       (then
         (call $status (call $get (i32.const 0) (i32.const 1104) (i32.const 11) (i32.const 3000) (i32.const 3004)))
         (return (i32.const 0))))
     (drop (call $add (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 1040) (i32.const 2)))
     (i32.const 0))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable)
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
   (func (export "proxy_on_log") (param i32))
   (func (export "proxy_on_delete") (param i32)))
