@@ -6,6 +6,9 @@ import { buildFilterForTest } from './test-support.ts';
 import { runForTest, CallbacksForTest } from './harness-for-test.ts';
 import { HeaderMap } from '../../core/headers.ts';
 import { Metrics, renderPrometheus } from '../../telemetry/metrics.ts';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 
 let corpus: Corpus;
 before(async () => {
@@ -115,12 +118,10 @@ test('proxy_on_configure returning false refuses the filter config with a messag
 });
 
 test('a trap in the http call response of a paused request applies the policy to that request', async () => {
-  const { createServer } = await import('node:http');
-  const { once } = await import('node:events');
   const server = createServer((_req, res) => res.end('up'));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  const clusters = { up: `127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}` };
+  const clusters = { up: `127.0.0.1:${(server.address() as AddressInfo).port}` };
   try {
     const closed = await buildFilterForTest(edge({ failure_policy: 'fail_closed' }), { clusters });
     const r1 = await runForTest(closed.factory, { headers: action('http-trap') }, {}, new CallbacksForTest({ clusters }));
