@@ -7,6 +7,7 @@ import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
 import { createParser, type Parser } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
+import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
 
 /** Where the response of an upstream exchange goes. */
 export interface ResponseSink {
@@ -42,6 +43,7 @@ export class ClientConnection {
   /** Exchanges carried so far; > 0 means the connection was reused. */
   exchanges = 0;
   readonly #owner: ConnectionOwner;
+  readonly #out: Coalescer;
   readonly #parser: Parser;
   #sink: ResponseSink | null = null;
   #isHeadRequest = false;
@@ -58,6 +60,7 @@ export class ClientConnection {
 
   constructor(socket: Socket, address: string, owner: ConnectionOwner, maxHeaderSize: number) {
     this.socket = socket;
+    this.#out = new Coalescer(socket);
     this.address = address;
     this.#owner = owner;
     this.#parser = createParser('response', maxHeaderSize, {
@@ -67,7 +70,14 @@ export class ClientConnection {
       onComplete: () => this.#onComplete(),
     });
     socket.setNoDelay(true);
-    socket.on('data', (d: Buffer) => this.#onData(d));
+    socket.on('data', (d: Buffer) => {
+      ioEnter();
+      try {
+        this.#onData(d);
+      } finally {
+        ioExit();
+      }
+    });
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => this.#onClose());
     socket.on('close', () => this.#onClose());
@@ -99,25 +109,26 @@ export class ClientConnection {
     else if (framing.contentLength < 0) out += 'transfer-encoding: chunked\r\n';
     else if (method === 'POST' || method === 'PUT' || method === 'PATCH') out += 'content-length: 0\r\n';
     this.#chunked = framing.contentLength < 0;
-    this.socket.write(out + '\r\n', 'latin1');
+    this.#out.text(out + '\r\n');
     if (framing.contentLength === 0) this.#requestDone = true;
   }
 
   /** Writes request body; returns false when the caller should wait for `onUpstreamDrain`. */
   writeBody(chunk: Buffer): boolean {
     if (this.#closed || chunk.length === 0) return !this.#closed;
+    const out = this.#out;
     if (this.#chunked) {
-      this.socket.write(chunk.length.toString(16) + '\r\n', 'latin1');
-      this.socket.write(chunk);
-      return this.socket.write('\r\n', 'latin1');
-    }
-    return this.socket.write(chunk);
+      out.text(chunk.length.toString(16) + '\r\n');
+      out.bytes(chunk);
+      out.text('\r\n');
+    } else out.bytes(chunk);
+    return out.writable;
   }
 
   /** Ends the request body (with trailers when chunked). */
   endRequest(trailers: HeaderMap | null): void {
     if (this.#closed || this.#requestDone) return;
-    if (this.#chunked) this.socket.write(chunkedEnd(trailers), 'latin1');
+    if (this.#chunked) this.#out.text(chunkedEnd(trailers));
     this.#requestDone = true;
     this.#maybeRelease();
   }
@@ -143,6 +154,7 @@ export class ClientConnection {
    * pool keeps counting the connection until the socket closes.
    */
   detach(): Buffer {
+    this.#out.flush();
     this.#closed = true;
     this.#sink = null;
     for (const event of ['data', 'drain', 'end', 'error', 'close']) this.socket.removeAllListeners(event);
@@ -157,12 +169,15 @@ export class ClientConnection {
     if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
     this.#gotHead = true;
     this.#keepAlive = keepAlive;
-    const list = [':status', String(status)];
+    const list = new Array<string>(raw.length + 2);
+    list[0] = ':status';
+    list[1] = String(status);
     let contentLength = -1;
-    const l = rawToList(raw);
-    for (let i = 0; i < l.length; i += 2) {
-      if (l[i] === 'content-length') contentLength = Number(l[i + 1]);
-      list.push(l[i], l[i + 1]);
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i].toLowerCase();
+      if (name === 'content-length') contentLength = Number(raw[i + 1]);
+      list[i + 2] = name;
+      list[i + 3] = raw[i + 1];
     }
     if (status === 101 && upgrade && this.#upgrade) {
       // The stream detaches the socket (and frees this parser) when it sees the 101: tell it only once

@@ -61,7 +61,7 @@ export class Coalescer {
     const out = Buffer.allocUnsafe(total);
     let at = 0;
     for (const p of parts) {
-      if (typeof p === 'string') at += out.latin1Write(p, at);
+      if (typeof p === 'string') at += out.write(p, at, 'latin1');
       else at += p.copy(out, at);
     }
     s.write(out);
@@ -80,17 +80,45 @@ export class Coalescer {
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
-      process.nextTick(flushLater, this);
+      dirty.push(this);
+      if (ioDepth === 0 && !tickScheduled) {
+        tickScheduled = true;
+        process.nextTick(flushDirty);
+      }
     }
   }
 
-  /** Called by the scheduled tick. */
+  /** Called when the batch this coalescer joined is written. */
   scheduledFlush(): void {
     this.#scheduled = false;
     this.flush();
   }
 }
 
-function flushLater(c: Coalescer): void {
-  c.scheduledFlush();
+/** Coalescers with queued bytes, written together at the end of the I/O callback or tick that queued them. */
+let dirty: Coalescer[] = [];
+let ioDepth = 0;
+let tickScheduled = false;
+
+function flushDirty(): void {
+  tickScheduled = false;
+  while (dirty.length > 0) {
+    const list = dirty;
+    dirty = [];
+    for (const c of list) c.scheduledFlush();
+  }
+}
+
+/**
+ * Brackets a socket read handler: what the handler queues on any connection (a proxied response queued on the
+ * downstream socket while handling an upstream read) is written once the outermost handler returns, in the same
+ * callback, without a nextTick per write. Every `ioEnter()` must be followed by one `ioExit()` (use try/finally).
+ */
+export function ioEnter(): void {
+  ioDepth++;
+}
+
+/** Ends what `ioEnter` began; the outermost exit writes every queued batch. */
+export function ioExit(): void {
+  if (--ioDepth === 0 && dirty.length > 0) flushDirty();
 }

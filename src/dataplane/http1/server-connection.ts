@@ -8,7 +8,7 @@ import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { createParser, METHODS, type Parser } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
-import { Coalescer } from './coalescer.ts';
+import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
 export interface RequestHead {
@@ -111,7 +111,14 @@ export class ServerConnection {
       onComplete: () => this.#event(null),
     });
     socket.setNoDelay(true);
-    socket.on('data', (data: Buffer) => this.#onData(data));
+    socket.on('data', (data: Buffer) => {
+      ioEnter();
+      try {
+        this.#onData(data);
+      } finally {
+        ioExit();
+      }
+    });
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.#teardown('DOWNSTREAM_RESET'));
