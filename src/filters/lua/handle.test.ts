@@ -267,3 +267,42 @@ test('a script without envoy_on_request leaves the request alone and still runs 
   assert.equal(f.metrics.get('weir_lua_executions_total')!.labels('lua-test').value, 1);
   assert.deepEqual(f.factoryLogs, ['info [lua-test] Lua script "lua-test" has no envoy_on_request: the request path is not hooked']);
 });
+
+test('connection():ssl() and downstreamSslConnection() read the TLS details the data plane provides as info.tls', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local ssl = h:connection():ssl()
+      local parsed = ssl:parsedSubjectPeerCertificate()
+      h:headers():add("x-tls", table.concat({tostring(ssl:peerCertificatePresented()), ssl:tlsVersion(),
+        ssl:sha256PeerCertificateDigest(), table.concat(ssl:dnsSansPeerCertificate(), "+"), parsed:commonName(),
+        tostring(h:streamInfo():downstreamSslConnection():expirationPeerCertificate())}, "|"))
+    end`);
+  const o = await f.exchange({
+    tls: {
+      peerCertificatePresented: true, tlsVersion: 'TLSv1.3', sha256PeerCertificateDigest: 'ab12',
+      dnsSansPeerCertificate: ['a.test', 'b.test'], parsedSubjectPeerCertificate: { commonName: 'client', organizationName: 'org' },
+      expirationPeerCertificate: 1700000000,
+    },
+  });
+  assert.equal(o.upstream!.headers.get('x-tls'), 'true|TLSv1.3|ab12|a.test+b.test|client|1700000000');
+});
+
+test('the partly supported stream-info items behave as documented', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local si = h:streamInfo()
+      si:dynamicMetadata():set("ns", "k", "v")
+      si:filterState():set("weir.lua.note", "factory", "hello")
+      si:drainConnectionUponCompletion()
+      h:headers():add("x-partial", table.concat({
+        tostring(si:dynamicTypedMetadata("ns").k),
+        tostring(h:connectionStreamInfo():dynamicTypedMetadata("ns")),
+        "[" .. si:virtualClusterName() .. "]",
+        tostring(h:virtualHost():metadata():get("x")),
+        si:filterState():get("weir.lua.note"),
+      }, "|"))
+    end`);
+  const o = await f.exchange({});
+  assert.equal(o.upstream!.headers.get('x-partial'), 'v|nil|[]|nil|hello');
+  assert.equal(o.info.filterState.get('weir.drain_connection'), 'true');
+});

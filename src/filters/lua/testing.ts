@@ -80,6 +80,8 @@ export interface ExchangeSpec {
   perRoute?: LuaPerRoute;
   routeMetadata?: Record<string, unknown>;
   routeName?: string;
+  /** TLS details as the data plane would put them on `info.tls` (keys are the Lua SSL method names). */
+  tls?: Record<string, unknown>;
   /** Filter state other filters stored before this one. */
   filterState?: Record<string, string>;
   /** Destroy the stream (client went away) after the request headers hook instead of finishing. */
@@ -182,6 +184,7 @@ export async function exchangeForTest(built: LuaFilterForTest, spec: ExchangeSpe
     upstreamAddress: null,
     attemptCount: 0,
   };
+  if (spec.tls !== undefined) (info as unknown as { tls: unknown }).tls = spec.tls;
   const cb: FilterCallbacks & { routeCleared: number; override: [string, boolean] | null } = {
     info,
     get requestHeaders() {
