@@ -66,8 +66,8 @@ function envoy_on_response(handle)
     end
     return
   end
-  local tenant = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.lua")["tenant"]
-  handle:headers():add("x-tenant", tenant)
+  local md = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.lua")
+  handle:headers():add("x-tenant", md and md.tenant or "none")
   if handle:headers():get("content-type") == "application/json" then
     local body = handle:body()
     local text = body:getBytes(0, body:length())
@@ -287,4 +287,11 @@ test('lua e2e: bodyChunks() rewrites a streamed response chunk by chunk; downstr
   assert.equal(res.status, 200);
   const text = await res.text();
   assert.match(text, /"METHOD":"GET","URL":"\/UPPER"/);
+});
+
+test('lua e2e: body() over the listener buffer limit answers 413, as Envoy does', async () => {
+  const res = await fetch(`${weir.url('edge')}/bodylen`, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) }).catch((e: Error) => e);
+  if (res instanceof Error) assert.fail(`the request failed instead of a 413: ${res.message}`);
+  assert.equal(res.status, 413, weir.logs.slice(-4).join('\n'));
+  await res.text();
 });

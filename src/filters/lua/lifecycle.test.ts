@@ -20,6 +20,7 @@ test('top-level code runs once per state; globals persist across requests', asyn
   const f = await buildLuaForTest({ source: COUNTING('once') }, { name: 'life-once' });
   assert.equal((await f.exchange({})).upstream!.headers.get('x-count'), 'once:1:1');
   assert.equal((await f.exchange({})).upstream!.headers.get('x-count'), 'once:1:2');
+  assert.ok(f.metrics.get('weir_lua_states')!.labels().value >= 1, 'the weir_lua_states gauge counts the state');
   f.destroy();
 });
 
