@@ -295,3 +295,12 @@ test('lua e2e: body() over the listener buffer limit answers 413, as Envoy does'
   assert.equal(res.status, 413, weir.logs.slice(-4).join('\n'));
   await res.text();
 });
+
+test('lua e2e: a POST with a bad token gets the 403 from respond() after httpCall(), with its body still arriving', async () => {
+  const res = await fetch(`${weir.url('edge')}/secure/post`, { method: 'POST', body: 'y'.repeat(300000), headers: { authorization: 'Bearer bad' } });
+  assert.equal(res.status, 403);
+  assert.equal(await res.text(), 'forbidden');
+  const ok = await get('/after-403');
+  assert.equal(ok.status, 200);
+  await ok.text();
+});
