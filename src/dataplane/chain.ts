@@ -39,6 +39,7 @@ interface Pending {
 }
 
 const EMPTY = Buffer.alloc(0);
+const NONE: never[] = [];
 
 function isPromise(r: HookResult): r is Promise<FilterStatus | void> {
   return typeof r === 'object' && r !== null;
@@ -75,10 +76,11 @@ export class Pipeline {
     this.#sink = sink;
     this.#limit = bufferLimit;
     const n = filters.length;
-    this.#queues = new Array(n).fill(null);
-    this.#buffers = new Array(n).fill(null);
-    this.#bufferSizes = new Array(n).fill(0);
-    this.#held = new Array(n).fill(null);
+    // A chain without filters (plain proxying) allocates no per-filter state.
+    this.#queues = n === 0 ? NONE : new Array(n).fill(null);
+    this.#buffers = n === 0 ? NONE : new Array(n).fill(null);
+    this.#bufferSizes = n === 0 ? (NONE as unknown as number[]) : new Array(n).fill(0);
+    this.#held = n === 0 ? NONE : new Array(n).fill(null);
   }
 
   /** True once the headers went past every filter. */

@@ -8,7 +8,7 @@
  *
  * A local reply (from a filter, the router or an error) leaves the request path and enters the response path.
  */
-import { randomUUID } from 'node:crypto';
+import { requestId } from '../core/request-id.ts';
 import { HeaderMap } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
@@ -21,8 +21,10 @@ import type { ListenerRuntime } from './listener-runtime.ts';
 import type { Snapshot, ChainEntry } from './snapshot.ts';
 import { tunnel } from './tunnel.ts';
 import { publishStreamComplete } from '../telemetry/channels.ts';
+import { RouterSink, ClientSink } from './stream-sinks.ts';
 
 const EMPTY = Buffer.alloc(0);
+const NO_FILTERS: readonly Filter[] = Object.freeze([]);
 
 /** One request/response exchange. Implements the codec's sink, the upstream's listener and StreamInfo. */
 export class Stream implements RequestSink, UpstreamListener, StreamInfo {
@@ -57,7 +59,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
   #overrideHost: string | undefined;
   #dynamicMetadata: Map<string, Record<string, unknown>> | null = null;
   #filterState: Map<string, string | Buffer> | null = null;
-  #downstreamBlocked = 0;
+  /** The downstream socket is full; the upstream response is paused until it drains. */
+  downstreamBlocked = false;
 
   constructor(listener: ListenerRuntime, conn: ServerConnection, head: RequestHead) {
     this.listener = listener;
@@ -76,7 +79,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     // Envoy's edge behaviour: x-request-id kept or generated, x-forwarded-for appended, x-forwarded-proto set.
     let id = h.get('x-request-id');
     if (id === undefined && s.generateRequestId) {
-      id = randomUUID();
+      id = requestId();
       list.push('x-request-id', id);
     }
     this.requestId = id ?? '';
@@ -111,7 +114,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
       }
     }
     const ms = this.filterMs;
-    this.#req = new Pipeline(this.filters, 'request', this.#requestSink(), s.bufferLimit, ms === null ? null : (i, t) => (ms[i] += t));
+    this.#req = new Pipeline(this.filters, 'request', new RouterSink(this), s.bufferLimit, ms === null ? null : (i, t) => (ms[i] += t));
     this.#req.headers(h, !this.head.hasBody);
   }
 
@@ -142,31 +145,16 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
   }
 
   onDrain(): void {
-    if (this.#downstreamBlocked > 0) {
-      this.#downstreamBlocked = 0;
+    if (this.downstreamBlocked) {
+      this.downstreamBlocked = false;
       this.upstream?.pauseResponse(false);
     }
   }
 
   // --- what the request pipeline delivers: the router ---
 
-  #requestSink(): PipelineSink {
-    const stream = this;
-    return {
-      headers: (h, eos) => this.#routeRequest(h, eos),
-      data: (chunk, eos) => this.upstream?.data(chunk, eos),
-      trailers: (t) => this.upstream?.trailers(t),
-      filterFailed: (i, err) => this.filterFailed(i, err, 'request'),
-      overflow: () => this.localReply(ERRORS.REQUEST_BODY_TOO_LARGE, undefined, this.filters.length),
-      block: () => this.conn.pause(),
-      unblock: () => this.conn.resume(),
-      get halted() {
-        return stream.requestHalted;
-      },
-    };
-  }
-
-  #routeRequest(h: HeaderMap, eos: boolean): void {
+  /** The request headers passed every filter: route them (called by the RouterSink). */
+  routeRequest(h: HeaderMap, eos: boolean): void {
     if (this.#routeCleared) this.route = this.listener.router.match(h);
     const route = this.route;
     if (route === null) {
@@ -203,7 +191,6 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
       const p = q < 0 ? path : path.slice(0, q);
       h.set(':path', p.replace(route.regexRewrite.re, route.regexRewrite.substitution) + (q < 0 ? '' : path.slice(q)));
     }
-    const authority = h.get(':authority')!;
     let newHost: string | undefined = route.hostRewrite;
     if (newHost === undefined && (route.autoHostRewrite || !this.listener.settings.preserveHost)) newHost = '';
     if (this.head.expectContinue) {
@@ -230,12 +217,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
       idleTimeoutMs: route.idleTimeoutMs,
       bufferLimit: this.listener.settings.bufferLimit,
       upgrade: this.head.upgrade,
-      rewriteHost: newHost === undefined ? undefined : (ep) => {
-        h.frozen = false;
-        h.set(':authority', newHost === '' ? ep.address : newHost!);
-        if (!h.has('x-forwarded-host')) h.add('x-forwarded-host', authority);
-        h.frozen = true;
-      },
+      hostRewrite: newHost,
     });
     this.upstream.start();
   }
@@ -264,13 +246,14 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     }
     this.responseCode = status;
     this.responseHeaders = headers;
-    this.#reason = reason;
+    this.reason = reason;
     const noBody = this.head.method === 'HEAD' || status === 204 || status === 304 || contentLength === 0;
     if (noBody) this.#responseEos = true;
     this.#response(this.filters.length).headers(headers, noBody);
   }
 
-  #reason: string | undefined;
+  /** A custom HTTP/1 reason phrase for the response. */
+  reason: string | undefined;
 
   onResponseBody(chunk: Buffer): void {
     if (!this.done && this.#res !== null) this.#res.data(chunk, false);
@@ -320,40 +303,32 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
 
   #response(upTo: number): Pipeline {
     if (this.#res !== null) return this.#res;
-    const filters = this.filters.slice(0, upTo).reverse();
-    const stream = this;
+    const filters = upTo === 0 ? NO_FILTERS : this.filters.slice(0, upTo).reverse();
     const n = filters.length;
-    const sink: PipelineSink = {
-      headers: (h, eos) => {
-        this.responseHeaders = h;
-        const status = Number(h.get(':status'));
-        this.responseCode = status;
-        const cl = h.get('content-length');
-        h.frozen = true;
-        this.conn.sendHead(status, h, { contentLength: cl === undefined ? -1 : Number(cl), noBody: eos }, this.#reason);
-        if (eos) this.#complete(null);
-      },
-      data: (chunk, eos) => {
-        this.bytesOut += chunk.length;
-        if (!this.conn.sendBody(chunk) && this.upstream !== null) {
-          this.#downstreamBlocked = 1;
-          this.upstream.pauseResponse(true);
-        }
-        if (eos) this.#complete(null);
-      },
-      trailers: (t) => this.#complete(t),
-      // Filters run in reverse on responses: map the pipeline index back to the chain index.
-      filterFailed: (i, err) => this.filterFailed(n - 1 - i, err, 'response'),
-      overflow: () => this.localReply(ERRORS.RESPONSE_BODY_TOO_LARGE, undefined, 0),
-      block: () => this.upstream?.pauseResponse(true),
-      unblock: () => this.upstream?.pauseResponse(false),
-      get halted() {
-        return stream.done;
-      },
-    };
     const ms = this.filterMs;
-    this.#res = new Pipeline(filters, 'response', sink, this.listener.settings.bufferLimit, ms === null ? null : (i, t) => (ms[n - 1 - i] += t));
+    this.#res = new Pipeline(filters, 'response', new ClientSink(this, n), this.listener.settings.bufferLimit, ms === null ? null : (i, t) => (ms[n - 1 - i] += t));
     return this.#res;
+  }
+
+  /** The response headers passed every filter: write them (called by the ClientSink). */
+  writeResponseHead(h: HeaderMap, eos: boolean): void {
+    this.responseHeaders = h;
+    const status = Number(h.get(':status'));
+    this.responseCode = status;
+    const cl = h.get('content-length');
+    h.frozen = true;
+    this.conn.sendHead(status, h, { contentLength: cl === undefined ? -1 : Number(cl), noBody: eos }, this.reason);
+    if (eos) this.complete(null);
+  }
+
+  /** Response body that passed every filter (called by the ClientSink). */
+  writeResponseBody(chunk: Buffer, eos: boolean): void {
+    this.bytesOut += chunk.length;
+    if (!this.conn.sendBody(chunk) && this.upstream !== null) {
+      this.downstreamBlocked = true;
+      this.upstream.pauseResponse(true);
+    }
+    if (eos) this.complete(null);
   }
 
   /** The response pipeline's index of chain filter `i`. */
@@ -402,7 +377,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
       this.#finish(false);
       return;
     }
-    this.#reason = opts?.reason;
+    this.reason = opts?.reason;
     const res = this.#response(upTo);
     this.#responseEos = true;
     res.headers(headers, buf === null || buf.length === 0);
@@ -452,7 +427,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     });
   }
 
-  #complete(trailers: HeaderMap | null): void {
+  /** Ends the response (with trailers); called by the ClientSink and on end of stream. */
+  complete(trailers: HeaderMap | null): void {
     if (this.done) return;
     this.conn.sendEnd(trailers);
     this.#finish(false);

@@ -41,8 +41,8 @@ export interface UpstreamRequestOptions {
   idleTimeoutMs: number;
   bufferLimit: number;
   upgrade: boolean;
-  /** Rewrites the Host of the request for the endpoint an attempt goes to (host_rewrite, auto_host_rewrite). */
-  rewriteHost?: (endpoint: Endpoint) => void;
+  /** The Host to send instead of the client's: a name (host_rewrite), or "" for the endpoint's address. */
+  hostRewrite?: string;
 }
 
 const DONE = 3;
@@ -87,6 +87,15 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
   /** The connection, once the response head was seen (used for upgrades). */
   get connection(): ClientConnection | null {
     return this.#conn;
+  }
+
+  /** Sets the Host of the request; the first rewrite keeps the client's Host in x-forwarded-host. */
+  #rewriteHost(host: string): void {
+    const h = this.#o.headers;
+    h.frozen = false;
+    if (!h.has('x-forwarded-host')) h.add('x-forwarded-host', h.get(':authority') ?? '');
+    h.set(':authority', host);
+    h.frozen = true;
   }
 
   /** Starts the first attempt. */
@@ -191,7 +200,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
     if (this.#firstAttempt === 0) this.#firstAttempt = this.#attemptStart;
     o.cluster.endpointMetrics(ep).requests.inc();
     if (o.retry.perTryTimeoutMs > 0) this.#tryTimer = setTimeout(onTryTimeout, o.retry.perTryTimeoutMs, this);
-    o.rewriteHost?.(ep);
+    if (o.hostRewrite !== undefined) this.#rewriteHost(o.hostRewrite === '' ? ep.address : o.hostRewrite);
     this.#pool = o.cluster.pool(ep);
     this.#pool.acquire(this);
   }
