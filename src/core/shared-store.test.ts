@@ -180,3 +180,22 @@ test('two worker threads see each other\'s writes and queue items', async () => 
   assert.equal(new TextDecoder().decode(store.get('vm', 'n')!.value), '2000');
   await Promise.all([reader.terminate(), writer.terminate()]);
 });
+
+test('a value can grow into its own freed space in a full store, and a failed resize keeps the old value', () => {
+  const store = createSharedStore({ memoryBytes: 1024 });
+  assert.equal(store.set('a', 'k', new Uint8Array(900)), 'ok');
+  assert.equal(store.set('a', 'k', new Uint8Array(950)), 'ok', 'the entry\'s own blocks are reused');
+  assert.equal(store.set('a', 'k', new Uint8Array(2000)), 'no-memory');
+  assert.equal(store.get('a', 'k')!.value.length, 950);
+  assert.equal(store.set('a', 'other', new Uint8Array(100)), 'no-memory', 'the old blocks are still taken');
+  assert.equal(store.set('a', 'small', new Uint8Array(10)), 'ok', 'the two free blocks are still free');
+});
+
+test('a lock left held by a dead thread is taken over after lockTimeoutMs', () => {
+  const store = createSharedStore({ memoryBytes: 4096, lockTimeoutMs: 50 });
+  new Int32Array(store.buffer)[0] = 999; // the lock word, as a thread that died inside an operation leaves it
+  const started = performance.now();
+  assert.equal(store.set('a', 'k', new Uint8Array([1])), 'ok');
+  assert.ok(performance.now() - started >= 50);
+  assert.equal(new Int32Array(store.buffer)[0], 0, 'released after the operation');
+});

@@ -52,6 +52,8 @@ export interface SharedStoreOptions {
   maxEntries?: number;
   /** The clock for TTLs, in milliseconds since the epoch (default `Date.now`); the same in every thread. */
   now?: () => number;
+  /** How long a thread waits for the lock before it takes it over from a holder presumed dead (default 1000 ms). */
+  lockTimeoutMs?: number;
 }
 
 /** One stored value and the cas number of the write that stored it. */
@@ -103,14 +105,14 @@ export function createSharedStore(options: SharedStoreOptions = {}): SharedStore
   words[H_BLOCKS] = layout.blocks;
   words[H_CAS] = 0;
   words[H_MAGIC] = MAGIC;
-  return new SharedStore(buffer, options.now ?? Date.now);
+  return new SharedStore(buffer, options.now ?? Date.now, options);
 }
 
 let threadDefault: SharedStore | undefined;
 
 /** Attaches to a store created in another thread; the result also becomes this thread's `sharedStore()`. */
-export function attachSharedStore(buffer: SharedArrayBuffer, options: { now?: () => number } = {}): SharedStore {
-  threadDefault = new SharedStore(buffer, options.now ?? Date.now);
+export function attachSharedStore(buffer: SharedArrayBuffer, options: { now?: () => number; lockTimeoutMs?: number } = {}): SharedStore {
+  threadDefault = new SharedStore(buffer, options.now ?? Date.now, options);
   return threadDefault;
 }
 
@@ -130,10 +132,13 @@ export class SharedStore {
   readonly #layout: Layout;
   readonly #now: () => number;
   readonly #bell: number;
+  /** This view's lock owner id (never 0). */
+  readonly #owner: number;
+  readonly #lockTimeoutMs: number;
   readonly #listeners = new Map<number, { seen: number; listener: (queue: number) => void }>();
   #watching = false;
 
-  constructor(buffer: SharedArrayBuffer, now: () => number) {
+  constructor(buffer: SharedArrayBuffer, now: () => number, options: { lockTimeoutMs?: number } = {}) {
     const words = new Int32Array(buffer);
     if (words[H_MAGIC] !== MAGIC) throw new Error('Cannot attach shared store: the buffer was not made by createSharedStore');
     this.buffer = buffer;
@@ -142,7 +147,10 @@ export class SharedStore {
     this.#layout = layoutFor(words[H_SLOTS], words[H_BLOCKS]);
     this.#expiry = new Float64Array(buffer, this.#layout.expiryAt, this.#layout.slots);
     this.#now = now;
-    this.#bell = BELLS_AT + (Atomics.add(words, H_ATTACH, 1) % DOORBELLS);
+    const attached = Atomics.add(words, H_ATTACH, 1);
+    this.#bell = BELLS_AT + (attached % DOORBELLS);
+    this.#owner = attached + 1;
+    this.#lockTimeoutMs = options.lockTimeoutMs ?? 1000;
   }
 
   /** Returns a copy of the value and its cas number, or undefined when the key is absent or expired. */
@@ -384,14 +392,23 @@ export class SharedStore {
 
   #locked<T>(fn: () => T): T {
     const w = this.#i32;
+    const me = this.#owner;
     let spins = 0;
-    while (Atomics.compareExchange(w, H_LOCK, 0, 1) !== 0) {
-      if (++spins > 64) Atomics.wait(w, H_LOCK, 1, 1);
+    let waitingSince = 0;
+    for (;;) {
+      const holder = Atomics.compareExchange(w, H_LOCK, 0, me);
+      if (holder === 0) break;
+      if (++spins <= 64) continue;
+      // Operations take microseconds; a lock held this long belongs to a thread that died inside one
+      // (e.g. a terminated worker). Take it over rather than hang every thread of the process.
+      if (waitingSince === 0) waitingSince = performance.now();
+      else if (performance.now() - waitingSince > this.#lockTimeoutMs && Atomics.compareExchange(w, H_LOCK, holder, me) === holder) break;
+      Atomics.wait(w, H_LOCK, holder, 1);
     }
     try {
       return fn();
     } finally {
-      Atomics.store(w, H_LOCK, 0);
+      Atomics.compareExchange(w, H_LOCK, me, 0);
       Atomics.notify(w, H_LOCK, 1);
     }
   }
@@ -445,9 +462,14 @@ export class SharedStore {
       const had = Math.max(1, Math.ceil((w[old + 3] + w[old + 4]) / BLOCK));
       if (had === need) block = w[old + 2];
       else {
+        // Free first so that the entry's own blocks count; put them back if the new size does not fit.
+        const oldBlock = w[old + 2];
+        this.#free(oldBlock, had);
         block = this.#alloc(need);
-        if (block < 0) return 'no-memory';
-        this.#free(w[old + 2], had);
+        if (block < 0) {
+          this.#mark(oldBlock, had);
+          return 'no-memory';
+        }
       }
     } else {
       if (w[H_USED] + 1 > Math.floor(this.#layout.slots * 0.75) || at.free < 0) {
@@ -531,7 +553,8 @@ export class SharedStore {
     const blocks = this.#layout.blocks;
     const bm = this.#layout.bitmapAt;
     const hint = w[H_NEXT_FIT] % blocks;
-    for (const [from, to] of [[hint, blocks], [0, hint]]) {
+    // From the hint to the end, then from the start (over the hint, so that a run across it is found too).
+    for (const [from, to] of [[hint, blocks], [0, blocks]]) {
       let run = 0;
       for (let b = from; b < to; b++) {
         if ((b & 31) === 0 && run === 0 && w[bm + (b >>> 5)] === -1) {
@@ -549,6 +572,13 @@ export class SharedStore {
       }
     }
     return -1;
+  }
+
+  #mark(first: number, n: number): void {
+    const w = this.#i32;
+    const bm = this.#layout.bitmapAt;
+    for (let i = first; i < first + n; i++) w[bm + (i >>> 5)] |= 1 << (i & 31);
+    w[H_USED_BLOCKS] += n;
   }
 
   #free(first: number, n: number): void {
