@@ -5,8 +5,9 @@ import cors from './builtin/cors/index.ts';
 import localRateLimit from './builtin/local-rate-limit/index.ts';
 import moduleFilter from './builtin/module/index.ts';
 import lua from './lua/index.ts';
+import wasm from './wasm/index.ts';
 
-const definitions: FilterDefinition[] = [headers, cors, localRateLimit, moduleFilter, lua];
+const definitions: FilterDefinition[] = [headers, cors, localRateLimit, moduleFilter, lua, wasm];
 const byType = new Map(definitions.map((d) => [d.type, d]));
 
 /** Every registered filter definition, in a stable order. */
