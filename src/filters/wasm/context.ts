@@ -74,11 +74,6 @@ export class ContextState {
     return this.id === this.rootId;
   }
 
-  /** Whether any action waits to be applied. */
-  get hasDeferred(): boolean {
-    return this.deferredReply !== null || this.resumeRequest || this.resumeResponse || this.deferredClose;
-  }
-
   /** Applies deferred actions of a stream outside its own hooks (e.g. after a root callback resumed it). */
   flushDeferred(): void {
     const cb = this.callbacks;

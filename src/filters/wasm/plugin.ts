@@ -40,13 +40,6 @@ function slotKey(spec: VmSpec): string {
   return JSON.stringify([spec.vmId, spec.sha256, Buffer.from(spec.vmConfiguration).toString('base64'), spec.fuel, spec.memoryLimit, spec.environment]);
 }
 
-/** The number of live VMs in this worker (for tests and a gauge). */
-export function liveVmCountForTest(): number {
-  let n = 0;
-  for (const s of slots.values()) if (s.vm !== null && s.vm.failure === null) n++;
-  return n;
-}
-
 /** One shared VM and the plugins that use it. */
 class VmSlot {
   readonly key: string;
@@ -57,8 +50,6 @@ class VmSlot {
   readonly #recorded = new WeakSet<WasmVm>();
   failures = 0;
   retryAt = 0;
-  /** VMs built by this slot, the first one included. */
-  generation = 0;
 
   constructor(key: string, spec: VmSpec, host: Host) {
     this.key = key;
@@ -88,7 +79,6 @@ class VmSlot {
       throw err;
     }
     this.vm = vm;
-    this.generation++;
     return vm;
   }
 
@@ -203,11 +193,6 @@ export class Plugin implements StreamPlugin {
   /** Counts a VM recreated for this plugin. */
   countReload(): void {
     this.#reloads.inc();
-  }
-
-  /** How many VMs the shared slot has built (1 until a reload). */
-  get generation(): number {
-    return this.#slot.generation;
   }
 
   /** Removes this plugin's root context (on_done, on_delete); the last plugin of a VM disposes of it. */

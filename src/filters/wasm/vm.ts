@@ -207,11 +207,6 @@ export class WasmVm {
     return ctx;
   }
 
-  /** Whether the module exports a callback. */
-  has(name: string): boolean {
-    return typeof this.#exports[name] === 'function';
-  }
-
   /**
    * Calls an exported callback with `ctx` as the effective context and a fresh fuel budget. A missing export returns
    * `fallback`. A trap, overrun or proc_exit marks the VM failed and throws the VmFailure.
