@@ -127,6 +127,25 @@ export function wasiImports(host: WasiHost): Record<string, (...args: any[]) => 
       return Errno.SUCCESS;
     },
     sched_yield: () => Errno.SUCCESS,
+    /**
+     * Clock subscriptions fire at once (a callback may not block its worker); fd subscriptions answer EBADF.
+     * Go and Rust runtimes call this to sleep, and treat ENOSYS as fatal.
+     */
+    poll_oneoff(inPtr: number, outPtr: number, count: number, neventsPtr: number): number {
+      if (count === 0) return Errno.INVAL;
+      const view = host.view();
+      for (let i = 0; i < count; i++) {
+        const sub = inPtr + i * 48;
+        const ev = outPtr + i * 32;
+        const tag = view.getUint8(sub + 8);
+        view.setBigUint64(ev, view.getBigUint64(sub, true), true);
+        view.setUint16(ev + 8, tag === 0 ? Errno.SUCCESS : Errno.BADF, true);
+        view.setUint8(ev + 10, tag);
+        for (let b = 11; b < 32; b++) view.setUint8(ev + b, 0);
+      }
+      view.setUint32(neventsPtr, count, true);
+      return Errno.SUCCESS;
+    },
     proc_exit(code: number): void {
       throw new ProcExit(code);
     },
