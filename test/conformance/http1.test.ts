@@ -10,6 +10,8 @@ import { startUpstream, type Upstream } from '../support/upstream.ts';
 import { RawConnection } from '../support/raw-connection.ts';
 
 let up: Upstream;
+/** An upstream that closes idle keep-alive connections quickly. */
+let short: Upstream;
 let weir: Weir;
 let upstreamConnections = 0;
 
@@ -93,7 +95,16 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
 before(async () => {
   up = await startUpstream((req, res) => void handle(req, res), { stream: true });
   up.server.on('connection', () => upstreamConnections++);
+  short = await startUpstream();
+  short.server.keepAliveTimeout = 100;
   up.server.on('upgrade', (req: http.IncomingMessage, socket: import('node:net').Socket, head: Buffer) => {
+    socket.on('error', () => {});
+    // An upgraded socket is half-open: close it when weir closes its side, or server.close() waits forever.
+    socket.on('end', () => socket.end());
+    if (req.url === '/refuse-upgrade') {
+      socket.end('HTTP/1.1 426 Upgrade Required\r\ncontent-type: text/plain\r\ncontent-length: 7\r\nconnection: close\r\n\r\nrefused');
+      return;
+    }
     socket.write(
       'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         `X-Seen-Upgrade: ${req.headers.upgrade}\r\nX-Seen-Connection: ${req.headers.connection}\r\n\r\nhi:`,
@@ -111,6 +122,8 @@ listeners:
         type: headers
         response_add: { x-served-by: weir }
     routes:
+      - match: { prefix: /short/ }
+        cluster: short
       - match: { prefix: / }
         cluster: up
   - name: bare
@@ -130,6 +143,8 @@ listeners:
       - match: { prefix: / }
         cluster: limited
 clusters:
+  - name: short
+    endpoints: [${short.address}]
   - name: up
     endpoints: [${up.address}]
   - name: limited
@@ -141,6 +156,7 @@ clusters:
 after(async () => {
   await weir?.stop();
   await up?.close();
+  await short?.close();
 });
 
 function get(path: string, extra = ''): string {
@@ -394,4 +410,33 @@ test('answers pipelined requests in order, even when the first is the slowest', 
   assert.equal((await c.readResponse()).body.toString(), 'id=4');
   assert.equal(c.pending.length, 0);
   c.destroy();
+});
+
+test('an HTTP/1.1 client that sends Connection: close gets it back and the connection closes', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/echo', 'Connection: close\r\n'));
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(r.get('connection'), 'close');
+  assert.equal(await c.waitClosed(), true);
+});
+
+test('an upgrade the upstream refuses is answered as a plain response and the connection closes', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /refuse-upgrade HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 426);
+  assert.equal(r.body.toString(), 'refused');
+  assert.equal(await c.waitClosed(), true);
+});
+
+test('a pooled connection the upstream closed while idle is not reused: a later POST succeeds', async () => {
+  const first = await fetch(`${weir.url('edge')}/short/one`);
+  assert.equal(first.status, 200);
+  await first.arrayBuffer();
+  // The upstream closes its idle keep-alive connections after 100 ms; wait until it did.
+  await new Promise((r) => setTimeout(r, 400));
+  const second = await fetch(`${weir.url('edge')}/short/two`, { method: 'POST', body: 'payload' });
+  assert.equal(second.status, 200, 'not a 502 from writing into a closed connection');
+  assert.equal(JSON.parse(await second.text()).body, 'payload');
 });
