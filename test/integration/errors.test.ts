@@ -17,6 +17,10 @@ let hang: Upstream;
 let reset: Upstream;
 let midway: Upstream;
 let garbage: net.Server;
+let smuggler: net.Server;
+let drip: Upstream;
+/** Set when the dripping upstream saw its response's connection close. */
+let dripClosed = false;
 let refusedPort = 0;
 const held: http.ServerResponse[] = [];
 
@@ -43,6 +47,20 @@ before(async () => {
     socket.on('error', () => {});
     socket.once('data', () => socket.end('HELLO this is not http\r\n\r\n'));
   });
+  smuggler = await rawServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () =>
+      socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'),
+    );
+  });
+  drip = await startUpstream((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    const timer = setInterval(() => res.write('drip\n'), 20);
+    res.on('close', () => {
+      clearInterval(timer);
+      dripClosed = true;
+    });
+  });
   const closed = await rawServer(() => {});
   refusedPort = (closed.address() as AddressInfo).port;
   await new Promise<void>((resolve) => closed.close(() => resolve()));
@@ -62,6 +80,10 @@ listeners:
         cluster: garbage
       - match: { prefix: /midway }
         cluster: midway
+      - match: { prefix: /smuggler }
+        cluster: smuggler
+      - match: { prefix: /drip }
+        cluster: drip
       - match: { prefix: /ok }
         cluster: ok
 clusters:
@@ -75,6 +97,10 @@ clusters:
     endpoints: [127.0.0.1:${(garbage.address() as AddressInfo).port}]
   - name: midway
     endpoints: [${midway.address}]
+  - name: smuggler
+    endpoints: [127.0.0.1:${(smuggler.address() as AddressInfo).port}]
+  - name: drip
+    endpoints: [${drip.address}]
   - name: ok
     endpoints: [${ok.address}]
 `);
@@ -83,8 +109,9 @@ clusters:
 after(async () => {
   await weir?.stop();
   for (const res of held) res.destroy();
-  await Promise.all([ok, hang, reset, midway].map((u) => u?.close()));
+  await Promise.all([ok, hang, reset, midway, drip].map((u) => u?.close()));
   garbage?.close();
+  smuggler?.close();
 });
 
 const cases: { name: string; path: string; status: number; body: string; flag: string; code: string; method?: string }[] = [
@@ -93,6 +120,7 @@ const cases: { name: string; path: string; status: number; body: string; flag: s
   { name: 'an upstream reset before the response (GET, retried once)', path: '/reset/get', status: 502, body: 'upstream connection reset', flag: 'UR', code: 'UPSTREAM_RESET' },
   { name: 'an upstream reset before the response (POST)', path: '/reset/post', method: 'POST', status: 502, body: 'upstream connection reset', flag: 'UR', code: 'UPSTREAM_RESET' },
   { name: 'an invalid upstream response', path: '/garbage', status: 502, body: 'invalid upstream response', flag: 'UPE', code: 'UPSTREAM_PROTOCOL_ERROR' },
+  { name: 'an upstream response with Content-Length and Transfer-Encoding', path: '/smuggler', status: 502, body: 'invalid upstream response', flag: 'UPE', code: 'UPSTREAM_PROTOCOL_ERROR' },
   { name: 'no route', path: '/nowhere', status: 404, body: 'no route matched', flag: 'NR', code: 'NO_ROUTE' },
 ];
 
@@ -130,3 +158,25 @@ for (const framing of ['content-length', 'chunked']) {
     assert.equal(await after.text(), `ok /ok/after-${framing}`, 'weir keeps serving');
   });
 }
+
+test('a client that goes away mid-response is logged DC and the upstream connection is closed', async () => {
+  const { hostname, port } = new URL(weir.url('edge'));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no response data')), 5000);
+    const req = http.get({ host: hostname, port, path: '/drip' }, (res) => {
+      res.once('data', () => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => {});
+  });
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/drip');
+  assert.equal(line.flags, 'DC');
+  const deadline = Date.now() + 5000;
+  while (!dripClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(dripClosed, true, 'weir closed the upstream connection instead of reading the rest');
+  const after = await fetch(`${weir.url('edge')}/ok/after-dc`);
+  assert.equal(await after.text(), 'ok /ok/after-dc');
+});
