@@ -99,10 +99,18 @@ export class ContextState {
   }
 }
 
-/** Sends a deferred local reply through the stream's callbacks, as Envoy shapes it. */
+/**
+ * Sends a deferred local reply through the stream's callbacks, as Envoy shapes it. Once the response has started a
+ * local reply is no longer possible: the stream is reset instead.
+ */
 export function sendReply(cb: FilterCallbacks, r: DeferredReply): void {
   const headers: Record<string, string[]> = {};
   for (const [k, v] of r.headers) (headers[k.toLowerCase()] ??= []).push(v);
   if (r.grpcStatus >= 0 && r.grpcStatus <= 16) headers['grpc-status'] = [String(r.grpcStatus)];
-  cb.sendLocalReply(r.status, r.body, { headers, details: r.details.replace(/\s/g, '_') });
+  try {
+    cb.sendLocalReply(r.status, r.body, { headers, details: r.details.replace(/\s/g, '_') });
+  } catch (err) {
+    cb.log('warn', `Wasm local reply ${r.status} not sent (${(err as Error).message}); resetting the stream`);
+    cb.reset();
+  }
 }

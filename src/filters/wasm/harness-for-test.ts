@@ -62,6 +62,8 @@ export class CallbacksForTest implements FilterCallbacks {
   localReply: { status: number; body: Buffer; options?: LocalReplyOptions } | null = null;
   resets = 0;
   routeCacheClears = 0;
+  /** Set once the response headers went downstream: a local reply is no longer possible (as the contract says). */
+  responseStarted = false;
   readonly logs: [LogLevel, string][] = [];
   readonly resumed: Direction[] = [];
   readonly #clusters: Record<string, string>;
@@ -92,6 +94,7 @@ export class CallbacksForTest implements FilterCallbacks {
 
   sendLocalReply(status: number, body: string | Buffer = '', options?: LocalReplyOptions): void {
     if (this.localReply !== null) throw new Error('a local reply was already sent');
+    if (this.responseStarted) throw new Error('the response has started');
     this.localReply = { status, body: Buffer.from(body), options };
     for (const w of this.#waiters.splice(0)) w.resolve();
   }
@@ -186,6 +189,7 @@ export async function runForTest(factory: FilterFactory, req: { headers: Record<
   cb.responseHeaders = responseHeaders;
   const resChunks = res.body ?? [];
   await hold(await filter.onResponseHeaders?.(responseHeaders, resChunks.length === 0), 'response');
+  if (!stopped()) cb.responseStarted = true;
   if (stopped()) return finish({ upstream, response: cb.localReply ? { status: cb.localReply.status, headers: new HeaderMap(), body: cb.localReply.body } : null, callbacks: cb, statuses });
   const responseBody = await runBody('response', resChunks);
   return finish({ upstream, response: responseBody === null ? null : { status: Number(responseHeaders.get(':status')), headers: responseHeaders, body: responseBody }, callbacks: cb, statuses });

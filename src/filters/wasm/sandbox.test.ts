@@ -16,8 +16,9 @@ before(async () => {
 });
 
 /** The request header that selects the edge module's behaviour (see test/wasm-corpus/wat/edge.wat). */
-function action(a: 'trap' | 'loop' | 'grow' | 'bad-status' | 'recurse' | 'oob' | 'missing' | 'http-trap' | 'none'): Record<string, string> {
-  return a === 'none' ? {} : { 'x-edge-action': a === 'bad-status' ? 'b' : a === 'missing' ? 'm' : a === 'oob' ? 'o' : a === 'http-trap' ? 'h' : a };
+function action(a: 'trap' | 'loop' | 'grow' | 'bad-status' | 'recurse' | 'oob' | 'missing' | 'http-trap' | 'late-reply' | 'none'): Record<string, string> {
+  const letters: Record<string, string> = { 'bad-status': 'b', missing: 'm', oob: 'o', 'http-trap': 'h', 'late-reply': 'y' };
+  return a === 'none' ? {} : { 'x-edge-action': letters[a] ?? a };
 }
 
 let seq = 0;
@@ -135,4 +136,12 @@ test('a trap in the http call response of a paused request applies the policy to
   } finally {
     server.close();
   }
+});
+
+test('a local reply asked for after the response started resets the stream instead', async () => {
+  const { factory } = await buildFilterForTest(edge());
+  const r = await runForTest(factory, { headers: action('late-reply') }, { body: ['partial'] });
+  assert.equal(r.callbacks.resets, 1);
+  assert.equal(r.callbacks.localReply, null);
+  assert.ok(r.callbacks.logs.some(([l, m]) => l === 'warn' && m.includes('418')));
 });

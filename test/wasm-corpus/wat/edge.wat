@@ -1,15 +1,18 @@
 ;; Edge cases that SDKs never produce, chosen by the first letter of the request header x-edge-action:
 ;; t traps, l loops forever, g asks for more memory than the cap, b returns a bad status, r recurses
 ;; without end, o passes pointers outside memory, m reads a missing header, h pauses on an http call to cluster
-;; "up" whose response callback traps; otherwise it adds "x-edge: ok".
+;; "up" whose response callback traps, y answers 418 from the response body callback (too late for a local
+;; reply); otherwise it adds "x-edge: ok".
 ;; A plugin configuration of exactly 6 bytes ("reject") is refused by proxy_on_configure.
 (module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+ (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 65536))
+  (global $last (mut i32) (i32.const 0))
   (data (i32.const 1024) "x-edge")
   (data (i32.const 1040) "ok")
   (data (i32.const 1056) "x-grow")
@@ -40,6 +43,7 @@
   (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32) (local $a i32)
     (if (i32.eqz (call $get (i32.const 0) (i32.const 1120) (i32.const 13) (i32.const 3000) (i32.const 3004)))
       (then (if (i32.load (i32.const 3004)) (then (local.set $a (i32.load8_u (i32.load (i32.const 3000))))))))
+    (global.set $last (local.get $a))
     (if (i32.eq (local.get $a) (i32.const 116)) (then unreachable))
     (if (i32.eq (local.get $a) (i32.const 108)) (then (loop $forever (br $forever))))
     (if (i32.eq (local.get $a) (i32.const 103))
@@ -62,6 +66,10 @@
         (call $status (call $get (i32.const 0) (i32.const 1104) (i32.const 11) (i32.const 3000) (i32.const 3004)))
         (return (i32.const 0))))
     (drop (call $add (i32.const 0) (i32.const 1024) (i32.const 6) (i32.const 1040) (i32.const 2)))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (if (i32.eq (global.get $last) (i32.const 121))
+      (then (drop (call $reply (i32.const 418) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))))
     (i32.const 0))
   (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32) unreachable)
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
