@@ -17,7 +17,7 @@ let weir: Weir;
 const hits: { name: string; url: string; method: string }[] = [];
 const held: http.ServerResponse[] = [];
 
-function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResponse): void {
+function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResponse, body: Buffer): void {
   const path = req.url!.split('?')[0];
   const action = path.slice(path.lastIndexOf('/') + 1);
   if (action !== 'health') hits.push({ name, url: req.url!, method: req.method! });
@@ -26,6 +26,10 @@ function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResp
     res.end(name);
   };
   if (action === 'hold') return void held.push(res);
+  if (action === 'len') {
+    res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name });
+    return void res.end(`${name} ${body.length} ${body.subarray(0, 8).toString()}`);
+  }
   if (name === 'b') return reply(200);
   switch (action) {
     case 'reset':
@@ -53,8 +57,11 @@ function releaseHeld(): void {
 }
 
 before(async () => {
-  a = await startUpstream((req, res) => behave('a', req, res));
-  b = await startUpstream((req, res) => behave('b', req, res));
+  a = await startUpstream((req, res, body) => behave('a', req, res, body));
+  b = await startUpstream((req, res, body) => behave('b', req, res, body));
+  const gone = await startUpstream();
+  const refused = gone.address;
+  await gone.close();
   const both = `[${a.address}, ${b.address}]`;
   const route = (prefix: string, cluster: string, extra = '') =>
     `      - match: { prefix: /${prefix}/ }\n        cluster: ${cluster}\n${extra}`;
@@ -63,7 +70,7 @@ listeners:
   - name: edge
     address: 127.0.0.1:0
     routes:
-${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}
+${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}
       - match: { prefix: /split/ }
         weighted_clusters: [{ name: only-a, weight: 3 }, { name: only-b, weight: 1 }]
       - match: { prefix: /never-b/ }
@@ -104,6 +111,11 @@ clusters:
     outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 50, base_ejection_time: 60s }
   - name: dns
     endpoints: [localhost:${b.port}]
+  - name: connfail
+    endpoints: [${refused}, ${b.address}]
+  - name: gw
+    endpoints: [${refused}, ${b.address}]
+    outlier_detection: { consecutive_gateway_failure: 2, consecutive_5xx: 0, max_ejection_percent: 50, base_ejection_time: 60s }
 `);
 });
 
@@ -254,6 +266,31 @@ test('retriable-status-codes retries only the listed statuses', async () => {
     }
   }
   assert.ok(retried > 0 && passed > 0);
+});
+
+test('a POST is retried with its body on the other endpoint after a connect failure', async () => {
+  const body = Buffer.alloc(200 * 1024, 'p');
+  body.write('payload!');
+  for (let i = 0; i < 4; i++) {
+    const url = `/connfail/len?${i}`;
+    const r = await send(url, { method: 'POST', body });
+    assert.equal(r.status, 200);
+    assert.equal(r.body, `b ${body.length} payload!`, 'the whole body reached the other endpoint');
+  }
+  const lines = await Promise.all([0, 1, 2, 3].map((i) => accessLine(`/connfail/len?${i}`)));
+  assert.ok(lines.some((l) => l.retries === 1), 'round robin tried the refusing endpoint at least once');
+});
+
+test('outlier detection ejects an endpoint after consecutive connect failures', async () => {
+  const refusedAddress = (await endpointsOf('gw')).find((e) => e.address !== b.address)!.address;
+  for (let i = 0; i < 6; i++) assert.equal((await send(`/gw/ok?warm=${i}`)).status, 200, 'retried onto the healthy endpoint');
+  const eps = await endpointsOf('gw');
+  assert.equal(eps.find((e) => e.address === refusedAddress)?.ejected, true);
+  for (let i = 0; i < 6; i++) {
+    const url = `/gw/ok?after=${i}`;
+    assert.equal((await send(url)).status, 200);
+    assert.equal((await accessLine(url)).retries, 0, 'the ejected endpoint is no longer tried');
+  }
 });
 
 test('a per-try timeout moves a hanging attempt to the other endpoint', async () => {
