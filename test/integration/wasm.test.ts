@@ -13,6 +13,7 @@ const skip = filterDefinition('wasm') === undefined ? 'the wasm filter is not re
 
 let corpus: Corpus;
 let backend: Upstream;
+let auth: Upstream;
 let weir: Weir;
 
 type Echo = { headers: Record<string, string>; body: string };
@@ -54,6 +55,33 @@ listeners:
         configuration: q
 ${opts.extra ?? ''}
     routes:
+      - name: auth-check
+        match: { prefix: /auth-check }
+        cluster: backend
+        filters:
+          - name: auth-call
+            type: wasm
+            file: modules/filters.wasm
+            root_id: http_call
+            configuration: auth
+      - name: body
+        match: { prefix: /body }
+        cluster: backend
+        filters:
+          - name: body
+            type: wasm
+            file: modules/filters.wasm
+            root_id: body
+            configuration: b
+      - name: pause
+        match: { prefix: /pause }
+        cluster: backend
+        filters:
+          - name: pause
+            type: wasm
+            file: modules/filters.wasm
+            root_id: pause
+            configuration: p
       - name: swap
         match: { prefix: /swap }
         cluster: backend
@@ -69,12 +97,18 @@ ${opts.extra ?? ''}
 clusters:
   - name: backend
     endpoints: [${backend.address}]
+  - name: auth
+    endpoints: [${auth.address}]
 `;
 
 before(async () => {
   if (skip) return;
   corpus = await buildCorpus();
   backend = await startUpstream();
+  auth = await startUpstream((req, res) => {
+    if (req.url === '/auth/auth-check/allowed') res.end('token-123');
+    else res.writeHead(403).end('no');
+  });
   weir = await startWeir(config(), {
     workers: 2,
     files: {
@@ -89,6 +123,7 @@ before(async () => {
 after(async () => {
   await weir?.stop();
   await backend?.close();
+  await auth?.close();
 });
 
 const get = async (path: string, headers: Record<string, string> = {}): Promise<{ status: number; echo: Echo | null }> => {
@@ -102,6 +137,31 @@ test('wasm e2e: two filters with one vm_id share one VM in each worker', { skip 
   const a = Number(echo!.headers['x-vmcount-a']);
   const b = Number(echo!.headers['x-vmcount-b']);
   assert.equal(b, a + 1, `one module global counts both filters: a=${a} b=${b}`);
+});
+
+test('wasm e2e: an http call from a request pauses it until the auth cluster answers', { skip }, async () => {
+  const allowed = await get('/auth-check/allowed');
+  assert.equal(allowed.status, 200);
+  assert.equal(allowed.echo!.headers['x-auth'], 'token-123');
+  const denied = await fetch(`${weir.url('edge')}/auth-check/other`);
+  assert.equal(denied.status, 401);
+  assert.equal(await denied.text(), 'auth said 403\n');
+});
+
+test('wasm e2e: a paused body callback gets the cumulative body and replaces it; the response body is appended to', { skip }, async () => {
+  const res = await fetch(`${weir.url('edge')}/body`, { method: 'POST', body: 'abc'.repeat(1000) });
+  const text = await res.text();
+  assert.equal(res.status, 200);
+  assert.match(text, /\+wasm$/, 'the response body was appended to');
+  const echoed = JSON.parse(text.slice(0, -'+wasm'.length)) as Echo;
+  assert.match(echoed.body, /^sizes=[0-9,]*3000;body=(ABC){1000}$/);
+});
+
+test('wasm e2e: headers paused until a root tick resumes the stream through set_effective_context; the body waits', { skip }, async () => {
+  const res = await fetch(`${weir.url('edge')}/pause`, { method: 'POST', body: 'x' });
+  const echoed = (await res.json()) as Echo;
+  assert.equal(echoed.headers['x-resumed-by'], 'tick');
+  assert.equal(echoed.body, 'x');
 });
 
 test('wasm e2e: shared data written in one worker is read in the other', { skip }, async () => {

@@ -118,6 +118,15 @@ class BodyRoot extends RootContext {
 class BodyFilter extends Context {
   sizes: string = "";
   constructor(context_id: u32, root: BodyRoot) { super(context_id, root); }
+  // The body changes size, so the lengths the client and the upstream sent no longer hold (as with Envoy).
+  onRequestHeaders(n: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    stream_context.headers.request.remove("content-length");
+    return FilterHeadersStatusValues.Continue;
+  }
+  onResponseHeaders(n: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    stream_context.headers.response.remove("content-length");
+    return FilterHeadersStatusValues.Continue;
+  }
   onRequestBody(size: usize, end_of_stream: bool): FilterDataStatusValues {
     this.sizes += (this.sizes.length > 0 ? "," : "") + size.toString();
     if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
