@@ -8,6 +8,7 @@ local yield = coroutine.yield
 local running = coroutine.running
 local floor = math.floor
 local dgetupvalue, dupvaluejoin, dgetinfo, dtraceback = debug.getupvalue, debug.upvaluejoin, debug.getinfo, debug.traceback
+local dsetmetatable = debug.setmetatable
 local raw_load = load
 
 -- The id of the stream whose coroutine runs now; every object checks it so that a handle kept in a global and
@@ -302,14 +303,10 @@ function STATS:gauge(n) return setmetatable({ _n = str(n, 1, "gauge") }, GAUGE) 
 function STATS:histogram(n) return setmetatable({ _n = str(n, 1, "histogram") }, HIST) end
 
 ---------------------------------------------------------------------------------------------------------------
--- Stream handles. _d: 0 request, 1 response.
-local HANDLE = class()
-local REQ = setmetatable({}, { __index = HANDLE })
-REQ.__index = REQ
-addlog(REQ)
-local RESP = setmetatable({}, { __index = HANDLE })
-RESP.__index = RESP
-addlog(RESP)
+-- Stream handles are numbers: stream id * 2 + direction (0 request, 1 response). Numbers share one metatable whose
+-- methods are the handle's, so a handle costs no allocation, and a handle kept past its request (in a global, say)
+-- never matches the running stream again: using it raises, as on Envoy.
+local HANDLE = addlog({})
 
 -- The request and response header maps are one object each, re-bound to the running stream by headers(). A map
 -- object kept across a yield is unbound when its coroutine resumes (as on Envoy, wrappers do not survive a yield;
@@ -321,14 +318,12 @@ local function unbind()
   RESPH._id = 0
 end
 
-function REQ:headers()
-  if self._id ~= CUR then error(DEAD, 2) end
-  REQH._id = CUR
-  return REQH
-end
-
-function RESP:headers()
-  if self._id ~= CUR then error(DEAD, 2) end
+function HANDLE:headers()
+  if self // 2 ~= CUR then error(DEAD, 2) end
+  if self % 2 == 0 then
+    REQH._id = CUR
+    return REQH
+  end
   RESPH._id = CUR
   return RESPH
 end
@@ -336,24 +331,25 @@ end
 local h_body, h_chunks, h_next, h_trailers = H.body, H.chunks, H.nextchunk, H.trailers
 
 function HANDLE:body(always)
-  if self._id ~= CUR then error(DEAD, 2) end
-  local r = h_body(self._d)
+  local id, d = self // 2, self % 2
+  if id ~= CUR then error(DEAD, 2) end
+  local r = h_body(d)
   if r == 2 then
     yield()
-    CUR = self._id
+    CUR = id
     unbind()
-    r = h_body(self._d)
+    r = h_body(d)
   end
   if type(r) == "string" then error(r, 2) end
   if r == 1 and not always then return nil end
-  return setmetatable({ _id = self._id, _b = self._d }, BUF)
+  return setmetatable({ _id = id, _b = d }, BUF)
 end
 
 function HANDLE:bodyChunks()
-  if self._id ~= CUR then error(DEAD, 2) end
-  local e = h_chunks(self._d)
+  local id, d = self // 2, self % 2
+  if id ~= CUR then error(DEAD, 2) end
+  local e = h_chunks(d)
   if e then error(e, 2) end
-  local id, d = self._id, self._d
   local buf = setmetatable({ _id = id, _b = d + 2 }, BUF)
   return function()
     if id ~= CUR then error(DEAD, 2) end
@@ -370,68 +366,55 @@ function HANDLE:bodyChunks()
 end
 
 function HANDLE:trailers()
-  if self._id ~= CUR then error(DEAD, 2) end
-  local r = h_trailers(self._d)
+  local id, d = self // 2, self % 2
+  if id ~= CUR then error(DEAD, 2) end
+  local r = h_trailers(d)
   if r == 2 then
     yield()
-    CUR = self._id
+    CUR = id
     unbind()
-    r = h_trailers(self._d)
+    r = h_trailers(d)
   end
   if r == 1 then return nil end
-  return setmetatable({ _id = self._id, _w = self._d + 2 }, HM)
+  return setmetatable({ _id = id, _w = d + 2 }, HM)
 end
 
-function HANDLE:metadata()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return setmetatable({ _id = self._id, _d = self._d, _k = 0 }, MD)
+local function scoped(mt, k)
+  return function(self)
+    local id = self // 2
+    if id ~= CUR then error(DEAD, 2) end
+    return setmetatable({ _id = id, _d = self % 2, _k = k }, mt)
+  end
 end
-
-function HANDLE:route()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return setmetatable({ _id = self._id, _d = self._d, _k = 0 }, SCOPE)
-end
-
-function HANDLE:virtualHost()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return setmetatable({ _id = self._id, _d = self._d, _k = 1 }, SCOPE)
-end
+HANDLE.metadata = scoped(MD, 0)
+HANDLE.route = scoped(SCOPE, 0)
+HANDLE.virtualHost = scoped(SCOPE, 1)
+HANDLE.streamInfo = scoped(SI)
+HANDLE.requestInfo = HANDLE.streamInfo
+HANDLE.connection = scoped(CONN)
+HANDLE.connectionStreamInfo = scoped(CSI)
 
 function HANDLE:respond(headers, body)
-  if self._id ~= CUR then error(DEAD, 2) end
+  if self // 2 ~= CUR then error(DEAD, 2) end
+  if self % 2 == 1 then error("respond() is not available on the response path", 2) end
   if type(headers) ~= "table" then error("bad argument #1 to 'respond' (table expected, got " .. type(headers) .. ")", 2) end
   if body ~= nil then body = str(body, 2, "respond") end
-  local e = H.respond(self._d, headers, body)
+  local e = H.respond(0, headers, body)
   if e then error(e, 2) end
   -- The stream ended with the local reply: this coroutine is never resumed.
   while true do yield() end
 end
 
 function HANDLE:httpCall(cluster, headers, body, a4, a5)
-  if self._id ~= CUR then error(DEAD, 2) end
-  local r = H.httpcall(self._d, cluster, headers, body, a4, a5)
+  local id = self // 2
+  if id ~= CUR then error(DEAD, 2) end
+  local r = H.httpcall(self % 2, cluster, headers, body, a4, a5)
   if type(r) == "string" then error(r, 2) end
   if r == 0 then return end
   local h, b = yield()
-  CUR = self._id
+  CUR = id
   unbind()
   return h, b
-end
-
-function HANDLE:streamInfo()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return setmetatable({ _id = self._id, _d = self._d }, SI)
-end
-HANDLE.requestInfo = HANDLE.streamInfo
-
-function HANDLE:connection()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return setmetatable({ _id = self._id, _d = self._d }, CONN)
-end
-
-function HANDLE:connectionStreamInfo()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return setmetatable({ _id = self._id, _d = self._d }, CSI)
 end
 
 function HANDLE:importPublicKey(der, len)
@@ -459,42 +442,33 @@ function HANDLE:timestampString(res)
 end
 
 function HANDLE:clearRouteCache()
-  if self._id ~= CUR then error(DEAD, 2) end
-  H.clearroute(self._d)
+  if self // 2 ~= CUR then error(DEAD, 2) end
+  H.clearroute(self % 2)
 end
 
 function HANDLE:setUpstreamOverrideHost(host, strict)
-  if self._id ~= CUR then error(DEAD, 2) end
-  local e = H.override(self._d, str(host, 1, "setUpstreamOverrideHost"), strict == true)
+  if self // 2 ~= CUR then error(DEAD, 2) end
+  local e = H.override(self % 2, str(host, 1, "setUpstreamOverrideHost"), strict == true)
   if e then error(e, 2) end
 end
 
 function HANDLE:filterContext()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return H.filterctx(self._d) or {}
+  if self // 2 ~= CUR then error(DEAD, 2) end
+  return H.filterctx(self % 2) or {}
 end
 
 function HANDLE:stats()
   return setmetatable({}, STATS)
 end
 
-function RESP:downstreamRequestHeaders()
-  if self._id ~= CUR then error(DEAD, 2) end
-  return setmetatable({ _id = self._id, _w = 4 }, RO)
+function HANDLE:downstreamRequestHeaders()
+  local id = self // 2
+  if id ~= CUR then error(DEAD, 2) end
+  if self % 2 == 0 then error("downstreamRequestHeaders() is only available on the response path", 2) end
+  return setmetatable({ _id = id, _w = 4 }, RO)
 end
 
-function RESP:respond()
-  error("respond() is not available on the response path", 2)
-end
--- Flatten the handle classes so that a method lookup is one table access.
-for k, v in pairs(HANDLE) do
-  if k ~= "__index" then
-    if rawget(REQ, k) == nil then REQ[k] = v end
-    if rawget(RESP, k) == nil then RESP[k] = v end
-  end
-end
-setmetatable(REQ, nil)
-setmetatable(RESP, nil)
+dsetmetatable(0, { __index = HANDLE })
 
 ---------------------------------------------------------------------------------------------------------------
 -- LuaJIT / Lua 5.1 compatibility.
@@ -675,10 +649,8 @@ end
 -- What the host calls: run(id, dir) starts a handler in a fresh coroutine; gc(full) reports memory.
 local function run(id, d)
   CUR = id
-  if d == 0 then
-    return G.envoy_on_request(setmetatable({ _id = id, _d = 0 }, REQ))
-  end
-  return G.envoy_on_response(setmetatable({ _id = id, _d = 1 }, RESP))
+  if d == 0 then return G.envoy_on_request(id * 2) end
+  return G.envoy_on_response(id * 2 + 1)
 end
 
 local function collect()
