@@ -84,7 +84,7 @@ let wabtPromise: Promise<any> | undefined;
 export async function watToWasm(name: string, text: string): Promise<Uint8Array> {
   wabtPromise ??= require('wabt')();
   const wabt = await wabtPromise;
-  const parsed = wabt.parseWat(name, text, { mutable_globals: true, bulk_memory: true });
+  const parsed = wabt.parseWat(name, text, { mutable_globals: true, bulk_memory: true, sign_extension: true, multi_value: true, reference_types: true, tail_call: true, exceptions: true });
   try {
     return parsed.toBinary({}).buffer;
   } finally {

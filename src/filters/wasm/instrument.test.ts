@@ -59,3 +59,32 @@ test('instrument() handles a 1 MiB module and an SDK-built module', async () => 
     assert.ok(names.includes(FUEL_EXPORT));
   }
 });
+
+test('instrument() walks bulk memory, reference types, tail calls, multi-value blocks and exceptions', async () => {
+  const wat = `(module
+    (type $pair (func (result i32 i32)))
+    (memory (export "memory") 1)
+    (table 2 funcref)
+    (tag $e (param i32))
+    (elem (i32.const 0) $f)
+    (func $f (result i32) (i32.const 7))
+    (func (export "run") (result i32) (local funcref)
+      (memory.fill (i32.const 0) (i32.const 1) (i32.const 8))
+      (memory.copy (i32.const 8) (i32.const 0) (i32.const 8))
+      (local.set 0 (table.get (i32.const 0)))
+      (drop (ref.is_null (local.get 0)))
+      (drop (i32.extend8_s (i32.const 255)))
+      (block $b (type $pair) (i32.const 1) (i32.const 2))
+      drop
+      drop
+      (drop (try (result i32) (do (throw $e (i32.const 3))) (catch $e)))
+      (i32.add (call_indirect (result i32) (i32.const 0)) (i32.load8_u (i32.const 9))))
+    (func (export "tail") (result i32) (return_call $f)))`;
+  const bin = await watToWasm('features.wat', wat);
+  const { bytes, checks } = instrument(bin, 1 << 20);
+  assert.equal(checks, 3);
+  const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), {}) as { exports: any };
+  exports[FUEL_EXPORT].value = 1000;
+  assert.equal(exports.run(), 8);
+  assert.equal(exports.tail(), 7);
+});

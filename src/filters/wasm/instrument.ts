@@ -263,6 +263,18 @@ function skipMemarg(r: Reader): void {
 function skipImmediates(r: Reader, op: number): void {
   if (op === 0x02 || op === 0x04 || op === 0x06) return skipBlockType(r);
   if (op === 0x0c || op === 0x0d || (op >= 0x20 && op <= 0x26) || op === 0x10 || op === 0x12 || op === 0xd2) return void r.u32();
+  // Typed function references: call_ref, return_call_ref (type index), br_on_null, br_on_non_null (label).
+  if (op === 0x14 || op === 0x15 || op === 0xd5 || op === 0xd6) return void r.u32();
+  if (op === 0x1f) {
+    // try_table: block type, then catch clauses (catch and catch_ref name a tag and a label, catch_all only a label).
+    skipBlockType(r);
+    for (let n = r.u32(); n > 0; n--) {
+      const kind = r.byte();
+      if (kind === 0 || kind === 1) r.u32();
+      r.u32();
+    }
+    return;
+  }
   if (op === 0x07 || op === 0x08 || op === 0x09 || op === 0x18) return void r.u32();
   if (op === 0x11 || op === 0x13) {
     r.u32();
@@ -292,7 +304,7 @@ function skipImmediates(r: Reader, op: number): void {
     else skipMemarg(r);
     return;
   }
-  const noImmediate = op <= 0x01 || op === 0x05 || op === 0x0b || op === 0x0f || op === 0x19 || op === 0x1a || op === 0x1b || (op >= 0x45 && op <= 0xc4) || op === 0xd1;
+  const noImmediate = op <= 0x01 || op === 0x05 || op === 0x0a || op === 0x0b || op === 0x0f || op === 0x19 || op === 0x1a || op === 0x1b || (op >= 0x45 && op <= 0xc4) || op === 0xd1 || op === 0xd3 || op === 0xd4;
   if (!noImmediate) throw new Error(`Cannot instrument Wasm module: unknown opcode 0x${op.toString(16)}`);
 }
 
