@@ -6,10 +6,6 @@ import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
 import { metric } from '../support/metrics.ts';
 import { buildCorpus, type Corpus } from '../wasm-corpus/build.ts';
-import { filterDefinition } from '../../src/filters/registry.ts';
-
-// Until the wasm filter is in the registry, say so instead of failing every test on "unknown type".
-const skip = filterDefinition('wasm') === undefined ? 'the wasm filter is not registered in src/filters/registry.ts yet' : false;
 
 let corpus: Corpus;
 let backend: Upstream;
@@ -102,7 +98,6 @@ clusters:
 `;
 
 before(async () => {
-  if (skip) return;
   corpus = await buildCorpus();
   backend = await startUpstream();
   auth = await startUpstream((req, res) => {
@@ -132,14 +127,14 @@ const get = async (path: string, headers: Record<string, string> = {}): Promise<
   return { status: res.status, echo: res.headers.get('content-type') === 'application/json' ? (JSON.parse(text) as Echo) : null };
 };
 
-test('wasm e2e: two filters with one vm_id share one VM in each worker', { skip }, async () => {
+test('wasm e2e: two filters with one vm_id share one VM in each worker', async () => {
   const { echo } = await get('/pair');
   const a = Number(echo!.headers['x-vmcount-a']);
   const b = Number(echo!.headers['x-vmcount-b']);
   assert.equal(b, a + 1, `one module global counts both filters: a=${a} b=${b}`);
 });
 
-test('wasm e2e: an http call from a request pauses it until the auth cluster answers', { skip }, async () => {
+test('wasm e2e: an http call from a request pauses it until the auth cluster answers', async () => {
   const allowed = await get('/auth-check/allowed');
   assert.equal(allowed.status, 200);
   assert.equal(allowed.echo!.headers['x-auth'], 'token-123');
@@ -148,7 +143,7 @@ test('wasm e2e: an http call from a request pauses it until the auth cluster ans
   assert.equal(await denied.text(), 'auth said 403\n');
 });
 
-test('wasm e2e: a paused body callback gets the cumulative body and replaces it; the response body is appended to', { skip }, async () => {
+test('wasm e2e: a paused body callback gets the cumulative body and replaces it; the response body is appended to', async () => {
   const res = await fetch(`${weir.url('edge')}/body`, { method: 'POST', body: 'abc'.repeat(1000) });
   const text = await res.text();
   assert.equal(res.status, 200);
@@ -157,14 +152,14 @@ test('wasm e2e: a paused body callback gets the cumulative body and replaces it;
   assert.match(echoed.body, /^sizes=[0-9,]*3000;body=(ABC){1000}$/);
 });
 
-test('wasm e2e: headers paused until a root tick resumes the stream through set_effective_context; the body waits', { skip }, async () => {
+test('wasm e2e: headers paused until a root tick resumes the stream through set_effective_context; the body waits', async () => {
   const res = await fetch(`${weir.url('edge')}/pause`, { method: 'POST', body: 'x' });
   const echoed = (await res.json()) as Echo;
   assert.equal(echoed.headers['x-resumed-by'], 'tick');
   assert.equal(echoed.body, 'x');
 });
 
-test('wasm e2e: shared data written in one worker is read in the other', { skip }, async () => {
+test('wasm e2e: shared data written in one worker is read in the other', async () => {
   const n = 30;
   const hits: number[] = [];
   const local: number[] = [];
@@ -180,7 +175,7 @@ test('wasm e2e: shared data written in one worker is read in the other', { skip 
   assert.ok(Math.max(...local) < n + 1, `requests were served by both workers (per-VM counts ${local.join(',')})`);
 });
 
-test('wasm e2e: shared queue items enqueued on either worker reach the registering root context', { skip }, async () => {
+test('wasm e2e: shared queue items enqueued on either worker reach the registering root context', async () => {
   for (let i = 1; i <= 6; i++) {
     const { echo } = await get('/enqueue', { 'x-enqueue': `item-${i}`, connection: 'close' });
     assert.equal(echo!.headers['x-enqueue-status'], '0');
@@ -193,13 +188,13 @@ test('wasm e2e: shared queue items enqueued on either worker reach the registeri
   assert.equal(last, 'item-6', 'the registrant dequeued every item, the last one last');
 });
 
-test('wasm e2e: module metrics appear in /metrics, summed over workers', { skip }, async () => {
+test('wasm e2e: module metrics appear in /metrics, summed over workers', async () => {
   const before = await metric(weir.admin, 'wasmcustom_as_requests');
   for (let i = 0; i < 4; i++) await get('/m', { connection: 'close' });
   assert.equal(await metric(weir.admin, 'wasmcustom_as_requests'), before + 4);
 });
 
-test('wasm e2e: a reload with unchanged modules compiles nothing; a new module replaces the old while requests flow', { skip }, async () => {
+test('wasm e2e: a reload with unchanged modules compiles nothing; a new module replaces the old while requests flow', async () => {
   const compiled = await metric(weir.admin, 'weir_wasm_module_compilations');
   assert.ok(compiled >= 2, `compilations ${compiled}`);
   const same = await weir.reload(config());
@@ -226,7 +221,7 @@ test('wasm e2e: a reload with unchanged modules compiles nothing; a new module r
   assert.equal(await metric(weir.admin, 'weir_wasm_module_compilations'), compiled + 1, 'only the new module was compiled');
 });
 
-test('wasm e2e: a trapping request fails alone; the next one is served (fail_reload)', { skip }, async () => {
+test('wasm e2e: a trapping request fails alone; the next one is served (fail_reload)', async () => {
   assert.equal((await weir.reload(config())).status, 200);
   const trapped = await get('/swap/trap', { 'x-edge-action': 'trap' });
   assert.equal(trapped.status, 503);
@@ -234,7 +229,7 @@ test('wasm e2e: a trapping request fails alone; the next one is served (fail_rel
   assert.ok((await metric(weir.admin, 'weir_wasm_vm_failures_total', { filter: 'swap', reason: 'trap' })) >= 1);
 });
 
-test('wasm e2e: an endless loop fails only its own request; concurrent requests are served', { skip }, async () => {
+test('wasm e2e: an endless loop fails only its own request; concurrent requests are served', async () => {
   const looping = get('/swap/loop', { 'x-edge-action': 'loop', connection: 'close' });
   const others = await Promise.all(Array.from({ length: 6 }, () => get('/pair', { connection: 'close' })));
   assert.deepEqual(others.map((o) => o.status), [200, 200, 200, 200, 200, 200]);
@@ -242,7 +237,7 @@ test('wasm e2e: an endless loop fails only its own request; concurrent requests 
   assert.ok((await metric(weir.admin, 'weir_wasm_vm_failures_total', { filter: 'swap', reason: 'cpu-budget' })) >= 1);
 });
 
-test('wasm e2e: cold start of a newly added 1 MiB module (measured and reported)', { skip }, async () => {
+test('wasm e2e: cold start of a newly added 1 MiB module (measured and reported)', async () => {
   const extra = `      - name: big
         type: wasm
         file: modules/big.wasm
