@@ -50,6 +50,11 @@ function envoy_on_request(handle)
   elseif path == "/meta" then
     local md = handle:metadata()
     h:add("x-meta", md:get("team") .. "/" .. md:get("limits").rps .. "/" .. handle:streamInfo():routeName())
+  elseif path == "/chunks" then
+    local total = 0
+    for chunk in handle:bodyChunks() do total = total + chunk:length() end
+    handle:logInfo("streamed " .. total .. " bytes")
+    return
   elseif path == "/count" then
     local n = weir.shared.hits:incr("n", 1, 0)
     h:add("x-count", tostring(n))
@@ -303,4 +308,12 @@ test('lua e2e: a POST with a bad token gets the 403 from respond() after httpCal
   const ok = await get('/after-403');
   assert.equal(ok.status, 200);
   await ok.text();
+});
+
+test('lua e2e: bodyChunks() on the request streams the body to the upstream as it arrives', async () => {
+  const res = await fetch(`${weir.url('edge')}/chunks`, { method: 'POST', body: 'z'.repeat(200000) });
+  const echoed = (await res.json()) as { body: string };
+  assert.equal(echoed.body.length, 200000);
+  const line = await weir.waitForLine((l) => /streamed \d+ bytes/.test(String(l.msg)));
+  assert.equal(line.msg, 'streamed 200000 bytes');
 });
