@@ -33,6 +33,8 @@ export interface Corpus {
   hostcalls: string;
   /** Reads one header and adds one: the benchmark filter. */
   headerRw: string;
+  /** on_done answers false; proxy_done comes from a later tick. */
+  lateDone: string;
   /** About 1 MiB: the edge module plus padding functions and data. */
   big: string;
 }
@@ -119,7 +121,7 @@ let built: Promise<Corpus> | undefined;
 export function buildCorpus(): Promise<Corpus> {
   built ??= (async () => {
     await mkdir(outDir, { recursive: true });
-    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, big] = await Promise.all([
+    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big] = await Promise.all([
       buildAs(),
       buildWat('edge.wat'),
       buildWat('abi-0-1-0.wat'),
@@ -130,9 +132,10 @@ export function buildCorpus(): Promise<Corpus> {
       buildWat('restricted-start.wat'),
       buildWat('hostcalls.wat'),
       buildWat('header-rw.wat'),
+      buildWat('late-done.wat'),
       buildWat('edge.wat', padToOneMiB, '-big'),
     ]);
-    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, big };
+    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big };
   })();
   return built;
 }

@@ -58,6 +58,8 @@ export class ContextState {
   pendingCalls: Set<number> | null = null;
   /** Set by the stream filter: applies the failure policy when a VM call outside its hooks fails. */
   owner: { failOutside(failure: Error): void } | null = null;
+  /** Set while a root context's on_done answered false: what proxy_done runs (on_delete and cleanup). */
+  onProxyDone: (() => void) | null = null;
   /** Whether on_done, on_log and on_delete ran. */
   done = false;
   deleted = false;

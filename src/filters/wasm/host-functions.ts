@@ -300,7 +300,14 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       vm.effective = ctx;
       return Status.OK;
     },
-    proxy_done: () => Status.OK,
+    proxy_done(): number {
+      // Only a root context whose on_done answered false is waiting for this (cpp-host: NOT_FOUND otherwise).
+      const finish = vm.effective?.onProxyDone;
+      if (!finish) return Status.NOT_FOUND;
+      vm.effective!.onProxyDone = null;
+      queueMicrotask(finish);
+      return Status.OK;
+    },
     ...stateFunctions(vm, io),
     envoy_resolve_dns: () => Status.UNIMPLEMENTED,
     pthread_equal: (a: number, b: number) => (a === b ? 1 : 0),

@@ -153,3 +153,14 @@ test('a slow download does not hold the config load past fetch_timeout_ms; it la
   assert.equal(second.prepared.ok, true);
   assert.equal(serverHits, hits + 1, 'one download served both loads');
 });
+
+test('a root context whose on_done answers false is deleted once it calls proxy_done; streams finish at once', async () => {
+  const { factory, ctx } = await buildFilterForTest({ file: corpus.lateDone, configuration: 'x', vm_id: 'late-done' });
+  const r = await runForTest(factory, { headers: {} });
+  assert.deepEqual(r.callbacks.logs.map(([, m]) => m), ['stream on_done', 'stream on_delete']);
+  factory.destroy!();
+  const lines = (): string[] => ctx.logs.map(([, m]) => m).filter((m) => m.startsWith('root') || m === 'tick');
+  assert.deepEqual(lines(), ['root on_done'], 'on_delete waits for proxy_done');
+  for (let i = 0; i < 100 && lines().length < 3; i++) await new Promise((res) => setTimeout(res, 5));
+  assert.deepEqual(lines(), ['root on_done', 'tick', 'root on_delete']);
+});

@@ -12,6 +12,9 @@ import type { ContextState, PluginInfo } from './context.ts';
 import type { StreamPlugin } from './stream.ts';
 import { VmFailure, WasmVm } from './vm.ts';
 
+/** How long a root context whose on_done answered false may take to call proxy_done. */
+const DONE_TIMEOUT_MS = 30_000;
+
 /** Failure policies of the `failure_policy` key. */
 export type FailurePolicy = 'fail_closed' | 'fail_open' | 'fail_reload';
 
@@ -195,21 +198,44 @@ export class Plugin implements StreamPlugin {
     this.#reloads.inc();
   }
 
-  /** Removes this plugin's root context (on_done, on_delete); the last plugin of a VM disposes of it. */
+  /**
+   * Removes this plugin's root context: on_done, then on_delete, at once or, when on_done answers false, once the
+   * plugin calls proxy_done (at most DONE_TIMEOUT_MS later), as Envoy does; the last plugin of a VM disposes of it.
+   */
   destroy(): void {
     const vm = this.#slot.vm;
     const root = this.root;
-    if (vm !== null && root !== null && vm.failure === null && vm.contexts.get(root.id) === root) {
+    if (vm === null || root === null || vm.failure !== null || vm.contexts.get(root.id) !== root) return this.#leave();
+    try {
+      vm.setTick(root, 0);
+      if (vm.call(root, 'proxy_on_done', [root.id], 1) === 0) {
+        const timer = setTimeout(() => this.#finishRoot(vm, root), DONE_TIMEOUT_MS);
+        timer.unref();
+        root.onProxyDone = () => {
+          clearTimeout(timer);
+          this.#finishRoot(vm, root);
+        };
+        return;
+      }
+    } catch (err) {
+      if (!(err instanceof VmFailure)) throw err;
+    }
+    this.#finishRoot(vm, root);
+  }
+
+  #finishRoot(vm: WasmVm, root: ContextState): void {
+    if (root.deleted) return;
+    root.onProxyDone = null;
+    if (vm.failure === null) {
       try {
         vm.setTick(root, 0);
-        vm.call(root, 'proxy_on_done', [root.id], 1);
         vm.call(root, 'proxy_on_delete', [root.id]);
       } catch (err) {
         if (!(err instanceof VmFailure)) throw err;
       }
-      root.deleted = true;
-      vm.contexts.delete(root.id);
     }
+    root.deleted = true;
+    vm.contexts.delete(root.id);
     this.#leave();
   }
 
