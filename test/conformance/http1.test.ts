@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type http from 'node:http';
+import net from 'node:net';
 import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
 import { RawConnection } from '../support/raw-connection.ts';
@@ -13,6 +14,8 @@ let up: Upstream;
 /** An upstream that closes idle keep-alive connections quickly. */
 let short: Upstream;
 let weir: Weir;
+/** A raw upstream answering HTTP/1.1 with a close-delimited body. */
+let closer: import('node:net').Server;
 let upstreamConnections = 0;
 
 function readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -26,6 +29,12 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
 
 async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const url = new URL(req.url!, 'http://x');
+  if (url.pathname === '/early' || url.pathname === '/early-close') {
+    // Answers before reading the request body; /early keeps reading it, /early-close closes at once.
+    res.writeHead(413, { 'content-type': 'text/plain', ...(url.pathname === '/early-close' ? { connection: 'close' } : {}) });
+    res.end('too big');
+    return;
+  }
   const body = await readBody(req);
   switch (url.pathname) {
     case '/chunked':
@@ -72,6 +81,10 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
       res.end(`${body.length}:${sum}`);
       return;
     }
+    case '/cookies':
+      res.writeHead(200, [['Set-Cookie', 'a=1'], ['Set-Cookie', 'b=2'], ['Content-Length', '0']]);
+      res.end();
+      return;
     case '/slow':
       await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms') ?? 0)));
       res.writeHead(200, { 'content-type': 'text/plain' });
@@ -96,6 +109,11 @@ before(async () => {
   up = await startUpstream((req, res) => void handle(req, res), { stream: true });
   up.server.on('connection', () => upstreamConnections++);
   short = await startUpstream();
+  closer = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end'));
+  });
+  await new Promise<void>((resolve) => closer.listen(0, '127.0.0.1', resolve));
   short.server.keepAliveTimeout = 100;
   up.server.on('upgrade', (req: http.IncomingMessage, socket: import('node:net').Socket, head: Buffer) => {
     socket.on('error', () => {});
@@ -124,6 +142,8 @@ listeners:
     routes:
       - match: { prefix: /short/ }
         cluster: short
+      - match: { prefix: /closer }
+        cluster: closer
       - match: { prefix: / }
         cluster: up
   - name: bare
@@ -145,6 +165,8 @@ listeners:
 clusters:
   - name: short
     endpoints: [${short.address}]
+  - name: closer
+    endpoints: [127.0.0.1:${(closer.address() as import('node:net').AddressInfo).port}]
   - name: up
     endpoints: [${up.address}]
   - name: limited
@@ -157,6 +179,7 @@ after(async () => {
   await weir?.stop();
   await up?.close();
   await short?.close();
+  closer?.close();
 });
 
 function get(path: string, extra = ''): string {
@@ -440,3 +463,75 @@ test('a pooled connection the upstream closed while idle is not reused: a later 
   assert.equal(second.status, 200, 'not a 502 from writing into a closed connection');
   assert.equal(JSON.parse(await second.text()).body, 'payload');
 });
+
+test('forwards a close-delimited upstream response complete, re-framed as chunked', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/closer'));
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(r.framing, 'chunked', 'the end of the body is marked, so the client connection can stay open');
+  assert.equal(r.body.toString(), 'until the end');
+  c.write(get('/echo?after=closer'));
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?after=closer');
+  c.destroy();
+});
+
+test('keeps repeated response headers such as Set-Cookie as separate lines', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/cookies'));
+  const r = await c.readResponse();
+  assert.deepEqual(r.headers.filter(([n]) => n === 'set-cookie').map(([, v]) => v), ['a=1', 'b=2']);
+  c.destroy();
+});
+
+test('answers a client that half-closes right after its request', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/echo?half=1'));
+  c.socket.end();
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(JSON.parse(r.body.toString()).url, '/echo?half=1');
+  assert.equal(await c.waitClosed(), true);
+});
+
+test('answers fifty pipelined requests in one write, in order', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  let batch = '';
+  for (let i = 0; i < 50; i++) batch += get(`/slow?ms=0&id=${i}`);
+  c.write(batch);
+  for (let i = 0; i < 50; i++) assert.equal((await c.readResponse()).body.toString(), `id=${i}`);
+  c.destroy();
+});
+
+test('a local reply in a pipeline keeps the order and the connection', async () => {
+  const c = await RawConnection.open(weir.url('bare'));
+  c.write(get('/slow?ms=50&id=1') + 'GET /echo?id=2 HTTP/1.1\r\nHost: test.local\r\nX-A: 1\r\n\r\n' + get('/slow?ms=0&id=3'));
+  assert.equal((await c.readResponse()).body.toString(), 'id=1');
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?id=2');
+  assert.equal((await c.readResponse()).body.toString(), 'id=3');
+  c.destroy();
+});
+
+for (const [path, todo] of [
+  ['/early', undefined],
+  [
+    '/early-close',
+    'an upstream that closes with the upload unread resets the connection; when weir\'s next body write fails before it read the response, the response is lost (502 UR)',
+  ],
+] as const) {
+test(`an upstream that answers before reading the upload (${path}): the client gets the answer and the connection closes`, { todo }, async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  try {
+    c.write(`POST ${path} HTTP/1.1\r\nHost: test.local\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n`);
+    c.write(Buffer.alloc(256 * 1024, 'u'));
+    const r = await c.readResponse();
+    assert.equal(r.status, 413);
+    assert.equal(r.body.toString(), 'too big');
+    assert.equal(await c.waitClosed(), true, 'the rest of the body cannot be skipped: the connection closes');
+  } finally {
+    c.destroy();
+  }
+  const after = await fetch(`${weir.url('edge')}/echo?after=early`);
+  assert.equal(JSON.parse(await after.text()).url, '/echo?after=early');
+});
+}

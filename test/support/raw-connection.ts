@@ -189,6 +189,8 @@ export class RawConnection {
         this.#wake = null;
         resolve(false);
       }, ms);
+      // One waiter at a time: a caller that overlaps another wakes the earlier one.
+      this.#notify();
       this.#wake = () => {
         clearTimeout(timer);
         resolve(true);
