@@ -1,5 +1,5 @@
--- The Lua side of weir's Envoy Lua API. Runs once per Lua state, before the user's script, with the table of host
--- functions as its argument. Handles, header maps and buffers are Lua tables whose methods call a handful of host
+-- The Lua side of weir's Envoy Lua API. Runs once per Lua state, before sandbox.lua and the user's script, with the
+-- table of host functions as its argument. Handles, header maps and buffers are Lua tables whose methods call a handful of host
 -- functions with small integers (interned header names, map and buffer selectors), so a call costs one crossing.
 -- Everything here is local: the script sees only the globals this chunk leaves behind.
 local H = ...
@@ -7,9 +7,9 @@ local type, error, setmetatable, tostring, tonumber, select, rawget, rawset, nex
 local yield = coroutine.yield
 local running = coroutine.running
 local floor = math.floor
-local dgetupvalue, dupvaluejoin, dgetinfo, dtraceback = debug.getupvalue, debug.upvaluejoin, debug.getinfo, debug.traceback
 local dsetmetatable = debug.setmetatable
-local raw_load = load
+local raw_gc = collectgarbage
+local G = _G
 
 -- The id of the stream whose coroutine runs now; every object checks it so that a handle kept in a global and
 -- used by another request, or after its own coroutine ended, raises as on Envoy.
@@ -470,182 +470,6 @@ end
 
 dsetmetatable(0, { __index = HANDLE })
 
----------------------------------------------------------------------------------------------------------------
--- LuaJIT / Lua 5.1 compatibility.
-unpack = table.unpack
-table.getn = function(t) return #t end
-table.setn = function() end
-table.maxn = table.maxn or function(t)
-  local m = 0
-  for k in pairs(t) do if type(k) == "number" and k > m then m = k end end
-  return m
-end
-math.pow = math.pow or function(a, b) return a ^ b end
-math.ldexp = math.ldexp or function(m, e) return m * 2.0 ^ e end
-math.mod = math.fmod
-string.gfind = string.gmatch
-
--- load/loadstring accept text chunks only; the environment defaults to the script's globals.
-local G = _G
-load = function(chunk, name, mode, env)
-  return raw_load(chunk, name, "t", env or G)
-end
-loadstring = function(s, name) return raw_load(s, name, "t", G) end
-
-local function fenv_fn(f, fname)
-  if type(f) == "number" then
-    local info = dgetinfo(f + 2, "f")
-    if info == nil then error("bad argument #1 to '" .. fname .. "' (invalid level)", 3) end
-    return info.func
-  end
-  if type(f) ~= "function" then error("bad argument #1 to '" .. fname .. "' (function expected)", 3) end
-  return f
-end
-
-getfenv = function(f)
-  if f == 0 then return G end
-  f = fenv_fn(f or 1, "getfenv")
-  local i = 1
-  while true do
-    local name, v = dgetupvalue(f, i)
-    if name == "_ENV" then return v end
-    if name == nil then return G end
-    i = i + 1
-  end
-end
-
-setfenv = function(f, env)
-  f = fenv_fn(f, "setfenv")
-  local i = 1
-  while true do
-    local name = dgetupvalue(f, i)
-    if name == "_ENV" then
-      dupvaluejoin(f, i, function() return env end, 1)
-      return f
-    end
-    if name == nil then return f end
-    i = i + 1
-  end
-end
-
--- A 32-bit `bit` library as in LuaJIT (results are signed 32-bit) and Lua 5.2's `bit32` (unsigned).
-local function tobit(x)
-  x = floor(x) & 0xffffffff
-  if x >= 0x80000000 then return x - 0x100000000 end
-  return x
-end
-local function u32(x) return floor(x) & 0xffffffff end
-local function fold(op)
-  return function(a, ...)
-    local r = u32(a)
-    for i = 1, select("#", ...) do r = op(r, u32((select(i, ...)))) end
-    return r
-  end
-end
-local band = fold(function(a, b) return a & b end)
-local bor = fold(function(a, b) return a | b end)
-local bxor = fold(function(a, b) return a ~ b end)
-bit = {
-  tobit = tobit,
-  tohex = function(x, n)
-    n = n or 8
-    local up = n < 0
-    if up then n = -n end
-    local s = string.format(up and "%0" .. n .. "X" or "%0" .. n .. "x", u32(x))
-    return s:sub(-n)
-  end,
-  bnot = function(x) return tobit(~u32(x)) end,
-  band = function(...) return tobit(band(...)) end,
-  bor = function(...) return tobit(bor(...)) end,
-  bxor = function(...) return tobit(bxor(...)) end,
-  lshift = function(x, n) return tobit(u32(x) << (n & 31)) end,
-  rshift = function(x, n) return tobit(u32(x) >> (n & 31)) end,
-  arshift = function(x, n) return tobit(tobit(x) >> (n & 31) | ((tobit(x) < 0 and (n & 31) > 0) and ~(0xffffffff >> (n & 31)) or 0)) end,
-  rol = function(x, n) n = n & 31; x = u32(x); return tobit((x << n) | (x >> (32 - n))) end,
-  ror = function(x, n) n = n & 31; x = u32(x); return tobit((x >> n) | (x << (32 - n))) end,
-  bswap = function(x)
-    x = u32(x)
-    return tobit(((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >> 8) & 0xff00) | (x >> 24))
-  end,
-}
-bit32 = {
-  band = band, bor = bor, bxor = bxor,
-  bnot = function(x) return u32(~u32(x)) end,
-  lshift = function(x, n) if n >= 32 then return 0 end return u32(u32(x) << n) end,
-  rshift = function(x, n) if n >= 32 then return 0 end return u32(x) >> n end,
-  btest = function(...) return band(...) ~= 0 end,
-  extract = function(x, f, w) w = w or 1; return (u32(x) >> f) & ((1 << w) - 1) end,
-}
-
-EnvoyTimestampResolution = { MILLISECOND = 0, MICROSECOND = 1 }
-
-print = function(...)
-  local n = select("#", ...)
-  local parts = {}
-  for i = 1, n do parts[i] = tostring((select(i, ...))) end
-  H.log(2, table.concat(parts, "\t"))
-end
-
----------------------------------------------------------------------------------------------------------------
--- weir.shared: dictionaries seen by every worker. weir.shared:get(k) uses the "default" dictionary;
--- weir.shared.<name>:get(k) (or weir.shared.dict(name)) a named one.
-local DICT = {}
-DICT.__index = DICT
-function DICT:get(k) return H.shared(0, self._ns, str(k, 1, "get")) end
-function DICT:set(k, v, ttl) return H.shared(1, self._ns, str(k, 1, "set"), v, ttl) end
-function DICT:add(k, v, ttl) return H.shared(2, self._ns, str(k, 1, "add"), v, ttl) end
-function DICT:incr(k, delta, init, ttl) return H.shared(3, self._ns, str(k, 1, "incr"), delta or 1, init, ttl) end
-function DICT:delete(k) return H.shared(4, self._ns, str(k, 1, "delete")) end
-local dicts = {}
-local function dict(name)
-  name = str(name, 1, "dict")
-  local d = dicts[name]
-  if d == nil then
-    d = setmetatable({ _ns = name }, DICT)
-    dicts[name] = d
-  end
-  return d
-end
-local default = dict("default")
-weir = {
-  shared = setmetatable({ dict = dict, get = DICT.get, set = DICT.set, add = DICT.add, incr = DICT.incr,
-    delete = DICT.delete, _ns = "default" }, { __index = function(_, name) return dict(name) end }),
-}
-
----------------------------------------------------------------------------------------------------------------
--- The sandbox: no files, processes, environment, native modules, debug access or bytecode.
-io = nil
-os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
-debug = { traceback = dtraceback }
-dofile, loadfile, require, package = nil, nil, nil, nil
-local gc = collectgarbage
-collectgarbage = function(opt, ...)
-  if opt == nil or opt == "collect" or opt == "count" or opt == "step" or opt == "isrunning" then return gc(opt, ...) end
-  return 0
-end
-string.dump = nil
--- C loops that memory does not bound: string.rep of an empty string and table.move over a huge range would run for
--- hours inside one instruction, where the budget cannot stop them.
-local raw_rep, raw_move = string.rep, table.move
-string.rep = function(s, n, sep)
-  if s == "" and (sep == nil or sep == "") and type(n) == "number" then return "" end
-  return raw_rep(s, n, sep)
-end
-table.move = function(a1, f, e, t, a2)
-  if type(f) == "number" and type(e) == "number" and e - f > 16777216 then
-    error("bad argument #3 to 'move' (too many elements to move)", 2)
-  end
-  return raw_move(a1, f, e, t, a2)
-end
--- Lua runs finalizers with hooks off, so a __gc that never ends could not be stopped: the sandbox has none. (A
--- metatable marks an object for finalization only if it has __gc when it is set, so checking here suffices.)
-G.setmetatable = function(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("__gc metamethods are not allowed in the sandbox", 2)
-  end
-  return setmetatable(t, mt)
-end
-
 -- What the host calls: run(id, dir) starts a handler in a fresh coroutine; gc(full) reports memory.
 local function run(id, d)
   CUR = id
@@ -654,8 +478,8 @@ local function run(id, d)
 end
 
 local function collect()
-  gc("collect")
-  return gc("count")
+  raw_gc("collect")
+  return raw_gc("count")
 end
 
 return run, collect

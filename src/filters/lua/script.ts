@@ -10,6 +10,7 @@ import type { LuaStream } from './stream.ts';
 import type { LogLevel } from '../contract.ts';
 
 const PRELUDE = readFileSync(new URL('./prelude.lua', import.meta.url));
+const SANDBOX = readFileSync(new URL('./sandbox.lua', import.meta.url));
 
 /** Limits of one Lua state. */
 export interface ScriptLimits {
@@ -81,15 +82,20 @@ export class LuaScript {
     const { x, L } = vm;
     this.#hook = vm.addHook(this.#onBudget);
     const host = makeHostFunctions(this);
-    const st = this.#load(PRELUDE, 'weir-prelude');
-    if (st !== LUA_OK) throw new Error(`Cannot load the Lua prelude: ${vm.readString(L, -1)}`);
     x.lua_createtable(L, 0, Object.keys(host).length);
     for (const [fname, fn] of Object.entries(host)) {
       vm.pushString(L, fname);
       x.lua_pushcclosure(L, vm.addFunction(fn), 0);
       x.lua_rawset(L, -3);
     }
-    if (x.lua_pcallk(L, 1, 2, 0, 0, 0) !== LUA_OK) throw new Error(`Cannot run the Lua prelude: ${vm.readString(L, -1)}`);
+    const hostRef = BigInt(x.luaL_ref(L, REGISTRY));
+    // prelude.lua builds the API and returns run() and collect(); sandbox.lua then adds the shims and closes the doors.
+    for (const [chunk, name, results] of [[PRELUDE, 'weir-prelude', 2], [SANDBOX, 'weir-sandbox', 0]] as const) {
+      if (this.#load(chunk, name) !== LUA_OK) throw new Error(`Cannot load the Lua ${name}: ${vm.readString(L, -1)}`);
+      x.lua_rawgeti(L, REGISTRY, hostRef);
+      if (x.lua_pcallk(L, 1, results, 0, 0, 0) !== LUA_OK) throw new Error(`Cannot run the Lua ${name}: ${vm.readString(L, -1)}`);
+    }
+    x.luaL_unref(L, REGISTRY, Number(hostRef));
     this.#collectRef = BigInt(x.luaL_ref(L, REGISTRY));
     this.#runRef = BigInt(x.luaL_ref(L, REGISTRY));
 
