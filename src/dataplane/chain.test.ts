@@ -190,3 +190,43 @@ test('Pipeline runs response hooks with the response hook names', () => {
   p.data(Buffer.from('x'), true);
   assert.deepEqual(seen, ['response', 'response body']);
 });
+
+test('Pipeline gives no body to a filter whose header promise is pending, so a body continue cannot bypass the check', async () => {
+  let release!: (s: 'continue') => void;
+  const bodies: string[] = [];
+  const a: Filter = {
+    onRequestHeaders: () => new Promise((r) => (release = r)),
+    onRequestBody: (c) => {
+      bodies.push(c.data.toString());
+      return 'continue';
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('payload'), true);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(sink.events, [], 'nothing went past the pending check');
+  assert.deepEqual(bodies, []);
+  release('continue');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(sink.events, ['headers ', 'data payload eos']);
+  assert.deepEqual(bodies, ['payload']);
+});
+
+test('Pipeline passes on the data a stopped filter replaced while it was held', () => {
+  let held!: { data: Buffer };
+  const a: Filter = {
+    onRequestBody: (c) => {
+      held = c;
+      return 'stop';
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('old'), true);
+  held.data = Buffer.from('new');
+  p.resume(0);
+  assert.deepEqual(sink.events, ['headers ', 'data new eos']);
+});

@@ -36,6 +36,8 @@ interface Pending {
   data: Buffer | null;
   eos: boolean;
   trailers: HeaderMap | null;
+  /** The chunk a filter stopped on: it may replace `chunk.data` until it resumes (Proxy-Wasm does, from callbacks). */
+  chunk?: BodyChunk;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -146,7 +148,9 @@ export class Pipeline {
       if (sink.halted) return;
       if (r === undefined || r === 'continue') continue;
       if (isPromise(r)) {
-        this.#stopKind = 'stop';
+        // A header hook still at work sees no body: a body hook returning continue must not let the
+        // request past a check that has not finished (an async auth filter, say).
+        this.#stopKind = 'stop-all';
         this.lastStopped = i;
         this.#await(i, r, true);
         return;
@@ -279,7 +283,7 @@ export class Pipeline {
       this.#buffers[i] = null;
       this.#bufferSizes[i] = 0;
       this.lastStopped = i;
-      const held: Pending = { data: chunk.data, eos: p.eos, trailers: null };
+      const held: Pending = { data: chunk.data, eos: p.eos, trailers: null, chunk };
       this.#held[i] = [held];
       this.#hold(held);
       return;
@@ -339,6 +343,7 @@ export class Pipeline {
     if (held === null) return;
     for (const p of held) this.#unhold(p);
     const [first, ...rest] = held;
+    if (first.chunk !== undefined) first.data = first.chunk.data;
     this.#forward(i + 1, first);
     for (const p of rest) {
       if (this.#sink.halted) return;

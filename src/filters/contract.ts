@@ -18,7 +18,10 @@ import type { HeaderMap } from '../core/headers.ts';
  */
 export type FilterStatus = 'continue' | 'stop' | 'stop-all' | 'stop-and-buffer';
 
-/** A hook may return a status, nothing (continue), or a promise of either (the stream waits for it). */
+/**
+ * A hook may return a status, nothing (continue), or a promise of either: the stream waits for it. While a header
+ * hook's promise is pending, the filter receives no body (as with `stop-all`); a resolved `continue` resumes.
+ */
 export type HookResult = FilterStatus | void | Promise<FilterStatus | void>;
 
 /** A body chunk handed to a body hook; assign `data` to replace what is passed on. */
