@@ -70,7 +70,7 @@ listeners:
   - name: edge
     address: 127.0.0.1:0
     routes:
-${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}
+${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
       - match: { prefix: /split/ }
         weighted_clusters: [{ name: only-a, weight: 3 }, { name: only-b, weight: 1 }]
       - match: { prefix: /never-b/ }
@@ -111,6 +111,20 @@ clusters:
     outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 50, base_ejection_time: 60s }
   - name: dns
     endpoints: [localhost:${b.port}]
+  - name: random
+    lb: random
+    endpoints: ${both}
+  - name: cookie
+    lb: ring_hash
+    hash_on: { cookie: session }
+    endpoints: ${both}
+  - name: srcip
+    lb: ring_hash
+    hash_on: { source_ip: true }
+    endpoints: ${both}
+  - name: pending
+    endpoints: [${b.address}]
+    circuit_breakers: { max_connections: 1, max_pending_requests: 1 }
   - name: connfail
     endpoints: [${refused}, ${b.address}]
   - name: gw
@@ -189,6 +203,50 @@ test('ring_hash by header sends the same key to the same upstream', async () => 
   for (const [key, set] of byKey) assert.equal(set.size, 1, `${key} always went to one upstream`);
   const used = new Set([...byKey.values()].flatMap((s) => [...s]));
   assert.equal(used.size, 2, 'the keys spread over both upstreams');
+});
+
+test('random spreads requests over both upstreams', async () => {
+  const counts = { a: 0, b: 0 };
+  for (let i = 0; i < 60; i++) counts[(await send(`/random/ok?${i}`)).upstream as 'a' | 'b']++;
+  assert.ok(counts.a > 0 && counts.b > 0, `a ${counts.a}, b ${counts.b}`);
+});
+
+test('ring_hash by cookie sends the same session to the same upstream', async () => {
+  const byKey = new Map<string, Set<string>>();
+  for (let round = 0; round < 3; round++) {
+    for (let k = 0; k < 20; k++) {
+      const r = await send('/cookie/ok', { headers: { cookie: `theme=dark; session=s${k}` } });
+      byKey.set(`s${k}`, (byKey.get(`s${k}`) ?? new Set()).add(r.upstream!));
+    }
+  }
+  for (const [key, set] of byKey) assert.equal(set.size, 1, `${key} always went to one upstream`);
+  assert.equal(new Set([...byKey.values()].flatMap((x) => [...x])).size, 2);
+});
+
+test('ring_hash by source IP sends one client to one upstream', async () => {
+  const names = new Set<string>();
+  for (let i = 0; i < 20; i++) names.add((await send(`/srcip/ok?${i}`)).upstream!);
+  assert.equal(names.size, 1);
+});
+
+test('circuit breaker max_connections: 1 queues one request and answers the next 503 (max_pending_requests: 1)', async () => {
+  const first = send('/pending/hold');
+  await waitFor('the first request to reach the upstream', () => hitsFor('/pending/hold').length === 1);
+  const second = send('/pending/ok?queued');
+  await waitFor('the second request to wait for a connection', async () => {
+    const body = await (await fetch(`${weir.admin}/clusters`)).json();
+    return body.workers[0].clusters.find((c: { name: string }) => c.name === 'pending').circuit_breakers.active.pending_requests === 1;
+  });
+  // The queued request waits for the connection; a third finds the pending queue full.
+  const third = await send('/pending/ok?third');
+  assert.equal(third.status, 503);
+  assert.equal(third.body, 'upstream overflow');
+  assert.equal(hitsFor('/pending/ok?queued').length, 0, 'the queued request has not reached the upstream yet');
+  releaseHeld();
+  assert.equal((await first).status, 200);
+  const queued = await second;
+  assert.equal(queued.status, 200, 'the queued request went out on the freed connection');
+  assert.equal(queued.upstream, 'b');
 });
 
 test('weighted_clusters splits traffic by weight, and weight 0 gets none', async () => {
