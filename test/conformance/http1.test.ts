@@ -16,6 +16,9 @@ let short: Upstream;
 let weir: Weir;
 /** A raw upstream answering HTTP/1.1 with a close-delimited body. */
 let closer: import('node:net').Server;
+/** A raw upstream that sends a stray partial response on its connection after the first answer. */
+let stray: import('node:net').Server;
+let strayConnections = 0;
 let upstreamConnections = 0;
 
 function readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -114,6 +117,17 @@ before(async () => {
     socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end'));
   });
   await new Promise<void>((resolve) => closer.listen(0, '127.0.0.1', resolve));
+  stray = net.createServer((socket) => {
+    strayConnections++;
+    socket.on('error', () => {});
+    socket.on('data', (d: Buffer) => {
+      if (d.toString('latin1').startsWith('GET /stray/1 ')) {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst');
+        setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nstray'), 50);
+      } else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond');
+    });
+  });
+  await new Promise<void>((resolve) => stray.listen(0, '127.0.0.1', resolve));
   short.server.keepAliveTimeout = 100;
   up.server.on('upgrade', (req: http.IncomingMessage, socket: import('node:net').Socket, head: Buffer) => {
     socket.on('error', () => {});
@@ -144,6 +158,8 @@ listeners:
         cluster: short
       - match: { prefix: /closer }
         cluster: closer
+      - match: { prefix: /stray }
+        cluster: stray
       - match: { prefix: / }
         cluster: up
   - name: bare
@@ -165,6 +181,8 @@ listeners:
 clusters:
   - name: short
     endpoints: [${short.address}]
+  - name: stray
+    endpoints: [127.0.0.1:${(stray.address() as import('node:net').AddressInfo).port}]
   - name: closer
     endpoints: [127.0.0.1:${(closer.address() as import('node:net').AddressInfo).port}]
   - name: up
@@ -180,6 +198,7 @@ after(async () => {
   await up?.close();
   await short?.close();
   closer?.close();
+  stray?.close();
 });
 
 function get(path: string, extra = ''): string {
@@ -535,3 +554,13 @@ test(`an upstream that answers before reading the upload (${path}): the client g
   assert.equal(JSON.parse(await after.text()).url, '/echo?after=early');
 });
 }
+
+test('an upstream connection that sends bytes while idle is not reused', async () => {
+  const first = await fetch(`${weir.url('edge')}/stray/1`);
+  assert.equal(await first.text(), 'first');
+  await new Promise((r) => setTimeout(r, 300));
+  const second = await fetch(`${weir.url('edge')}/stray/2`);
+  assert.equal(second.status, 200);
+  assert.equal(await second.text(), 'second', 'the stray bytes are not taken for the answer');
+  assert.equal(strayConnections, 2, 'the confused connection was closed, a new one opened');
+});

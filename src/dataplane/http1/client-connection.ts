@@ -167,6 +167,11 @@ export class ClientConnection {
 
   #onHead(_minor: number, raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
     if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
+    if (this.#sink === null) {
+      // A second response after the exchange completed, in the same bytes: the connection is out of step.
+      this.socket.destroy();
+      return 1;
+    }
     this.#gotHead = true;
     this.#keepAlive = keepAlive;
     const list = new Array<string>(raw.length + 2);
@@ -206,8 +211,8 @@ export class ClientConnection {
   }
 
   #onData(data: Buffer): void {
-    if (this.#sink === null && !this.#gotHead) {
-      // Bytes on an idle connection: the server is confused; do not reuse it.
+    if (this.#sink === null) {
+      // Bytes on an idle connection: the server is confused (a stray or extra response); do not reuse it.
       this.socket.destroy();
       return;
     }
