@@ -1,5 +1,6 @@
 /** The `weir` command line: run, validate, schema. */
 import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseConfig, formatProblems } from '../config/parse.ts';
 import { configSchema } from '../config/schema.ts';
@@ -30,18 +31,22 @@ async function run(args: string[]): Promise<number> {
     await sup.start();
   } catch (err) {
     process.stderr.write(`weir: cannot start:\n${(err as Error).message}\n`);
-    return 1;
+    // Worker threads may already run: leave at once rather than wait for them.
+    process.exit(1);
   }
   const admin = await startAdmin(sup, sup.config!.admin.address).catch((err: Error) => {
-    process.stderr.write(`weir: ${err.message}\n`);
+    process.stderr.write(`weir: cannot start: ${err.message}\n`);
     return null;
   });
-  if (admin === null) return 1;
+  if (admin === null) process.exit(1);
   process.on('SIGHUP', () => void sup.reload());
   let watcher: fs.FSWatcher | null = null;
   if (sup.config!.watch) {
+    // Watch the folder, not the file: editors and `sed -i` replace the file, which ends a watch on it.
     let timer: NodeJS.Timeout | null = null;
-    watcher = fs.watch(sup.file, () => {
+    const name = path.basename(sup.file);
+    watcher = fs.watch(path.dirname(sup.file), (_event, changed) => {
+      if (changed !== null && changed !== name) return;
       if (timer !== null) clearTimeout(timer);
       timer = setTimeout(() => void sup.reload(), 200);
     });
@@ -88,6 +93,11 @@ function validate(args: string[]): number {
 
 /** Runs the command line; resolves with the exit code, or -1 when the process keeps running. */
 export async function main(argv: string[]): Promise<number> {
+  // `weir schema | head` closes the pipe early: that is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   const [command, ...rest] = argv;
   switch (command) {
     case 'run':

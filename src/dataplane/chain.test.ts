@@ -230,3 +230,59 @@ test('Pipeline passes on the data a stopped filter replaced while it was held', 
   p.resume(0);
   assert.deepEqual(sink.events, ['headers ', 'data new eos']);
 });
+
+test('Pipeline calls the trailers hook of a filter still buffering at the end, then sends its body and the trailers', () => {
+  const seen: string[] = [];
+  const a: Filter = {
+    onRequestBody: (c, eos) => {
+      seen.push(`body ${c.data} ${eos}`);
+      return 'stop-and-buffer';
+    },
+    onRequestTrailers: (t) => {
+      seen.push(`trailers ${t.get('t')}`);
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('ab'), false);
+  p.data(Buffer.from('cd'), false);
+  p.trailers(new HeaderMap(['t', 'end']));
+  assert.deepEqual(seen, ['body ab false', 'body abcd false', 'body abcd false', 'trailers end']);
+  assert.deepEqual(sink.events, ['headers ', 'data abcd', 'trailers end']);
+});
+
+test('Pipeline holds a buffered body and trailers while a trailers hook stops, and resume sends both once', () => {
+  let trailerCalls = 0;
+  const a: Filter = {
+    onRequestBody: () => 'stop-and-buffer',
+    onRequestTrailers: () => {
+      trailerCalls++;
+      return 'stop';
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('xy'), false);
+  p.trailers(new HeaderMap(['t', 'v']));
+  assert.deepEqual(sink.events, ['headers ']);
+  p.resume(0);
+  assert.deepEqual(sink.events, ['headers ', 'data xy', 'trailers v']);
+  assert.equal(trailerCalls, 1);
+});
+
+test('Pipeline resume releases held headers and a body held meanwhile by the same filter', () => {
+  let calls = 0;
+  const a: Filter = {
+    onRequestHeaders: () => 'stop',
+    onRequestBody: () => (calls++ === 0 ? 'stop' : 'continue'),
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('b1'), true);
+  assert.deepEqual(sink.events, []);
+  p.resume(0);
+  assert.deepEqual(sink.events, ['headers ', 'data b1 eos']);
+});

@@ -38,6 +38,8 @@ interface Pending {
   trailers: HeaderMap | null;
   /** The chunk a filter stopped on: it may replace `chunk.data` until it resumes (Proxy-Wasm does, from callbacks). */
   chunk?: BodyChunk;
+  /** The holding filter already saw this event: on resume it goes straight to the next filter. */
+  passed?: boolean;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -123,9 +125,10 @@ export class Pipeline {
   resume(index = this.lastStopped): void {
     if (index < 0 || this.#sink.halted) return;
     if (this.#headerIndex === index && this.#stopKind !== null) {
+      // Held headers go on first; a body the filter held meanwhile follows them.
       this.#stopKind = null;
       this.#runHeaders(index + 1);
-      return;
+      if (this.#sink.halted) return;
     }
     this.#release(index);
   }
@@ -217,34 +220,43 @@ export class Pipeline {
         return;
       }
       if (p.trailers !== null) {
+        // Trailers end the stream. A filter that was buffering gets its whole body first; if it still wants to
+        // buffer (it waits for the end of the stream), the body stays with it until its trailers hook answers.
+        let whole: Pending | null = null;
         if (this.#buffers[i] !== null) {
-          // Trailers end a buffered body: hand the filter its whole body first.
-          const whole = this.#takeBuffer(i);
-          const r = this.#callBody(i, whole, false);
+          const chunk = this.#takeBuffer(i);
+          const r = this.#callBody(i, chunk, false);
           if (r === null) return;
-          if (r !== 'continue') {
-            this.#held[i] = [{ data: whole.data, eos: false, trailers: null }, p];
+          whole = { data: chunk.data, eos: false, trailers: null, chunk, passed: true };
+          if (r === 'stop') {
+            this.lastStopped = i;
+            this.#held[i] = [whole, p];
+            this.#hold(whole);
             return;
           }
-          this.#forward(i + 1, { data: whole.data, eos: false, trailers: null });
+          if (r === 'continue') {
+            this.#forward(i + 1, { data: chunk.data, eos: false, trailers: null });
+            whole = null;
+          }
         }
         const hook = filters[i][this.#hooks.trailers];
-        if (hook !== undefined) {
-          let r: HookResult;
-          try {
-            r = this.#timed(i, hook as (a: unknown, b?: unknown) => HookResult, filters[i], p.trailers, undefined);
-          } catch (err) {
-            sink.filterFailed(i, err);
-            return;
-          }
-          if (sink.halted) return;
-          if (r !== undefined && r !== 'continue') {
-            this.lastStopped = i;
-            this.#held[i] = [p];
-            if (isPromise(r)) this.#await(i, r, false);
-            return;
-          }
+        let r: HookResult;
+        try {
+          r = hook === undefined ? 'continue' : this.#timed(i, hook as (a: unknown, b?: unknown) => HookResult, filters[i], p.trailers, undefined);
+        } catch (err) {
+          sink.filterFailed(i, err);
+          return;
         }
+        if (sink.halted) return;
+        if (r !== undefined && r !== 'continue') {
+          this.lastStopped = i;
+          const t: Pending = { data: null, eos: true, trailers: p.trailers, passed: true };
+          this.#held[i] = whole === null ? [t] : [whole, t];
+          if (whole !== null) this.#hold(whole);
+          if (isPromise(r)) this.#await(i, r, false);
+          return;
+        }
+        if (whole !== null) this.#forward(i + 1, { data: whole.chunk!.data, eos: false, trailers: null });
         continue;
       }
       const hook = filters[i][this.#hooks.body];
@@ -342,12 +354,24 @@ export class Pipeline {
     this.#held[i] = null;
     if (held === null) return;
     for (const p of held) this.#unhold(p);
-    const [first, ...rest] = held;
-    if (first.chunk !== undefined) first.data = first.chunk.data;
-    this.#forward(i + 1, first);
-    for (const p of rest) {
+    for (let k = 0; k < held.length; k++) {
       if (this.#sink.halted) return;
-      this.#push(i, p);
+      const p = held[k];
+      if (p.chunk !== undefined) p.data = p.chunk.data;
+      // The event the filter stopped on (and what it had already seen) goes on; later ones pass through it again.
+      if (k === 0 || p.passed) this.#forward(i + 1, p);
+      else {
+        this.#push(i, p);
+        const again = this.#held[i] as Pending[] | null;
+        if (again !== null) {
+          // It stopped again: what remains stays behind, in order.
+          for (const q of held.slice(k + 1)) {
+            again.push(q);
+            this.#hold(q);
+          }
+          return;
+        }
+      }
     }
   }
 

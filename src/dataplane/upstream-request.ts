@@ -383,6 +383,11 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
       return null;
     }
     if (this.#replay === null || this.#state === DONE) return null;
+    // Retries go to another endpoint; with none left, the failure (or the upstream's own answer) stands.
+    if (o.cluster.pick({ hashKey: o.hashKey, tried: this.#tried, overrideHost: o.overrideHost }) === null) {
+      this.#noRetryReason = 'no-endpoint';
+      return null;
+    }
     if (!o.cluster.breaker.tryAcquireRetry(o.retry.policy.budget)) {
       this.#noRetryReason = 'budget';
       return null;

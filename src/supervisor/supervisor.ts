@@ -15,7 +15,8 @@ import { createLogger, type Logger } from '../telemetry/log.ts';
 import { Metrics, mergeSnapshots, type MetricsSnapshot } from '../telemetry/metrics.ts';
 import { CONFIG_RELOAD } from '../telemetry/channels.ts';
 import type { ToWorker, FromWorker } from '../worker/messages.ts';
-import { parseDuration } from '../core/units.ts';
+import { parseDuration, parseAddress } from '../core/units.ts';
+import net from 'node:net';
 
 /** The outcome of applying a config. */
 export interface ApplyResult {
@@ -45,6 +46,7 @@ export class Supervisor {
   addresses: Record<string, string> = {};
   draining = false;
   readonly #workers: WorkerHandle[] = [];
+  readonly #logLevelFromEnv: boolean;
   #nextId = 1;
   #applying: Promise<ApplyResult> = Promise.resolve({ ok: true, version: 0 });
   readonly #reloadsOk = this.metrics.counter('weir_config_reloads_total', 'Config loads and reloads, by result', ['result']);
@@ -53,6 +55,7 @@ export class Supervisor {
     this.file = path.resolve(file);
     this.workerCount = workerCount > 0 ? workerCount : os.availableParallelism();
     this.log = createLogger(process.env.WEIR_LOG_LEVEL ?? 'info', { pid: process.pid });
+    this.#logLevelFromEnv = process.env.WEIR_LOG_LEVEL !== undefined;
   }
 
   /** Starts the workers and applies the config file; throws (with the problems) if it cannot start. */
@@ -60,6 +63,7 @@ export class Supervisor {
     const text = fs.readFileSync(this.file, 'utf8');
     const parsed = parseConfig(text);
     if (!parsed.ok) throw new Error(formatProblems(this.file, parsed.problems));
+    if (!this.#logLevelFromEnv) this.log.pino.level = parsed.config.log_level;
     const shared = createSharedStore();
     for (let i = 0; i < this.workerCount; i++) {
       const thread = new Worker(new URL('../worker/worker.ts', import.meta.url), {
@@ -105,6 +109,8 @@ export class Supervisor {
     const baseDir = path.dirname(this.file);
     const { prepared, problems } = await prepareFilters(config, baseDir, (level, filter, m) => this.log.filter(level, filter, m));
     if (problems.length > 0) return this.#rejected(problems.map((p) => `${this.file} ${p.path}: ${p.message}`).join('\n'));
+    const busy = await this.#probeNewAddresses(config);
+    if (busy.length > 0) return this.#rejected(busy.join('\n'));
     const results = await Promise.all(
       this.#workers.map((w) => {
         const reply = this.#wait(w, `prepared:${version}`);
@@ -145,11 +151,32 @@ export class Supervisor {
     return { ok: true, version };
   }
 
+  /**
+   * Workers bind with SO_REUSEPORT, which would let weir share a port with another process that uses it too.
+   * Before binding a listener address weir does not hold yet, bind it once without that option: if that fails,
+   * someone else is there.
+   */
+  async #probeNewAddresses(config: RawConfig): Promise<string[]> {
+    const problems: string[] = [];
+    for (const l of config.listeners) {
+      const running = this.config?.listeners.find((x) => x.name === l.name);
+      if (running?.address === l.address || l.address.endsWith(':0')) continue;
+      const { host, port } = parseAddress(l.address);
+      const error = await new Promise<string | null>((resolve) => {
+        const probe = net.createServer();
+        probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EADDRINUSE' ? 'address already in use' : err.message));
+        probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(null)));
+      });
+      if (error !== null) problems.push(`Cannot listen on "${l.address}" for listener "${l.name}": ${error}`);
+    }
+    return problems;
+  }
+
   #rejected(error: string): ApplyResult {
     this.lastReload = { ok: false, at: new Date().toISOString(), version: this.version, error };
     this.#reloadsOk.labels('failed').inc();
     if (reloadChannel.hasSubscribers) reloadChannel.publish({ ok: false, version: this.version, error });
-    this.log.pino.error({ version: this.version, error }, 'Config rejected; the running config stays');
+    this.log.pino.error({ version: this.version, error }, this.version === 0 ? 'Config rejected' : 'Config rejected; the running config stays');
     return { ok: false, version: this.version, error };
   }
 
