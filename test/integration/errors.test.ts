@@ -18,6 +18,8 @@ let reset: Upstream;
 let midway: Upstream;
 let garbage: net.Server;
 let smuggler: net.Server;
+/** A raw upstream: /stall sends half a body then goes silent, /badchunk breaks its chunking, /bighead sends a huge head. */
+let rogue: net.Server;
 let drip: Upstream;
 /** Set when the dripping upstream saw its response's connection close. */
 let dripClosed = false;
@@ -53,6 +55,15 @@ before(async () => {
       socket.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'),
     );
   });
+  rogue = await rawServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', (d: Buffer) => {
+      const path = d.toString('latin1').split(' ')[1];
+      if (path === '/rogue/stall') socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf');
+      else if (path === '/rogue/badchunk') socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\nzz\r\nbad\r\n');
+      else socket.write(`HTTP/1.1 200 OK\r\nX-Big: ${'h'.repeat(200 * 1024)}\r\nContent-Length: 2\r\n\r\nok`);
+    });
+  });
   drip = await startUpstream((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain' });
     const timer = setInterval(() => res.write('drip\n'), 20);
@@ -84,6 +95,11 @@ listeners:
         cluster: smuggler
       - match: { prefix: /drip }
         cluster: drip
+      - match: { prefix: /rogue/stall }
+        cluster: rogue
+        idle_timeout: 300ms
+      - match: { prefix: /rogue }
+        cluster: rogue
       - match: { prefix: /ok }
         cluster: ok
 clusters:
@@ -101,6 +117,8 @@ clusters:
     endpoints: [127.0.0.1:${(smuggler.address() as AddressInfo).port}]
   - name: drip
     endpoints: [${drip.address}]
+  - name: rogue
+    endpoints: [127.0.0.1:${(rogue.address() as AddressInfo).port}]
   - name: ok
     endpoints: [${ok.address}]
 `);
@@ -112,6 +130,7 @@ after(async () => {
   await Promise.all([ok, hang, reset, midway, drip].map((u) => u?.close()));
   garbage?.close();
   smuggler?.close();
+  rogue?.close();
 });
 
 const cases: { name: string; path: string; status: number; body: string; flag: string; code: string; method?: string }[] = [
@@ -121,6 +140,7 @@ const cases: { name: string; path: string; status: number; body: string; flag: s
   { name: 'an upstream reset before the response (POST)', path: '/reset/post', method: 'POST', status: 502, body: 'upstream connection reset', flag: 'UR', code: 'UPSTREAM_RESET' },
   { name: 'an invalid upstream response', path: '/garbage', status: 502, body: 'invalid upstream response', flag: 'UPE', code: 'UPSTREAM_PROTOCOL_ERROR' },
   { name: 'an upstream response with Content-Length and Transfer-Encoding', path: '/smuggler', status: 502, body: 'invalid upstream response', flag: 'UPE', code: 'UPSTREAM_PROTOCOL_ERROR' },
+  { name: 'an upstream response head over the size limit', path: '/rogue/bighead', status: 502, body: 'invalid upstream response', flag: 'UPE', code: 'UPSTREAM_PROTOCOL_ERROR' },
   { name: 'no route', path: '/nowhere', status: 404, body: 'no route matched', flag: 'NR', code: 'NO_ROUTE' },
 ];
 
@@ -180,3 +200,21 @@ test('a client that goes away mid-response is logged DC and the upstream connect
   const after = await fetch(`${weir.url('edge')}/ok/after-dc`);
   assert.equal(await after.text(), 'ok /ok/after-dc');
 });
+
+for (const [path, flag] of [
+  ['/rogue/stall', 'UT'],
+  ['/rogue/badchunk', 'UPE'],
+] as const) {
+  test(`an upstream response that ${path.endsWith('stall') ? 'stalls past the route idle_timeout' : 'breaks its chunked framing'} mid-body is cut off and flagged ${flag}`, async () => {
+    const outcome = await fetch(`${weir.url('edge')}${path}`)
+      .then((res) => res.arrayBuffer())
+      .then(
+        () => 'complete',
+        () => 'failed',
+      );
+    assert.equal(outcome, 'failed', 'the client never sees a complete response');
+    const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === path);
+    assert.equal(line.flags, flag);
+    assert.equal(line.status, 200, 'the upstream status, as Envoy logs it');
+  });
+}
