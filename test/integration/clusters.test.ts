@@ -70,7 +70,7 @@ listeners:
   - name: edge
     address: 127.0.0.1:0
     routes:
-${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
+${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('nobudget', 'nobudget')}${route('deadline', 'deadline', '        timeout: 500ms\n')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
       - match: { prefix: /split/ }
         weighted_clusters: [{ name: only-a, weight: 3 }, { name: only-b, weight: 1 }]
       - match: { prefix: /never-b/ }
@@ -111,6 +111,12 @@ clusters:
     outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 50, base_ejection_time: 60s }
   - name: dns
     endpoints: [localhost:${b.port}]
+  - name: nobudget
+    endpoints: ${both}
+    retry: { retry_on: [5xx], budget_percent: 0, min_retry_concurrency: 0 }
+  - name: deadline
+    endpoints: ${both}
+    retry: { per_try_timeout: 300ms }
   - name: random
     lb: random
     endpoints: ${both}
@@ -349,6 +355,31 @@ test('outlier detection ejects an endpoint after consecutive connect failures', 
     assert.equal((await send(url)).status, 200);
     assert.equal((await accessLine(url)).retries, 0, 'the ejected endpoint is no longer tried');
   }
+});
+
+test('a retry budget of zero turns retries off', async () => {
+  let fromA = 0;
+  for (let i = 0; i < 4; i++) {
+    const url = `/nobudget/503?${i}`;
+    const r = await send(url);
+    if (hitsFor(url)[0] === 'a') {
+      fromA++;
+      assert.equal(r.status, 503, 'not retried: the upstream answer stands');
+      assert.deepEqual(hitsFor(url), ['a']);
+    } else assert.equal(r.status, 200);
+  }
+  assert.ok(fromA > 0);
+});
+
+test('the route timeout bounds all attempts together: 504 UT after a per-try timeout and a hanging retry', async () => {
+  const r = await send('/deadline/hold');
+  assert.equal(r.status, 504);
+  assert.equal(r.body, 'upstream request timeout');
+  assert.deepEqual(hitsFor('/deadline/hold').sort(), ['a', 'b'], 'the retry went to the other endpoint before the deadline');
+  const line = await accessLine('/deadline/hold');
+  assert.equal(line.flags, 'UT');
+  assert.equal(line.retries, 1);
+  releaseHeld();
 });
 
 test('a per-try timeout moves a hanging attempt to the other endpoint', async () => {
