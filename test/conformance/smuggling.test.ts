@@ -14,7 +14,15 @@ let weir: Weir;
 const seen: string[] = [];
 
 before(async () => {
-  up = await startUpstream();
+  up = await startUpstream((req, res, body) => {
+    const text = `${req.url} ${body.length}`;
+    const answer = () => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    if (req.url!.startsWith('/delay')) setTimeout(answer, 700);
+    else answer();
+  });
   up.server.prependListener('request', (req) => seen.push(req.url!));
   weir = await startWeir(`
 listeners:
@@ -26,6 +34,11 @@ listeners:
     idle_timeout: 300ms
     routes:
       - match: { prefix: / }
+        cluster: up
+  - name: nohost
+    address: 127.0.0.1:0
+    routes:
+      - match: { prefix: /only-this }
         cluster: up
 clusters:
   - name: up
@@ -145,5 +158,35 @@ test('a keep-alive connection that keeps sending requests stays open past idle_t
     await new Promise((r) => setTimeout(r, 20));
   }
   assert.equal(c.ended, false);
+  c.destroy();
+});
+
+test('a slow upstream answer is not cut by the header or idle timeouts', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /delay HTTP/1.1\r\nHost: a\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(r.body.toString(), '/delay 0');
+  c.destroy();
+});
+
+test('a request body that trickles in longer than request_header_timeout is not a 408', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('POST /trickle-body HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n');
+  for (let i = 0; i < 8; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    c.write('b');
+  }
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(r.body.toString(), '/trickle-body 8');
+  c.destroy();
+});
+
+test('Expect: 100-continue on a request with no route gets the 404 without a 100', async () => {
+  const c = await RawConnection.open(weir.url('nohost'));
+  c.write('POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+  const r = await c.readResponse({ interim: true });
+  assert.equal(r.status, 404);
   c.destroy();
 });
