@@ -37,7 +37,6 @@ export const ERRORS = Object.freeze({
   RATE_LIMITED: kind('RATE_LIMITED', 'filter', 429, 'RL', false, 'local rate limited'),
   FILTER_FAILURE: kind('FILTER_FAILURE', 'filter', 500, 'FF', false, 'filter failure'),
   FILTER_UNAVAILABLE: kind('FILTER_UNAVAILABLE', 'filter', 503, 'FF', false, 'filter unavailable'),
-  DRAINING: kind('DRAINING', 'internal', 503, 'DR', false, 'proxy is draining'),
   INTERNAL: kind('INTERNAL', 'internal', 500, 'LR', false, 'internal error'),
 });
 

@@ -125,38 +125,61 @@ export function compileRoute(raw: RawRoute, index: number, vhostName: string, ch
   };
 }
 
-/** A virtual host: domains and routes. */
+/** A virtual host: its name, its domains as configured, and its routes. */
 export interface VirtualHost {
   readonly name: string;
+  readonly domains: readonly string[];
   readonly routes: readonly Route[];
-  /** True when the virtual host takes every Host ("*"). */
-  readonly any: boolean;
-  matchesHost(host: string): boolean;
 }
 
-/** Compiles a virtual host's domain list: exact names, "*.suffix", "prefix.*" and "*". */
+/** Makes a virtual host. Domains are exact names, "*.suffix", "prefix.*", or "*"; matching is case-insensitive. */
 export function compileVirtualHost(name: string, domains: string[], routes: Route[]): VirtualHost {
-  const exact = new Set<string>();
-  const suffixes: string[] = [];
-  const prefixes: string[] = [];
-  let any = false;
-  for (const d of domains.map((x) => x.toLowerCase())) {
-    if (d === '*') any = true;
-    else if (d.startsWith('*')) suffixes.push(d.slice(1));
-    else if (d.endsWith('*')) prefixes.push(d.slice(0, -1));
-    else exact.add(d);
+  return { name, domains: domains.map((d) => d.toLowerCase()), routes };
+}
+
+/**
+ * Picks the virtual host for a Host, with Envoy's precedence whatever the config order: an exact domain, then
+ * the longest "*.suffix", then the longest "prefix.*", then "*". Each step tries the Host as sent, then without
+ * its port.
+ */
+class VirtualHostIndex {
+  readonly #exact = new Map<string, VirtualHost>();
+  readonly #suffixes: [string, VirtualHost][] = [];
+  readonly #prefixes: [string, VirtualHost][] = [];
+  readonly #any: VirtualHost | undefined;
+  /** Set when every request goes to one virtual host: no Host lookup at all. */
+  readonly only: VirtualHost | undefined;
+
+  constructor(vhosts: readonly VirtualHost[]) {
+    let any: VirtualHost | undefined;
+    for (const vh of vhosts) {
+      for (const d of vh.domains) {
+        if (d === '*') any ??= vh;
+        else if (d.startsWith('*')) this.#suffixes.push([d.slice(1), vh]);
+        else if (d.endsWith('*')) this.#prefixes.push([d.slice(0, -1), vh]);
+        else if (!this.#exact.has(d)) this.#exact.set(d, vh);
+      }
+    }
+    this.#suffixes.sort((a, b) => b[0].length - a[0].length);
+    this.#prefixes.sort((a, b) => b[0].length - a[0].length);
+    this.#any = any;
+    this.only = vhosts.length === 1 && any !== undefined ? any : undefined;
   }
-  return {
-    name,
-    routes,
-    any,
-    matchesHost(host) {
-      if (any || exact.has(host)) return true;
-      for (const s of suffixes) if (host.endsWith(s) && host.length > s.length) return true;
-      for (const p of prefixes) if (host.startsWith(p)) return true;
-      return false;
-    },
-  };
+
+  find(authority: string): VirtualHost | undefined {
+    const host = authority.toLowerCase();
+    const colon = host.lastIndexOf(':');
+    const bare = colon > 0 && !host.endsWith(']') ? host.slice(0, colon) : null;
+    const exact = this.#exact.get(host) ?? (bare === null ? undefined : this.#exact.get(bare));
+    if (exact !== undefined) return exact;
+    for (const h of bare === null ? [host] : [host, bare]) {
+      for (const [suffix, vh] of this.#suffixes) if (h.length > suffix.length && h.endsWith(suffix)) return vh;
+    }
+    for (const h of bare === null ? [host] : [host, bare]) {
+      for (const [prefix, vh] of this.#prefixes) if (h.startsWith(prefix)) return vh;
+    }
+    return this.#any;
+  }
 }
 
 /** Splits ":path" into path and query. */
@@ -167,32 +190,19 @@ export function splitPath(full: string): { path: string; query: string } {
 
 /** Routes of one listener. */
 export class Router {
-  readonly #vhosts: readonly VirtualHost[];
+  readonly #index: VirtualHostIndex;
 
   constructor(vhosts: readonly VirtualHost[]) {
-    this.#vhosts = vhosts;
+    this.#index = new VirtualHostIndex(vhosts);
   }
 
-  /** The first route matching the request headers, or null. */
+  /** The first route of the request's virtual host that matches it, or null. */
   match(headers: HeaderMap): Route | null {
     const full = headers.get(':path') ?? '/';
     const q = full.indexOf('?');
     const path = q < 0 ? full : full.slice(0, q);
     const query = q < 0 ? '' : full.slice(q + 1);
-    const vhosts = this.#vhosts;
-    let vh: VirtualHost | undefined;
-    if (vhosts.length === 1 && vhosts[0].any) vh = vhosts[0];
-    else {
-      let host = (headers.get(':authority') ?? '').toLowerCase();
-      vh = vhosts.find((v) => v.matchesHost(host));
-      if (vh === undefined) {
-        const colon = host.lastIndexOf(':');
-        if (colon > 0 && !host.endsWith(']')) {
-          host = host.slice(0, colon);
-          vh = vhosts.find((v) => v.matchesHost(host));
-        }
-      }
-    }
+    const vh = this.#index.only ?? this.#index.find(headers.get(':authority') ?? '');
     if (vh === undefined) return null;
     for (const r of vh.routes) if (r.matches(path, query, headers)) return r;
     return null;

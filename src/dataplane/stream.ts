@@ -35,6 +35,9 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
   readonly startTime = Date.now();
   readonly startMono = performance.now();
   requestId = '';
+  /** The path and Host as the client sent them, before filters and rewrites. */
+  originalPath = '';
+  originalAuthority = '';
   route: Route | null = null;
   clusterName: string | null = null;
   filters: Filter[] = [];
@@ -95,6 +98,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
       else list.push('x-forwarded-proto', 'http');
     }
     h.modified = false;
+    this.originalPath = h.get(':path')!;
+    this.originalAuthority = h.get(':authority')!;
     this.route = this.listener.router.match(h);
     this.entries = this.route?.chain ?? this.listener.defaultChain;
     const n = this.entries.length;
@@ -317,6 +322,13 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     this.responseCode = status;
     const cl = h.get('content-length');
     h.frozen = true;
+    const state = this.#filterState;
+    if (state !== null) {
+      // Set by Lua's setHttp1ReasonPhrase and drainConnectionUponCompletion.
+      const phrase = state.get('weir.http1_reason_phrase');
+      if (typeof phrase === 'string') this.reason = phrase;
+      if (state.get('weir.drain_connection') === 'true') this.conn.closeWhenIdle(false);
+    }
     this.conn.sendHead(status, h, { contentLength: cl === undefined ? -1 : Number(cl), noBody: eos }, this.reason);
     if (eos) this.complete(null);
   }
@@ -362,6 +374,10 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     this.requestHalted = true;
     if (this.upstream !== null) this.upstream.cancel();
     if (opts?.details !== undefined && this.details === '') this.details = opts.details;
+    if (opts?.code !== undefined && this.responseFlag === '-') {
+      this.responseFlag = ERRORS[opts.code].flag;
+      this.listener.countError(ERRORS[opts.code]);
+    }
     const headers = opts?.headers instanceof HeaderMap ? opts.headers : HeaderMap.from(opts?.headers ?? {});
     headers.list.unshift(':status', String(status));
     const buf = body === undefined ? null : typeof body === 'string' ? Buffer.from(body) : body;

@@ -3,6 +3,7 @@
  * docs/lifecycle.md shows where each hook runs on the request path.
  */
 import type { HeaderMap } from '../core/headers.ts';
+import type { ErrorCode } from '../core/errors.ts';
 
 /**
  * What a hook tells the chain runner:
@@ -138,6 +139,8 @@ export interface LocalReplyOptions {
   details?: string;
   /** Custom HTTP/1 reason phrase. */
   reason?: string;
+  /** The catalogued error this reply stands for (its flag goes to the access log, and it is counted). */
+  code?: ErrorCode;
 }
 
 /** What a filter factory gets once per worker when a config snapshot is built. */

@@ -315,3 +315,35 @@ test('lua e2e: bodyChunks() on the request streams the body to the upstream as i
   const line = await weir.waitForLine((l) => /streamed \d+ bytes/.test(String(l.msg)));
   assert.equal(line.msg, 'streamed 200000 bytes');
 });
+
+test('lua e2e: setHttp1ReasonPhrase sets the status line, drainConnectionUponCompletion closes the connection', async () => {
+  const up = await startUpstream((_q, res) => res.end('ok'));
+  const w = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: phrase
+        type: lua
+        source: |
+          function envoy_on_response(handle)
+            handle:headers():setHttp1ReasonPhrase("Very Fine")
+            handle:streamInfo():drainConnectionUponCompletion()
+          end
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`);
+  try {
+    const { text, closed } = await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', 2000);
+    assert.match(text, /^HTTP\/1\.1 200 Very Fine\r\n/);
+    assert.match(text, /\r\nconnection: close\r\n/);
+    assert.equal(closed, true);
+  } finally {
+    await w.stop();
+    await up.close();
+  }
+});

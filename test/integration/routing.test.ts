@@ -109,3 +109,43 @@ test('host_rewrite sets Host and x-forwarded-host keeps the original', async () 
   assert.equal(r.host, 'backend.internal');
   assert.equal(r.xfh, 'public.example');
 });
+
+test('an exact domain wins over a "*" virtual host listed before it, with or without a port', async () => {
+  const up = await startUpstream((_q, res) => res.end('x'));
+  const w = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: fallback
+        domains: ["*"]
+        routes: [{ match: { prefix: / }, direct_response: { status: 200, body: fallback } }]
+      - name: wild
+        domains: ["*.example.com"]
+        routes: [{ match: { prefix: / }, direct_response: { status: 200, body: wild } }]
+      - name: api
+        domains: [api.example.com]
+        routes: [{ match: { prefix: / }, direct_response: { status: 200, body: api } }]
+`);
+  try {
+    const { request } = await import('node:http');
+    const get = (host: string) =>
+      new Promise<string>((resolve, reject) => {
+        const u = new URL(w.url('edge'));
+        request({ host: u.hostname, port: u.port, path: '/', headers: { host } }, (res) => {
+          let b = '';
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve(b));
+        })
+          .on('error', reject)
+          .end();
+      });
+    assert.equal(await get('api.example.com'), 'api');
+    assert.equal(await get('API.example.com:8080'), 'api');
+    assert.equal(await get('www.example.com'), 'wild');
+    assert.equal(await get('other.org'), 'fallback');
+  } finally {
+    await w.stop();
+    await up.close();
+  }
+});

@@ -18,7 +18,7 @@ const PASS: Filter = Object.freeze({});
 function unavailable(cb: FilterCallbacks): Filter {
   return {
     onRequestHeaders: function luaUnavailable(): FilterStatus {
-      cb.sendLocalReply(503, 'lua filter unavailable', { details: 'lua_unavailable' });
+      cb.sendLocalReply(503, 'lua filter unavailable', { details: 'lua_unavailable', code: 'FILTER_UNAVAILABLE' });
       return 'stop';
     },
   };

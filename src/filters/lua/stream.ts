@@ -375,7 +375,7 @@ export class LuaStream implements Filter {
     if (this.setup.failOpen) return this.#proceed(d, phase);
     d.holding = false;
     if (d.dir === 1 && d.continued) this.cb.reset();
-    else this.cb.sendLocalReply(this.setup.failureStatus, 'lua filter failure', { details: `lua_${reason}` });
+    else this.cb.sendLocalReply(this.setup.failureStatus, 'lua filter failure', { details: `lua_${reason}`, code: 'FILTER_FAILURE' });
     return 'stop';
   }
 }

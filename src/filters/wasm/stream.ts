@@ -187,7 +187,7 @@ export class WasmStream implements Filter {
     if (this.#plugin.failurePolicy === 'fail_open') return 'continue';
     const kind = ERRORS.FILTER_UNAVAILABLE;
     try {
-      this.#cb.sendLocalReply(kind.status, kind.body, { details: 'wasm_fail_stream' });
+      this.#cb.sendLocalReply(kind.status, kind.body, { details: 'wasm_fail_stream', code: 'FILTER_UNAVAILABLE' });
     } catch {
       this.#cb.reset();
     }
@@ -210,7 +210,7 @@ export function failedStreamFilter(policy: StreamPlugin['failurePolicy'], callba
   return {
     onRequestHeaders: function wasmUnavailable(): FilterStatus {
       const kind = ERRORS.FILTER_UNAVAILABLE;
-      callbacks.sendLocalReply(kind.status, kind.body, { details: 'wasm_fail_stream' });
+      callbacks.sendLocalReply(kind.status, kind.body, { details: 'wasm_fail_stream', code: 'FILTER_UNAVAILABLE' });
       return 'stop';
     },
   };

@@ -76,7 +76,7 @@ class RateLimitFilter implements Filter {
     if (b.take(now)) return 'continue';
     const replyHeaders: Record<string, string> = {};
     if (l.config.headers) this.#rateHeaders(replyHeaders, b, now);
-    this.#callbacks.sendLocalReply(l.config.status, 'local_rate_limited', { headers: replyHeaders, details: 'local_rate_limited' });
+    this.#callbacks.sendLocalReply(l.config.status, 'local_rate_limited', { headers: replyHeaders, details: 'local_rate_limited', code: 'RATE_LIMITED' });
     return 'stop';
   }
 
