@@ -26,13 +26,14 @@ function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResp
     res.end(name);
   };
   if (action === 'hold') return void held.push(res);
-  if (action === 'len') {
+  if (action === 'len' || (name === 'b' && action === 'resetlen')) {
     res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name });
     return void res.end(`${name} ${body.length} ${body.subarray(0, 8).toString()}`);
   }
   if (name === 'b') return reply(200);
   switch (action) {
     case 'reset':
+    case 'resetlen':
       return void req.socket.destroy();
     case 'hang':
       return void held.push(res);
@@ -70,7 +71,7 @@ listeners:
   - name: edge
     address: 127.0.0.1:0
     routes:
-${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('nobudget', 'nobudget')}${route('deadline', 'deadline', '        timeout: 500ms\n')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
+${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('nobudget', 'nobudget')}${route('retrypost', 'retrypost')}${route('deadline', 'deadline', '        timeout: 500ms\n')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
       - match: { prefix: /split/ }
         weighted_clusters: [{ name: only-a, weight: 3 }, { name: only-b, weight: 1 }]
       - match: { prefix: /never-b/ }
@@ -111,6 +112,9 @@ clusters:
     outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 50, base_ejection_time: 60s }
   - name: dns
     endpoints: [localhost:${b.port}]
+  - name: retrypost
+    endpoints: ${both}
+    retry: { retry_on: [reset], retry_non_idempotent: true }
   - name: nobudget
     endpoints: ${both}
     retry: { retry_on: [5xx], budget_percent: 0, min_retry_concurrency: 0 }
@@ -355,6 +359,32 @@ test('outlier detection ejects an endpoint after consecutive connect failures', 
     assert.equal((await send(url)).status, 200);
     assert.equal((await accessLine(url)).retries, 0, 'the ejected endpoint is no longer tried');
   }
+});
+
+test('retry_non_idempotent replays a POST body on the other endpoint, unless it outgrew the buffer limit', async () => {
+  const small = Buffer.alloc(300 * 1024, 's');
+  small.write('payload!');
+  const big = Buffer.alloc(3 * 1024 * 1024, 'B');
+  big.write('payload!');
+  let replayed = 0;
+  let notReplayed = 0;
+  for (let i = 0; i < 4; i++) {
+    const url = `/retrypost/resetlen?small=${i}`;
+    const r = await send(url, { method: 'POST', body: small });
+    assert.equal(r.status, 200);
+    assert.equal(r.body, `b ${small.length} payload!`);
+    if (hitsFor(url)[0] === 'a') replayed++;
+  }
+  for (let i = 0; i < 4; i++) {
+    const url = `/retrypost/resetlen?big=${i}`;
+    const r = await send(url, { method: 'POST', body: big });
+    if (hitsFor(url)[0] === 'a') {
+      notReplayed++;
+      assert.equal(r.status, 502, 'more than buffer_limit was sent: nothing left to replay');
+      assert.deepEqual(hitsFor(url), ['a']);
+    } else assert.equal(r.body, `b ${big.length} payload!`);
+  }
+  assert.ok(replayed > 0 && notReplayed > 0);
 });
 
 test('a retry budget of zero turns retries off', async () => {
