@@ -121,7 +121,11 @@ before(async () => {
     strayConnections++;
     socket.on('error', () => {});
     socket.on('data', (d: Buffer) => {
-      if (d.toString('latin1').startsWith('GET /stray/1 ')) {
+      const text = d.toString('latin1');
+      if (text.startsWith('GET /stray/interim ')) {
+        socket.write('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n');
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal');
+      } else if (text.startsWith('GET /stray/1 ')) {
         socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst');
         setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nstray'), 50);
       } else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond');
@@ -160,6 +164,8 @@ listeners:
         cluster: closer
       - match: { prefix: /stray }
         cluster: stray
+      - match: { path: /direct }
+        direct_response: { status: 200, body: "direct body" }
       - match: { prefix: / }
         cluster: up
   - name: bare
@@ -563,4 +569,25 @@ test('an upstream connection that sends bytes while idle is not reused', async (
   assert.equal(second.status, 200);
   assert.equal(await second.text(), 'second', 'the stray bytes are not taken for the answer');
   assert.equal(strayConnections, 2, 'the confused connection was closed, a new one opened');
+});
+
+test('skips 1xx interim responses from the upstream and forwards the final one', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/stray/interim'));
+  const r = await c.readResponse({ interim: true });
+  assert.equal(r.status, 200);
+  assert.equal(r.body.toString(), 'final');
+  c.destroy();
+});
+
+test('answers HEAD on a local reply with its content-length and no body', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('HEAD /direct HTTP/1.1\r\nHost: test.local\r\n\r\n');
+  const r = await c.readResponse({ method: 'HEAD' });
+  assert.equal(r.status, 200);
+  assert.equal(r.get('content-length'), '11');
+  c.write(get('/direct'));
+  const full = await c.readResponse();
+  assert.equal(full.body.toString(), 'direct body', 'no stray body bytes before the next response');
+  c.destroy();
 });
