@@ -46,6 +46,8 @@ export interface UpstreamRequestOptions {
 }
 
 const DONE = 3;
+/** No body kept (yet): most requests have none, so the arrays are made on the first chunk. */
+const NO_CHUNKS: Buffer[] = [];
 
 /** One upstream request with its attempts. */
 export class UpstreamRequest implements ResponseSink, PoolWaiter {
@@ -56,7 +58,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
   #endpoint: Endpoint | null = null;
   #tried: Endpoint[] | null = null;
   /** Body kept for a retry; null once it outgrew the buffer limit (no more retries then). */
-  #replay: Buffer[] | null = [];
+  #replay: Buffer[] | null = NO_CHUNKS;
   #replayBytes = 0;
   #trailers: HeaderMap | null = null;
   #requestEnded = false;
@@ -113,6 +115,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
         if (this.#replay !== null) this.#keep(chunk);
         if (!this.#conn!.writeBody(chunk)) this.#l.blockRequest(true);
       } else if (this.#replay !== null) {
+        if (this.#replay === NO_CHUNKS) this.#replay = [];
         const kept = this.#replay;
         this.#keep(chunk);
         if (this.#replay === null) {
@@ -123,6 +126,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
           this.#l.blockRequest(true);
         }
       } else {
+        if (this.#pendingWhileBlocked === NO_CHUNKS) this.#pendingWhileBlocked = [];
         this.#pendingWhileBlocked.push(chunk);
         if (!this.#blocked) {
           this.#blocked = true;
@@ -135,12 +139,13 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
 
   /** Keeps a body chunk for a retry; gives up keeping (no more retries) past the buffer limit. */
   #keep(chunk: Buffer): void {
+    if (this.#replay === NO_CHUNKS) this.#replay = [];
     this.#replay!.push(chunk);
     this.#replayBytes += chunk.length;
     if (this.#replayBytes > this.#o.bufferLimit) this.#replay = null;
   }
 
-  #pendingWhileBlocked: Buffer[] = [];
+  #pendingWhileBlocked: Buffer[] = NO_CHUNKS;
 
   /** Request trailers; they end the request. */
   trailers(trailers: HeaderMap): void {
@@ -218,7 +223,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
     const body = this.#replay ?? this.#pendingWhileBlocked;
     let writable = true;
     for (const chunk of body) writable = conn.writeBody(chunk);
-    if (this.#replay === null) this.#pendingWhileBlocked = [];
+    if (this.#replay === null) this.#pendingWhileBlocked = NO_CHUNKS;
     this.#blocked = false;
     // Reading resumes now, or on the connection's drain when the kept body filled its buffer.
     this.#l.blockRequest(!writable);
