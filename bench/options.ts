@@ -18,6 +18,10 @@ export interface BenchOptions {
   workers2: boolean;
   /** After the measured rounds, count each proxy's system calls per request under strace (a diagnostic). */
   syscalls: boolean;
+  /** Idle keep-alive connections to hold open against weir while measuring its RSS; 0 skips it. */
+  idleConnections: number;
+  /** Length of the RSS soak run at load, in seconds; 0 skips it. */
+  soakSeconds: number;
   /** Base of the port range; nginx's upstream is base + 920, weir listens on base + 101. */
   portBase: number;
 }
@@ -35,7 +39,7 @@ export const allScenarioNames = [
 
 const usage = `usage: npm run bench -- [--duration 10s] [--warmup 2s] [--rounds 3] [--scenarios a,b]
                         [--connections 64] [--json out.json] [--profile DIR] [--syscalls]
-                        [--no-workers2] [--port-base 18080]
+                        [--idle 10000] [--soak 5m] [--no-workers2] [--port-base 18080]
 scenarios: ${allScenarioNames.join(', ')}
 environment: WEIR_BIN=path/to/bin/weir.js benchmarks another build of weir`;
 
@@ -60,6 +64,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     profileDir: null,
     workers2: true,
     syscalls: false,
+    idleConnections: 10000,
+    soakSeconds: 0,
     portBase: 18080,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -78,6 +84,8 @@ export function parseOptions(argv: string[]): BenchOptions {
       case '--profile': options.profileDir = value(); break;
       case '--no-workers2': options.workers2 = false; break;
       case '--syscalls': options.syscalls = true; break;
+      case '--idle': options.idleConnections = nonNegativeInteger(flag, value()); break;
+      case '--soak': options.soakSeconds = parseSeconds(value()); break;
       case '--port-base': options.portBase = positiveInteger(flag, value()); break;
       case '--scenarios': options.scenarios = scenarioList(value()); break;
       case '--help': case '-h': throw new Error(usage);
@@ -91,6 +99,12 @@ export function parseOptions(argv: string[]): BenchOptions {
 function positiveInteger(flag: string, text: string): number {
   const value = Number(text);
   if (!Number.isInteger(value) || value < 1) throw new Error(`Flag "${flag}" needs a positive integer, got "${text}"`);
+  return value;
+}
+
+function nonNegativeInteger(flag: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) throw new Error(`Flag "${flag}" needs a whole number, got "${text}"`);
   return value;
 }
 

@@ -1,4 +1,5 @@
 import type { Goal } from './scenarios.ts';
+import type { IdleResult, SoakResult } from './memory.ts';
 import { formatSyscalls, type SyscallCounts } from './syscalls.ts';
 import type { WrkResult } from './wrk.ts';
 
@@ -118,6 +119,50 @@ export function renderSyscalls(results: readonly ScenarioResult[]): string {
       const counts = result.syscalls[label];
       if (counts !== undefined) lines.push(`- ${result.name} ${label}: ${typeof counts === 'string' ? `not counted: ${counts}` : formatSyscalls(counts)}`);
     }
+  }
+  return lines.join('\n');
+}
+
+/** weir's passthrough with `--workers 2`: its median throughput and CPU per request, or why it did not run. */
+export type Workers2Result = { requestsPerSecond: number; cpuPerRequest: number } | { skipped: string };
+
+/** The memory goals of issue 5, each measured or with the reason it was not. */
+export interface MemoryResults {
+  idle: IdleResult | { skipped: string };
+  soak: SoakResult | { skipped: string };
+}
+
+/** Renders weir's passthrough throughput with one and with two workers. */
+export function renderWorkers(results: readonly ScenarioResult[], workers2: Workers2Result): string {
+  const one = results.find((r) => r.name === 'passthrough');
+  const oneText = one !== undefined && 'summary' in one.weir
+    ? `${formatRate(one.weir.summary.requestsPerSecond)} req/s, ${formatCpu(one.weir.summary.cpuPerRequest)} µs CPU/req`
+    : 'not measured';
+  const twoText = 'skipped' in workers2
+    ? `not measured (${workers2.skipped})`
+    : `${formatRate(workers2.requestsPerSecond)} req/s, ${formatCpu(workers2.cpuPerRequest)} µs CPU/req`;
+  return [
+    'weir passthrough throughput by workers (2 cores shared with wrk -t1 and the nginx upstream, so a second worker has little core left to use):',
+    `- --workers 1: ${oneText}`,
+    `- --workers 2: ${twoText}`,
+  ].join('\n');
+}
+
+/** Says whether the memory goals of issue 5 hold, one line each. */
+export function renderMemoryVerdicts(memory: MemoryResults): string {
+  const lines: string[] = [];
+  const { idle, soak } = memory;
+  if ('skipped' in idle) lines.push(`- idle keep-alive connections: NOT MEASURED (${idle.skipped})`);
+  else {
+    lines.push(`- ${formatRate(idle.connections)} idle keep-alive connections: weir's RSS ${idle.rssBeforeMiB.toFixed(1)} → ${idle.rssAfterMiB.toFixed(1)} MiB, ` +
+      `+${idle.costMiB.toFixed(1)} MiB (goal ≤ 100 MiB for 10,000): ${idle.connections >= 10000 && idle.costMiB <= 100 ? 'holds' : idle.connections < 10000 ? 'not shown (fewer than 10,000 connections)' : 'does NOT hold'}`);
+  }
+  if ('skipped' in soak) lines.push(`- RSS over 5 minutes at load: NOT MEASURED (${soak.skipped})`);
+  else {
+    const within = soak.maxDeviation <= 0.1;
+    lines.push(`- RSS over ${soak.seconds}s at load (${formatRate(soak.requestsPerSecond)} req/s, ${soak.failures} failed): ${soak.baselineMiB.toFixed(1)} MiB at ${soak.seconds / 5}s, ` +
+      `then ${soak.minMiB.toFixed(1)}–${soak.maxMiB.toFixed(1)} MiB, last ${soak.lastMiB.toFixed(1)} MiB, at most ${(soak.maxDeviation * 100).toFixed(1)} % away ` +
+      `(goal ±10 % over 5 minutes): ${soak.seconds < 300 ? `${within ? 'within' : 'outside'} the band, but shorter than 5 minutes` : within ? 'holds' : 'does NOT hold'}`);
   }
   return lines.join('\n');
 }

@@ -9,7 +9,9 @@ import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-p
 import { parseOptions, type BenchOptions } from './options.ts';
 import { httpGet, portInUse } from './probe.ts';
 import { cpuMicroseconds, processTree } from './proc-cpu.ts';
-import { formatRate, median, renderNotes, renderSyscalls, renderTable, renderVerdicts, summarise, type Measurement, type ScenarioResult } from './report.ts';
+import { formatRate, median, renderMemoryVerdicts, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
+  type Measurement, type MemoryResults, type ScenarioResult, type Workers2Result } from './report.ts';
+import { measureIdleConnections, measureSoak } from './memory.ts';
 import { scenarios, type Scenario } from './scenarios.ts';
 import { startWeir, weirUnavailableReason, type WeirProcess } from './weir-proxy.ts';
 import { runWrk } from './wrk.ts';
@@ -135,28 +137,53 @@ async function runScenario(scenario: Scenario, options: BenchOptions, peerSkip: 
   return result;
 }
 
-/** Measures weir's passthrough throughput with `--workers 2`, to report beside one worker. */
-async function runWorkers2(options: BenchOptions): Promise<{ requestsPerSecond: number; cpuPerRequest: number } | { skipped: string }> {
+/** Starts a weir passthrough listener with `workers` workers, warms it up, hands it to `work`, and stops it; a failure becomes the skip reason. */
+async function withWeirPassthrough<T>(options: BenchOptions, workers: number, work: (target: Target) => Promise<T>): Promise<T | { skipped: string }> {
   const reason = weirUnavailableReason() ?? (peer === null ? 'it needs the nginx upstream, which did not start' : null);
   if (reason !== null) return { skipped: reason };
   const listenPort = options.portBase + 101;
   try {
     weir = await startWeir({
       name: 'passthrough', listenPort, adminPort: options.portBase + 110, upstreamPort: options.portBase + 920,
-      filters: [], workers: 2, profileDir: null,
+      filters: [], workers, profileDir: null,
     });
     const target: Target = { label: 'weir', rootPid: weir.pid, url: `http://127.0.0.1:${listenPort}/` };
     await runWrk({ url: target.url, seconds: options.warmupSeconds, connections: options.connections });
-    const list: Measurement[] = [];
-    for (let round = 0; round < options.rounds; round++) list.push(await measure(target, options.durationSeconds, options.connections));
-    log(`passthrough --workers 2: ${list.map((m) => formatRate(m.requestsPerSecond)).join(', ')} req/s`);
-    return { requestsPerSecond: median(list.map((m) => m.requestsPerSecond)), cpuPerRequest: median(list.map((m) => m.cpuPerRequest)) };
+    return await work(target);
   } catch (error) {
     return { skipped: (error as Error).message };
   } finally {
     await weir?.stop();
     weir = null;
   }
+}
+
+/** Measures weir's passthrough throughput with `--workers 2`, to report beside one worker. */
+function runWorkers2(options: BenchOptions): Promise<Workers2Result> {
+  return withWeirPassthrough(options, 2, async function measureWorkers2(target) {
+    const list: Measurement[] = [];
+    for (let round = 0; round < options.rounds; round++) list.push(await measure(target, options.durationSeconds, options.connections));
+    log(`passthrough --workers 2: ${list.map((m) => formatRate(m.requestsPerSecond)).join(', ')} req/s`);
+    return { requestsPerSecond: median(list.map((m) => m.requestsPerSecond)), cpuPerRequest: median(list.map((m) => m.cpuPerRequest)) };
+  });
+}
+
+/** Measures the memory goals of issue 5 on weir's passthrough: idle keep-alive connections, and RSS over a soak run when asked. */
+async function runMemoryGoals(options: BenchOptions): Promise<MemoryResults> {
+  const idle = options.idleConnections === 0
+    ? { skipped: 'skipped by --idle 0' }
+    : await withWeirPassthrough(options, 1, async function holdIdle(target) {
+      const result = await measureIdleConnections(target.rootPid, options.portBase + 101, options.idleConnections);
+      log(`idle: ${result.connections} connections took weir from ${result.rssBeforeMiB.toFixed(1)} to ${result.rssAfterMiB.toFixed(1)} MiB`);
+      return result;
+    });
+  const soak = options.soakSeconds === 0
+    ? { skipped: 'not run: it takes --soak 5m' }
+    : await withWeirPassthrough(options, 1, async function soakRun(target) {
+      log(`soak: ${options.soakSeconds}s of load on weir passthrough, sampling RSS every 5 s`);
+      return measureSoak(target.rootPid, target.url, options.soakSeconds, options.connections);
+    });
+  return { idle, soak };
 }
 
 async function main(): Promise<number> {
@@ -177,13 +204,15 @@ async function main(): Promise<number> {
   const peerSkip = await startPeer(options);
   if (peerSkip !== null) log(`nginx peer skipped: ${peerSkip}`);
   const results: ScenarioResult[] = [];
-  let workers2: Awaited<ReturnType<typeof runWorkers2>> | null = null;
+  let workers2: Workers2Result | null = null;
+  let memory: MemoryResults | null = null;
   try {
     for (const name of options.scenarios) {
       const scenario = scenarios.find((s) => s.name === name);
       if (scenario !== undefined) results.push(await runScenario(scenario, options, peerSkip));
     }
     if (options.workers2 && options.scenarios.includes('passthrough')) workers2 = await runWorkers2(options);
+    if (options.scenarios.includes('passthrough')) memory = await runMemoryGoals(options);
   } finally {
     const nginx = peer?.version ?? null;
     await cleanUp();
@@ -199,16 +228,8 @@ async function main(): Promise<number> {
       renderTable(results),
       '',
     ];
-    if (workers2 !== null) {
-      const one = results.find((r) => r.name === 'passthrough');
-      const oneRate = one !== undefined && 'summary' in one.weir ? `${formatRate(one.weir.summary.requestsPerSecond)} req/s` : 'not measured';
-      out.push('weir passthrough throughput by workers (wrk -t1, so wrk itself holds one of the cores):',
-        `- --workers 1: ${oneRate}`,
-        `- --workers 2: ${'skipped' in workers2 ? `not measured (${workers2.skipped})` : `${formatRate(workers2.requestsPerSecond)} req/s, ${workers2.cpuPerRequest.toFixed(1)} µs CPU/req`}`,
-        '');
-    }
-    const verdicts = renderVerdicts(results);
-    if (verdicts !== '') out.push('Goals of issue 5 (weir ÷ peer):', verdicts, '');
+    if (workers2 !== null) out.push(renderWorkers(results, workers2), '');
+    out.push('Goals of issue 5 (weir ÷ peer):', renderVerdicts(results), ...(memory === null ? [] : [renderMemoryVerdicts(memory)]), '');
     const syscalls = renderSyscalls(results);
     if (syscalls !== '') {
       out.push('System calls per request (2 s of load under strace -f -c: a diagnostic; strace slows the proxy, which changes how many events each epoll wait returns):', syscalls, '');
@@ -218,7 +239,7 @@ async function main(): Promise<number> {
     if (options.profileDir !== null) out.push(summariseProfiles(options.profileDir), '');
     process.stdout.write(`${out.join('\n')}\n`);
     if (options.jsonPath !== null) {
-      writeFileSync(options.jsonPath, `${JSON.stringify({ machine, command, options, results, workers2 }, null, 2)}\n`);
+      writeFileSync(options.jsonPath, `${JSON.stringify({ machine, command, options, results, workers2, memory }, null, 2)}\n`);
       log(`results written to "${options.jsonPath}"`);
     }
   }
