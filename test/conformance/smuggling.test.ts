@@ -190,3 +190,16 @@ test('Expect: 100-continue on a request with no route gets the 404 without a 100
   assert.equal(r.status, 404);
   c.destroy();
 });
+
+test('a malformed request pipelined behind a valid one: the valid one is answered, then 400 and close', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /delay?pipelined HTTP/1.1\r\nHost: a\r\n\r\nGET /bad HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n');
+  const first = await c.readResponse();
+  assert.equal(first.status, 200);
+  assert.equal(first.body.toString(), '/delay?pipelined 0');
+  const second = await c.readResponse();
+  assert.equal(second.status, 400);
+  assert.equal(second.get('connection'), 'close');
+  assert.equal(await c.waitClosed(), true);
+  assert.equal(seen.filter((u) => u === '/bad').length, 0);
+});

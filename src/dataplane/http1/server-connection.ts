@@ -79,6 +79,8 @@ export class ServerConnection {
    * a malformed chunk in the same bytes rejects it before anything reaches the upstream.
    */
   #deferred: Queued | null = null;
+  /** A malformed request pipelined behind ones being answered: its error reply goes out once they are done. */
+  #failAfter: ProxyError | null = null;
   /** The exchange whose response is being written. */
   #active: RequestSink | null = null;
   #activeHead: RequestHead | null = null;
@@ -326,6 +328,7 @@ export class ServerConnection {
   }
 
   #onData(data: Buffer): void {
+    if (this.#failAfter !== null) return;
     // The first bytes of a new request on a kept-alive connection: the head must now arrive in time.
     if (this.#timerKind === 'idle') this.#arm('header');
     let ret: ReturnType<Parser['execute']>;
@@ -360,6 +363,15 @@ export class ServerConnection {
     const sink = this.#parsing;
     this.#parsing = null;
     this.#deferred = null;
+    if (this.#active !== null && this.#active !== sink && !this.#closed) {
+      // Pipelined behind a request still being answered: that one (and complete ones queued) are answered first.
+      if (sink !== null && 'events' in sink) {
+        const i = this.#queue.indexOf(sink);
+        if (i >= 0) this.#queue.splice(i, 1);
+      }
+      this.#failAfter = err;
+      return;
+    }
     if (sink !== null && !('events' in sink)) sink.onAbort(err);
     if (!this.#responseStarted && !this.#closed && (this.#active === null || this.#active === sink)) {
       this.#responseStarted = true;
@@ -389,6 +401,11 @@ export class ServerConnection {
     if (next !== undefined) {
       this.resume();
       this.#startQueued(next);
+    } else if (this.#failAfter !== null) {
+      const err = this.#failAfter;
+      this.#failAfter = null;
+      this.#responseStarted = false;
+      this.#protocolError(err);
     } else if (this.#parsing === null) this.#arm('idle');
   }
 
