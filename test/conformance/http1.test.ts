@@ -20,6 +20,8 @@ let closer: import('node:net').Server;
 let stray: import('node:net').Server;
 let strayConnections = 0;
 let upstreamConnections = 0;
+/** Remote ports of the upstream's connections that closed. */
+const closedPorts = new Set<number>();
 
 function readBody(req: http.IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -110,7 +112,11 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
 
 before(async () => {
   up = await startUpstream((req, res) => void handle(req, res), { stream: true });
-  up.server.on('connection', () => upstreamConnections++);
+  up.server.on('connection', (socket: import('node:net').Socket) => {
+    upstreamConnections++;
+    const port = socket.remotePort!;
+    socket.on('close', () => closedPorts.add(port));
+  });
   short = await startUpstream();
   closer = net.createServer((socket) => {
     socket.on('error', () => {});
@@ -164,6 +170,10 @@ listeners:
         cluster: closer
       - match: { prefix: /stray }
         cluster: stray
+      - match: { prefix: /sweep/ }
+        cluster: sweep
+      - match: { prefix: /noidle/ }
+        cluster: noidle
       - match: { path: /direct }
         direct_response: { status: 200, body: "direct body" }
       - match: { prefix: / }
@@ -187,6 +197,12 @@ listeners:
 clusters:
   - name: short
     endpoints: [${short.address}]
+  - name: sweep
+    endpoints: [${up.address}]
+    idle_timeout: 200ms
+  - name: noidle
+    endpoints: [${up.address}]
+    max_idle_connections: 0
   - name: stray
     endpoints: [127.0.0.1:${(stray.address() as import('node:net').AddressInfo).port}]
   - name: closer
@@ -590,4 +606,18 @@ test('answers HEAD on a local reply with its content-length and no body', async 
   const full = await c.readResponse();
   assert.equal(full.body.toString(), 'direct body', 'no stray body bytes before the next response');
   c.destroy();
+});
+
+test('closes pooled upstream connections idle longer than the cluster idle_timeout', async () => {
+  const res = await fetch(`${weir.url('edge')}/sweep/one`);
+  const port = JSON.parse(await res.text()).port;
+  const deadline = Date.now() + 5000;
+  while (!closedPorts.has(port) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(closedPorts.has(port), 'weir closed the idle connection (the upstream itself would wait 30 s)');
+});
+
+test('max_idle_connections: 0 keeps no connection for reuse', async () => {
+  const ports = [];
+  for (let i = 0; i < 3; i++) ports.push(JSON.parse(await (await fetch(`${weir.url('edge')}/noidle/${i}`)).text()).port);
+  assert.equal(new Set(ports).size, 3);
 });
