@@ -25,6 +25,7 @@ import { RouterSink, ClientSink } from './stream-sinks.ts';
 
 const EMPTY = Buffer.alloc(0);
 const NO_FILTERS: readonly Filter[] = Object.freeze([]);
+const NO_ENTRIES: readonly ChainEntry[] = Object.freeze([]);
 
 /** One request/response exchange. Implements the codec's sink, the upstream's listener and StreamInfo. */
 export class Stream implements RequestSink, UpstreamListener, StreamInfo {
@@ -40,9 +41,10 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
   originalAuthority = '';
   route: Route | null = null;
   clusterName: string | null = null;
-  filters: Filter[] = [];
-  entries: readonly ChainEntry[] = [];
-  handles: FilterHandle[] = [];
+  /** The filter instances of this request, in chain order (shared empty array when the chain is empty). */
+  filters: Filter[] = NO_FILTERS as Filter[];
+  entries: readonly ChainEntry[] = NO_ENTRIES;
+  /** Time spent in each filter's hooks, ms; null without filters. */
   filterMs: Float64Array | null = null;
   requestHeaders: HeaderMap;
   responseHeaders: HeaderMap | null = null;
@@ -105,10 +107,10 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     const n = this.entries.length;
     if (n > 0) {
       this.filterMs = new Float64Array(n);
+      this.filters = [];
       for (let i = 0; i < n; i++) {
         const e = this.entries[i];
         const handle = new FilterHandle(this, i, e.name);
-        this.handles.push(handle);
         try {
           this.filters.push(e.factory.create(handle, e.perRoute));
         } catch (err) {
