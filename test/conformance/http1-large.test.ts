@@ -69,12 +69,45 @@ function watchRss(pid: number): { stop(): number } {
   };
 }
 
+/** Bytes the /endless upstream handler managed to write so far. */
+let endlessSent = 0;
+
+/** Resolves once `read()` stops growing (unchanged over 5 polls 100 ms apart, at most 15 s). */
+async function settle(read: () => number): Promise<number> {
+  let last = -1;
+  let same = 0;
+  for (let i = 0; i < 150 && same < 5; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = read();
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
 let up: Upstream;
 let weir: Weir;
 
 before(async () => {
   up = await startUpstream(
     (req, res) => {
+      if (req.url === '/endless') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        let open = true;
+        res.on('close', () => (open = false));
+        const pump = () => {
+          while (open) {
+            endlessSent += 64 * 1024;
+            if (!res.write(PATTERN.subarray(0, 64 * 1024))) return void res.once('drain', pump);
+          }
+        };
+        pump();
+        return;
+      }
+      if (req.url === '/never-read') {
+        req.pause();
+        return;
+      }
       if (req.url === '/download') {
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(GiB) });
         patternSource(GiB).pipe(res);
@@ -155,4 +188,34 @@ test('a 1 GiB download streams through with weir RSS under 300 MiB', { timeout: 
   assert.equal(result.bytes, GiB);
   assert.equal(result.bad, 0);
   assert.ok(max < RSS_LIMIT, `weir RSS peaked at ${(max / 1024 ** 2).toFixed(0)} MiB`);
+});
+
+test('a client that stops reading stops the upstream: weir buffers a bounded amount', async () => {
+  const { hostname, port } = new URL(weir.url('edge'));
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get({ host: hostname, port, path: '/endless' }, resolve).on('error', reject));
+  res.pause();
+  const sent = await settle(() => endlessSent);
+  res.destroy();
+  assert.ok(sent > 0);
+  assert.ok(sent < 64 * 1024 ** 2, `the upstream wrote ${(sent / 1024 ** 2).toFixed(1)} MiB into a response nobody read`);
+});
+
+test('an upstream that stops reading stops the client upload: weir buffers a bounded amount', async () => {
+  const { hostname, port } = new URL(weir.url('edge'));
+  const req = http.request({ host: hostname, port, method: 'POST', path: '/never-read' });
+  req.on('error', () => {});
+  let written = 0;
+  let open = true;
+  req.on('close', () => (open = false));
+  const pump = () => {
+    while (open) {
+      written += 64 * 1024;
+      if (!req.write(PATTERN.subarray(0, 64 * 1024))) return void req.once('drain', pump);
+    }
+  };
+  pump();
+  const sent = await settle(() => written);
+  open = false;
+  req.destroy();
+  assert.ok(sent < 64 * 1024 ** 2, `the client pushed ${(sent / 1024 ** 2).toFixed(1)} MiB towards an upstream that reads nothing`);
 });
