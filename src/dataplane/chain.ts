@@ -70,12 +70,17 @@ export class Pipeline {
   /** The filter that stopped last (for resume() without index). */
   lastStopped = -1;
 
-  readonly #timing: ((index: number, ms: number) => void) | null;
+  readonly #timing: Float64Array | null;
+  readonly #reversed: boolean;
 
-  /** `timing`, when given, receives the time spent in each hook call, by pipeline index. */
-  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number, timing: ((index: number, ms: number) => void) | null = null) {
+  /**
+   * `timing`, when given, gets the milliseconds spent in each filter's hooks added, indexed by chain position:
+   * a response pipeline runs the chain's filters in reverse, so its index i is chain position n - 1 - i.
+   */
+  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number, timing: Float64Array | null = null) {
     this.filters = filters;
     this.#timing = timing;
+    this.#reversed = direction === 'response';
     this.#hooks = direction === 'request' ? REQUEST_HOOKS : RESPONSE_HOOKS;
     this.#sink = sink;
     this.#limit = bufferLimit;
@@ -100,7 +105,7 @@ export class Pipeline {
     try {
       return hook.call(filter, a, b);
     } finally {
-      timing(i, performance.now() - t0);
+      timing[this.#reversed ? this.filters.length - 1 - i : i] += performance.now() - t0;
     }
   }
 

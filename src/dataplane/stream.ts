@@ -120,8 +120,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
         }
       }
     }
-    const ms = this.filterMs;
-    this.#req = new Pipeline(this.filters, 'request', new RouterSink(this), s.bufferLimit, ms === null ? null : (i, t) => (ms[i] += t));
+    this.#req = new Pipeline(this.filters, 'request', new RouterSink(this), s.bufferLimit, this.filterMs);
     this.#req.headers(h, !this.head.hasBody);
   }
 
@@ -312,8 +311,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     if (this.#res !== null) return this.#res;
     const filters = upTo === 0 ? NO_FILTERS : this.filters.slice(0, upTo).reverse();
     const n = filters.length;
-    const ms = this.filterMs;
-    this.#res = new Pipeline(filters, 'response', new ClientSink(this, n), this.listener.settings.bufferLimit, ms === null ? null : (i, t) => (ms[n - 1 - i] += t));
+    this.#res = new Pipeline(filters, 'response', new ClientSink(this, n), this.listener.settings.bufferLimit, this.filterMs);
     return this.#res;
   }
 
