@@ -143,6 +143,11 @@ before(async () => {
     socket.on('error', () => {});
     // An upgraded socket is half-open: close it when weir closes its side, or server.close() waits forever.
     socket.on('end', () => socket.end());
+    if (req.url === '/ws-bye') {
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye');
+      socket.resume();
+      return;
+    }
     if (req.url === '/refuse-upgrade') {
       socket.end('HTTP/1.1 426 Upgrade Required\r\ncontent-type: text/plain\r\ncontent-length: 7\r\nconnection: close\r\n\r\nrefused');
       return;
@@ -620,4 +625,15 @@ test('max_idle_connections: 0 keeps no connection for reuse', async () => {
   const ports = [];
   for (let i = 0; i < 3; i++) ports.push(JSON.parse(await (await fetch(`${weir.url('edge')}/noidle/${i}`)).text()).port);
   assert.equal(new Set(ports).size, 3);
+});
+
+test('a tunnel the upstream closes is closed downstream too, and logged as a 101', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /ws-bye HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello');
+  assert.equal((await c.readResponse()).status, 101);
+  assert.equal((await c.readBytes(3)).toString(), 'bye');
+  assert.equal(await c.waitClosed(), true);
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/ws-bye');
+  assert.equal(line.status, 101);
+  assert.ok(line.bytes_out >= 3);
 });
