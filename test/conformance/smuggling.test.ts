@@ -86,6 +86,13 @@ const vectors: [string, string, number][] = [
   ['HTTP/1.1 without Host', 'GET /smuggle-nohost HTTP/1.1\r\nX-A: b\r\n\r\n', 400],
   ['a malformed request line', 'GET /smuggle-line HTTP/1.1 extra\r\nHost: a\r\n\r\n', 400],
   ['an unknown HTTP version', 'GET /smuggle-version HTTP/2.7\r\nHost: a\r\n\r\n', 400],
+  ['two Transfer-Encoding headers, chunked not last', 'POST /smuggle-te-te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n', 400],
+  ['an unknown transfer coding', 'POST /smuggle-xchunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n', 400],
+  ['a Content-Length list', 'POST /smuggle-cl-list HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\nab', 400],
+  ['a signed Content-Length', 'POST /smuggle-cl-sign HTTP/1.1\r\nHost: a\r\nContent-Length: +2\r\n\r\nab', 400],
+  ['a NUL in a header value', 'GET /smuggle-nul HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n', 400],
+  ['a chunk extension with a bare LF', 'POST /smuggle-ext HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext\nabc\r\n0\r\n\r\n', 400],
+  ['chunk data not followed by CRLF', 'POST /smuggle-chunk-crlf HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n', 400],
   ['oversized headers', `GET /smuggle-big HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(16 * 1024)}\r\n\r\n`, 431],
   ['a URI over max_uri_size', `GET /smuggle-uri?${'u'.repeat(2048)} HTTP/1.1\r\nHost: a\r\n\r\n`, 414],
 ];
