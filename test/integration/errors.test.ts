@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
 import { metric } from '../support/metrics.ts';
@@ -24,6 +25,14 @@ let drip: Upstream;
 /** Set when the dripping upstream saw its response's connection close. */
 let dripClosed = false;
 let refusedPort = 0;
+/**
+ * A listening socket that never accepts (python3: Node's own servers always accept), with its one backlog
+ * slot taken, so that connecting to it hangs until weir's connect timeout.
+ */
+const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
+let blackhole: ChildProcess | null = null;
+let blackholePort = 1;
+let backlogFiller: net.Socket | null = null;
 const held: http.ServerResponse[] = [];
 
 async function rawServer(onConnection: (socket: net.Socket) => void): Promise<net.Server> {
@@ -72,6 +81,14 @@ before(async () => {
       dripClosed = true;
     });
   });
+  if (hasPython) {
+    blackhole = spawn('python3', ['-c', 'import socket,sys\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    blackholePort = await new Promise<number>((resolve) => blackhole!.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+    backlogFiller = net.connect(blackholePort, '127.0.0.1');
+    await new Promise((resolve) => backlogFiller!.once('connect', resolve));
+  }
   const closed = await rawServer(() => {});
   refusedPort = (closed.address() as AddressInfo).port;
   await new Promise<void>((resolve) => closed.close(() => resolve()));
@@ -82,6 +99,8 @@ listeners:
     routes:
       - match: { prefix: /refused }
         cluster: refused
+      - match: { prefix: /blackhole }
+        cluster: blackhole
       - match: { prefix: /timeout }
         cluster: hang
         timeout: 300ms
@@ -105,6 +124,9 @@ listeners:
 clusters:
   - name: refused
     endpoints: [127.0.0.1:${refusedPort}]
+  - name: blackhole
+    endpoints: [127.0.0.1:${blackholePort}]
+    connect_timeout: 300ms
   - name: hang
     endpoints: [${hang.address}]
   - name: reset
@@ -129,6 +151,8 @@ after(async () => {
   for (const res of held) res.destroy();
   await Promise.all([ok, hang, reset, midway, drip].map((u) => u?.close()));
   garbage?.close();
+  backlogFiller?.destroy();
+  blackhole?.kill();
   smuggler?.close();
   rogue?.close();
 });
@@ -218,3 +242,12 @@ for (const [path, flag] of [
     assert.equal(line.status, 200, 'the upstream status, as Envoy logs it');
   });
 }
+
+test('answers 503 UF when the upstream does not accept within connect_timeout', { skip: hasPython ? false : 'needs python3 for a socket that never accepts' }, async () => {
+  const res = await fetch(`${weir.url('edge')}/blackhole`);
+  assert.equal(res.status, 503);
+  assert.equal(await res.text(), 'upstream connect error');
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/blackhole');
+  assert.equal(line.flags, 'UF');
+  assert.match(line.details, /timed out after 300ms/);
+});
