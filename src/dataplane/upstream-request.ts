@@ -5,6 +5,7 @@
  */
 import type { HeaderMap } from '../core/headers.ts';
 import { ProxyError } from '../core/errors.ts';
+import { timeoutList, type TimeoutList, type TimeoutTicket, type Expirable } from '../core/timeout-list.ts';
 import type { ClientConnection, ResponseSink } from './http1/client-connection.ts';
 import type { PoolWaiter, Pool } from './http1/pool.ts';
 import type { Cluster } from './upstream/cluster.ts';
@@ -50,7 +51,7 @@ const DONE = 3;
 const NO_CHUNKS: Buffer[] = [];
 
 /** One upstream request with its attempts. */
-export class UpstreamRequest implements ResponseSink, PoolWaiter {
+export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
   readonly #l: UpstreamListener;
   readonly #o: UpstreamRequestOptions;
   #conn: ClientConnection | null = null;
@@ -68,7 +69,9 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
   retries = 0;
   #attemptStart = 0;
   #firstAttempt = 0;
-  #deadline: NodeJS.Timeout | null = null;
+  /** Ticket of the overall deadline in the route timeout's TimeoutList, or -1. */
+  #deadline: TimeoutTicket = -1;
+  #deadlineList: TimeoutList | null = null;
   #tryTimer: NodeJS.Timeout | null = null;
   #idleTimer: NodeJS.Timeout | null = null;
   #backoff: NodeJS.Timeout | null = null;
@@ -103,7 +106,10 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
   /** Starts the first attempt. */
   start(): void {
     if (this.#o.contentLength === 0) this.#requestEnded = true;
-    if (this.#o.timeoutMs > 0) this.#deadline = setTimeout(onDeadline, this.#o.timeoutMs, this);
+    if (this.#o.timeoutMs > 0) {
+      this.#deadlineList = timeoutList(this.#o.timeoutMs);
+      this.#deadline = this.#deadlineList.arm(this);
+    }
     this.#attempt();
   }
 
@@ -333,9 +339,9 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
     );
   }
 
-  /** Overall deadline fired: no more attempts. */
-  deadlineReached(): void {
-    this.#deadline = null;
+  /** The overall deadline passed (called by the TimeoutList): no more attempts. */
+  expire(): void {
+    this.#deadline = -1;
     if (this.#state === DONE || this.#headSeen) return;
     const ep = this.#endpoint;
     if (this.#conn !== null) this.#conn.abort();
@@ -432,7 +438,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
   }
 
   #clearTimers(): void {
-    if (this.#deadline !== null) clearTimeout(this.#deadline);
+    if (this.#deadline >= 0) this.#deadlineList!.cancel(this.#deadline);
     if (this.#tryTimer !== null) clearTimeout(this.#tryTimer);
     if (this.#backoff !== null) {
       clearTimeout(this.#backoff);
@@ -442,13 +448,11 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter {
       clearTimeout(this.#idleTimer);
       this.#idleTimer = null;
     }
-    this.#deadline = this.#tryTimer = this.#backoff = null;
+    this.#deadline = -1;
+    this.#tryTimer = this.#backoff = null;
   }
 }
 
-function onDeadline(r: UpstreamRequest): void {
-  r.deadlineReached();
-}
 function onTryTimeout(r: UpstreamRequest): void {
   r.tryTimedOut();
 }
