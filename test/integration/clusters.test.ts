@@ -16,6 +16,8 @@ let weir: Weir;
 /** Every request either upstream received, in arrival order (health checks left out). */
 const hits: { name: string; url: string; method: string }[] = [];
 const held: http.ServerResponse[] = [];
+/** What "a" answers on its health check path (503 until a test heals it). */
+let aHealthStatus = 503;
 
 function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResponse, body: Buffer): void {
   const path = req.url!.split('?')[0];
@@ -42,7 +44,7 @@ function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResp
     case '500':
       return reply(Number(action));
     case 'health':
-      return reply(503);
+      return reply(aHealthStatus);
     default:
       return reply(200);
   }
@@ -71,7 +73,7 @@ listeners:
   - name: edge
     address: 127.0.0.1:0
     routes:
-${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('nobudget', 'nobudget')}${route('retrypost', 'retrypost')}${route('deadline', 'deadline', '        timeout: 500ms\n')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
+${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('shortejection', 'shortejection')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('nobudget', 'nobudget')}${route('retrypost', 'retrypost')}${route('deadline', 'deadline', '        timeout: 500ms\n')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
       - match: { prefix: /split/ }
         weighted_clusters: [{ name: only-a, weight: 3 }, { name: only-b, weight: 1 }]
       - match: { prefix: /never-b/ }
@@ -110,6 +112,9 @@ clusters:
   - name: outlier
     endpoints: ${both}
     outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 50, base_ejection_time: 60s }
+  - name: shortejection
+    endpoints: ${both}
+    outlier_detection: { consecutive_5xx: 2, max_ejection_percent: 50, base_ejection_time: 300ms, interval: 100ms }
   - name: dns
     endpoints: [localhost:${b.port}]
   - name: retrypost
@@ -452,6 +457,11 @@ test('an active health check marks the 503-answering endpoint unhealthy and traf
   const eps = await endpointsOf('hc');
   assert.equal(eps.find((e) => e.address === b.address)?.healthy, true);
   for (let i = 0; i < 10; i++) assert.equal((await send(`/hc/ok?${i}`)).upstream, 'b');
+  aHealthStatus = 200;
+  await waitFor('admin /clusters to show a healthy again', async () => (await endpointsOf('hc')).find((e) => e.address === a.address)?.healthy === true);
+  const names = new Set<string>();
+  for (let i = 0; i < 10; i++) names.add((await send(`/hc/ok?healed=${i}`)).upstream!);
+  assert.ok(names.has('a'), 'traffic returns to the healed endpoint');
 });
 
 test('outlier detection ejects an endpoint after consecutive 5xx', async () => {
@@ -471,6 +481,17 @@ test('outlier detection ejects an endpoint after consecutive 5xx', async () => {
     assert.equal(r.status, 200);
     assert.equal(r.upstream, 'b');
   }
+});
+
+test('an ejected endpoint returns to service after its ejection time', async () => {
+  let fromA = 0;
+  for (let i = 0; i < 20 && fromA < 2; i++) if ((await send(`/shortejection/500?warm=${i}`)).upstream === 'a') fromA++;
+  assert.equal(fromA, 2);
+  assert.equal((await endpointsOf('shortejection')).find((e) => e.address === a.address)?.ejected, true);
+  await waitFor('the ejection to end', async () => (await endpointsOf('shortejection')).find((e) => e.address === a.address)?.ejected === false);
+  const names = new Set<string>();
+  for (let i = 0; i < 10; i++) names.add((await send(`/shortejection/ok?back=${i}`)).upstream!);
+  assert.ok(names.has('a'), 'traffic returns to the endpoint');
 });
 
 test('a DNS name endpoint (localhost:PORT) resolves and serves', async () => {
