@@ -637,3 +637,14 @@ test('a tunnel the upstream closes is closed downstream too, and logged as a 101
   assert.equal(line.status, 101);
   assert.ok(line.bytes_out >= 3);
 });
+
+test('accepts an absolute-form request target: its authority replaces Host (RFC 9112 section 3.2.2)', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET http://origin.example:8080/echo?abs=1 HTTP/1.1\r\nHost: ignored.example\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  const echo = JSON.parse(r.body.toString());
+  assert.equal(echo.url, '/echo?abs=1', 'the upstream gets origin-form');
+  assert.equal(echo.headers.host, 'origin.example:8080');
+  c.destroy();
+});

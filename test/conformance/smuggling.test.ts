@@ -93,13 +93,15 @@ const vectors: [string, string, number][] = [
   ['a NUL in a header value', 'GET /smuggle-nul HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n', 400],
   ['a chunk extension with a bare LF', 'POST /smuggle-ext HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext\nabc\r\n0\r\n\r\n', 400],
   ['chunk data not followed by CRLF', 'POST /smuggle-chunk-crlf HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n', 400],
+  ['an absolute-form target with userinfo', 'GET http://user@origin.example/smuggle-userinfo HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+  ['an absolute-form target of another scheme', 'GET ftp://origin.example/smuggle-ftp HTTP/1.1\r\nHost: a\r\n\r\n', 400],
   ['oversized headers', `GET /smuggle-big HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(16 * 1024)}\r\n\r\n`, 431],
   ['a URI over max_uri_size', `GET /smuggle-uri?${'u'.repeat(2048)} HTTP/1.1\r\nHost: a\r\n\r\n`, 414],
 ];
 
 for (const [name, bytes, status] of vectors) {
   test(`rejects ${name} with ${status} and Connection: close, and never forwards it`, async () => {
-    const path = /^[A-Z]+ (\/[a-z0-9-]+)/.exec(bytes)![1];
+    const path = /^[A-Z]+ (?:[a-z]+:\/\/[^/]+)?(\/[a-z0-9-]+)/.exec(bytes)![1];
     const r = await reject(bytes);
     assert.equal(r.status, status);
     assert.equal(r.connection, 'close');

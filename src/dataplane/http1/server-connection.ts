@@ -278,6 +278,7 @@ export class ServerConnection {
       list.push(name, value);
     }
     if (minor >= 1 && hosts === 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'HTTP/1.1 request without a Host header');
+    if (url.charCodeAt(0) !== 47 /* / */) absoluteForm(list, url);
     if (method === 'CONNECT') throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'CONNECT is not supported');
     if (upgrade) this.#pendingUpgrade = true;
     const head: RequestHead = { method, versionMinor: minor, headers: new HeaderMap(list), keepAlive, upgrade, hasBody, expectContinue };
@@ -494,6 +495,22 @@ function httpDate(): string {
     dateText = new Date(now).toUTCString();
   }
   return dateText;
+}
+
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#@]+)((?:[/?][^#]*)?)$/i;
+
+/**
+ * An absolute-form request target (`GET http://host/path`): its authority replaces Host and the upstream gets
+ * the origin form, as RFC 9112 section 3.2.2 requires of servers. Other targets are left to routing.
+ */
+function absoluteForm(list: string[], url: string): void {
+  const m = ABSOLUTE_FORM.exec(url);
+  if (m === null) {
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', `Invalid request target "${url.slice(0, 100)}"`);
+    return;
+  }
+  list[1] = m[1];
+  list[3] = m[2].charCodeAt(0) === 47 /* / */ ? m[2] : '/' + m[2];
 }
 
 function onTimer(conn: ServerConnection): void {
