@@ -128,7 +128,10 @@ before(async () => {
     socket.on('error', () => {});
     socket.on('data', (d: Buffer) => {
       const text = d.toString('latin1');
-      if (text.startsWith('GET /stray/interim ')) {
+      if (text.startsWith('GET /stray/http10')) {
+        // An HTTP/1.0 answer without keep-alive; the socket is left open, but it must not be reused.
+        socket.write('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nv1.0');
+      } else if (text.startsWith('GET /stray/interim ')) {
         socket.write('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n');
         socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal');
       } else if (text.startsWith('GET /stray/1 ')) {
@@ -647,4 +650,14 @@ test('accepts an absolute-form request target: its authority replaces Host (RFC 
   assert.equal(echo.url, '/echo?abs=1', 'the upstream gets origin-form');
   assert.equal(echo.headers.host, 'origin.example:8080');
   c.destroy();
+});
+
+test('does not reuse an upstream connection whose HTTP/1.0 answer did not keep it alive', async () => {
+  const before = strayConnections;
+  for (let i = 0; i < 3; i++) {
+    const res = await fetch(`${weir.url('edge')}/stray/http10?${i}`);
+    assert.equal(await res.text(), 'v1.0');
+  }
+  // The first may ride a pooled connection from an earlier test; each later one needs a new connection.
+  assert.ok(strayConnections - before >= 2, `${strayConnections - before} new connections`);
 });
