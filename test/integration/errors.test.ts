@@ -101,6 +101,8 @@ listeners:
         cluster: refused
       - match: { prefix: /blackhole }
         cluster: blackhole
+      - match: { prefix: /onelane }
+        cluster: onelane
       - match: { prefix: /timeout }
         cluster: hang
         timeout: 300ms
@@ -124,6 +126,10 @@ listeners:
 clusters:
   - name: refused
     endpoints: [127.0.0.1:${refusedPort}]
+  - name: onelane
+    endpoints: [127.0.0.1:${refusedPort}]
+    circuit_breakers: { max_connections: 1 }
+    timeout: 10s
   - name: blackhole
     endpoints: [127.0.0.1:${blackholePort}]
     connect_timeout: 300ms
@@ -250,4 +256,12 @@ test('answers 503 UF when the upstream does not accept within connect_timeout', 
   const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/blackhole');
   assert.equal(line.flags, 'UF');
   assert.match(line.details, /timed out after 300ms/);
+});
+
+test('requests waiting for a connection slot fail with 503 UF when the connection attempts fail, not at the route timeout', async () => {
+  const results = await Promise.all([0, 1, 2, 3].map((i) => fetch(`${weir.url('edge')}/onelane/${i}`).then(async (r) => [r.status, await r.text()])));
+  for (const [status, body] of results) {
+    assert.equal(status, 503);
+    assert.equal(body, 'upstream connect error');
+  }
 });

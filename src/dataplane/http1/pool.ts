@@ -158,6 +158,13 @@ export class Pool implements ConnectionOwner {
         o.limits.releaseConnection();
         o.onConnectFailure?.(err);
         w.onPoolFailure(err);
+        // The slot is free again: a request waiting for one makes its own attempt instead of waiting for a
+        // connection that will never be released (it would otherwise hang until its route timeout).
+        const next = this.#waiters.shift();
+        if (next !== undefined) {
+          o.limits.releasePending();
+          this.acquire(next);
+        }
         return;
       }
       w.onPoolReady(new ClientConnection(socket!, this.address, this, o.maxHeaderSize), false);
