@@ -661,3 +661,12 @@ test('does not reuse an upstream connection whose HTTP/1.0 answer did not keep i
   // The first may ride a pooled connection from an earlier test; each later one needs a new connection.
   assert.ok(strayConnections - before >= 2, `${strayConnections - before} new connections`);
 });
+
+test('never sends 100 Continue to an HTTP/1.0 client (RFC 9110 section 10.1.1)', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('POST /echo HTTP/1.0\r\nHost: test.local\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello');
+  const r = await c.readResponse({ interim: true });
+  assert.equal(r.status, 200, 'the first thing the client reads is the final response');
+  assert.equal(JSON.parse(r.body.toString()).body, 'hello');
+  c.destroy();
+});

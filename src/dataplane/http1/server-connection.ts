@@ -133,9 +133,9 @@ export class ServerConnection {
     return this.#responseStarted;
   }
 
-  /** Writes 100 Continue, when the client asked for it and no response has started. */
+  /** Writes 100 Continue, when the client asked for it and no response has started (never to HTTP/1.0). */
   sendContinue(): void {
-    if (!this.#responseStarted && !this.#closed) this.#out.text(CONTINUE);
+    if (!this.#responseStarted && !this.#closed && this.#activeHead !== null && this.#activeHead.versionMinor >= 1) this.#out.text(CONTINUE);
   }
 
   /**
