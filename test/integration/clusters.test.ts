@@ -28,6 +28,7 @@ function behave(name: 'a' | 'b', req: http.IncomingMessage, res: http.ServerResp
     res.end(name);
   };
   if (action === 'hold') return void held.push(res);
+  if (action === 'both503') return reply(503);
   if (action === 'len' || (name === 'b' && action === 'resetlen')) {
     res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name });
     return void res.end(`${name} ${body.length} ${body.subarray(0, 8).toString()}`);
@@ -320,6 +321,15 @@ test('retry_on: [5xx] retries a 503 onto the healthy endpoint', async () => {
     }
   }
   assert.ok(retried > 0);
+});
+
+test('when every attempt answers 5xx, the client gets the last upstream answer, as Envoy does', async () => {
+  const r = await send('/retry5xx/both503');
+  assert.equal(r.status, 503);
+  assert.ok(r.body === 'a' || r.body === 'b', `the upstream's own body, got "${r.body}"`);
+  assert.equal(hitsFor('/retry5xx/both503').length, 2);
+  const line = await accessLine('/retry5xx/both503');
+  assert.equal(line.retries, 1);
 });
 
 test('retriable-status-codes retries only the listed statuses', async () => {
