@@ -26,8 +26,7 @@ export class ListenerSocket {
     this.configured = configured;
     this.runtime = runtime;
     this.#active = active;
-    // Half-open: a client that shuts down its side after the request still gets the response (ServerConnection ends it).
-    this.#server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket));
+    this.#server = net.createServer({ noDelay: true }, (socket) => this.#accept(socket));
   }
 
   /** Binds and listens; resolves with the bound port. */

@@ -533,14 +533,14 @@ test('keeps repeated response headers such as Set-Cookie as separate lines', asy
   c.destroy();
 });
 
-test('answers a client that half-closes right after its request', async () => {
+test('a client that half-closes while its request waits is treated as gone (DC), as Envoy and nginx do', async () => {
   const c = await RawConnection.open(weir.url('edge'));
-  c.write(get('/echo?half=1'));
+  c.write(get('/slow?ms=300&id=half'));
   c.socket.end();
-  const r = await c.readResponse();
-  assert.equal(r.status, 200);
-  assert.equal(JSON.parse(r.body.toString()).url, '/echo?half=1');
   assert.equal(await c.waitClosed(), true);
+  assert.equal(c.pending.length, 0, 'no response');
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/slow?ms=300&id=half');
+  assert.equal(line.flags, 'DC');
 });
 
 test('answers fifty pipelined requests in one write, in order', async () => {

@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
-import { createParser, METHODS, type Parser } from './llhttp.ts';
+import { createParser, METHODS, type Parser, type ParseResult } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
 import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
 
@@ -95,6 +95,8 @@ export class ServerConnection {
   #finishWhenRead = false;
   #tornDown = false;
   #paused = 0;
+  /** True while the parser reads from the socket's handle (see `Parser.consume`). */
+  #consumed = false;
   #timer: NodeJS.Timeout | null = null;
   #timerKind: 'header' | 'idle' | null = null;
   /** Set by `upgrade()`: bytes received after the upgrade request's head. */
@@ -107,20 +109,25 @@ export class ServerConnection {
     this.localAddress = `${socket.localAddress}:${socket.localPort}`;
     this.remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
     this.#parser = createParser('request', opts.maxHeaderSize, {
+      onBegin: () => this.#onBegin(),
       onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive) => this.#onHead(minor, raw, method, url, upgrade, keepAlive),
       onBody: (chunk) => this.#event(chunk),
       onTrailers: (raw) => this.#event(new HeaderMap(rawToList(raw))),
       onComplete: () => this.#event(null),
     });
     socket.setNoDelay(true);
-    socket.on('data', (data: Buffer) => {
-      ioEnter();
-      try {
-        this.#onData(data);
-      } finally {
-        ioExit();
-      }
-    });
+    // The parser reads from the socket's handle itself (as node:http does); 'data' events only where it cannot.
+    this.#consumed = this.#parser.consume(socket, (ret, thrown) => this.#afterParse(ret, thrown, null));
+    if (!this.#consumed) {
+      socket.on('data', (data: Buffer) => {
+        ioEnter();
+        try {
+          this.#onData(data);
+        } finally {
+          ioExit();
+        }
+      });
+    }
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.#teardown('DOWNSTREAM_RESET'));
@@ -218,12 +225,17 @@ export class ServerConnection {
 
   /** Stops reading from the client (back-pressure); balanced by `resume`. */
   pause(): void {
-    if (this.#paused++ === 0) this.socket.pause();
+    if (this.#paused++ > 0) return;
+    if (this.#consumed) readStop(this.socket);
+    else this.socket.pause();
   }
 
   /** Resumes reading after `pause`. */
   resume(): void {
-    if (this.#paused > 0 && --this.#paused === 0 && !this.#closed) this.socket.resume();
+    if (this.#paused > 0 && --this.#paused === 0 && !this.#closed) {
+      if (this.#consumed) readStart(this.socket);
+      else this.socket.resume();
+    }
   }
 
   /** Closes the connection at once, without a response (stream reset). */
@@ -328,20 +340,34 @@ export class ServerConnection {
     else target.onBody(ev);
   }
 
-  #onData(data: Buffer): void {
-    if (this.#failAfter !== null) return;
+  #onBegin(): void {
     // The first bytes of a new request on a kept-alive connection: the head must now arrive in time.
     if (this.#timerKind === 'idle') this.#arm('header');
-    let ret: ReturnType<Parser['execute']>;
+  }
+
+  #onData(data: Buffer): void {
+    if (this.#failAfter !== null) return;
+    let ret: ParseResult;
+    let thrown: unknown = undefined;
     try {
       ret = this.#parser.execute(data);
     } catch (err) {
-      this.#protocolError(err instanceof ProxyError ? err : new ProxyError('INTERNAL', String(err)));
+      ret = 0;
+      thrown = err;
+    }
+    this.#afterParse(ret, thrown, data);
+  }
+
+  /** After the parser went through one read (`data`, or null when it read the socket itself). */
+  #afterParse(ret: ParseResult, thrown: unknown, data: Buffer | null): void {
+    if (this.#failAfter !== null) return;
+    if (thrown !== undefined) {
+      this.#protocolError(thrown instanceof ProxyError ? thrown : new ProxyError('INTERNAL', String(thrown)));
       return;
     }
     if (typeof ret !== 'number') {
       const code = ret.code === 'HPE_HEADER_OVERFLOW' ? 'HEADERS_TOO_LARGE' : 'DOWNSTREAM_PROTOCOL_ERROR';
-      this.#protocolError(new ProxyError(code, `Malformed request from "${this.remoteAddress}": ${ret.code} ${(ret as { reason?: string }).reason ?? ''}`.trim()));
+      this.#protocolError(new ProxyError(code, `Malformed request from "${this.remoteAddress}": ${ret.code} ${ret.reason ?? ''}`.trim()));
       return;
     }
     const deferred = this.#deferred;
@@ -354,7 +380,15 @@ export class ServerConnection {
       // the upstream refuses the upgrade (then the connection closes after the response).
       this.#pendingUpgrade = false;
       this.#closeAfter = true;
-      this.#upgradeHead = ret < data.length ? data.subarray(ret) : null;
+      const bytes = data ?? this.#parser.currentBuffer();
+      this.#upgradeHead = ret < bytes.length ? bytes.subarray(ret) : null;
+      if (this.#consumed) {
+        // The tunnel reads through the socket: hand the handle back to it, reading, with the stream paused.
+        this.#consumed = false;
+        readStart(this.socket);
+        this.#parser.unconsume();
+        if (this.#paused > 0) this.socket.pause();
+      }
       this.pause();
     }
   }
@@ -425,7 +459,8 @@ export class ServerConnection {
   }
 
   #onEnd(): void {
-    // The client half-closed. A request still being read is aborted; a response in progress may finish.
+    // The client sent FIN. Listener sockets are not half-open, so Node ends our side too and the exchange in
+    // progress is reset when it next writes (DC): a client FIN means the client is gone, as Envoy and nginx take it.
     if (this.#parsing !== null && !('events' in this.#parsing)) {
       const sink = this.#parsing;
       this.#parsing = null;
@@ -511,6 +546,30 @@ function absoluteForm(list: string[], url: string): void {
   }
   list[1] = m[1];
   list[3] = m[2].charCodeAt(0) === 47 /* / */ ? m[2] : '/' + m[2];
+}
+
+interface StreamHandle {
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+/** Stops reads on a socket whose handle the parser consumes (`socket.pause()` would not). */
+function readStop(socket: Socket): void {
+  const h = (socket as unknown as { _handle: StreamHandle | null })._handle;
+  if (h !== null && h.reading) {
+    h.reading = false;
+    h.readStop();
+  }
+}
+
+/** Restarts reads stopped by `readStop`. */
+function readStart(socket: Socket): void {
+  const h = (socket as unknown as { _handle: StreamHandle | null })._handle;
+  if (h !== null && !h.reading) {
+    h.reading = true;
+    h.readStart();
+  }
 }
 
 function onTimer(conn: ServerConnection): void {
