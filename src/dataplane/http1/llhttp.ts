@@ -5,6 +5,8 @@
  * Content-Length, bad chunk sizes, bare LF and obs-fold, which is what a proxy must do against smuggling.
  */
 import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import { ioEnter, ioExit } from './coalescer.ts';
 
 const require = createRequire(import.meta.url);
 const common = require('_http_common') as {
@@ -17,6 +19,8 @@ const kOnHeaders: number = HTTPParser.kOnHeaders;
 const kOnHeadersComplete: number = HTTPParser.kOnHeadersComplete;
 const kOnBody: number = HTTPParser.kOnBody;
 const kOnMessageComplete: number = HTTPParser.kOnMessageComplete;
+const kOnMessageBegin: number = HTTPParser.kOnMessageBegin;
+const kOnExecute: number = HTTPParser.kOnExecute;
 
 /** Method names by llhttp's method index. */
 export const METHODS: readonly string[] = common.methods;
@@ -41,12 +45,29 @@ export interface ParserHandler {
   /** Trailers (raw names and values interleaved), when the message had any; called before onComplete. */
   onTrailers(trailers: string[]): void;
   onComplete(): void;
+  /** Optional: the first byte of a new message was parsed. */
+  onBegin?(): void;
 }
+
+/** What parsing some bytes gave: the number of bytes consumed, or the parse error (`code` e.g. HPE_HEADER_OVERFLOW). */
+export type ParseResult = number | (Error & { code: string; bytesParsed: number; reason?: string });
 
 /** A parser for one connection. */
 export interface Parser {
-  /** Parses bytes; returns the number consumed, or an Error with `code` (e.g. HPE_HEADER_OVERFLOW). */
-  execute(data: Buffer): number | (Error & { code: string; bytesParsed: number });
+  /** Parses bytes; returns the number consumed or the parse error; rethrows what a handler callback threw. */
+  execute(data: Buffer): ParseResult;
+  /**
+   * Makes the parser read straight from the socket's native handle (as node:http does): no Buffer and no
+   * 'data' event per read. After each read `onRead` gets the result and whatever a handler callback threw
+   * (parsing stops at a throw). EOF and read errors still reach the socket ('end', 'error'); `socket.pause()`
+   * no longer stops reads (stop the handle instead). Returns false, changing nothing, when the socket has no
+   * native handle; then feed `execute` from 'data' events.
+   */
+  consume(socket: Socket, onRead: (result: ParseResult, thrown: unknown) => void): boolean;
+  /** Gives the socket's reads back to the socket (its 'data' events), e.g. for a tunnel after an upgrade. */
+  unconsume(): void;
+  /** During `onRead`: a copy of the bytes of that read. */
+  currentBuffer(): Buffer;
   /** Signals EOF: completes a close-delimited body; returns an Error if the message was incomplete. */
   finish(): void | (Error & { code: string });
   /** Releases the native parser. */
@@ -62,10 +83,33 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   let pending: string[] = [];
   let pendingUrl = '';
   let inBody = false;
+  // A throw must not cross the native parser: with a consumed socket it would be an uncaught exception.
+  // It is kept here, parsing stops, and the caller gets it after the read.
+  let thrown: unknown = undefined;
+  // With a consumed socket, what the callbacks of one read queue for writing goes out once, after the read.
+  let consumed = false;
+  let entered = false;
+  function enter(): void {
+    if (consumed && !entered) {
+      entered = true;
+      ioEnter();
+    }
+  }
   p[kOnHeaders] = function onHeaders(headers: string[], url: string): void {
     for (let i = 0; i < headers.length; i++) pending.push(headers[i]);
     if (!inBody) pendingUrl += url;
   };
+  if (handler.onBegin !== undefined) {
+    const onBegin = handler.onBegin;
+    p[kOnMessageBegin] = function onMessageBegin(): void {
+      if (thrown !== undefined) return;
+      try {
+        onBegin();
+      } catch (err) {
+        thrown = err;
+      }
+    };
+  }
   p[kOnHeadersComplete] = function onHeadersComplete(
     _major: number,
     minor: number,
@@ -77,6 +121,7 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     upgrade: boolean,
     keepAlive: boolean,
   ): number | void {
+    if (thrown !== undefined) return -1;
     if (headers === undefined) {
       headers = pending;
       pending = [];
@@ -86,24 +131,90 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
       pendingUrl = '';
     }
     inBody = true;
-    return handler.onHead(minor, headers, method, url, status, reason, upgrade, keepAlive);
+    enter();
+    try {
+      return handler.onHead(minor, headers, method, url, status, reason, upgrade, keepAlive);
+    } catch (err) {
+      thrown = err;
+      return -1;
+    }
   };
-  p[kOnBody] = handler.onBody;
+  const onBody = handler.onBody;
+  p[kOnBody] = function onBodyChunk(chunk: Buffer): void {
+    if (thrown !== undefined) return;
+    enter();
+    try {
+      onBody(chunk);
+    } catch (err) {
+      thrown = err;
+    }
+  };
   p[kOnMessageComplete] = function onMessageComplete(): void {
     inBody = false;
-    if (pending.length > 0) {
-      const trailers = pending;
-      pending = [];
-      pendingUrl = '';
-      handler.onTrailers(trailers);
+    if (thrown !== undefined) return;
+    enter();
+    try {
+      if (pending.length > 0) {
+        const trailers = pending;
+        pending = [];
+        pendingUrl = '';
+        handler.onTrailers(trailers);
+      }
+      handler.onComplete();
+    } catch (err) {
+      thrown = err;
     }
-    handler.onComplete();
   };
+  let closed = false;
+  let consumedHandle: { _consumed?: boolean } | null = null;
+  function unconsume(): void {
+    if (!consumed) return;
+    consumed = false;
+    consumedHandle!._consumed = false;
+    consumedHandle = null;
+    p.unconsume();
+  }
+  function takeThrown(): unknown {
+    const t = thrown;
+    thrown = undefined;
+    return t;
+  }
   return {
-    execute: (data) => p.execute(data),
+    execute(data) {
+      const ret = p.execute(data);
+      if (thrown !== undefined) throw takeThrown();
+      return ret;
+    },
+    consume(socket, onRead) {
+      const handle = (socket as unknown as { _handle: { isStreamBase?: boolean; _consumed?: boolean } | null })._handle;
+      if (handle === null || handle.isStreamBase !== true || handle._consumed === true) return false;
+      p[kOnExecute] = function onExecute(ret: ParseResult): void {
+        if (!entered) {
+          entered = true;
+          ioEnter();
+        }
+        try {
+          onRead(ret, takeThrown());
+        } finally {
+          entered = false;
+          ioExit();
+        }
+      };
+      handle._consumed = true;
+      consumedHandle = handle;
+      consumed = true;
+      p.consume(handle);
+      return true;
+    },
+    unconsume,
+    currentBuffer: () => p.getCurrentBuffer(),
     finish: () => p.finish(),
     close: () => {
-      p.close?.();
+      if (closed) return;
+      closed = true;
+      // The native parser must stop listening to the handle before it is freed.
+      unconsume();
+      p.close();
     },
   };
 }
