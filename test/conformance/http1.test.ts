@@ -20,6 +20,8 @@ let closer: import('node:net').Server;
 let stray: import('node:net').Server;
 let strayConnections = 0;
 let upstreamConnections = 0;
+/** Ids of /slow requests whose connection weir closed before the answer. */
+const abandoned = new Set<string>();
 /** Remote ports of the upstream's connections that closed. */
 const closedPorts = new Set<number>();
 
@@ -91,7 +93,11 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
       res.end();
       return;
     case '/slow':
+      res.on('close', () => {
+        if (!res.writableEnded) abandoned.add(url.searchParams.get('id')!);
+      });
       await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms') ?? 0)));
+      if (res.destroyed) return;
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(`id=${url.searchParams.get('id')}`);
       return;
@@ -535,12 +541,14 @@ test('keeps repeated response headers such as Set-Cookie as separate lines', asy
 
 test('a client that half-closes while its request waits is treated as gone (DC), as Envoy and nginx do', async () => {
   const c = await RawConnection.open(weir.url('edge'));
-  c.write(get('/slow?ms=300&id=half'));
+  c.write(get('/slow?ms=1000&id=half'));
   c.socket.end();
   assert.equal(await c.waitClosed(), true);
   assert.equal(c.pending.length, 0, 'no response');
-  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/slow?ms=300&id=half');
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/slow?ms=1000&id=half');
   assert.equal(line.flags, 'DC');
+  for (let i = 0; i < 100 && !abandoned.has('half'); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(abandoned.has('half'), 'the upstream request was cancelled before it answered');
 });
 
 test('answers fifty pipelined requests in one write, in order', async () => {

@@ -459,15 +459,13 @@ export class ServerConnection {
   }
 
   #onEnd(): void {
-    // The client sent FIN. Listener sockets are not half-open, so Node ends our side too and the exchange in
-    // progress is reset when it next writes (DC): a client FIN means the client is gone, as Envoy and nginx take it.
-    if (this.#parsing !== null && !('events' in this.#parsing)) {
-      const sink = this.#parsing;
-      this.#parsing = null;
-      sink.onAbort(new ProxyError('DOWNSTREAM_RESET', 'Client closed the connection before the request was complete'));
+    // The client sent FIN: it is gone, as Envoy and nginx take it (listener sockets are not half-open). An
+    // exchange in progress is reset now (DC), so that its upstream request is cancelled instead of finished.
+    if (this.#active !== null) {
+      this.socket.destroy();
+      return;
     }
-    if (this.#active === null) this.#end();
-    else this.#closeAfter = true;
+    this.#end();
   }
 
   #teardown(code: ErrorCode): void {
