@@ -74,7 +74,7 @@ listeners:
   - name: edge
     address: 127.0.0.1:0
     routes:
-${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('shortejection', 'shortejection')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('nobudget', 'nobudget')}${route('retrypost', 'retrypost')}${route('deadline', 'deadline', '        timeout: 500ms\n')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
+${route('rr', 'rr')}${route('lr', 'lr')}${route('hash', 'hash')}${route('retry', 'retry')}${route('retry5xx', 'retry5xx')}${route('codes', 'codes')}${route('pertry', 'pertry')}${route('breaker', 'breaker')}${route('hc', 'hc')}${route('outlier', 'outlier')}${route('shortejection', 'shortejection')}${route('share', 'share')}${route('dns', 'dns')}${route('connfail', 'connfail')}${route('gw', 'gw')}${route('random', 'random')}${route('nobudget', 'nobudget')}${route('retrypost', 'retrypost')}${route('deadline', 'deadline', '        timeout: 500ms\n')}${route('cookie', 'cookie')}${route('srcip', 'srcip')}${route('pending', 'pending')}
       - match: { prefix: /split/ }
         weighted_clusters: [{ name: only-a, weight: 3 }, { name: only-b, weight: 1 }]
       - match: { prefix: /never-b/ }
@@ -113,6 +113,9 @@ clusters:
   - name: outlier
     endpoints: ${both}
     outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 50, base_ejection_time: 60s }
+  - name: share
+    endpoints: ${both}
+    outlier_detection: { consecutive_5xx: 2, max_ejection_percent: 50, base_ejection_time: 60s }
   - name: shortejection
     endpoints: ${both}
     outlier_detection: { consecutive_5xx: 2, max_ejection_percent: 50, base_ejection_time: 300ms, interval: 100ms }
@@ -491,6 +494,13 @@ test('outlier detection ejects an endpoint after consecutive 5xx', async () => {
     assert.equal(r.status, 200);
     assert.equal(r.upstream, 'b');
   }
+});
+
+test('outlier detection never ejects more than max_ejection_percent of a cluster', async () => {
+  for (let i = 0; i < 10; i++) assert.equal((await send(`/share/both503?${i}`)).status, 503);
+  const eps = await endpointsOf('share');
+  assert.equal(eps.filter((e) => e.ejected).length, 1, 'both fail, but only half the cluster may be ejected');
+  assert.ok(hitsFor('/share/both503?9').length === 1, 'requests still go to the endpoint left');
 });
 
 test('an ejected endpoint returns to service after its ejection time', async () => {
