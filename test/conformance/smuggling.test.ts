@@ -142,6 +142,37 @@ test('a head that trickles in longer than request_header_timeout gets 408 and th
   assert.equal(seen.filter((u) => u === '/slow-head').length, 0);
 });
 
+test('on a kept-alive connection, a malformed second request gets 400, not a silent close', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\n');
+  assert.equal((await c.readResponse()).status, 200);
+  c.write('GET /bad-second HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 400);
+  assert.equal(r.get('connection'), 'close');
+  assert.equal(await c.waitClosed(), true);
+  c.destroy();
+});
+
+test('on a kept-alive connection, a second head that trickles in gets 408, not a silent idle close', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\n');
+  assert.equal((await c.readResponse()).status, 200);
+  c.write('GET /slow-second HTTP/1.1\r\nHost: a\r\n');
+  const trickle = setInterval(() => {
+    if (!c.ended) c.write('X-Drip: 1\r\n');
+  }, 50);
+  try {
+    const r = await c.readResponse();
+    assert.equal(r.status, 408);
+    assert.equal(await c.waitClosed(), true);
+  } finally {
+    clearInterval(trickle);
+    c.destroy();
+  }
+  assert.equal(seen.filter((u) => u === '/slow-second').length, 0);
+});
+
 test('a connection that never sends a request closes after request_header_timeout', async () => {
   const c = await RawConnection.open(weir.url('edge'));
   assert.equal(await c.waitClosed(), true);

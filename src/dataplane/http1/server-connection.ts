@@ -408,7 +408,8 @@ export class ServerConnection {
       return;
     }
     if (sink !== null && !('events' in sink)) sink.onAbort(err);
-    if (!this.#responseStarted && !this.#closed && (this.#active === null || this.#active === sink)) {
+    // Between exchanges the previous response is complete: the error reply may follow it.
+    if (!this.#closed && (this.#active === null || (this.#active === sink && !this.#responseStarted))) {
       this.#responseStarted = true;
       const body = err.kind.body;
       this.#out.flush();
