@@ -134,7 +134,11 @@ before(async () => {
     socket.on('error', () => {});
     socket.on('data', (d: Buffer) => {
       const text = d.toString('latin1');
-      if (text.startsWith('GET /stray/http10')) {
+      if (text.startsWith('GET /stray/bytes')) {
+        // Echoes the raw bytes of X-Name back in X-Back.
+        const raw = /\r\nx-name: ([^\r]*)\r\n/i.exec(text)?.[1] ?? '';
+        socket.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Back: '), Buffer.from(raw, 'latin1'), Buffer.from('\r\n\r\n')]));
+      } else if (text.startsWith('GET /stray/http10')) {
         // An HTTP/1.0 answer without keep-alive; the socket is left open, but it must not be reused.
         socket.write('HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nv1.0');
       } else if (text.startsWith('GET /stray/interim ')) {
@@ -676,5 +680,14 @@ test('never sends 100 Continue to an HTTP/1.0 client (RFC 9110 section 10.1.1)',
   const r = await c.readResponse({ interim: true });
   assert.equal(r.status, 200, 'the first thing the client reads is the final response');
   assert.equal(JSON.parse(r.body.toString()).body, 'hello');
+  c.destroy();
+});
+
+test('passes header bytes outside ASCII (obs-text) through unchanged, both ways', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  const value = Buffer.from('café ☕', 'utf8');
+  c.write(Buffer.concat([Buffer.from('GET /stray/bytes HTTP/1.1\r\nHost: test.local\r\nX-Name: '), value, Buffer.from('\r\n\r\n')]));
+  const r = await c.readResponse();
+  assert.deepEqual(Buffer.from(r.get('x-back')!, 'latin1'), value);
   c.destroy();
 });
