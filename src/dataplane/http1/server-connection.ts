@@ -97,8 +97,17 @@ export class ServerConnection {
   #paused = 0;
   /** True while the parser reads from the socket's handle (see `Parser.consume`). */
   #consumed = false;
+  /**
+   * The header or idle timeout: `#deadline` (performance.now() ms) is when it expires. One pending native timer
+   * serves many deadlines: moving the deadline later leaves it alone, and when it fires early it waits out the
+   * rest, so a keep-alive request costs no timer of its own.
+   */
   #timer: NodeJS.Timeout | null = null;
+  #timerAt = 0;
+  #deadline = 0;
   #timerKind: 'header' | 'idle' | null = null;
+  /** A request began in the bytes parsed so far, and its head is not complete yet. */
+  #headPending = false;
   /** Set by `upgrade()`: bytes received after the upgrade request's head. */
   #upgradeHead: Buffer | null = null;
 
@@ -250,7 +259,7 @@ export class ServerConnection {
   upgrade(): Buffer {
     this.#upgraded = true;
     this.#out.flush();
-    this.#clearTimer();
+    this.#stopTimer();
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('drain');
     this.socket.removeAllListeners('end');
@@ -268,6 +277,7 @@ export class ServerConnection {
   }
 
   #onHead(minor: number, raw: string[], methodIndex: number, url: string, upgrade: boolean, keepAlive: boolean): number {
+    this.#headPending = false;
     this.#clearTimer();
     const method = METHODS[methodIndex];
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
@@ -341,8 +351,7 @@ export class ServerConnection {
   }
 
   #onBegin(): void {
-    // The first bytes of a new request on a kept-alive connection: the head must now arrive in time.
-    if (this.#timerKind === 'idle') this.#arm('header');
+    this.#headPending = true;
   }
 
   #onData(data: Buffer): void {
@@ -370,6 +379,8 @@ export class ServerConnection {
       this.#protocolError(new ProxyError(code, `Malformed request from "${this.remoteAddress}": ${ret.code} ${ret.reason ?? ''}`.trim()));
       return;
     }
+    // A request head that did not arrive whole: the rest of it must now come in time.
+    if (this.#headPending && this.#timerKind !== 'header') this.#arm('header');
     const deferred = this.#deferred;
     if (deferred !== null) {
       this.#deferred = null;
@@ -473,7 +484,7 @@ export class ServerConnection {
     if (this.#tornDown) return;
     this.#tornDown = true;
     this.#closed = true;
-    this.#clearTimer();
+    this.#stopTimer();
     if (!this.#upgraded) {
       const active = this.#active;
       this.#active = null;
@@ -486,26 +497,45 @@ export class ServerConnection {
 
   #arm(kind: 'header' | 'idle'): void {
     const ms = kind === 'header' ? this.#opts.headerTimeoutMs : this.#opts.idleTimeoutMs;
-    if (this.#timer !== null) clearTimeout(this.#timer);
-    this.#timer = null;
-    this.#timerKind = null;
-    if (ms <= 0) return;
+    if (ms <= 0) {
+      this.#clearTimer();
+      return;
+    }
     this.#timerKind = kind;
+    const deadline = performance.now() + ms;
+    this.#deadline = deadline;
+    if (this.#timer !== null) {
+      if (this.#timerAt <= deadline) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timerAt = deadline;
     this.#timer = setTimeout(onTimer, ms, this);
   }
 
+  /** Disarms the timeout; a pending native timer stays, to be reused or to fire with nothing to do. */
   #clearTimer(): void {
+    this.#timerKind = null;
+  }
+
+  #stopTimer(): void {
+    this.#timerKind = null;
     if (this.#timer !== null) {
       clearTimeout(this.#timer);
       this.#timer = null;
     }
-    this.#timerKind = null;
   }
 
   /** Called by the timer. */
   timedOut(): void {
-    const kind = this.#timerKind;
     this.#timer = null;
+    const kind = this.#timerKind;
+    if (kind === null) return;
+    const left = this.#deadline - performance.now();
+    if (left > 0) {
+      this.#timerAt = this.#deadline;
+      this.#timer = setTimeout(onTimer, Math.ceil(left), this);
+      return;
+    }
     this.#timerKind = null;
     if (kind === 'idle') {
       this.#closed = true;
