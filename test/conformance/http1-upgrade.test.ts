@@ -1,0 +1,67 @@
+/** Upgrades (WebSocket-style tunnels) through the real CLI: bytes both ways, refusals, closes, slots given back. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RawConnection } from '../support/raw-connection.ts';
+import { useHttp1Fixture, weir } from './http1-fixture.ts';
+
+useHttp1Fixture();
+
+test('tunnels an upgraded (WebSocket-style) connection with bytes flowing both ways', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(
+    'GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly',
+  );
+  const r = await c.readResponse();
+  assert.equal(r.status, 101);
+  assert.equal(r.get('upgrade'), 'websocket');
+  assert.match(r.get('connection') ?? '', /upgrade/i);
+  assert.equal(r.get('x-seen-upgrade'), 'websocket', 'the upstream saw the Upgrade header');
+  assert.match(r.get('x-seen-connection') ?? '', /upgrade/i);
+  assert.equal((await c.readBytes(8)).toString(), 'hi:EARLY', 'bytes sent right after the head reach the upstream');
+  c.write('ping');
+  assert.equal((await c.readBytes(4)).toString(), 'PING');
+  c.write('and more');
+  assert.equal((await c.readBytes(8)).toString(), 'AND MORE');
+  c.destroy();
+});
+
+test('a closed tunnel gives back its request and connection slots (max_requests: 1, max_connections: 1)', async () => {
+  for (let i = 0; i < 2; i++) {
+    const c = await RawConnection.open(weir.url('limited'));
+    c.write('GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    assert.equal((await c.readResponse()).status, 101);
+    c.write('x');
+    assert.equal((await c.readBytes(4)).toString(), 'hi:X');
+    c.destroy();
+    // The slot comes back when weir sees the close; poll with plain requests until it does.
+    let status = 0;
+    for (let attempt = 0; attempt < 50 && status !== 200; attempt++) {
+      const res = await fetch(`${weir.url('limited')}/echo`);
+      status = res.status;
+      await res.arrayBuffer();
+      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(status, 200, 'a plain request gets through once the tunnel closed');
+  }
+});
+
+test('an upgrade the upstream refuses is answered as a plain response and the connection closes', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /refuse-upgrade HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 426);
+  assert.equal(r.body.toString(), 'refused');
+  assert.equal(await c.waitClosed(), true);
+});
+
+test('a tunnel the upstream closes is closed downstream too, and logged as a 101', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /ws-bye HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello');
+  assert.equal((await c.readResponse()).status, 101);
+  assert.equal((await c.readBytes(3)).toString(), 'bye');
+  assert.equal(await c.waitClosed(), true);
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/ws-bye');
+  assert.equal(line.status, 101);
+  assert.ok(line.bytes_out >= 3);
+});
