@@ -21,7 +21,7 @@ async function run(args: string[]): Promise<number> {
   }
   const workers = values.workers === undefined ? 0 : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 0) {
-    process.stderr.write(`Invalid --workers "${values.workers}": expected a positive integer\n`);
+    process.stderr.write(`Invalid --workers "${values.workers}": expected a whole number (0 means one per core)\n`);
     return 2;
   }
   const { Supervisor } = await import('../supervisor/supervisor.ts');
@@ -39,7 +39,7 @@ async function run(args: string[]): Promise<number> {
     return null;
   });
   if (admin === null) process.exit(1);
-  process.on('SIGHUP', () => void sup.reload());
+  process.on('SIGHUP', () => void sup.reload().catch((err: Error) => sup.log.pino.error({ err }, 'Reload failed')));
   let watcher: fs.FSWatcher | null = null;
   if (sup.config!.watch) {
     // Watch the folder, not the file: editors and `sed -i` replace the file, which ends a watch on it.
@@ -48,7 +48,7 @@ async function run(args: string[]): Promise<number> {
     watcher = fs.watch(path.dirname(sup.file), (_event, changed) => {
       if (changed !== null && changed !== name) return;
       if (timer !== null) clearTimeout(timer);
-      timer = setTimeout(() => void sup.reload(), 200);
+      timer = setTimeout(() => void sup.reload().catch((err: Error) => sup.log.pino.error({ err }, 'Reload failed')), 200);
     });
   }
   let stopping = false;

@@ -100,3 +100,36 @@ test('pointerToPath() renders JSON pointers as config paths', () => {
   assert.equal(pointerToPath('/listeners/0/routes/12/match'), 'listeners[0].routes[12].match');
   assert.equal(pointerToPath(''), '');
 });
+
+test('parseConfig() checks port ranges, zero durations and sizes, zero weights and bodies on 204/304', () => {
+  const bad = `admin: { address: 127.0.0.1:99999 }
+listeners:
+  - name: edge
+    address: 127.0.0.1:70000
+    buffer_limit: 0
+    routes:
+      - match: { prefix: /a }
+        direct_response: { status: 204, body: "nope" }
+      - match: { prefix: / }
+        weighted_clusters: [{ name: web, weight: 0 }]
+clusters:
+  - name: web
+    endpoints: [127.0.0.1:0]
+    connect_timeout: -1
+    health_check: { path: /h, interval: 0s }
+`;
+  const r = parseConfig(bad);
+  assert.ok(!r.ok);
+  const text = formatProblems('v.yaml', r.problems);
+  for (const expected of [
+    /v\.yaml:1:10 admin\.address: invalid port in "127\.0\.0\.1:99999"/,
+    /v\.yaml:4:5 listeners\[0\]\.address: invalid port in "127\.0\.0\.1:70000": expected 0 to 65535/,
+    /listeners\[0\]\.buffer_limit: invalid value 0: must be greater than zero/,
+    /direct_response\.body: a 204 response has no body/,
+    /weighted_clusters: the weights add up to zero/,
+    /clusters\[0\]\.endpoints\[0\]: invalid port in "127\.0\.0\.1:0": expected 1 to 65535/,
+    /clusters\[0\]\.connect_timeout: must be >= 0/,
+    /clusters\[0\]\.health_check\.interval: invalid value "0s": must be greater than zero/,
+  ]) assert.match(text, expected);
+  assert.equal(r.problems.length, 8, text);
+});

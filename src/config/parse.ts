@@ -7,6 +7,7 @@ import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Node } from 'y
 import { configSchema } from './schema.ts';
 import { filterDefinitions, filterDefinition } from '../filters/registry.ts';
 import type { RawConfig } from './types.ts';
+import { parseDuration, parseSize } from '../core/units.ts';
 
 /** One problem found in a config file. */
 export interface ConfigProblem {
@@ -150,10 +151,14 @@ export function parseConfig(text: string): ParseResult {
       problems.push({ path, ...locate(e.instancePath, extra || undefined), message });
     }
   }
-  try {
-    checkReferences(data as RawConfig, problems, locate);
-  } catch {
-    // The structure is too broken for cross-checks; the schema problems above already say why.
+  const add = (pointer: string, message: string, key?: string) =>
+    problems.push({ path: pointerToPath(pointer) + (key ? `.${key}` : ''), ...locate(pointer, key), message });
+  for (const check of [checkReferences, checkValues]) {
+    try {
+      check(data as RawConfig, add);
+    } catch {
+      // The structure is too broken for this cross-check; the schema problems already say why.
+    }
   }
   problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   return problems.length > 0 ? { ok: false, problems } : { ok: true, config: data as RawConfig };
@@ -162,9 +167,7 @@ export function parseConfig(text: string): ParseResult {
 type Locate = (pointer: string, extraKey?: string) => { line?: number; column?: number };
 
 /** Checks what a schema cannot: names that refer to each other, uniqueness, regexes. */
-function checkReferences(cfg: RawConfig, problems: ConfigProblem[], locate: Locate): void {
-  const add = (pointer: string, message: string, key?: string) =>
-    problems.push({ path: pointerToPath(pointer) + (key ? `.${key}` : ''), ...locate(pointer, key), message });
+function checkReferences(cfg: RawConfig, add: (pointer: string, message: string, key?: string) => void): void {
   const clusters = new Set<string>();
   cfg.clusters.forEach((c, i) => {
     if (clusters.has(c.name)) add(`/clusters/${i}/name`, `duplicate cluster name "${c.name}"`);
@@ -234,6 +237,51 @@ function checkReferences(cfg: RawConfig, problems: ConfigProblem[], locate: Loca
     };
     checkRoutes(l.routes, `${lp}/routes`);
     l.virtual_hosts?.forEach((vh, vi) => checkRoutes(vh.routes, `${lp}/virtual_hosts/${vi}/routes`));
+  });
+}
+
+/** Checks values a schema pattern cannot: port ranges, durations and sizes that must not be zero, weights. */
+function checkValues(cfg: RawConfig, add: (pointer: string, message: string, key?: string) => void): void {
+  const port = (address: string, pointer: string, allowZero: boolean) => {
+    const m = /:(\d+)$/.exec(address);
+    const n = m === null ? NaN : Number(m[1]);
+    if (n > 65535 || (!allowZero && n === 0)) add(pointer, `invalid port in "${address}": expected ${allowZero ? 0 : 1} to 65535`);
+  };
+  const positive = (value: string | number | undefined, pointer: string, what: (v: string | number) => number) => {
+    // Negative numbers are the schema's to report.
+    if (value !== undefined && !(typeof value === 'number' && value < 0) && what(value) <= 0) {
+      add(pointer, `invalid value ${JSON.stringify(value)}: must be greater than zero`);
+    }
+  };
+  port(cfg.admin.address, '/admin/address', true);
+  cfg.listeners.forEach((l, li) => {
+    const lp = `/listeners/${li}`;
+    port(l.address, `${lp}/address`, true);
+    positive(l.buffer_limit, `${lp}/buffer_limit`, parseSize);
+    positive(l.max_request_headers_size, `${lp}/max_request_headers_size`, parseSize);
+    positive(l.max_uri_size, `${lp}/max_uri_size`, parseSize);
+    const routes = (rs: RawConfig['listeners'][number]['routes'], rp: string) =>
+      rs?.forEach((r, ri) => {
+        const p = `${rp}/${ri}`;
+        if (r.weighted_clusters !== undefined && r.weighted_clusters.every((w) => w.weight === 0)) {
+          add(`${p}/weighted_clusters`, 'the weights add up to zero: give at least one cluster a weight above zero');
+        }
+        const d = r.direct_response;
+        if (d !== undefined && d.body !== undefined && d.body !== '' && (d.status === 204 || d.status === 304)) {
+          add(`${p}/direct_response/body`, `a ${d.status} response has no body: remove "body" or use another status`);
+        }
+      });
+    routes(l.routes, `${lp}/routes`);
+    l.virtual_hosts?.forEach((vh, vi) => routes(vh.routes, `${lp}/virtual_hosts/${vi}/routes`));
+  });
+  cfg.clusters.forEach((c, ci) => {
+    const cp = `/clusters/${ci}`;
+    c.endpoints.forEach((e, ei) => port(typeof e === 'string' ? e : e.address, `${cp}/endpoints/${ei}`, false));
+    positive(c.connect_timeout, `${cp}/connect_timeout`, parseDuration);
+    positive(c.dns_refresh, `${cp}/dns_refresh`, parseDuration);
+    positive(c.health_check?.interval, `${cp}/health_check/interval`, parseDuration);
+    positive(c.health_check?.timeout, `${cp}/health_check/timeout`, parseDuration);
+    positive(c.outlier_detection?.interval, `${cp}/outlier_detection/interval`, parseDuration);
   });
 }
 

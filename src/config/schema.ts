@@ -5,8 +5,8 @@
 import type { JsonSchema, FilterDefinition } from '../filters/contract.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../core/units.ts';
 
-const duration = { type: ['string', 'number'], pattern: DURATION_PATTERN, description: 'a duration such as "250ms", "5s" or "1m"' };
-const size = { type: ['string', 'integer'], pattern: SIZE_PATTERN, description: 'a size such as "64KiB" or "1MiB"' };
+const duration = { type: ['string', 'number'], pattern: DURATION_PATTERN, minimum: 0, description: 'a duration such as "250ms", "5s" or "1m"' };
+const size = { type: ['string', 'integer'], pattern: SIZE_PATTERN, minimum: 0, description: 'a size such as "64KiB" or "1MiB"' };
 const address = { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):\\d{1,5}$', description: '"host:port"' };
 const stringMap = { type: 'object', additionalProperties: { type: 'string' } };
 const strings = { type: 'array', items: { type: 'string' } };

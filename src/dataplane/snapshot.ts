@@ -99,7 +99,7 @@ export async function buildSnapshot(config: RawConfig, ctx: BuildContext): Promi
         snap.clusters.set(raw.name, prev);
         continue;
       }
-      const cluster = new Cluster(raw, ctx.metrics);
+      const cluster = new Cluster(raw, ctx.metrics, (level, message) => ctx.log.pino[level]({ cluster: raw.name }, message));
       snap.clusters.set(raw.name, cluster);
       await cluster.start();
     }

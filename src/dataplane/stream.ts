@@ -9,6 +9,7 @@
  * A local reply (from a filter, the router or an error) leaves the request path and enters the response path.
  */
 import { requestId } from '../core/request-id.ts';
+import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-list.ts';
 import { HeaderMap } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
@@ -28,7 +29,7 @@ const NO_FILTERS: readonly Filter[] = Object.freeze([]);
 const NO_ENTRIES: readonly ChainEntry[] = Object.freeze([]);
 
 /** One request/response exchange. Implements the codec's sink, the upstream's listener and StreamInfo. */
-export class Stream implements RequestSink, UpstreamListener, StreamInfo {
+export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expirable {
   readonly listener: ListenerRuntime;
   readonly snapshot: Snapshot;
   readonly conn: ServerConnection;
@@ -100,6 +101,10 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
       else list.push('x-forwarded-proto', 'http');
     }
     h.modified = false;
+    if (this.head.hasBody && s.idleTimeoutMs > 0) {
+      this.#bodyTimers = timeoutList(s.idleTimeoutMs);
+      this.#bodyTimer = this.#bodyTimers.arm(this);
+    }
     this.originalPath = h.get(':path')!;
     this.originalAuthority = h.get(':authority')!;
     this.route = this.listener.router.match(h);
@@ -128,15 +133,37 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
 
   onBody(chunk: Buffer): void {
     this.bytesIn += chunk.length;
+    if (this.#bodyTimer >= 0) {
+      this.#bodyTimers!.cancel(this.#bodyTimer);
+      this.#bodyTimer = this.#bodyTimers!.arm(this);
+    }
     if (!this.requestHalted) this.#req!.data(chunk, false);
   }
 
   onTrailers(trailers: HeaderMap): void {
+    this.#stopBodyTimer();
     if (!this.requestHalted) this.#req!.trailers(trailers);
   }
 
   onEnd(): void {
+    this.#stopBodyTimer();
     if (!this.requestHalted && this.head.hasBody) this.#req!.data(EMPTY, true);
+  }
+
+  /** Ticket of the request body idle timeout, or -1. */
+  #bodyTimer = -1;
+  #bodyTimers: TimeoutList | null = null;
+
+  #stopBodyTimer(): void {
+    if (this.#bodyTimer >= 0) this.#bodyTimers!.cancel(this.#bodyTimer);
+    this.#bodyTimer = -1;
+  }
+
+  /** The client sent no request body bytes for the listener's idle_timeout (called by the TimeoutList). */
+  expire(): void {
+    this.#bodyTimer = -1;
+    if (this.done) return;
+    this.localReply(ERRORS.REQUEST_TIMEOUT, `Client sent no request body for ${this.listener.settings.idleTimeoutMs}ms`, this.filters.length);
   }
 
   onAbort(error: ProxyError): void {
@@ -253,6 +280,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     this.responseCode = status;
     this.responseHeaders = headers;
     this.reason = reason;
+    if (this.upstream?.retriesExhausted && this.responseFlag === '-') this.responseFlag = ERRORS.RETRY_LIMIT_EXCEEDED.flag;
     const noBody = this.head.method === 'HEAD' || status === 204 || status === 304 || contentLength === 0;
     if (noBody) this.#responseEos = true;
     this.#response(this.filters.length).headers(headers, noBody);
@@ -380,9 +408,12 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
     }
     const headers = opts?.headers instanceof HeaderMap ? opts.headers : HeaderMap.from(opts?.headers ?? {});
     headers.list.unshift(':status', String(status));
-    const buf = body === undefined ? null : typeof body === 'string' ? Buffer.from(body) : body;
+    // 1xx, 204 and 304 responses have no body, whatever the caller gave.
+    const bodyless = status < 200 || status === 204 || status === 304;
+    const buf = body === undefined || bodyless ? null : typeof body === 'string' ? Buffer.from(body) : body;
     if (buf !== null && buf.length > 0 && !headers.has('content-type')) headers.add('content-type', 'text/plain');
-    headers.set('content-length', String(buf?.length ?? 0));
+    if (bodyless) headers.remove('content-length');
+    else headers.set('content-length', String(buf?.length ?? 0));
     if (this.#res !== null) {
       // A local reply from the response path: answer directly, the response filters already ran.
       this.#res = null;
@@ -459,6 +490,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo {
   #finish(reset: boolean): void {
     if (this.done) return;
     this.done = true;
+    this.#stopBodyTimer();
     this.requestHalted = true;
     if (reset && this.upstream !== null) this.upstream.cancel();
     if (reset && this.responseFlag === '-') this.responseFlag = 'DC';

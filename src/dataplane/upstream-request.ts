@@ -86,6 +86,8 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#o = opts;
   }
 
+  /** Set when the response is a retriable failure answered after the last allowed retry. */
+  retriesExhausted = false;
   /** The endpoint of the latest attempt, for the access log. */
   lastEndpoint: Endpoint | null = null;
 
@@ -105,12 +107,28 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
 
   /** Starts the first attempt. */
   start(): void {
-    if (this.#o.contentLength === 0) this.#requestEnded = true;
-    if (this.#o.timeoutMs > 0) {
+    if (this.#o.contentLength === 0) {
+      this.#requestEnded = true;
+      this.#armDeadline();
+    }
+    this.#attempt();
+  }
+
+  /** Arms the per-try timeout of the current attempt, once the whole request is known (as the route timeout). */
+  #armTryTimer(): void {
+    const ms = this.#o.retry.perTryTimeoutMs;
+    if (ms > 0 && this.#tryTimer === null) this.#tryTimer = setTimeout(onTryTimeout, ms, this);
+  }
+
+  /**
+   * The route timeout runs from the end of the request, as in Envoy: a client that is slow to send its body
+   * is the client's problem (the stream's body timeout), not the upstream's.
+   */
+  #armDeadline(): void {
+    if (this.#o.timeoutMs > 0 && this.#deadline < 0 && this.#state !== DONE) {
       this.#deadlineList = timeoutList(this.#o.timeoutMs);
       this.#deadline = this.#deadlineList.arm(this);
     }
-    this.#attempt();
   }
 
   /** Request body from the stream's request pipeline. */
@@ -179,6 +197,8 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
 
   #endRequest(): void {
     this.#requestEnded = true;
+    this.#armDeadline();
+    if (this.#state === 1 || this.#state === 2) this.#armTryTimer();
     if (this.#state === 2) this.#conn!.endRequest(this.#trailers);
   }
 
@@ -210,7 +230,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#attemptStart = performance.now();
     if (this.#firstAttempt === 0) this.#firstAttempt = this.#attemptStart;
     o.cluster.endpointMetrics(ep).requests.inc();
-    if (o.retry.perTryTimeoutMs > 0) this.#tryTimer = setTimeout(onTryTimeout, o.retry.perTryTimeoutMs, this);
+    if (this.#requestEnded) this.#armTryTimer();
     if (o.hostRewrite !== undefined) this.#rewriteHost(o.hostRewrite === '' ? ep.address : o.hostRewrite);
     this.#pool = o.cluster.pool(ep);
     this.#pool.acquire(this);
@@ -262,6 +282,8 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
         this.#scheduleRetry(backoff);
         return;
       }
+      // A retriable answer with the retries used up goes to the client as it is, flagged URX (as Envoy does).
+      if (this.retries > 0 && this.#noRetryReason === 'limit') this.retriesExhausted = true;
     }
     this.#headSeen = true;
     if (status === 101 && o.upgrade) {

@@ -100,7 +100,10 @@ export class Supervisor {
 
   /** Applies a validated config to every worker, or to none. Reloads run one at a time. */
   apply(config: RawConfig): Promise<ApplyResult> {
-    this.#applying = this.#applying.then(() => this.#apply(config));
+    // Whatever goes wrong in one reload is that reload's answer: the chain of reloads must never break.
+    this.#applying = this.#applying.then(() =>
+      this.#apply(config).catch((err: Error) => this.#rejected(`${this.file}: ${err.message}`)),
+    );
     return this.#applying;
   }
 

@@ -46,9 +46,14 @@ export class Cluster {
   #outlier: OutlierDetector | null = null;
   #health: HealthChecker | null = null;
   #dnsTimer: NodeJS.Timeout | null = null;
+  readonly #resolved = new Map<string, string[]>();
+  readonly #dnsFailures: Value;
+  readonly #log: ((level: 'warn', message: string) => void) | undefined;
   #closed = false;
 
-  constructor(raw: RawCluster, metrics: Metrics) {
+  constructor(raw: RawCluster, metrics: Metrics, log?: (level: 'warn', message: string) => void) {
+    this.#log = log;
+    this.#dnsFailures = metrics.counter('weir_upstream_dns_failures_total', 'Failed DNS lookups of cluster endpoint names', ['cluster']).labels(raw.name);
     this.name = raw.name;
     this.#raw = raw;
     this.configKey = JSON.stringify(raw);
@@ -165,8 +170,12 @@ export class Cluster {
       else {
         try {
           ips = (await dns.promises.lookup(host, { all: true })).map((a) => a.address);
-        } catch {
-          ips = [];
+          this.#resolved.set(host, ips);
+        } catch (err) {
+          // A resolver hiccup must not empty the cluster: keep what the name resolved to last time.
+          this.#dnsFailures.inc();
+          ips = this.#resolved.get(host) ?? [];
+          this.#log?.('warn', `Cannot resolve "${host}" for cluster "${this.name}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; ${ips.length > 0 ? 'keeping the last known addresses' : 'no endpoints for it'}`);
         }
       }
       for (const ip of ips) {
