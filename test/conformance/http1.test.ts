@@ -276,3 +276,21 @@ test('passes header bytes outside ASCII (obs-text) through unchanged, both ways'
   assert.deepEqual(Buffer.from(r.get('x-back')!, 'latin1'), value);
   c.destroy();
 });
+
+test('parses requests that arrive one byte per read: chunked with extensions and trailers, then pipelined', async () => {
+  const c = await RawConnection.open(weir.url('bare'));
+  const bytes =
+    'POST /echo?drip=1 HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-T: 1\r\n\r\n' +
+    get('/echo?drip=2') +
+    'POST /echo?drip=3 HTTP/1.1\r\nHost: test.local\r\nContent-Length: 4\r\n\r\nwxyz';
+  for (const ch of bytes) {
+    c.write(ch);
+    await new Promise((r) => setImmediate(r));
+  }
+  const first = JSON.parse((await c.readResponse()).body.toString());
+  assert.equal(first.body, 'abcde');
+  assert.deepEqual(first.trailers, { 'x-t': '1' });
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?drip=2');
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).body, 'wxyz');
+  c.destroy();
+});
