@@ -140,7 +140,16 @@ async function start(): Promise<void> {
     socket.on('error', () => {});
     socket.on('data', (d: Buffer) => {
       const text = d.toString('latin1');
-      if (text.startsWith('GET /stray/bytes')) {
+      if (text.startsWith('GET /stray/drip')) {
+        // A chunked answer with a trailer, one byte per write.
+        const answer = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n4\r\ndrip\r\n3;e=1\r\nped\r\n0\r\nX-Sum: 7\r\n\r\n';
+        void (async () => {
+          for (const ch of answer) {
+            socket.write(ch);
+            await new Promise((r) => setImmediate(r));
+          }
+        })();
+      } else if (text.startsWith('GET /stray/bytes')) {
         // Echoes the raw bytes of X-Name back in X-Back.
         const raw = /\r\nx-name: ([^\r]*)\r\n/i.exec(text)?.[1] ?? '';
         socket.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Back: '), Buffer.from(raw, 'latin1'), Buffer.from('\r\n\r\n')]));

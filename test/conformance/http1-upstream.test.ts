@@ -130,3 +130,13 @@ test('does not reuse an upstream connection whose HTTP/1.0 answer did not keep i
   // The first may ride a pooled connection from an earlier test; each later one needs a new connection.
   assert.ok(strayConnections - before >= 2, `${strayConnections - before} new connections`);
 });
+
+test('parses an upstream response that arrives one byte per read, with its chunk extensions and trailer', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/stray/drip'));
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(r.body.toString(), 'dripped');
+  assert.deepEqual(r.trailers, [['x-sum', '7']]);
+  c.destroy();
+});
