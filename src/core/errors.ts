@@ -30,6 +30,8 @@ export const ERRORS = Object.freeze({
   DOWNSTREAM_PROTOCOL_ERROR: kind('DOWNSTREAM_PROTOCOL_ERROR', 'downstream', 400, 'DPE', false, 'bad request'),
   HEADERS_TOO_LARGE: kind('HEADERS_TOO_LARGE', 'downstream', 431, 'DPE', false, 'request header fields too large'),
   URI_TOO_LONG: kind('URI_TOO_LONG', 'downstream', 414, 'DPE', false, 'uri too long'),
+  NOT_IMPLEMENTED: kind('NOT_IMPLEMENTED', 'downstream', 501, 'DPE', false, 'not implemented'),
+  HTTP_VERSION_NOT_SUPPORTED: kind('HTTP_VERSION_NOT_SUPPORTED', 'downstream', 505, 'DPE', false, 'http version not supported'),
   REQUEST_TIMEOUT: kind('REQUEST_TIMEOUT', 'downstream', 408, 'DT', false, 'request timeout'),
   DOWNSTREAM_RESET: kind('DOWNSTREAM_RESET', 'downstream', 0, 'DC', false, ''),
   REQUEST_BODY_TOO_LARGE: kind('REQUEST_BODY_TOO_LARGE', 'downstream', 413, 'DPE', false, 'payload too large'),

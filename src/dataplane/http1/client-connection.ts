@@ -167,6 +167,10 @@ export class ClientConnection {
 
   #onHead(_minor: number, raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
     if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
+    for (let i = 0; i < raw.length; i += 2) {
+      // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
+      if (raw[i].length === 17 && raw[i].toLowerCase() === 'transfer-encoding' && raw[i + 1].trim().toLowerCase() !== 'chunked') return -1;
+    }
     if (this.#sink === null) {
       // A second response after the exchange completed, in the same bytes: the connection is out of step.
       this.socket.destroy();

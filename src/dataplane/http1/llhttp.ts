@@ -40,6 +40,7 @@ export interface ParserHandler {
     reason: string,
     upgrade: boolean,
     keepAlive: boolean,
+    versionMajor: number,
   ): number | void;
   onBody(chunk: Buffer): void;
   /** Trailers (raw names and values interleaved), when the message had any; called before onComplete. */
@@ -111,7 +112,7 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     };
   }
   p[kOnHeadersComplete] = function onHeadersComplete(
-    _major: number,
+    major: number,
     minor: number,
     headers: string[] | undefined,
     method: number,
@@ -133,7 +134,7 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     inBody = true;
     enter();
     try {
-      return handler.onHead(minor, headers, method, url, status, reason, upgrade, keepAlive);
+      return handler.onHead(minor, headers, method, url, status, reason, upgrade, keepAlive, major);
     } catch (err) {
       thrown = err;
       return -1;

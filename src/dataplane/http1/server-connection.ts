@@ -119,7 +119,7 @@ export class ServerConnection {
     this.remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
     this.#parser = createParser('request', opts.maxHeaderSize, {
       onBegin: () => this.#onBegin(),
-      onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive) => this.#onHead(minor, raw, method, url, upgrade, keepAlive),
+      onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive, major) => this.#onHead(minor, raw, method, url, upgrade, keepAlive, major),
       onBody: (chunk) => this.#event(chunk),
       onTrailers: (raw) => this.#event(new HeaderMap(rawToList(raw))),
       onComplete: () => this.#event(null),
@@ -276,7 +276,8 @@ export class ServerConnection {
     this.socket.end();
   }
 
-  #onHead(minor: number, raw: string[], methodIndex: number, url: string, upgrade: boolean, keepAlive: boolean): number {
+  #onHead(minor: number, raw: string[], methodIndex: number, url: string, upgrade: boolean, keepAlive: boolean, major: number): number {
+    if (major !== 1) throw new ProxyError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${major}.${minor} is not supported on an HTTP/1.1 listener`);
     this.#headPending = false;
     this.#clearTimer();
     const method = METHODS[methodIndex];
@@ -295,7 +296,15 @@ export class ServerConnection {
         continue;
       }
       if (name === 'content-length') hasBody = value !== '0';
-      else if (name === 'transfer-encoding') hasBody = chunked = true;
+      else if (name === 'transfer-encoding') {
+        // llhttp rejects codings that do not end in chunked (400, RFC 9112 6.1) and accepts "gzip, chunked"; weir
+        // only decodes chunked, so other codings get 501, as in nginx.
+        const codings = value.toLowerCase().split(',').map((c) => c.trim());
+        if (codings.length > 1 && codings[codings.length - 1] === 'chunked') {
+          throw new ProxyError('NOT_IMPLEMENTED', `Transfer-Encoding "${value}" is not supported`);
+        }
+        hasBody = chunked = true;
+      }
       else if (name === 'expect' && value.toLowerCase() === '100-continue') expectContinue = true;
       list.push(name, value);
     }
