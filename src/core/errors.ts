@@ -36,7 +36,7 @@ export const ERRORS = Object.freeze({
   DOWNSTREAM_RESET: kind('DOWNSTREAM_RESET', 'downstream', 0, 'DC', false, ''),
   REQUEST_BODY_TOO_LARGE: kind('REQUEST_BODY_TOO_LARGE', 'downstream', 413, 'DPE', false, 'payload too large'),
   RESPONSE_BODY_TOO_LARGE: kind('RESPONSE_BODY_TOO_LARGE', 'internal', 500, 'LR', false, 'response body too large'),
-  RATE_LIMITED: kind('RATE_LIMITED', 'filter', 429, 'RL', false, 'local rate limited'),
+  RATE_LIMITED: kind('RATE_LIMITED', 'filter', 429, 'RL', false, 'local_rate_limited'),
   FILTER_FAILURE: kind('FILTER_FAILURE', 'filter', 500, 'FF', false, 'filter failure'),
   FILTER_UNAVAILABLE: kind('FILTER_UNAVAILABLE', 'filter', 503, 'FF', false, 'filter unavailable'),
   INTERNAL: kind('INTERNAL', 'internal', 500, 'LR', false, 'internal error'),
