@@ -13,8 +13,8 @@ import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-l
 import { HeaderMap } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
-import type { ServerConnection, RequestHead, RequestSink } from './http1/server-connection.ts';
-import { Pipeline, type PipelineSink } from './chain.ts';
+import type { DownstreamConnection, RequestHead, RequestSink } from './codec.ts';
+import { Pipeline } from './chain.ts';
 import { UpstreamRequest, type UpstreamListener } from './upstream-request.ts';
 import { FilterHandle } from './filter-handle.ts';
 import type { Route } from './router.ts';
@@ -32,7 +32,7 @@ const NO_ENTRIES: readonly ChainEntry[] = Object.freeze([]);
 export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expirable {
   readonly listener: ListenerRuntime;
   readonly snapshot: Snapshot;
-  readonly conn: ServerConnection;
+  readonly conn: DownstreamConnection;
   readonly head: RequestHead;
   readonly startTime = Date.now();
   readonly startMono = performance.now();
@@ -68,7 +68,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   /** The downstream socket is full; the upstream response is paused until it drains. */
   downstreamBlocked = false;
 
-  constructor(listener: ListenerRuntime, conn: ServerConnection, head: RequestHead) {
+  constructor(listener: ListenerRuntime, conn: DownstreamConnection, head: RequestHead) {
     this.listener = listener;
     this.snapshot = listener.snapshot;
     this.snapshot.active++;

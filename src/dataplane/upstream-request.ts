@@ -6,8 +6,7 @@
 import type { HeaderMap } from '../core/headers.ts';
 import { ProxyError } from '../core/errors.ts';
 import { timeoutList, type TimeoutList, type TimeoutTicket, type Expirable } from '../core/timeout-list.ts';
-import type { ClientConnection, ResponseSink } from './http1/client-connection.ts';
-import type { PoolWaiter, Pool } from './http1/pool.ts';
+import type { UpstreamConnection, ResponseSink, PoolWaiter, ConnectionSource } from './codec.ts';
 import type { Cluster } from './upstream/cluster.ts';
 import type { Endpoint, AttemptResult } from './upstream/endpoint.ts';
 import type { RetrySettings } from './router.ts';
@@ -54,8 +53,8 @@ const NO_CHUNKS: Buffer[] = [];
 export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
   readonly #l: UpstreamListener;
   readonly #o: UpstreamRequestOptions;
-  #conn: ClientConnection | null = null;
-  #pool: Pool | null = null;
+  #conn: UpstreamConnection | null = null;
+  #pool: ConnectionSource | null = null;
   #endpoint: Endpoint | null = null;
   #tried: Endpoint[] | null = null;
   /** Body kept for a retry; null once it outgrew the buffer limit (no more retries then). */
@@ -92,7 +91,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
   lastEndpoint: Endpoint | null = null;
 
   /** The connection, once the response head was seen (used for upgrades). */
-  get connection(): ClientConnection | null {
+  get connection(): UpstreamConnection | null {
     return this.#conn;
   }
 
@@ -236,7 +235,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#pool.acquire(this);
   }
 
-  onPoolReady(conn: ClientConnection, _reused: boolean): void {
+  onPoolReady(conn: UpstreamConnection, _reused: boolean): void {
     if (this.#state !== 1) {
       // Cancelled while connecting: hand the connection back untouched.
       conn.abort();

@@ -2,6 +2,7 @@
  * The upstream side of the HTTP/1.1 codec: one pooled connection to one endpoint, carrying one exchange at a
  * time. The stream writes the request through it and receives the response through a `ResponseSink`.
  */
+import type { UpstreamConnection } from '../codec.ts';
 import net, { type Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
@@ -37,7 +38,7 @@ export interface ConnectionOwner {
 }
 
 /** One connection to an upstream endpoint. */
-export class ClientConnection {
+export class ClientConnection implements UpstreamConnection {
   readonly socket: Socket;
   readonly address: string;
   /** Exchanges carried so far; > 0 means the connection was reused. */
@@ -167,6 +168,8 @@ export class ClientConnection {
 
   #onHead(_minor: number, raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
     if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
+    // A server may switch protocols only when asked (RFC 9110 section 15.2.2): an unasked 101 is invalid (502).
+    if (status === 101 && !this.#upgrade) return -1;
     for (let i = 0; i < raw.length; i += 2) {
       // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
       if (raw[i].length === 17 && raw[i].toLowerCase() === 'transfer-encoding' && raw[i + 1].trim().toLowerCase() !== 'chunked') return -1;

@@ -4,6 +4,7 @@
  */
 import { ProxyError } from '../../core/errors.ts';
 import { ClientConnection, connect, type ConnectionOwner } from './client-connection.ts';
+import type { ConnectionSource } from '../codec.ts';
 
 /** Who waits for a connection. */
 export interface PoolWaiter {
@@ -42,7 +43,7 @@ const unlimited: PoolLimits = {
 };
 
 /** The pool of one endpoint. */
-export class Pool implements ConnectionOwner {
+export class Pool implements ConnectionOwner, ConnectionSource {
   readonly address: string;
   readonly #opts: PoolOptions;
   readonly #idle: ClientConnection[] = [];

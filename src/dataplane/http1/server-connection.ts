@@ -3,6 +3,7 @@
  * llhttp, hands each one to the listener's `onRequest`, and writes the response that the stream produces.
  * Responses go out in request order; a pipelined request waits (reading paused) until the one before it is done.
  */
+import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
@@ -63,7 +64,7 @@ interface Queued {
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 
 /** One downstream connection. */
-export class ServerConnection {
+export class ServerConnection implements DownstreamConnection {
   readonly socket: Socket;
   readonly localAddress: string;
   readonly remoteAddress: string;
