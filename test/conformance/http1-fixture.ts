@@ -140,7 +140,9 @@ async function start(): Promise<void> {
     socket.on('error', () => {});
     socket.on('data', (d: Buffer) => {
       const text = d.toString('latin1');
-      if (text.startsWith('GET /stray/drip')) {
+      if (text.startsWith('GET /stray/unasked101')) {
+        socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw bytes');
+      } else if (text.startsWith('GET /stray/drip')) {
         // A chunked answer with a trailer, one byte per write.
         const answer = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n4\r\ndrip\r\n3;e=1\r\nped\r\n0\r\nX-Sum: 7\r\n\r\n';
         void (async () => {

@@ -140,3 +140,12 @@ test('parses an upstream response that arrives one byte per read, with its chunk
   assert.deepEqual(r.trailers, [['x-sum', '7']]);
   c.destroy();
 });
+
+test('a 101 the client did not ask for is an invalid upstream response: 502, never forwarded', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/stray/unasked101'));
+  const r = await c.readResponse();
+  assert.equal(r.status, 502);
+  assert.equal(r.body.toString(), 'invalid upstream response');
+  c.destroy();
+});

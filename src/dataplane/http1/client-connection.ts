@@ -56,6 +56,8 @@ export class ClientConnection implements UpstreamConnection {
   #closed = false;
   #upgrade = false;
   #upgradeRest: Buffer | null = null;
+  /** Set when the upstream switched protocols unasked; the exchange fails once execute() returned. */
+  #unasked101 = false;
   /** A 101 head seen during execute(), delivered once execute() returned. */
   #upgradeHead: { status: number; reason: string; headers: HeaderMap } | null = null;
 
@@ -168,8 +170,12 @@ export class ClientConnection implements UpstreamConnection {
 
   #onHead(_minor: number, raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
     if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
-    // A server may switch protocols only when asked (RFC 9110 section 15.2.2): an unasked 101 is invalid (502).
-    if (status === 101 && !this.#upgrade) return -1;
+    if (status === 101 && !this.#upgrade) {
+      // A server may switch protocols only when asked (RFC 9110 section 15.2.2). Failing the callback would not
+      // do: Node's parser ignores errors once it sees an upgrade, so the exchange fails after execute().
+      this.#unasked101 = true;
+      return 1;
+    }
     for (let i = 0; i < raw.length; i += 2) {
       // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
       if (raw[i].length === 17 && raw[i].toLowerCase() === 'transfer-encoding' && raw[i + 1].trim().toLowerCase() !== 'chunked') return -1;
@@ -224,11 +230,12 @@ export class ClientConnection implements UpstreamConnection {
       return;
     }
     const ret = this.#parser.execute(data);
-    if (typeof ret !== 'number') {
+    if (typeof ret !== 'number' || this.#unasked101) {
       const sink = this.#sink;
       this.#sink = null;
       this.socket.destroy();
-      sink?.onUpstreamError(new ProxyError('UPSTREAM_PROTOCOL_ERROR', `Invalid response from upstream "${this.address}": ${ret.code}`), this.#gotHead);
+      const reason = typeof ret !== 'number' ? ret.code : 'a 101 to a request that did not ask to upgrade';
+      sink?.onUpstreamError(new ProxyError('UPSTREAM_PROTOCOL_ERROR', `Invalid response from upstream "${this.address}": ${reason}`), this.#gotHead);
       return;
     }
     const up = this.#upgradeHead;
