@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RawConnection } from '../support/raw-connection.ts';
-import { useHttp1Fixture, weir, get, upstreamConnections, abandoned } from './http1-fixture.ts';
+import { useHttp1Fixture, weir, up, get, upstreamConnections, abandoned } from './http1-fixture.ts';
 
 useHttp1Fixture();
 
@@ -293,4 +293,18 @@ test('parses requests that arrive one byte per read: chunked with extensions and
   assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?drip=2');
   assert.equal(JSON.parse((await c.readResponse()).body.toString()).body, 'wxyz');
   c.destroy();
+});
+
+test('a request pipelined after one that said Connection: close is never forwarded', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/echo?closing=1', 'Connection: close\r\n') + get('/echo?after-close=1'));
+  const r = await c.readResponse();
+  assert.equal(JSON.parse(r.body.toString()).url, '/echo?closing=1');
+  assert.equal(r.get('connection'), 'close');
+  assert.equal(await c.waitClosed(), true);
+  assert.equal(c.pending.length, 0, 'no second response');
+  const probe = await fetch(`${weir.url('edge')}/echo?probe-after-close`);
+  await probe.arrayBuffer();
+  assert.ok(up.requests.some((q) => q.url === '/echo?probe-after-close'));
+  assert.ok(!up.requests.some((q) => q.url === '/echo?after-close=1'), 'the upstream never saw the second request');
 });
