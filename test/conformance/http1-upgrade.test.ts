@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RawConnection } from '../support/raw-connection.ts';
-import { useHttp1Fixture, weir } from './http1-fixture.ts';
+import { useHttp1Fixture, weir, up } from './http1-fixture.ts';
 
 useHttp1Fixture();
 
@@ -64,4 +64,20 @@ test('a tunnel the upstream closes is closed downstream too, and logged as a 101
   const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/ws-bye');
   assert.equal(line.status, 101);
   assert.ok(line.bytes_out >= 3);
+});
+
+test('bytes after a refused upgrade are not parsed as a request (no WebSocket smuggling)', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(
+    'GET /refuse-upgrade HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n' +
+      'GET /echo?smuggled=1 HTTP/1.1\r\nHost: test.local\r\n\r\n',
+  );
+  const r = await c.readResponse();
+  assert.equal(r.status, 426);
+  assert.equal(await c.waitClosed(), true);
+  assert.equal(c.pending.length, 0, 'one response only');
+  const probe = await fetch(`${weir.url('edge')}/echo?probe-after-refusal`);
+  await probe.arrayBuffer();
+  assert.ok(up.requests.some((q) => q.url === '/echo?probe-after-refusal'));
+  assert.ok(!up.requests.some((q) => q.url === '/echo?smuggled=1'), 'the upstream never saw the smuggled request');
 });
