@@ -81,3 +81,18 @@ test('bytes after a refused upgrade are not parsed as a request (no WebSocket sm
   assert.ok(up.requests.some((q) => q.url === '/echo?probe-after-refusal'));
   assert.ok(!up.requests.some((q) => q.url === '/echo?smuggled=1'), 'the upstream never saw the smuggled request');
 });
+
+test('an h2c upgrade is not tunnelled: the request goes upstream as plain HTTP/1.1 (h2c smuggling), as Envoy does', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(
+    'GET /echo?h2c=1 HTTP/1.1\r\nHost: test.local\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n' +
+      'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
+  );
+  const r = await c.readResponse();
+  assert.equal(r.status, 200, 'not a 101');
+  const echo = JSON.parse(r.body.toString());
+  assert.equal(echo.url, '/echo?h2c=1');
+  assert.equal(echo.headers.upgrade, undefined);
+  assert.equal(echo.headers['http2-settings'], undefined);
+  c.destroy();
+});

@@ -307,6 +307,13 @@ export class ServerConnection implements DownstreamConnection {
         hasBody = chunked = true;
       }
       else if (name === 'expect' && value.toLowerCase() === '100-continue') expectContinue = true;
+      else if (name === 'upgrade' && upgrade && value.trim().toLowerCase() === 'h2c') {
+        // An h2c upgrade would tunnel HTTP/2 straight to the upstream, past routing and filters (h2c
+        // smuggling): as Envoy does, the request goes on as plain HTTP/1.1 without it.
+        upgrade = false;
+        this.#pendingUpgrade = true;
+        continue;
+      } else if (name === 'http2-settings') continue;
       list.push(name, value);
     }
     if (minor >= 1 && hosts === 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'HTTP/1.1 request without a Host header');
