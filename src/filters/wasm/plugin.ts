@@ -1,8 +1,9 @@
 /**
  * Plugins and shared VMs in one worker. Plugins with the same VM key (vm_id, code, vm_configuration and sandbox
  * limits) share one VM, as in Envoy; each plugin has its own root context in it. A VM that fails is recreated from
- * the compiled module for the next requests, whatever the failure policy (beyond Envoy, where only FAIL_RELOAD
- * does), with backoff when it keeps failing; the policy answers the failing request and those during the backoff.
+ * the compiled module for the next request, whatever the failure policy (beyond Envoy, where only FAIL_RELOAD
+ * does); only a burst of failures (more than RELOAD_BURST a second) or a VM that fails to start backs off, and the
+ * policy answers the failing request and those during a backoff.
  */
 import type { FactoryContext, FilterCallbacks } from '../contract.ts';
 import type { Value } from '../../telemetry/metrics.ts';
@@ -22,6 +23,13 @@ export type FailurePolicy = 'fail_closed' | 'fail_open' | 'fail_reload';
 export function reloadBackoffMs(consecutiveFailures: number): number {
   return consecutiveFailures <= 1 ? 0 : Math.min(30_000, 1000 * 2 ** (consecutiveFailures - 2));
 }
+
+/**
+ * Reloads allowed per second before the backoff applies. A request that traps or overruns fails alone and the next
+ * request gets a fresh VM at once (instantiating the compiled module costs milliseconds); only a burst of failures
+ * (a query of death repeated) backs off, so that it cannot cost a VM per request.
+ */
+export const RELOAD_BURST = 10;
 
 /** How to build a VM. */
 export interface VmSpec {
@@ -53,6 +61,8 @@ class VmSlot {
   readonly #recorded = new WeakSet<WasmVm>();
   failures = 0;
   retryAt = 0;
+  /** Times of the failures in the last second (ms). */
+  #recentFailures: number[] = [];
 
   constructor(key: string, spec: VmSpec, host: Host) {
     this.key = key;
@@ -92,7 +102,10 @@ class VmSlot {
     vm.failure ??= failure;
     vm.dispose();
     this.failures++;
-    this.retryAt = Date.now() + reloadBackoffMs(this.failures);
+    const now = Date.now();
+    this.#recentFailures = this.#recentFailures.filter((t) => now - t < 1000);
+    this.#recentFailures.push(now);
+    this.retryAt = this.#recentFailures.length <= RELOAD_BURST ? 0 : now + Math.max(1000, reloadBackoffMs(this.failures));
     for (const plugin of this.plugins) plugin.countFailure(failure);
     const names = [...this.plugins].map((p) => `"${p.info.name}"`).join(', ');
     const line = `Wasm VM of filter ${names} failed (${failure.reason}): ${failure.message}`;

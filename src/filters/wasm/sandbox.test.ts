@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { buildCorpus, type Corpus } from '../../../test/wasm-corpus/build.ts';
 import { buildFilterForTest } from './test-support.ts';
 import { runForTest, CallbacksForTest } from './harness-for-test.ts';
+import { RELOAD_BURST } from './plugin.ts';
 import { HeaderMap } from '../../core/headers.ts';
 import { Metrics, renderPrometheus } from '../../telemetry/metrics.ts';
 import { createServer } from 'node:http';
@@ -40,15 +41,18 @@ test('a trap under fail_closed answers 503, is counted and logged with the filte
   void ctx;
 });
 
-test('a trap under fail_open passes the failing request through untouched; during the backoff requests pass too', async () => {
+test('a trap under fail_open passes the failing request through untouched; during a backoff requests pass too', async () => {
   const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_open' }));
   const trapped = await runForTest(factory, { headers: action('trap') });
   assert.equal(trapped.response!.status, 200);
   assert.equal(trapped.upstream!.headers.get('x-edge'), undefined);
   assert.equal((await runForTest(factory, { headers: action('trap') })).response!.status, 200, 'the new VM traps too');
+  const next = await runForTest(factory, { headers: action('none') });
+  assert.equal(next.upstream!.headers.get('x-edge'), 'ok', 'two failures in a row: the next request still gets a fresh VM');
+  for (let i = 0; i < RELOAD_BURST; i++) await runForTest(factory, { headers: action('trap') });
   const during = await runForTest(factory, { headers: action('none') });
   assert.equal(during.response!.status, 200);
-  assert.equal(during.upstream!.headers.get('x-edge'), undefined, 'bypassed while the second reload waits for its backoff');
+  assert.equal(during.upstream!.headers.get('x-edge'), undefined, 'bypassed while a burst of failures waits for its backoff');
 });
 
 test('an endless loop exhausts the CPU budget: only its request fails, and fail_reload serves the next one', async () => {
@@ -66,12 +70,15 @@ test('an endless loop exhausts the CPU budget: only its request fails, and fail_
   console.log(`# endless loop stopped after ${elapsed.toFixed(1)} ms with a budget of 2e6 steps`);
 });
 
-test('fail_reload backs off when the new VM fails again at once', async () => {
+test('failing requests fail alone: the next request gets a fresh VM, until a burst of failures backs off', async () => {
   const { factory } = await buildFilterForTest(edge({ failure_policy: 'fail_reload' }));
   assert.equal((await runForTest(factory, { headers: action('trap') })).response!.status, 503);
-  assert.equal((await runForTest(factory, { headers: action('trap') })).response!.status, 503, 'first reload is immediate, and traps again');
+  assert.equal((await runForTest(factory, { headers: action('trap') })).response!.status, 503, 'the reload is immediate, and traps again');
+  const innocent = await runForTest(factory, { headers: action('none') });
+  assert.equal(innocent.upstream!.headers.get('x-edge'), 'ok', 'an innocent request after two failures is served');
+  for (let i = 0; i < RELOAD_BURST; i++) await runForTest(factory, { headers: action('trap') });
   const during = await runForTest(factory, { headers: action('none') });
-  assert.equal(during.response!.status, 503, 'the second reload waits for its backoff (1 s)');
+  assert.equal(during.response!.status, 503, 'more than RELOAD_BURST failures in a second: the reload waits for its backoff (1 s)');
 });
 
 test('unbounded recursion traps (stack overflow) and is contained', async () => {
