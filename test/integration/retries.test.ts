@@ -202,3 +202,21 @@ test('circuit breaker max_requests: 1 answers a second concurrent request 503 at
   assert.equal((await first).status, 200);
   assert.equal((await send('/breaker/ok?third')).status, 200, 'the slot is free again');
 });
+
+test('retry_on: [gateway-error] retries a 503 but passes a 500 through', async () => {
+  let retried = 0;
+  let passed = 0;
+  for (let i = 0; i < 4; i++) {
+    assert.equal((await send(`/gateway/503?${i}`)).status, 200);
+    if (hitsFor(`/gateway/503?${i}`)[0] === 'a') retried++;
+  }
+  for (let i = 0; i < 4; i++) {
+    const r = await send(`/gateway/500?${i}`);
+    if (hitsFor(`/gateway/500?${i}`)[0] === 'a') {
+      passed++;
+      assert.equal(r.status, 500);
+      assert.equal(hitsFor(`/gateway/500?${i}`).length, 1);
+    }
+  }
+  assert.ok(retried > 0 && passed > 0);
+});
