@@ -65,6 +65,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   #overrideHost: string | undefined;
   #dynamicMetadata: Map<string, Record<string, unknown>> | null = null;
   #filterState: Map<string, string | Buffer> | null = null;
+  /** x-forwarded-for as the client sent it. */
+  #clientXff: string | undefined;
   /** The downstream socket is full; the upstream response is paused until it drains. */
   downstreamBlocked = false;
 
@@ -91,6 +93,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     this.requestId = id ?? '';
     const remote = this.conn.socket.remoteAddress ?? '';
     const xff = h.getJoined('x-forwarded-for');
+    this.#clientXff = xff;
     if (xff === undefined) list.push('x-forwarded-for', remote);
     else {
       h.remove('x-forwarded-for');
@@ -528,7 +531,17 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   get downstreamRemoteAddress(): string {
     return this.conn.remoteAddress;
   }
+  /**
+   * The client's IP: the connection's peer, or with `xff_trusted_hops: N` the address N entries from the right
+   * of x-forwarded-for as the client sent it (Envoy's rule), when there is one.
+   */
   get downstreamClientAddress(): string {
+    const hops = this.listener.settings.xffTrustedHops;
+    if (hops > 0 && this.#clientXff !== undefined) {
+      const parts = this.#clientXff.split(',');
+      const ip = parts[parts.length - hops]?.trim();
+      if (ip) return ip;
+    }
     return this.conn.socket.remoteAddress ?? '';
   }
   get requestedServerName(): string {

@@ -347,3 +347,40 @@ clusters:
     await up.close();
   }
 });
+
+test('lua e2e: downstreamRemoteAddress is the peer "ip:port", or the trusted x-forwarded-for client', async () => {
+  const up = await startUpstream((_q, res) => res.end('ok'));
+  const script = `
+          function envoy_on_request(handle)
+            handle:respond({[":status"] = "200"}, handle:streamInfo():downstreamRemoteAddress() .. " " .. handle:streamInfo():downstreamLocalAddress())
+          end`;
+  const config = (hops: number) => `
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    xff_trusted_hops: ${hops}
+    filters:
+      - name: addr
+        type: lua
+        source: |${script}
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`;
+  const direct = await startWeir(config(0));
+  const trusted = await startWeir(config(1));
+  try {
+    const a = await (await fetch(direct.url('edge'), { headers: { 'x-forwarded-for': '10.9.9.9' } })).text();
+    assert.match(a, /^127\.0\.0\.1:\d+ 127\.0\.0\.1:\d+$/, 'untrusted x-forwarded-for is ignored');
+    assert.notEqual(a.split(' ')[0], '127.0.0.1:0');
+    const b = await (await fetch(trusted.url('edge'), { headers: { 'x-forwarded-for': '10.9.9.9' } })).text();
+    assert.match(b, /^10\.9\.9\.9:0 127\.0\.0\.1:\d+$/, 'one trusted hop: the client x-forwarded-for names');
+  } finally {
+    await direct.stop();
+    await trusted.stop();
+    await up.close();
+  }
+});

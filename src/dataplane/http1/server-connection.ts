@@ -116,8 +116,8 @@ export class ServerConnection implements DownstreamConnection {
     this.socket = socket;
     this.#out = new Coalescer(socket);
     this.#opts = opts;
-    this.localAddress = `${socket.localAddress}:${socket.localPort}`;
-    this.remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.localAddress = hostPort(socket.localAddress, socket.localPort);
+    this.remoteAddress = hostPort(socket.remoteAddress, socket.remotePort);
     this.#parser = createParser('request', opts.maxHeaderSize, {
       onBegin: () => this.#onBegin(),
       onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive, major) => this.#onHead(minor, raw, method, url, upgrade, keepAlive, major),
@@ -620,4 +620,10 @@ function readStart(socket: Socket): void {
 
 function onTimer(conn: ServerConnection): void {
   conn.timedOut();
+}
+
+/** "ip:port", with IPv6 addresses in brackets. */
+function hostPort(ip: string | undefined, port: number | undefined): string {
+  const host = ip ?? '';
+  return `${host.includes(':') ? `[${host}]` : host}:${port ?? 0}`;
 }

@@ -4,7 +4,7 @@
  */
 import { createHash, createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { isIP } from 'node:net';
-import type { LogLevel } from '../contract.ts';
+import type { LogLevel, StreamInfo } from '../contract.ts';
 import { T_NIL, T_NUMBER, T_STRING } from './vm.ts';
 import type { HostContext } from './host.ts';
 
@@ -33,7 +33,7 @@ export function makeInfoFunctions(ctx: HostContext): Record<string, (L: number) 
           vm.pushString(L, info.downstreamLocalAddress);
           return 1;
         case 2:
-          vm.pushString(L, info.downstreamClientAddress || info.downstreamRemoteAddress);
+          vm.pushString(L, clientAddress(info));
           return 1;
         case 3:
           vm.pushString(L, info.downstreamRemoteAddress);
@@ -236,4 +236,12 @@ export function makeInfoFunctions(ctx: HostContext): Record<string, (L: number) 
       return bridge.call(L, vm);
     },
   };
+}
+
+/** Envoy's downstreamRemoteAddress(): "ip:port" of the peer, or "ip:0" for a client named by trusted x-forwarded-for. */
+function clientAddress(info: StreamInfo): string {
+  const client = info.downstreamClientAddress;
+  const remote = info.downstreamRemoteAddress;
+  if (client === '' || remote.startsWith(client.includes(':') ? `[${client}]:` : `${client}:`)) return remote;
+  return client.includes(':') ? `[${client}]:0` : `${client}:0`;
 }
