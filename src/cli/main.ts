@@ -68,7 +68,7 @@ async function run(args: string[]): Promise<number> {
   return -1;
 }
 
-function validate(args: string[]): number {
+async function validate(args: string[]): Promise<number> {
   const file = args[0];
   if (file === undefined) {
     process.stderr.write(USAGE);
@@ -85,6 +85,14 @@ function validate(args: string[]): number {
   if (!r.ok) {
     process.stderr.write(formatProblems(file, r.problems) + '\n');
     process.stderr.write(`${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} found\n`);
+    return 1;
+  }
+  // What `run` would load before any worker starts: script files, Wasm modules (compiled and checked).
+  const { prepareFilters } = await import('../config/prepare.ts');
+  const { problems } = await prepareFilters(r.config, path.dirname(path.resolve(file)), () => {});
+  if (problems.length > 0) {
+    for (const p of problems) process.stderr.write(`${file} ${p.path}: ${p.message}\n`);
+    process.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} found\n`);
     return 1;
   }
   process.stdout.write(`${file}: valid (${r.config.listeners.length} listener(s), ${r.config.clusters.length} cluster(s))\n`);
