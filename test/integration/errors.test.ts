@@ -68,7 +68,7 @@ before(async () => {
     socket.on('error', () => {});
     socket.once('data', (d: Buffer) => {
       const path = d.toString('latin1').split(' ')[1];
-      if (path === '/rogue/stall') socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf');
+      if (path === '/rogue/stall' || path === '/rogue/stall-no-idle') socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf');
       else if (path === '/rogue/badchunk') socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\nzz\r\nbad\r\n');
       else socket.write(`HTTP/1.1 200 OK\r\nX-Big: ${'h'.repeat(200 * 1024)}\r\nContent-Length: 2\r\n\r\nok`);
     });
@@ -116,6 +116,9 @@ listeners:
         cluster: smuggler
       - match: { prefix: /drip }
         cluster: drip
+      - match: { prefix: /rogue/stall-no-idle }
+        cluster: rogue
+        timeout: 300ms
       - match: { prefix: /rogue/stall }
         cluster: rogue
         idle_timeout: 300ms
@@ -265,3 +268,27 @@ test('requests waiting for a connection slot fail with 503 UF when the connectio
     assert.equal(body, 'upstream connect error');
   }
 });
+
+test(
+  'an upstream that stalls mid-body is cut off by the route timeout alone, as in Envoy (which times the whole response)',
+  { todo: 'the route timeout covers only the wait for the response head and no idle timeout applies by default, so the client hangs' },
+  async () => {
+    const { hostname, port } = new URL(weir.url('edge'));
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await new Promise<string>((resolve) => {
+      const req = http.get({ host: hostname, port, path: '/rogue/stall-no-idle' }, (res) => {
+        res.resume();
+        res.on('end', () => resolve('complete'));
+        res.on('error', () => resolve('failed'));
+        res.on('aborted', () => resolve('failed'));
+      });
+      req.on('error', () => resolve('failed'));
+      timer = setTimeout(() => {
+        resolve('still waiting after 3 s');
+        req.destroy();
+      }, 3000);
+    });
+    clearTimeout(timer);
+    assert.equal(outcome, 'failed');
+  },
+);

@@ -64,7 +64,12 @@ export interface RawLua {
   lua_getinfo(L: number, what: number, ar: number): number;
   lua_isinteger(L: number, idx: number): number;
   lua_xmove(from: number, to: number, n: number): void;
+  lua_checkstack(L: number, n: number): number;
+  lua_topointer(L: number, idx: number): number;
 }
+
+/** How deep tables may nest when they cross between Lua and JS (metadata, respond headers); deeper is an error. */
+export const MAX_TABLE_DEPTH = 16;
 
 /** Options of a VM. */
 export interface LuaVmOptions {
@@ -285,8 +290,12 @@ export class LuaVm {
     return (u8[q] | (u8[q + 1] << 8) | (u8[q + 2] << 16) | (u8[q + 3] << 24)) >>> 0;
   }
 
-  /** Converts the Lua value at `idx` into plain JS data (tables become arrays or objects; depth-limited). */
-  readValue(L: number, idx: number, depth = 0): unknown {
+  /**
+   * Converts the Lua value at `idx` into plain JS data (tables become arrays or objects). Throws an Error for a
+   * table that contains itself or nests deeper than MAX_TABLE_DEPTH: every level needs Lua stack room, and a host
+   * function that outgrows its stack corrupts the VM.
+   */
+  readValue(L: number, idx: number, depth = 0, seen: number[] = []): unknown {
     const x = this.x;
     switch (x.lua_type(L, idx)) {
       case T_NIL:
@@ -298,8 +307,12 @@ export class LuaVm {
       case T_STRING:
         return this.readString(L, idx);
       case T_TABLE: {
-        if (depth > 32) return null;
+        if (depth >= MAX_TABLE_DEPTH) throw new Error(`table nests deeper than ${MAX_TABLE_DEPTH} levels`);
         const abs = idx < 0 && idx > REGISTRY ? x.lua_gettop(L) + idx + 1 : idx;
+        const ptr = x.lua_topointer(L, abs);
+        if (seen.includes(ptr)) throw new Error('table contains itself (a cycle)');
+        if (x.lua_checkstack(L, 4) === 0) throw new Error('Lua stack overflow while reading a table');
+        seen.push(ptr);
         const n = Number(x.lua_rawlen(L, abs));
         const obj: Record<string, unknown> = {};
         let keys = 0;
@@ -316,10 +329,17 @@ export class LuaVm {
             arrayLike = false;
             key = kt === T_STRING ? this.readString(L, -2)! : String(x.lua_type(L, -2));
           }
-          obj[key] = this.readValue(L, -1, depth + 1);
+          try {
+            obj[key] = this.readValue(L, -1, depth + 1, seen);
+          } catch (err) {
+            x.lua_settop(L, -3);
+            seen.pop();
+            throw err;
+          }
           keys++;
           x.lua_settop(L, -2);
         }
+        seen.pop();
         if (keys > 0 && arrayLike && keys === n) {
           const arr: unknown[] = [];
           for (let i = 1; i <= n; i++) arr.push(obj[String(i)]);
@@ -332,10 +352,17 @@ export class LuaVm {
     }
   }
 
-  /** Pushes plain JS data: null/undefined → nil, arrays → sequences, objects → tables, Buffers → strings. */
+  /**
+   * Pushes plain JS data: null/undefined → nil, arrays → sequences, objects → tables, Buffers → strings. Data nested
+   * deeper than MAX_TABLE_DEPTH (or a JS object that contains itself) is cut off with nil there.
+   */
   pushValue(L: number, v: unknown, depth = 0): void {
     const x = this.x;
-    if (v === null || v === undefined || depth > 32) x.lua_pushnil(L);
+    if (typeof v === 'object' && v !== null && !(v instanceof Uint8Array) && (depth >= MAX_TABLE_DEPTH || x.lua_checkstack(L, 4) === 0)) {
+      x.lua_pushnil(L);
+      return;
+    }
+    if (v === null || v === undefined) x.lua_pushnil(L);
     else if (typeof v === 'string') this.pushString(L, v);
     else if (typeof v === 'number') this.pushNumber(L, v);
     else if (typeof v === 'boolean') x.lua_pushboolean(L, v ? 1 : 0);
