@@ -242,6 +242,8 @@ export function makeInfoFunctions(ctx: HostContext): Record<string, (L: number) 
 function clientAddress(info: StreamInfo): string {
   const client = info.downstreamClientAddress;
   const remote = info.downstreamRemoteAddress;
-  if (client === '' || remote.startsWith(client.includes(':') ? `[${client}]:` : `${client}:`)) return remote;
-  return client.includes(':') ? `[${client}]:0` : `${client}:0`;
+  const v = isIP(client);
+  if (v === 0) return client === '' ? remote : client; // already "ip:port", or nothing better than the peer
+  const prefix = v === 6 ? `[${client}]:` : `${client}:`;
+  return remote.startsWith(prefix) ? remote : `${prefix}0`;
 }
