@@ -58,6 +58,9 @@ export function compileRetry(r: RawRetry | undefined): RetrySettings {
   };
 }
 
+/** How long a response may stall between two reads from the upstream when the route does not say. */
+export const DEFAULT_RESPONSE_IDLE_MS = 60_000;
+
 /** A compiled route. */
 export interface Route {
   readonly name: string;
@@ -107,7 +110,8 @@ export function compileRoute(raw: RawRoute, index: number, vhostName: string, ch
     hostRewrite: raw.host_rewrite,
     autoHostRewrite: raw.auto_host_rewrite,
     timeoutMs: raw.timeout === undefined ? 0 : parseDuration(raw.timeout),
-    idleTimeoutMs: raw.idle_timeout === undefined ? 0 : parseDuration(raw.idle_timeout),
+    // Unset: 60 s between two reads of the response, as nginx's proxy_read_timeout; "0s" turns it off.
+    idleTimeoutMs: raw.idle_timeout === undefined ? DEFAULT_RESPONSE_IDLE_MS : parseDuration(raw.idle_timeout),
     retry: raw.retry === undefined ? undefined : compileRetry(raw.retry),
     hashOn: raw.hash_on,
     metadata: Object.freeze({ ...(raw.metadata ?? {}) }),

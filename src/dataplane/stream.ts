@@ -389,7 +389,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   /** Answers with a catalogued error. */
   localReply(kind: ErrorKind, message: string | undefined, upTo: number, details?: string): void {
-    this.responseFlag = kind.flag;
+    // After used-up retries the flag says both what failed and that retries ran out, as Envoy writes "UF,URX".
+    this.responseFlag = this.upstream?.retriesExhausted ? `${kind.flag},${ERRORS.RETRY_LIMIT_EXCEEDED.flag}` : kind.flag;
     if (message !== undefined || details !== undefined) this.details = details ?? message!;
     this.listener.countError(kind);
     this.sendLocalReply(kind.status, kind.body, { details: kind.code.toLowerCase() }, upTo);

@@ -402,7 +402,11 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#endAttempt();
     this.lastError = error;
     const backoff = this.#decideRetry(failure);
-    if (backoff === null) this.#fail(this.#noRetryReason === 'limit' && this.retries > 0 ? new ProxyError('RETRY_LIMIT_EXCEEDED', error.message) : error);
+    if (backoff === null) {
+      // The failure itself is the answer (502 for a reset, 503 for a connect failure); used-up retries add URX.
+      if (this.#noRetryReason === 'limit' && this.retries > 0) this.retriesExhausted = true;
+      this.#fail(error);
+    }
     else this.#scheduleRetry(backoff);
   }
 
