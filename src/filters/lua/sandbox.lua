@@ -30,6 +30,28 @@ math.ldexp = math.ldexp or function(m, e) return m * 2.0 ^ e end
 math.mod = math.fmod
 string.gfind = string.gmatch
 
+-- LuaJIT formats a float with %d (and %x, %o, %c, %i) by truncating it; Lua 5.4 raises "number has no integer
+-- representation". Scripts written for Envoy do string.format("%d", size / 2): truncate such arguments first.
+do
+  local raw_format, tointeger, mtype = string.format, math.tointeger, math.type
+  local function truncate(v)
+    if mtype(v) ~= "float" or v ~= v or v == math.huge or v == -math.huge then return v end
+    return tointeger(v) or tointeger(v >= 0 and math.floor(v) or math.ceil(v)) or v
+  end
+  string.format = function(fmt, ...)
+    if type(fmt) ~= "string" or not fmt:find("%%[-+ #0]*%d*%.?%d*[dioxXc]") then return raw_format(fmt, ...) end
+    local args = table.pack(...)
+    local i = 0
+    for spec in fmt:gmatch("%%[-+ #0]*%d*%.?%d*([%a%%])") do
+      if spec ~= "%" then
+        i = i + 1
+        if spec == "d" or spec == "i" or spec == "o" or spec == "x" or spec == "X" or spec == "c" then args[i] = truncate(args[i]) end
+      end
+    end
+    return raw_format(fmt, table.unpack(args, 1, args.n))
+  end
+end
+
 -- load/loadstring accept text chunks only; the environment defaults to the script's globals.
 load = function(chunk, name, mode, env)
   return raw_load(chunk, name, "t", env or G)
