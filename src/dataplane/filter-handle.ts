@@ -52,8 +52,8 @@ export class FilterHandle implements FilterCallbacks {
     this.#stream.clearRouteCache();
   }
 
-  setUpstreamOverrideHost(host: string, _strict: boolean): void {
-    this.#stream.setUpstreamOverrideHost(host);
+  setUpstreamOverrideHost(host: string, strict: boolean): void {
+    this.#stream.setUpstreamOverrideHost(host, strict);
   }
 
   log(level: LogLevel, message: string): void {

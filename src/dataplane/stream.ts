@@ -63,6 +63,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   #routeCleared = false;
   #responseEos = false;
   #overrideHost: string | undefined;
+  #overrideStrict = false;
   #dynamicMetadata: Map<string, Record<string, unknown>> | null = null;
   #filterState: Map<string, string | Buffer> | null = null;
   /** x-forwarded-for as the client sent it. */
@@ -248,6 +249,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       contentLength: eos ? 0 : cl !== undefined ? Number(cl) : -1,
       hashKey,
       overrideHost: this.#overrideHost,
+      overrideStrict: this.#overrideStrict,
       retry: route.retry ?? cluster.retry,
       timeoutMs: route.timeoutMs > 0 ? route.timeoutMs : this.head.upgrade ? 0 : cluster.timeoutMs,
       idleTimeoutMs: route.idleTimeoutMs,
@@ -456,8 +458,9 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   }
 
   /** Pins the endpoint the load balancer picks. */
-  setUpstreamOverrideHost(host: string): void {
+  setUpstreamOverrideHost(host: string, strict: boolean): void {
     this.#overrideHost = host;
+    this.#overrideStrict = strict;
   }
 
   /** Resets the stream: both connections closed, no response. */

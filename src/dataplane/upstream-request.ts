@@ -34,6 +34,8 @@ export interface UpstreamRequestOptions {
   contentLength: number;
   hashKey: string | undefined;
   overrideHost: string | undefined;
+  /** With an override host: answer 503 when that endpoint cannot be used, instead of picking another. */
+  overrideStrict?: boolean;
   retry: RetrySettings;
   /** Overall deadline until the response head, across retries (0: none). */
   timeoutMs: number;
@@ -203,7 +205,11 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
 
   #attempt(): void {
     const o = this.#o;
-    const ep = o.cluster.pick({ hashKey: o.hashKey, tried: this.#tried, overrideHost: o.overrideHost });
+    let ep = o.cluster.pick({ hashKey: o.hashKey, tried: this.#tried, overrideHost: o.overrideHost });
+    if (ep !== null && o.overrideStrict && o.overrideHost !== undefined && ep.address !== o.overrideHost && ep.host !== o.overrideHost) {
+      this.lastError ??= new ProxyError('NO_HEALTHY_UPSTREAM', `Override host "${o.overrideHost}" is not a usable endpoint of cluster "${o.cluster.name}"`);
+      ep = null;
+    }
     if (ep === null) {
       // No endpoint left to try: the last attempt's failure is the answer (or none was ever healthy).
       this.#fail(this.lastError ?? new ProxyError('NO_HEALTHY_UPSTREAM', `No healthy endpoint in cluster "${o.cluster.name}"`));

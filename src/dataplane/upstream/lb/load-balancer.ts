@@ -11,7 +11,7 @@ export interface LbContext {
   hashKey: string | undefined;
   /** Endpoints this request already tried, in order; none of them is picked again. `null` when none. */
   tried: readonly Endpoint[] | null;
-  /** An endpoint address ("host:port") to use if it is in the cluster and may be picked (e.g. a sticky session). */
+  /** An endpoint ("host:port", or "host" for any of its ports) to use if it is in the cluster and may be picked. */
   overrideHost?: string;
 }
 
@@ -102,7 +102,7 @@ export abstract class BaseLoadBalancer implements LoadBalancer {
     if (ctx.overrideHost !== undefined) {
       for (let i = 0; i < n; i++) {
         const ep = eps[i];
-        if (ep.address === ctx.overrideHost && isCandidate(ep, now, panic, tried)) return ep;
+        if ((ep.address === ctx.overrideHost || ep.host === ctx.overrideHost) && isCandidate(ep, now, panic, tried)) return ep;
       }
     }
     return this.choose(now, panic, tried, ctx.hashKey);
