@@ -24,6 +24,7 @@ export async function prepareFilters(
   config: RawConfig,
   baseDir: string,
   log: (level: LogLevel, filter: string, message: string) => void,
+  requestReload?: (reason: string) => void,
 ): Promise<{ prepared: Record<string, unknown>; problems: { path: string; message: string }[] }> {
   const prepared: Record<string, unknown> = {};
   const problems: { path: string; message: string }[] = [];
@@ -33,7 +34,7 @@ export async function prepareFilters(
       if (def?.prepare === undefined || filter.disabled) return;
       const { name: _n, type: _t, disabled: _d, ...own } = filter;
       try {
-        prepared[path] = await def.prepare(own, { name: filter.name, baseDir, path, log: (level, m) => log(level, filter.name, m) });
+        prepared[path] = await def.prepare(own, { name: filter.name, baseDir, path, log: (level, m) => log(level, filter.name, m), requestReload });
       } catch (err) {
         problems.push({ path, message: `filter "${filter.name}": ${(err as Error).message}` });
       }

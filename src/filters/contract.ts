@@ -182,6 +182,8 @@ export interface PrepareContext {
   readonly baseDir: string;
   readonly path: string;
   log(level: LogLevel, message: string): void;
+  /** Asks for the running config to be applied again (e.g. a module finished downloading after the load). */
+  requestReload?(reason: string): void;
 }
 
 /**

@@ -110,7 +110,7 @@ export class Supervisor {
   async #apply(config: RawConfig): Promise<ApplyResult> {
     const version = this.version + 1;
     const baseDir = path.dirname(this.file);
-    const { prepared, problems } = await prepareFilters(config, baseDir, (level, filter, m) => this.log.filter(level, filter, m));
+    const { prepared, problems } = await prepareFilters(config, baseDir, (level, filter, m) => this.log.filter(level, filter, m), (reason) => this.#reapply(reason));
     if (problems.length > 0) return this.#rejected(problems.map((p) => `${this.file} ${p.path}: ${p.message}`).join('\n'));
     const busy = await this.#probeNewAddresses(config);
     if (busy.length > 0) return this.#rejected(busy.join('\n'));
@@ -173,6 +173,20 @@ export class Supervisor {
       if (error !== null) problems.push(`Cannot listen on "${l.address}" for listener "${l.name}": ${error}`);
     }
     return problems;
+  }
+
+  #reapplyQueued = false;
+
+  /** Applies the running config again, once, soon (a filter's resource became available in the background). */
+  #reapply(reason: string): void {
+    if (this.#reapplyQueued) return;
+    this.#reapplyQueued = true;
+    setTimeout(() => {
+      this.#reapplyQueued = false;
+      if (this.config === null || this.draining) return;
+      this.log.pino.info({ reason }, 'Applying the running config again');
+      void this.apply(this.config);
+    }, 0).unref();
   }
 
   #rejected(error: string): ApplyResult {

@@ -5,7 +5,7 @@
  */
 import type { FactoryContext, FilterDefinition, FilterFactory, PrepareContext } from '../contract.ts';
 import type { AbiVersion } from './abi.ts';
-import { moduleCacheStats, prepareModule } from './module-cache.ts';
+import { moduleCacheStats, prepareModule, pendingDownload } from './module-cache.ts';
 import { Plugin, type FailurePolicy } from './plugin.ts';
 import { WasmStream, failedStreamFilter } from './stream.ts';
 
@@ -56,7 +56,7 @@ const schema = {
     environment: { type: 'object', additionalProperties: { type: 'string' }, default: {}, description: 'WASI environment variables' },
     memory_limit_mb: { type: 'integer', minimum: 1, maximum: 4096, default: DEFAULT_MEMORY_MB },
     cpu_budget: { type: 'integer', minimum: 1000, maximum: 2_000_000_000, default: DEFAULT_CPU_BUDGET, description: 'Function entries plus loop iterations allowed per callback' },
-    fetch_timeout_ms: { type: 'integer', minimum: 1, default: 10_000, description: 'How long a config load waits for a download; it goes on in the background into the cache' },
+    fetch_timeout_ms: { type: 'integer', minimum: 1, default: 2_000, description: 'How long a config load waits for a download; a slower one goes on in the background and is applied when it lands' },
     allow_on_headers_stop_iteration: { type: 'boolean', default: false, description: 'A paused header callback holds only the headers (Envoy 1.35); default: headers and body' },
   },
   // A download must be verified. "file" xor "url" is checked by prepare, which can say it plainly.
@@ -70,6 +70,8 @@ function asBytes(value: unknown): Uint8Array {
 }
 
 const lastGood = new Map<string, PreparedWasm>();
+/** Modules whose download will trigger a config re-apply when it lands. */
+const reloadOnArrival = new Set<string>();
 
 async function prepare(config: WasmConfig, ctx: PrepareContext): Promise<PreparedWasm> {
   if ((config.file === undefined) === (config.url === undefined)) throw new Error('Cannot load Wasm module: give exactly one of "file" and "url"');
@@ -87,6 +89,16 @@ async function prepare(config: WasmConfig, ctx: PrepareContext): Promise<Prepare
     if (config.url === undefined) throw err;
     const previous = lastGood.get(`${ctx.path}\u0000${ctx.name}`);
     ctx.log('error', `${(err as Error).message}; ${previous?.ok ? 'keeping the last good module' : 'the failure policy answers its requests'}`);
+    const pending = config.sha256 === undefined ? undefined : pendingDownload(config.sha256);
+    if (pending !== undefined && ctx.requestReload !== undefined && !reloadOnArrival.has(config.sha256!)) {
+      // Start-up does not wait for a slow download: when it lands, the config is applied again and picks it up.
+      reloadOnArrival.add(config.sha256!);
+      const reload = ctx.requestReload;
+      pending.then(
+        () => reload(`Wasm module ${config.sha256!.slice(0, 12)} downloaded`),
+        () => undefined,
+      ).finally(() => reloadOnArrival.delete(config.sha256!));
+    }
     if (previous?.ok) return previous;
     const stats = moduleCacheStats();
     return { ok: false, error: (err as Error).message, compilations: stats.compilations, cacheHits: stats.cacheHits };

@@ -51,6 +51,11 @@ export function moduleCacheStats(): Readonly<ModuleCacheStats> {
   return { ...stats };
 }
 
+/** The download of a module still in progress (by sha256), if any. */
+export function pendingDownload(sha256: string): Promise<Uint8Array> | undefined {
+  return downloads.get(sha256.toLowerCase());
+}
+
 /** The folder of downloaded modules: `$WEIR_CACHE_DIR/wasm` or `./.cache/wasm`. */
 export function wasmCacheDir(): string {
   return join(resolve(process.env.WEIR_CACHE_DIR ?? '.cache'), 'wasm');
@@ -95,8 +100,9 @@ export async function loadModuleBytes(source: ModuleSource, baseDir: string): Pr
       () => downloads.delete(expected),
     );
   }
-  // A config load waits at most fetchTimeoutMs; a slower download goes on into the cache for the next load.
-  const timeoutMs = source.fetchTimeoutMs ?? 10_000;
+  // A config load waits at most fetchTimeoutMs; a slower download goes on into the cache, and the filter's prepare
+  // asks for the config to be applied again when it lands.
+  const timeoutMs = source.fetchTimeoutMs ?? 2_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<'timeout'>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), timeoutMs);
