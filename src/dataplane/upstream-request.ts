@@ -74,7 +74,9 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
   #deadline: TimeoutTicket = -1;
   #deadlineList: TimeoutList | null = null;
   #tryTimer: NodeJS.Timeout | null = null;
-  #idleTimer: NodeJS.Timeout | null = null;
+  /** Ticket of the response idle timeout in its TimeoutList, or -1; it replaces the deadline once the head came. */
+  #idleTicket = -1;
+  #idleList: TimeoutList | null = null;
   #backoff: NodeJS.Timeout | null = null;
   #blocked = false;
   /** Time from the first attempt to the response head, ms. */
@@ -305,13 +307,19 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.upstreamMs = performance.now() - this.#firstAttempt;
     o.cluster.endpointMetrics(ep).latency.observe(performance.now() - this.#attemptStart);
     o.cluster.report(ep, status >= 500 ? '5xx' : 'success', status);
-    if (o.idleTimeoutMs > 0) this.#idleTimer = setTimeout(onIdle, o.idleTimeoutMs, this);
+    if (o.idleTimeoutMs > 0) {
+      this.#idleList = timeoutList(o.idleTimeoutMs);
+      this.#idleTicket = this.#idleList.arm(this);
+    }
     this.#l.onResponseHead(status, reason, headers, contentLength);
   }
 
   onUpstreamBody(chunk: Buffer): void {
     if (this.#state !== 2) return;
-    this.#idleTimer?.refresh();
+    if (this.#idleTicket >= 0) {
+      this.#idleList!.cancel(this.#idleTicket);
+      this.#idleTicket = this.#idleList!.arm(this);
+    }
     this.#l.onResponseBody(chunk);
   }
 
@@ -366,10 +374,17 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     );
   }
 
-  /** The overall deadline passed (called by the TimeoutList): no more attempts. */
+  /**
+   * Called by a TimeoutList: before the response head, the overall deadline passed (no more attempts); after it,
+   * the response went silent for longer than the idle timeout.
+   */
   expire(): void {
+    if (this.#headSeen) {
+      this.#idleTimedOut();
+      return;
+    }
     this.#deadline = -1;
-    if (this.#state === DONE || this.#headSeen) return;
+    if (this.#state === DONE) return;
     const ep = this.#endpoint;
     if (this.#conn !== null) this.#conn.abort();
     else this.#pool?.cancel(this);
@@ -382,9 +397,8 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#fail(new ProxyError('UPSTREAM_TIMEOUT', `Cluster "${this.#o.cluster.name}" did not answer within ${this.#o.timeoutMs}ms`));
   }
 
-  /** The response went silent for longer than the idle timeout. */
-  idleTimedOut(): void {
-    this.#idleTimer = null;
+  #idleTimedOut(): void {
+    this.#idleTicket = -1;
     if (this.#state !== 2) return;
     this.#state = DONE;
     this.#conn?.abort();
@@ -475,9 +489,9 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
       clearTimeout(this.#backoff);
       this.#o.cluster.breaker.releaseRetry();
     }
-    if (this.#idleTimer !== null && this.#state === DONE) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = null;
+    if (this.#idleTicket >= 0 && this.#state === DONE) {
+      this.#idleList!.cancel(this.#idleTicket);
+      this.#idleTicket = -1;
     }
     this.#deadline = -1;
     this.#tryTimer = this.#backoff = null;
@@ -489,7 +503,4 @@ function onTryTimeout(r: UpstreamRequest): void {
 }
 function onBackoff(r: UpstreamRequest): void {
   r.backoffDone();
-}
-function onIdle(r: UpstreamRequest): void {
-  r.idleTimedOut();
 }
