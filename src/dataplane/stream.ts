@@ -129,6 +129,11 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
         }
       }
     }
+    if (n === 0) {
+      // No filters: the request goes straight to the router, without a pipeline.
+      this.routeRequest(h, !this.head.hasBody);
+      return;
+    }
     this.#req = new Pipeline(this.filters, 'request', new RouterSink(this), s.bufferLimit, this.filterMs);
     this.#req.headers(h, !this.head.hasBody);
   }
@@ -141,17 +146,23 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       this.#bodyTimers!.cancel(this.#bodyTimer);
       this.#bodyTimer = this.#bodyTimers!.arm(this);
     }
-    if (!this.requestHalted) this.#req!.data(chunk, false);
+    if (this.requestHalted) return;
+    if (this.#req !== null) this.#req.data(chunk, false);
+    else this.upstream?.data(chunk, false);
   }
 
   onTrailers(trailers: HeaderMap): void {
     this.#stopBodyTimer();
-    if (!this.requestHalted) this.#req!.trailers(trailers);
+    if (this.requestHalted) return;
+    if (this.#req !== null) this.#req.trailers(trailers);
+    else this.upstream?.trailers(trailers);
   }
 
   onEnd(): void {
     this.#stopBodyTimer();
-    if (!this.requestHalted && this.head.hasBody) this.#req!.data(EMPTY, true);
+    if (this.requestHalted || !this.head.hasBody) return;
+    if (this.#req !== null) this.#req.data(EMPTY, true);
+    else this.upstream?.data(EMPTY, true);
   }
 
   /** Ticket of the request body idle timeout, or -1. */
@@ -288,26 +299,32 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     if (this.upstream?.retriesExhausted && this.responseFlag === '-') this.responseFlag = ERRORS.RETRY_LIMIT_EXCEEDED.flag;
     const noBody = this.head.method === 'HEAD' || status === 204 || status === 304 || contentLength === 0;
     if (noBody) this.#responseEos = true;
-    this.#response(this.filters.length).headers(headers, noBody);
+    // No filters: straight to the client, without a pipeline.
+    if (this.filters.length === 0) this.writeResponseHead(headers, noBody);
+    else this.#response(this.filters.length).headers(headers, noBody);
   }
 
   /** A custom HTTP/1 reason phrase for the response. */
   reason: string | undefined;
 
   onResponseBody(chunk: Buffer): void {
-    if (!this.done && this.#res !== null) this.#res.data(chunk, false);
+    if (this.done) return;
+    if (this.#res !== null) this.#res.data(chunk, false);
+    else if (this.filters.length === 0) this.writeResponseBody(chunk, false);
   }
 
   onResponseTrailers(trailers: HeaderMap): void {
-    if (this.done || this.#res === null) return;
+    if (this.done) return;
     this.#responseEos = true;
-    this.#res.trailers(trailers);
+    if (this.#res !== null) this.#res.trailers(trailers);
+    else if (this.filters.length === 0) this.complete(trailers);
   }
 
   onResponseEnd(): void {
-    if (this.done || this.#responseEos || this.#res === null) return;
+    if (this.done || this.#responseEos) return;
     this.#responseEos = true;
-    this.#res.data(EMPTY, true);
+    if (this.#res !== null) this.#res.data(EMPTY, true);
+    else if (this.filters.length === 0) this.writeResponseBody(EMPTY, true);
   }
 
   onUpstreamFailure(error: ProxyError, afterHead: boolean): void {
