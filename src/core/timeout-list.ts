@@ -77,9 +77,10 @@ export class TimeoutList {
     while (this.#head < items.length && items[this.#head] === null) this.#head++;
     if (this.#head === items.length) {
       if (this.#head > 0) {
+        // Emptied in place: the arrays keep their storage (no allocation per request).
         this.#base += this.#head;
-        this.#items = [];
-        this.#deadlines = [];
+        items.length = 0;
+        this.#deadlines.length = 0;
         this.#head = 0;
       }
     } else if (this.#head > 1024 && this.#head * 2 > items.length) {
