@@ -75,15 +75,8 @@ export class TimeoutList {
   #trim(): void {
     const items = this.#items;
     while (this.#head < items.length && items[this.#head] === null) this.#head++;
-    if (this.#head === items.length) {
-      if (this.#head > 0) {
-        // Emptied in place: the arrays keep their storage (no allocation per request).
-        this.#base += this.#head;
-        items.length = 0;
-        this.#deadlines.length = 0;
-        this.#head = 0;
-      }
-    } else if (this.#head > 1024 && this.#head * 2 > items.length) {
+    // Compact once the dead part is large (about once per thousand entries, not per request).
+    if (this.#head > 1024 && this.#head * 2 > items.length) {
       this.#base += this.#head;
       this.#items = items.slice(this.#head);
       this.#deadlines = this.#deadlines.slice(this.#head);
