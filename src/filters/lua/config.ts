@@ -52,7 +52,7 @@ export interface PreparedLua {
 
 /** Defaults of the sandbox and failure keys. */
 export const DEFAULTS = Object.freeze({
-  instructionLimit: 10_000_000,
+  instructionLimit: 5_000_000,
   memoryLimitMb: 64,
   failureStatus: 500,
 });
@@ -91,7 +91,7 @@ export const schema: JsonSchema = {
       type: 'integer',
       anyOf: [{ const: 0 }, { minimum: 1000 }],
       default: DEFAULTS.instructionLimit,
-      description: 'VM instructions a handler may run between two yields before it is stopped; 0 turns the limit (and its cost) off for trusted scripts.',
+      description: 'Fuel of one run of a handler between two yields: Wasm loop iterations of the Lua VM and its C library (about one per Lua instruction, plus the loops of library functions); 0 turns the limit off for trusted scripts.',
     },
     memory_limit_mb: {
       type: 'integer',

@@ -317,6 +317,8 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
         return fn(L);
       } catch (err) {
         if (typeof err === 'number') throw err; // Emscripten's longjmp: a Lua error already on its way
+        // A trap or the fuel running out for good: the VM stopped mid-way and cannot raise a Lua error.
+        if (err instanceof WebAssembly.RuntimeError || (err as Error)?.name === 'FuelExhausted') throw err;
         vm.pushString(L, err instanceof Error ? err.message : String(err));
         return x.lua_error(L);
       }

@@ -161,3 +161,29 @@ test('a client that goes away while httpCall() is pending: the coroutine is drop
   const stream = o.filter as unknown as { script: { inFlight: number } };
   assert.equal(stream.script.inFlight, 0);
 });
+
+test('a request suspended on a synchronous httpCall fails at once when its Lua state is recycled after another run was stopped', async () => {
+  const f = await buildLuaForTest({
+    source: `
+      function envoy_on_request(h)
+        if h:headers():get("x-slow") then
+          h:httpCall("auth", {[":method"] = "GET", [":path"] = "/slow", [":authority"] = "auth"}, nil, 5000)
+          h:headers():add("x-after", "1")
+        elseif h:headers():get("x-match") then
+          string.find(string.rep("a", 40), string.rep("a*", 30) .. "b")
+        end
+      end`,
+    instruction_limit: 1_000_000,
+  }, { clusters: { auth: base } });
+  const t0 = performance.now();
+  const slow = f.exchange({ headers: { 'x-slow': '1' } });
+  for (let i = 0; i < 100 && !seen.some((s) => s.url === '/slow'); i++) await new Promise((r) => setTimeout(r, 10));
+  const stopped = await f.exchange({ headers: { 'x-match': '1' } });
+  assert.equal(stopped.reply?.options?.details, 'lua_budget');
+  const s = await slow;
+  assert.ok(performance.now() - t0 < 1500, 'failed before the call answered (2 s), not left hanging');
+  assert.equal(s.reply?.status, 500);
+  assert.equal(s.reply?.options?.details, 'lua_error');
+  assert.equal(s.upstream, null);
+  assert.match(f.logs.join('\n'), /failed \(error\): the Lua state this request was suspended on was recycled/);
+});

@@ -221,3 +221,64 @@ test('C loops that memory does not bound are cut short: string.rep of "" and tab
   assert.equal(h.get('x-move'), '1,1,2,3');
   assert.match(h.get('x-big')!, /^false:.*too many elements to move/);
 });
+
+// A pattern that backtracks combinatorially: string.find spends its time in C (lstrlib's match), where the count hook
+// never ran; the fuel counts the loops of that C code too.
+const PATHOLOGICAL = 'string.find(string.rep("a", 40), string.rep("a*", 30) .. "b")';
+
+test('a pathological pattern match inside a C function is stopped by the fuel: 500, one log line, the state is recycled', async () => {
+  const f = await lua(`
+    local started = (started or 0) + 1
+    function envoy_on_request(h)
+      if h:headers():get("x-match") then
+        ${PATHOLOGICAL}
+      end
+      h:headers():add("x-ok", "1")
+    end`, { instruction_limit: 1_000_000 });
+  const others = [];
+  const t0 = performance.now();
+  const stuck = f.exchange({ headers: { 'x-match': '1' } });
+  for (let i = 0; i < 5; i++) others.push(f.exchange({}));
+  const o = await stuck;
+  assert.ok(performance.now() - t0 < 2000, 'stopped within the budget, not after the match');
+  assert.equal(o.reply?.status, 500);
+  assert.equal(o.reply?.options?.details, 'lua_budget');
+  assert.equal(f.logs.filter((l) => l.includes('failed (budget)')).length, 1);
+  assert.match(f.logs.join('\n'), /failed \(budget\): lua-test:5: instruction limit of 1000000 exceeded/);
+  assert.equal(f.metrics.get('weir_lua_errors_total')!.labels('lua-test', 'budget').value, 1);
+  for (const x of await Promise.all(others)) assert.ok(x.upstream !== null || x.reply?.status === 503, 'others pass, or wait for the new state');
+  const broken = (o.filter as unknown as { script: { broken: boolean } }).script;
+  assert.equal(broken.broken, true, 'a run stopped inside C code leaves its state unusable');
+  let after = await f.exchange({});
+  for (let i = 0; i < 100 && after.reply !== null; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    after = await f.exchange({});
+  }
+  assert.equal(after.upstream!.headers.get('x-ok'), '1', 'a fresh state serves the next requests');
+  assert.notEqual((after.filter as unknown as { script: unknown }).script, broken);
+});
+
+test('fail_open passes a request whose run the fuel stopped inside C code', async () => {
+  const f = await lua(`function envoy_on_request(h) ${PATHOLOGICAL} end`, { instruction_limit: 1_000_000, fail_open: true });
+  const o = await f.exchange({});
+  assert.equal(o.reply, null);
+  assert.ok(o.upstream !== null);
+  assert.match(f.logs.join('\n'), /failed \(budget\): .*instruction limit of 1000000 exceeded/);
+});
+
+test('top-level code stuck in a C function is stopped too: the filter is rejected', async () => {
+  await assert.rejects(lua(PATHOLOGICAL, { instruction_limit: 100_000 }), /Cannot run the top-level code of Lua script "lua-test": .*instruction limit of 100000 exceeded/);
+});
+
+test('the fuel counts the work of C library functions, not only Lua instructions (table.sort, gsub, table.concat)', async () => {
+  // Each of these is a handful of Lua instructions; the C loops they run are what exceeds the budget.
+  for (const body of [
+    'local t = {} for i = 1, 3000 do t[i] = (i * 7919) % 3001 end for r = 1, 50 do table.sort(t) end',
+    'local s = string.rep("abc", 100000) for r = 1, 20 do s:gsub("b", "x") end',
+    'local t = {} for i = 1, 100000 do t[i] = "x" end for r = 1, 50 do table.concat(t) end',
+  ]) {
+    const f = await lua(`function envoy_on_request(h) ${body} h:headers():add("x-ok", "1") end`, { instruction_limit: 1_000_000 });
+    const o = await f.exchange({});
+    assert.equal(o.reply?.options?.details, 'lua_budget', body);
+  }
+});

@@ -2,9 +2,21 @@
  * One Lua state running one script on one worker: it loads the sandboxed prelude and the script (top-level code runs
  * once, as on Envoy), then runs `envoy_on_request`/`envoy_on_response` in pooled coroutines with an instruction
  * budget per run.
+ *
+ * The budget is the Wasm fuel of the VM's instance (vm.ts): each run (each lua_resume) starts with `instructionLimit`
+ * units, one per loop iteration of the interpreter and its C library (about one per Lua instruction, since the
+ * interpreter's dispatch is a loop). Running out goes in two steps:
+ * 1. soft: the fuel handler arms Lua's count hook (count 1) on the run's coroutine and gives the run some grace fuel
+ *    (GRACE_FUEL at most); at the next Lua instruction of that coroutine the hook raises "<script>:<line>:
+ *    instruction limit of N exceeded", and keeps raising at every instruction, so pcall cannot swallow it. The state
+ *    stays usable.
+ * 2. hard: if that fuel runs out too (a C loop such as a pathological pattern match, or a coroutine the script made),
+ *    the handler throws, which unwinds the Wasm stack like a trap. The interpreter stopped mid-way, so the state is
+ *    marked broken and the owner recycles it; requests suspended on it are failed.
+ * Without fuel (an uninstrumentable module), the count hook alone runs the budget, as before: every #step instructions.
  */
 import { readFileSync } from 'node:fs';
-import { LuaVm, LUA_ERRMEM, LUA_OK, LUA_YIELD, REGISTRY } from './vm.ts';
+import { LuaVm, LUA_ERRMEM, LUA_OK, LUA_YIELD, MAX_FUEL, REGISTRY } from './vm.ts';
 import { makeHostFunctions } from './host.ts';
 import type { LuaStream } from './stream.ts';
 import type { LogLevel } from '../contract.ts';
@@ -14,7 +26,10 @@ const SANDBOX = readFileSync(new URL('./sandbox.lua', import.meta.url));
 
 /** Limits of one Lua state. */
 export interface ScriptLimits {
-  /** VM instructions one run of a handler may execute before it is stopped (between two yields); 0: no limit. */
+  /**
+   * Fuel of one run of a handler (between two yields): Wasm loop iterations of the VM, about one per Lua instruction
+   * plus the loops of C library functions; 0: no limit. (Lua VM instructions when the count hook stands in for fuel.)
+   */
   instructionLimit: number;
   /** Bytes the state's memory may grow beyond its initial 16 MiB. */
   memoryLimitBytes: number;
@@ -33,8 +48,21 @@ export type RunResult =
   | { readonly kind: 'error'; readonly reason: 'error' | 'budget' | 'memory'; readonly message: string };
 
 const DONE: RunResult = Object.freeze({ kind: 'done' });
+const RECYCLED: RunResult = Object.freeze({ kind: 'error', reason: 'error', message: 'the Lua state was recycled after a trap' });
 const YIELD: RunResult = Object.freeze({ kind: 'yield' });
 const MAX_POOLED = 64;
+
+/** Thrown by the fuel handler when a run used up its grace fuel too: unwinds the Wasm stack like a trap. */
+class FuelExhausted extends Error {
+  name = 'FuelExhausted';
+}
+
+/** Size of the lua_Debug scratch area: currentline at +24, short_src at +44 (60 bytes). */
+const AR_SIZE = 128;
+/** Fuel a run gets after its budget ran out, to reach a Lua instruction where the hook can raise (at most the budget). */
+const GRACE_FUEL = 1_000_000;
+/** Fuel for reading where a stopped run was (the state may be inconsistent after an unwind). */
+const PROBE_FUEL = 100_000;
 
 /** A compiled script in its own Lua state. */
 export class LuaScript {
@@ -51,8 +79,10 @@ export class LuaScript {
   readonly nameIds = new Map<string, number>();
   /** Imported public keys by handle string. */
   readonly keys = new Map<string, import('node:crypto').KeyObject>();
-  /** Set when the state cannot run any more (a Wasm trap); the owner replaces it. */
+  /** Set when the state cannot run any more (a Wasm trap); the owner replaces it. Set it with `markBroken`. */
   broken = false;
+  /** Streams that suspended a coroutine on this state (body, trailers, httpCall) and were not destroyed yet. */
+  readonly suspended = new Set<import('./stream.ts').LuaStream>();
   /** Streams that started a handler on this state and were not destroyed yet. */
   inFlight = 0;
   /** No new streams will use this state: close it when the last one in flight ends. */
@@ -72,15 +102,30 @@ export class LuaScript {
   /** Instructions counted in the current run, in steps of #step (every coroutine the run touches adds to it). */
   #used = 0;
   readonly #step: number;
+  /** Whether the VM runs on fuel (else the count hook alone keeps the budget). */
+  readonly #fuel: boolean;
+  /** Fuel given to each run, and the grace after it. */
+  readonly #budget: number;
+  readonly #grace: number;
+  /** The coroutine of the run in progress, for the fuel handler. */
+  #running: Coroutine | null = null;
+  /** 0: within the budget; 1: out of fuel once, count hook armed on #armed; 2: out of grace fuel, unwinding. */
+  #stage = 0;
+  #armed = 0;
+  #probing = false;
 
   private constructor(name: string, vm: LuaVm, limits: ScriptLimits, log: (level: LogLevel, message: string) => void) {
     this.name = name;
     this.vm = vm;
     this.limits = limits;
     this.log = log;
-    this.#step = Math.min(limits.instructionLimit, 10_000);
+    this.#fuel = vm.fuel !== null;
+    this.#step = this.#fuel ? 0 : Math.min(limits.instructionLimit, 10_000);
+    this.#budget = limits.instructionLimit === 0 ? MAX_FUEL : Math.min(limits.instructionLimit, MAX_FUEL);
+    this.#grace = Math.min(this.#budget, GRACE_FUEL);
     const { x, L } = vm;
     this.#hook = vm.addHook(this.#onBudget);
+    if (this.#fuel) vm.onFuelOut = this.#onFuelOut;
     const host = makeHostFunctions(this);
     x.lua_createtable(L, 0, Object.keys(host).length);
     for (const [fname, fn] of Object.entries(host)) {
@@ -164,18 +209,36 @@ export class LuaScript {
 
   /** Takes a coroutine from the pool (or makes one) for `start`. */
   coroutine(): Coroutine {
+    if (this.broken) throw new Error('the Lua state was recycled');
     return this.#thread();
+  }
+
+  /**
+   * Marks the state as unusable after a trap: the owner replaces it, and the streams suspended on it fail (on the next
+   * microtask, outside the run that broke it) instead of waiting for a resume that cannot happen.
+   */
+  markBroken(): void {
+    if (this.broken) return;
+    this.broken = true;
+    // From now on any call into the VM unwinds at its first fuel check (see #onFuelOut).
+    if (this.#fuel) this.vm.fuel!.value = -1;
+    if (this.suspended.size === 0) return;
+    queueMicrotask(() => {
+      for (const stream of this.suspended) stream.abandon();
+      this.suspended.clear();
+    });
   }
 
   /** Starts a handler (`dir` 0: request, 1: response) for `stream` in coroutine `co`; returns how the run ended. */
   start(stream: LuaStream, co: Coroutine, dir: 0 | 1): RunResult {
     const { x } = this.vm;
+    if (this.broken) return RECYCLED;
     try {
       x.lua_rawgeti(co.L, REGISTRY, this.#runRef);
       x.lua_pushnumber(co.L, stream.id);
       x.lua_pushnumber(co.L, dir);
     } catch (err) {
-      this.broken = true;
+      this.markBroken();
       return { kind: 'error', reason: 'error', message: `the Lua VM failed: ${(err as Error).message}` };
     }
     this.current = stream;
@@ -184,6 +247,7 @@ export class LuaScript {
 
   /** Resumes a suspended coroutine with the `nargs` values already pushed on its stack. */
   resume(stream: LuaStream, co: Coroutine, nargs: number): RunResult {
+    if (this.broken) return RECYCLED;
     this.current = stream;
     return this.#resume(co, nargs);
   }
@@ -193,16 +257,32 @@ export class LuaScript {
     const { x } = vm;
     this.#budgetHit = false;
     this.#used = 0;
-    if (this.#step > 0) vm.setBudget(co.L, this.#hook, this.#step);
+    if (this.#fuel) {
+      this.#running = co;
+      this.#stage = 0;
+      vm.fuel!.value = this.#budget;
+    } else if (this.#step > 0) vm.setBudget(co.L, this.#hook, this.#step);
     let st: number;
     try {
       st = x.lua_resume(co.L, vm.L, nargs, vm.nresPtr);
     } catch (err) {
-      this.broken = true;
+      const overrun = this.#fuel && this.#stage === 2;
+      this.#running = null;
+      this.markBroken();
       this.current = null;
+      if (overrun) return { kind: 'error', reason: 'budget', message: `${this.#where(co.L)}instruction limit of ${this.limits.instructionLimit} exceeded (in a C function or a nested coroutine; the Lua state is recycled)` };
       return { kind: 'error', reason: 'error', message: `the Lua VM failed: ${(err as Error).message}` };
     }
     this.current = null;
+    if (this.#fuel) {
+      // What fuel is left stays: host calls before the next run refill it in #onFuelOut should they use it up.
+      this.#running = null;
+      if (this.#armed !== 0) {
+        vm.fuel!.value = MAX_FUEL;
+        x.lua_sethook(this.#armed, 0, 0, 0);
+        this.#armed = 0;
+      }
+    }
     if (st === LUA_OK) {
       const u8 = vm.u8();
       const p = vm.nresPtr;
@@ -235,13 +315,69 @@ export class LuaScript {
   }
 
   /**
+   * The fuel handler (see the top of this file): called inside the Wasm code when the fuel goes below zero.
+   */
+  readonly #onFuelOut = (): void => {
+    const vm = this.vm;
+    const fuel = vm.fuel!;
+    if (this.#probing || this.broken) throw new FuelExhausted(this.broken ? 'the Lua state was recycled' : 'probe out of fuel');
+    const co = this.#running;
+    if (co === null || this.limits.instructionLimit === 0) {
+      // Host calls between runs, or no limit: refill and go on.
+      fuel.value = MAX_FUEL;
+      return;
+    }
+    if (this.#stage === 0) {
+      this.#stage = 1;
+      this.#budgetHit = true;
+      fuel.value = this.#grace;
+      this.#armed = co.L;
+      vm.setBudget(co.L, this.#hook, 1);
+      return;
+    }
+    // The fuel stays negative: any further Wasm call of this run lands here again and unwinds too.
+    this.#stage = 2;
+    throw new FuelExhausted(`instruction limit of ${this.limits.instructionLimit} exceeded`);
+  };
+
+  /** "<source>:<line>: " of the innermost Lua frame of `L` after an unwind, read with a little fuel; '' if unknown. */
+  #where(L: number): string {
+    const vm = this.vm;
+    const { x } = vm;
+    let ar = 0;
+    this.#probing = true;
+    vm.fuel!.value = PROBE_FUEL;
+    try {
+      ar = x.malloc(AR_SIZE);
+      if (ar === 0) return '';
+      const what = vm.cstring('Sl');
+      for (let level = 0; level < 8 && x.lua_getstack(L, level, ar) !== 0; level++) {
+        if (x.lua_getinfo(L, what, ar) === 0) break;
+        const u8 = vm.u8();
+        const line = u8[ar + 24] | (u8[ar + 25] << 8) | (u8[ar + 26] << 16) | (u8[ar + 27] << 24);
+        if (line <= 0) continue;
+        let src = '';
+        for (let i = ar + 44; i < ar + 104 && u8[i] !== 0; i++) src += String.fromCharCode(u8[i]);
+        return `${src}:${line}: `;
+      }
+      return '';
+    } catch {
+      return '';
+    } finally {
+      this.#probing = false;
+      vm.fuel!.value = -1;
+    }
+  }
+
+  /**
    * The count hook: runs every #step instructions of any coroutine of this state (coroutines a script creates inherit
    * it), so the limit covers all the Lua code a run executes, whichever thread runs it.
    */
   readonly #onBudget = (L: number, ar: number): void => {
     const { vm } = this;
+    // On fuel, the hook is armed only once the fuel ran out: raise at once.
     this.#used += this.#step;
-    if (this.#used < this.limits.instructionLimit) return;
+    if (!this.#fuel && this.#used < this.limits.instructionLimit) return;
     this.#budgetHit = true;
     // From now on every instruction of this run raises, so that a script catching the error with pcall cannot
     // go on (the next resume re-arms the full budget).

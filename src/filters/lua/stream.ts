@@ -68,6 +68,7 @@ export class DirState {
 }
 
 let nextId = 1;
+const RECYCLED = 'the Lua state this request was suspended on was recycled after a trap in another run';
 
 /** The filter instance of one request. */
 export class LuaStream implements Filter {
@@ -82,6 +83,8 @@ export class LuaStream implements Filter {
   readonly #routeContext: Record<string, unknown> | undefined;
   #destroyed = false;
   #left = false;
+  /** In `script.suspended`. */
+  #listed = false;
 
   /** The response side, made when first needed (many requests never get that far with a script). */
   get resp(): DirState {
@@ -130,6 +133,7 @@ export class LuaStream implements Filter {
 
   onDestroy(): void {
     this.#destroyed = true;
+    if (this.#listed) this.script.suspended.delete(this);
     this.#drop(this.req);
     if (this.#resp !== null) this.#drop(this.#resp);
     if (!this.#left) {
@@ -215,12 +219,17 @@ export class LuaStream implements Filter {
   }
 
   #callDone(d: DirState, co: Coroutine | null, res: HttpCallResponse | undefined, duplicates: boolean): void {
-    if (this.#destroyed || co === null || d.co !== co || d.wait !== WAIT_HTTP || this.script.broken) return;
+    if (this.#destroyed || co === null || d.co !== co || d.wait !== WAIT_HTTP) return;
+    if (this.script.broken) {
+      d.co = null;
+      this.#fail(d, 'error', RECYCLED, PHASE_ASYNC);
+      return;
+    }
     try {
       this.#pushCallResult(co, res, duplicates);
     } catch (err) {
       // Pushing happens outside a protected call: a VM that cannot take the values is done for.
-      this.script.broken = true;
+      this.script.markBroken();
       d.co = null;
       this.#fail(d, 'memory', `cannot hand the httpCall response to the script: ${(err as Error).message}`, PHASE_ASYNC);
       return;
@@ -255,7 +264,7 @@ export class LuaStream implements Filter {
     try {
       co = this.script.coroutine();
     } catch (err) {
-      this.script.broken = true;
+      this.script.markBroken();
       return this.#fail(d, 'error', `the Lua VM failed: ${(err as Error).message}`, PHASE_HEADERS);
     }
     d.co = co;
@@ -323,6 +332,10 @@ export class LuaStream implements Filter {
       return this.#proceed(d, phase);
     }
     if (r.kind === 'error') return this.#fail(d, r.reason, r.message, phase);
+    if (!this.#listed) {
+      this.#listed = true;
+      this.script.suspended.add(this);
+    }
     switch (d.wait) {
       case WAIT_RESPONDED:
         return this.#respond(d);
@@ -364,6 +377,17 @@ export class LuaStream implements Filter {
     d.holding = false;
     this.cb.sendLocalReply(reply.status, reply.body, { headers: reply.headers, details: 'lua_respond' });
     return 'stop';
+  }
+
+  /** Fails the directions suspended on this stream's Lua state, which broke (a trap in another request's run). */
+  abandon(): void {
+    if (this.#destroyed) return;
+    for (const d of [this.req, this.#resp]) {
+      if (d === null || d.co === null) continue;
+      d.co = null;
+      d.wait = WAIT_NONE;
+      this.#fail(d, 'error', RECYCLED, PHASE_ASYNC);
+    }
   }
 
   #fail(d: DirState, reason: string, message: string, phase: number): FilterStatus {

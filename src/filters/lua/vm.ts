@@ -5,8 +5,16 @@
  * Each VM has its own Wasm linear memory, so its memory cap costs nothing per allocation: the instance may grow its
  * memory only up to `memoryLimitBytes` beyond its initial size; past that `malloc` fails and Lua raises
  * "not enough memory" in the script that asked.
+ *
+ * The module is compiled once per process after src/filters/wasm/instrument.ts added a fuel counter to it: every
+ * loop iteration of the interpreter and of the C library (string.rep, table.move, pattern matching, the garbage
+ * collector...) takes one unit, and running out calls `onFuelOut` of the VM (script.ts turns that into the
+ * instruction budget). Function entries are not metered: they would double the checks on the request path, and
+ * code without loops cannot run long (recursion ends at Lua's C-call limit or the Wasm stack). If the module cannot
+ * be instrumented, it is compiled as it is and `fuel` is null: script.ts then falls back to Lua's count hook.
  */
 import { LuaWasm } from 'wasmoon';
+import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT } from '../wasm/instrument.ts';
 
 /** `LUA_REGISTRYINDEX` of this build (LUAI_MAXSTACK = 1e6). */
 export const REGISTRY = -1001000;
@@ -62,6 +70,7 @@ export interface RawLua {
   lua_error(L: number): number;
   lua_sethook(L: number, fn: number, mask: number, count: number): void;
   lua_getinfo(L: number, what: number, ar: number): number;
+  lua_getstack(L: number, level: number, ar: number): number;
   lua_isinteger(L: number, idx: number): number;
   lua_xmove(from: number, to: number, n: number): void;
   lua_checkstack(L: number, n: number): number;
@@ -77,8 +86,35 @@ export interface LuaVmOptions {
   memoryLimitBytes: number;
 }
 
+/** The largest fuel value (the fuel global is an i32): what the host runs with outside a handler run. */
+export const MAX_FUEL = 0x7fffffff;
+/** The memory maximum of wasmoon's module (2 GiB); instrumenting keeps it, the per-VM cap is `memoryLimitBytes`. */
+const MODULE_MAX_MEMORY = 2 ** 31;
+
 let compiled: Promise<WebAssembly.Module> | undefined;
 let instantiating: Promise<unknown> = Promise.resolve();
+/** Why the compiled module has no fuel counter (the count hook budgets scripts then); null when it has one. */
+let noFuelReason: string | null = null;
+
+/** Null when Lua VMs run on fuel; otherwise why they cannot (and the count hook is used). */
+export function fuelUnavailableReason(): string | null {
+  return noFuelReason;
+}
+
+async function compileLua(source: unknown): Promise<WebAssembly.Module> {
+  if (source instanceof WebAssembly.Module) {
+    noFuelReason = 'wasmoon handed over an already compiled module, which cannot be instrumented';
+    return source;
+  }
+  const bytes = source instanceof ArrayBuffer ? new Uint8Array(source) : (source as Uint8Array);
+  try {
+    const { bytes: rewritten } = instrument(bytes, MODULE_MAX_MEMORY, { handler: true, entries: false });
+    return await WebAssembly.compile(rewritten as Uint8Array<ArrayBuffer>);
+  } catch (err) {
+    noFuelReason = `the Lua Wasm module could not be instrumented: ${(err as Error).message}`;
+    return WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  }
+}
 
 /**
  * Instantiates wasmoon's Emscripten glue with three changes made at the one place where it hands its imports to
@@ -116,7 +152,7 @@ async function instantiate(limitBytes: number): Promise<{ wasm: LuaWasm; raw: Re
       env.emscripten_resize_heap = function cappedResizeHeap(requested: number): number | boolean {
         return requested >>> 0 > cap ? 0 : grow(requested);
       };
-      compiled ??= source instanceof WebAssembly.Module ? Promise.resolve(source) : WebAssembly.compile(source);
+      compiled ??= compileLua(source);
       const instance = await original.call(WebAssembly, await compiled, imports);
       exports = (instance as unknown as WebAssembly.Instance).exports as Record<string, any>;
       raw = exports;
@@ -152,10 +188,24 @@ export class LuaVm {
   readonly nresPtr: number;
   #closed = false;
   readonly #decoder = new TextDecoder();
+  /** The fuel counter of this instance; null when the module is not instrumented. */
+  readonly fuel: WebAssembly.Global | null;
+  /**
+   * Called from inside the Wasm code when the fuel goes below zero. It may refill `fuel` and return (execution goes
+   * on) or throw (the call unwinds to the host like a trap). It must refill before it calls into the VM.
+   */
+  onFuelOut: () => void = () => {
+    this.fuel!.value = MAX_FUEL;
+  };
 
   private constructor(wasm: LuaWasm, raw: Record<string, any>) {
     this.#wasm = wasm;
     this.x = raw as unknown as RawLua;
+    this.fuel = (raw[FUEL_EXPORT] as WebAssembly.Global | undefined) ?? null;
+    if (this.fuel !== null) {
+      this.fuel.value = MAX_FUEL;
+      (raw[FUEL_HANDLER_EXPORT] as WebAssembly.Global).value = wasm.module.addFunction(() => this.onFuelOut(), 'v');
+    }
     this.#u8 = new Uint8Array(this.x.memory.buffer);
     this.#buf = Buffer.from(this.x.memory.buffer);
     this.#lenPtr = this.x.malloc(16);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { instrument, FUEL_EXPORT, START_EXPORT } from './instrument.ts';
+import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT, START_EXPORT } from './instrument.ts';
 import { watToWasm, buildCorpus } from '../../../test/wasm-corpus/build.ts';
 
 const LOOPS = `(module
@@ -87,4 +87,49 @@ test('instrument() walks bulk memory, reference types, tail calls, multi-value b
   exports[FUEL_EXPORT].value = 1000;
   assert.equal(exports.run(), 8);
   assert.equal(exports.tail(), 7);
+});
+
+test('instrument() with a handler calls the table function in the handler global on an overrun instead of trapping', async () => {
+  const wat = `(module
+    (type $ii (func (param i32) (result i32)))
+    (import "env" "onFuel" (func $h))
+    (table 2 funcref)
+    (elem (i32.const 1) $h)
+    (func (export "count") (param i32) (result i32) (local i32)
+      (block $b (loop $l
+        (br_if $b (i32.eqz (local.get 0)))
+        (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+        (local.set 1 (i32.add (local.get 1) (i32.const 1)))
+        (br $l)))
+      (local.get 1)))`;
+  const { bytes } = instrument(await watToWasm('handler.wat', wat), 1 << 20, { handler: true });
+  let calls = 0;
+  let exports: any;
+  const onFuel = () => {
+    calls++;
+    if (calls > 2) throw new Error('stop');
+    exports[FUEL_EXPORT].value = 10;
+  };
+  ({ exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), { env: { onFuel } }) as { exports: any });
+  exports[FUEL_EXPORT].value = 100;
+  assert.throws(() => exports.count(1000), WebAssembly.RuntimeError, 'a null handler slot (0) traps');
+  exports[FUEL_HANDLER_EXPORT].value = 1;
+  exports[FUEL_EXPORT].value = 100;
+  assert.equal(exports.count(105), 105, 'the handler refilled the fuel and the loop went on');
+  assert.equal(calls, 1);
+  exports[FUEL_EXPORT].value = 5;
+  assert.throws(() => exports.count(1000), /stop/, 'a handler that throws unwinds the call');
+  assert.equal(calls, 3);
+});
+
+test('instrument() with { entries: false } checks loop headers only', async () => {
+  const { bytes, checks } = instrument(await watToWasm('loops.wat', LOOPS), 1 << 20, { entries: false });
+  assert.equal(checks, 2);
+  const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), {}) as { exports: any };
+  const fuel = exports[FUEL_EXPORT] as WebAssembly.Global;
+  fuel.value = 1000;
+  assert.equal(exports.count(100), 100);
+  assert.equal(fuel.value, 1000 - 101, 'one step per loop iteration, none for the call');
+  fuel.value = 100_000;
+  assert.throws(() => exports.spin(), WebAssembly.RuntimeError);
 });

@@ -6,10 +6,29 @@
  * header: `fuel -= 1; if (fuel < 0) unreachable`. The host sets the fuel before each callback and, after a trap,
  * tells an overrun from any other trap by the fuel being negative. Function indexes do not change, so names, tables
  * and exports stay valid.
+ *
+ * With `{ handler: true }` an overrun calls the host instead of trapping: a second global, exported as
+ * `__weir_fuel_handler`, holds an index into table 0, and the check becomes `if (fuel < 0) call_indirect (func)
+ * table0[handler]`. The host function may refill the fuel and return (execution goes on) or throw (the call unwinds
+ * like a trap). While the handler global is 0 (a null slot in toolchain-built tables) an overrun still traps.
  */
 
 /** The export name of the fuel global. */
 export const FUEL_EXPORT = '__weir_fuel';
+
+/** The export name of the handler global (only with `{ handler: true }`). */
+export const FUEL_HANDLER_EXPORT = '__weir_fuel_handler';
+
+/** Options of `instrument`. */
+export interface InstrumentOptions {
+  /** On an overrun, call the table-0 function whose index is in the exported handler global instead of trapping. */
+  handler?: boolean;
+  /**
+   * Check at function entries too (default). Without them only loop headers take fuel: still enough to stop any
+   * endless run (recursion without a loop ends on the Wasm stack limit), for fewer checks in call-heavy code.
+   */
+  entries?: boolean;
+}
 
 /**
  * The export name of the module's start function. The start section is removed and its function exported instead,
@@ -105,7 +124,9 @@ function section(id: number, body: Uint8Array | number[]): Uint8Array {
 }
 
 /** Rewrites a module: memory capped at `maxMemoryBytes`, fuel checks added. Throws with a clear message if it cannot. */
-export function instrument(input: Uint8Array, maxMemoryBytes: number): InstrumentResult {
+export function instrument(input: Uint8Array, maxMemoryBytes: number, options: InstrumentOptions = {}): InstrumentResult {
+  const withHandler = options.handler === true;
+  let hasTable = false;
   const r = new Reader(input);
   if (input.length < 8 || input[0] !== 0 || input[1] !== 0x61 || input[2] !== 0x73 || input[3] !== 0x6d) {
     throw new Error('Cannot instrument Wasm module: not a Wasm binary');
@@ -147,18 +168,26 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
         } else throw new Error(`Cannot instrument Wasm module: unknown import kind ${kind}`);
       }
     } else if (s.id === 6) definedGlobals = new Reader(input, s.start).u32();
+    else if (s.id === 4) hasTable = true;
   }
   const fuelIndex = importedGlobals + definedGlobals;
+  const handlerIndex = fuelIndex + 1;
+  const typeSection = sections.find((s) => s.id === 1);
+  if (withHandler && (!hasTable || typeSection === undefined)) throw new Error('Cannot instrument Wasm module: a fuel handler needs a table and a type section');
+  // The handler's type, `(func)`, is appended to the type section, so existing type indexes do not change.
+  const handlerType = withHandler ? countFuncTypes(input.subarray(typeSection!.start, typeSection!.end)) : 0;
   const startSection = sections.find((s) => s.id === 8);
   const startFunction = startSection === undefined ? -1 : new Reader(input, startSection.start).u32();
-  const check = [0x23, ...leb(fuelIndex), 0x41, 0x01, 0x6b, 0x24, ...leb(fuelIndex), 0x23, ...leb(fuelIndex), 0x41, 0x00, 0x48, 0x04, 0x40, 0x00, 0x0b];
+  const onOverrun = withHandler ? [0x23, ...leb(handlerIndex), 0x11, ...leb(handlerType), 0x00] : [0x00];
+  const check = [0x23, ...leb(fuelIndex), 0x41, 0x01, 0x6b, 0x24, ...leb(fuelIndex), 0x23, ...leb(fuelIndex), 0x41, 0x00, 0x48, 0x04, 0x40, ...onOverrun, 0x0b];
   // The start section runs before the host can set the fuel, so the global starts with a budget for start-up.
-  const fuelGlobal = [0x7f, 0x01, 0x41, ...sleb(START_FUEL), 0x0b];
+  const fuelGlobal = [0x7f, 0x01, 0x41, ...sleb(START_FUEL), 0x0b, ...(withHandler ? [0x7f, 0x01, 0x41, 0x00, 0x0b] : [])];
+  const addedGlobals = withHandler ? 2 : 1;
   const out = new Bytes().add([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
   let checks = 0;
   let wroteGlobal = false;
   const appendGlobalSection = (): void => {
-    if (!wroteGlobal) out.add(section(6, [1, ...fuelGlobal]));
+    if (!wroteGlobal) out.add(section(6, [addedGlobals, ...fuelGlobal]));
     wroteGlobal = true;
   };
   // Section order: type 1, import 2, function 3, table 4, memory 5, tag 13, global 6, export 7, ...
@@ -167,16 +196,24 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
     const body = input.subarray(s.start, s.end);
     if (s.id !== 0 && order(s.id) > 6 && !wroteGlobal) appendGlobalSection();
     if (s.id === 5) out.add(section(5, capMemory(body, maxPages)));
-    else if (s.id === 6) {
+    else if (s.id === 1 && withHandler) {
+      const tr = new Reader(body);
+      const n = tr.u32();
+      out.add(section(1, new Bytes().add(leb(n + 1)).add(body.subarray(tr.at)).add([0x60, 0x00, 0x00]).concat()));
+    } else if (s.id === 6) {
       const gr = new Reader(body);
       const n = gr.u32();
-      out.add(section(6, new Bytes().add(leb(n + 1)).add(body.subarray(gr.at)).add(fuelGlobal).concat()));
+      out.add(section(6, new Bytes().add(leb(n + addedGlobals)).add(body.subarray(gr.at)).add(fuelGlobal).concat()));
       wroteGlobal = true;
     } else if (s.id === 7) {
       const er = new Reader(body);
       const n = er.u32();
       const name = [...Buffer.from(FUEL_EXPORT)];
-      const entries = new Bytes().add(leb(n + (startFunction >= 0 ? 2 : 1))).add(body.subarray(er.at)).add([...leb(name.length), ...name, 0x03, ...leb(fuelIndex)]);
+      const entries = new Bytes().add(leb(n + (startFunction >= 0 ? 2 : 1) + (withHandler ? 1 : 0))).add(body.subarray(er.at)).add([...leb(name.length), ...name, 0x03, ...leb(fuelIndex)]);
+      if (withHandler) {
+        const handler = [...Buffer.from(FUEL_HANDLER_EXPORT)];
+        entries.add([...leb(handler.length), ...handler, 0x03, ...leb(handlerIndex)]);
+      }
       if (startFunction >= 0) {
         const start = [...Buffer.from(START_EXPORT)];
         entries.add([...leb(start.length), ...start, 0x00, ...leb(startFunction)]);
@@ -185,13 +222,29 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number): Instrumen
     } else if (s.id === 8) {
       // Dropped: exported as START_EXPORT above.
     } else if (s.id === 10) {
-      const result = rewriteCode(body, check);
+      const result = rewriteCode(body, check, options.entries !== false);
       checks += result.checks;
       out.add(section(10, result.bytes));
     } else out.add(section(s.id, body));
   }
   if (!sections.some((s) => s.id === 7)) throw new Error('Cannot load Wasm module: it exports nothing, so it has no Proxy-Wasm callbacks');
   return { bytes: out.concat(), checks };
+}
+
+/** Counts the entries of a type section made of plain function types only (the handler's type index is that count). */
+function countFuncTypes(body: Uint8Array): number {
+  const r = new Reader(body);
+  const n = r.u32();
+  for (let i = 0; i < n; i++) {
+    if (r.byte() !== 0x60) throw new Error('Cannot instrument Wasm module with a fuel handler: its type section has non-function types');
+    for (let lists = 0; lists < 2; lists++) {
+      for (let k = r.u32(); k > 0; k--) {
+        const t = r.byte();
+        if (t === 0x63 || t === 0x64) r.skipLeb();
+      }
+    }
+  }
+  return n;
 }
 
 function skipLimits(r: Reader): void {
@@ -215,7 +268,7 @@ function capMemory(body: Uint8Array, maxPages: number): number[] {
   return out;
 }
 
-function rewriteCode(body: Uint8Array, check: number[]): { bytes: Uint8Array; checks: number } {
+function rewriteCode(body: Uint8Array, check: number[], entries: boolean): { bytes: Uint8Array; checks: number } {
   const r = new Reader(body);
   const count = r.u32();
   const out = new Bytes().add(leb(count));
@@ -229,8 +282,11 @@ function rewriteCode(body: Uint8Array, check: number[]): { bytes: Uint8Array; ch
       r.u32();
       r.byte();
     }
-    fn.add(body.subarray(start, r.at)).add(check);
-    checks++;
+    fn.add(body.subarray(start, r.at));
+    if (entries) {
+      fn.add(check);
+      checks++;
+    }
     let copied = r.at;
     while (r.at < end) {
       const op = r.byte();
