@@ -37,6 +37,10 @@ export interface Corpus {
   lateDone: string;
   /** About 1 MiB: the edge module plus padding functions and data. */
   big: string;
+  /** Host calls whose values matrix.test.ts checks (log level, time, sizes, gRPC, metrics, foreign, shims). */
+  matrix: string;
+  /** ABI 0.1.0: the proxy_clear_route_cache hostcall. */
+  clearRouteCache010: string;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -121,7 +125,7 @@ let built: Promise<Corpus> | undefined;
 export function buildCorpus(): Promise<Corpus> {
   built ??= (async () => {
     await mkdir(outDir, { recursive: true });
-    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big] = await Promise.all([
+    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010] = await Promise.all([
       buildAs(),
       buildWat('edge.wat'),
       buildWat('abi-0-1-0.wat'),
@@ -134,8 +138,10 @@ export function buildCorpus(): Promise<Corpus> {
       buildWat('header-rw.wat'),
       buildWat('late-done.wat'),
       buildWat('edge.wat', padToOneMiB, '-big'),
+      buildWat('matrix.wat'),
+      buildWat('clear-route-cache-0-1-0.wat'),
     ]);
-    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big };
+    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010 };
   })();
   return built;
 }

@@ -97,9 +97,10 @@ function bufferOf(ctx: ContextState | null, type: number): Uint8Array | undefine
   }
 }
 
+/** Envoy's `HeaderMap::byteSize()`: the bytes of every name and value (header strings hold one byte per character). */
 function mapByteSize(map: HeaderMap): number {
   let n = 0;
-  for (const [k, v] of map) n += Buffer.byteLength(k) + Buffer.byteLength(v);
+  for (const [k, v] of map) n += k.length + v.length;
   return n;
 }
 
@@ -108,6 +109,7 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
   const v01 = vm.abi === '0.1.0';
   const io = guestIo(vm);
   const { str, ok, u32, u64 } = io;
+  const hstr = (ptr: number, len: number): string | null => vm.readHeaderString(ptr, len);
   const resume = (direction: 'request' | 'response'): number => {
     const ctx = streamOf(vm);
     if (ctx === null) return Status.BAD_ARGUMENT;
@@ -203,29 +205,29 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       return u32(sizePtr, mapByteSize(map));
     },
     proxy_get_header_map_value(type: number, kPtr: number, kSize: number, vPtrPtr: number, vSizePtr: number): number {
-      const key = str(kPtr, kSize);
+      const key = hstr(kPtr, kSize);
       if (key === null) return Status.INVALID_MEMORY_ACCESS;
       const map = mapOf(vm.effective, type);
       const missing = (): number => (v01 ? ok(vm.writeResult(vPtrPtr, vSizePtr, null)) : Status.NOT_FOUND);
       if (map === null) return vm.effective?.logPhase ? missing() : Status.BAD_ARGUMENT;
       const value = map.get(key.toLowerCase());
       if (value === undefined) return missing();
-      return ok(vm.writeStringResult(vPtrPtr, vSizePtr, value));
+      return ok(vm.writeStringResult(vPtrPtr, vSizePtr, value, 'latin1'));
     },
     proxy_add_header_map_value(type: number, kPtr: number, kSize: number, vPtr: number, vSize: number): number {
-      const key = str(kPtr, kSize);
-      const value = str(vPtr, vSize);
+      const key = hstr(kPtr, kSize);
+      const value = hstr(vPtr, vSize);
       if (key === null || value === null) return Status.INVALID_MEMORY_ACCESS;
       return mutateMap(type, (map) => map.add(key, value));
     },
     proxy_replace_header_map_value(type: number, kPtr: number, kSize: number, vPtr: number, vSize: number): number {
-      const key = str(kPtr, kSize);
-      const value = str(vPtr, vSize);
+      const key = hstr(kPtr, kSize);
+      const value = hstr(vPtr, vSize);
       if (key === null || value === null) return Status.INVALID_MEMORY_ACCESS;
       return mutateMap(type, (map) => map.set(key, value));
     },
     proxy_remove_header_map_value(type: number, kPtr: number, kSize: number): number {
-      const key = str(kPtr, kSize);
+      const key = hstr(kPtr, kSize);
       if (key === null) return Status.INVALID_MEMORY_ACCESS;
       return mutateMap(type, (map) => void map.remove(key));
     },
@@ -291,7 +293,11 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     },
     proxy_grpc_call: () => Status.PARSE_FAILURE,
     proxy_grpc_stream: () => Status.PARSE_FAILURE,
-    proxy_grpc_send: () => Status.NOT_FOUND,
+    proxy_grpc_send(token: number, mPtr: number, mSize: number): number {
+      if (!vm.inBounds(mPtr, mSize)) return Status.INVALID_MEMORY_ACCESS;
+      // Envoy: odd tokens are calls (sending on one is BAD_ARGUMENT), even tokens streams; none can exist here.
+      return (token & 1) === 1 ? Status.BAD_ARGUMENT : Status.NOT_FOUND;
+    },
     proxy_grpc_cancel: () => Status.NOT_FOUND,
     proxy_grpc_close: () => Status.NOT_FOUND,
     proxy_set_effective_context(id: number): number {

@@ -33,7 +33,8 @@ function headersValue(map: HeaderMap | null, rest: string[]): Uint8Array | undef
     for (const [k, v] of map) joined.set(k, joined.has(k) ? joined.get(k) + ',' + v : v);
     return encodePairs([...joined]);
   }
-  return text(map.getJoined(rest[0].toLowerCase()));
+  const value = map.getJoined(rest[0].toLowerCase());
+  return value === undefined ? undefined : Buffer.from(value, 'latin1');
 }
 
 function json(value: unknown, rest: string[]): Uint8Array | undefined {

@@ -152,16 +152,28 @@ export class WasmVm {
     return this.#buf.toString('utf8', ptr, ptr + len);
   }
 
-  /** Like `writeResult` for a string, encoded straight into guest memory. */
-  writeStringResult(ptrPtr: number, sizePtr: number, value: string): boolean {
+  /**
+   * Reads a header name or value: header strings hold one byte per character (latin1, as the HTTP codec decodes
+   * them), so the guest sees and writes the bytes that are on the wire, as with Envoy. Null when outside memory.
+   */
+  readHeaderString(ptr: number, len: number): string | null {
+    const bytes = this.bytes();
+    ptr >>>= 0;
+    len >>>= 0;
+    if (ptr + len > bytes.length) return null;
+    return this.#buf.toString('latin1', ptr, ptr + len);
+  }
+
+  /** Like `writeResult` for a string, encoded straight into guest memory (`latin1` for header strings). */
+  writeStringResult(ptrPtr: number, sizePtr: number, value: string, encoding: 'utf8' | 'latin1' = 'utf8'): boolean {
     if (!this.inBounds(ptrPtr, 4) || !this.inBounds(sizePtr, 4)) return false;
-    const size = Buffer.byteLength(value);
+    const size = Buffer.byteLength(value, encoding);
     let ptr = 0;
     if (size > 0) {
       ptr = this.allocate(size);
       if (ptr === 0 || !this.inBounds(ptr, size)) return false;
       this.bytes();
-      this.#buf.write(value, ptr, size, 'utf8');
+      this.#buf.write(value, ptr, size, encoding);
     }
     const view = this.view();
     view.setUint32(ptrPtr, ptr, true);

@@ -1,0 +1,30 @@
+;; An ABI 0.1.0 module that calls the 0.1.0 hostcall proxy_clear_route_cache: from its root context (on_configure,
+;; no stream: OK, nothing to clear) and from the request headers callback; it reports both statuses in the response
+;; header x-clear-status ("<configure>:<request>") and adds no request header (so only the hostcall clears the route
+;; cache). Used by src/filters/wasm/matrix.test.ts.
+(module
+  (import "env" "proxy_clear_route_cache" (func $clear (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (global $configure_status (mut i32) (i32.const 9))
+  (global $request_status (mut i32) (i32.const 9))
+  (data (i32.const 1024) "x-clear-status")
+  (func (export "proxy_abi_version_0_1_0"))
+  (func (export "malloc") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (global.set $configure_status (call $clear))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (result i32)
+    (global.set $request_status (call $clear))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (result i32)
+    (i32.store8 (i32.const 2000) (i32.add (i32.const 48) (global.get $configure_status)))
+    (i32.store8 (i32.const 2001) (i32.const 58))
+    (i32.store8 (i32.const 2002) (i32.add (i32.const 48) (global.get $request_status)))
+    (drop (call $add (i32.const 2) (i32.const 1024) (i32.const 14) (i32.const 2000) (i32.const 3)))
+    (i32.const 0)))
