@@ -7,6 +7,10 @@ import { buildCorpus, type Corpus } from '../../../test/wasm-corpus/build.ts';
 import { buildFilterForTest } from './test-support.ts';
 import { runForTest, CallbacksForTest } from './harness-for-test.ts';
 import { Metrics, renderPrometheus } from '../../telemetry/metrics.ts';
+import { readFile } from 'node:fs/promises';
+import { startWeir } from '../../../test/support/weir.ts';
+import { startUpstream } from '../../../test/support/upstream.ts';
+import { rawExchange } from '../../../test/support/raw.ts';
 
 let corpus: Corpus;
 before(async () => {
@@ -134,4 +138,36 @@ test('matrix.wat: env.abort traps with the AssemblyScript message and location; 
   const next = new CallbacksForTest();
   await runForTest(factory, { headers: {} }, {}, next);
   assert.equal(next.requestHeaders!.get('x-log-level'), '2', 'a new VM serves the next request');
+});
+
+test('matrix.wat through weir run: a non-ASCII header byte from the client reaches the module as that byte, and a byte the module adds reaches the upstream as is', async () => {
+  const backend = await startUpstream();
+  const weir = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: matrix
+        type: wasm
+        file: modules/matrix.wasm
+        configuration: matrix-config
+    routes:
+      - match: { prefix: / }
+        cluster: backend
+clusters:
+  - name: backend
+    endpoints: [${backend.address}]
+`, { files: { 'modules/matrix.wasm': await readFile(corpus.matrix) } });
+  try {
+    const res = await rawExchange(weir.url('edge'), Buffer.from('GET / HTTP/1.1\r\nhost: a\r\nx-two: caf\xe9\r\nconnection: close\r\n\r\n', 'latin1'));
+    assert.match(res.text, /^HTTP\/1\.1 200 /);
+    assert.equal(backend.requests.length, 1);
+    const seen = backend.requests[0].headers;
+    assert.equal(seen['x-two-hex'], '636166e9', 'the module read the 4 bytes the client sent');
+    assert.equal(seen['x-byte'], '\u00e9', 'the one byte 0xe9 the module wrote (node reads header bytes as latin1)');
+    assert.equal(seen['x-two'], 'caf\u00e9');
+  } finally {
+    await weir.stop();
+    await backend.close();
+  }
 });
