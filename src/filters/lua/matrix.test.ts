@@ -119,6 +119,16 @@ test('bit.ror, bit.bswap and bit32.bor/bxor/lshift/btest/extract give LuaJIT and
   f.destroy();
 });
 
+test('ffi and jit are absent (not supported): the globals are nil and no module loader can bring them in', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local ok, err = pcall(function() return require("ffi") end)
+      h:headers():add("x-absent", type(ffi) .. "," .. type(jit) .. "," .. type(package) .. "," .. tostring(ok))
+    end`);
+  assert.equal((await f.exchange({})).upstream!.headers.get('x-absent'), 'nil,nil,nil,false');
+  f.destroy();
+});
+
 let side: Upstream | undefined;
 let backend: Upstream | undefined;
 let weir: Weir | undefined;
