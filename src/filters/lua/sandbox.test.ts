@@ -282,3 +282,12 @@ test('the fuel counts the work of C library functions, not only Lua instructions
     assert.equal(o.reply?.options?.details, 'lua_budget', body);
   }
 });
+
+test('Lua code the host triggers outside a handler run (a global lookup through a looping __index) cannot run forever', async () => {
+  const t0 = performance.now();
+  await assert.rejects(
+    lua(`setmetatable(_G, { __index = function() while true do end end }) function envoy_on_response(h) end`),
+    /Lua code run outside a handler \(a metamethod\?\) used more than 100000000 units of fuel/,
+  );
+  assert.ok(performance.now() - t0 < 10_000);
+});

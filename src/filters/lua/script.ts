@@ -61,6 +61,11 @@ class FuelExhausted extends Error {
 const AR_SIZE = 128;
 /** Fuel a run gets after its budget ran out, to reach a Lua instruction where the hook can raise (at most the budget). */
 const GRACE_FUEL = 1_000_000;
+/**
+ * Fuel for the host's own calls into the VM between runs (pushing values, a full collection, a metamethod that a
+ * global lookup triggers): refilled once after a run's leftover is used up; running out again unwinds.
+ */
+const HOST_FUEL = 100_000_000;
 /** Fuel for reading where a stopped run was (the state may be inconsistent after an unwind). */
 const PROBE_FUEL = 100_000;
 
@@ -113,6 +118,8 @@ export class LuaScript {
   #stage = 0;
   #armed = 0;
   #probing = false;
+  /** The host fuel was refilled since the last run. */
+  #refilled = false;
 
   private constructor(name: string, vm: LuaVm, limits: ScriptLimits, log: (level: LogLevel, message: string) => void) {
     this.name = name;
@@ -151,7 +158,7 @@ export class LuaScript {
    * Throws with Lua's message (which names the script and line) when the script does not compile or its top level fails.
    */
   static async create(name: string, source: string, limits: ScriptLimits, log: (level: LogLevel, message: string) => void): Promise<LuaScript> {
-    const vm = await LuaVm.create({ memoryLimitBytes: limits.memoryLimitBytes });
+    const vm = await LuaVm.create({ memoryLimitBytes: limits.memoryLimitBytes, fuel: limits.instructionLimit !== 0 });
     try {
       const script = new LuaScript(name, vm, limits, log);
       script.#init(source);
@@ -260,6 +267,7 @@ export class LuaScript {
     if (this.#fuel) {
       this.#running = co;
       this.#stage = 0;
+      this.#refilled = false;
       vm.fuel!.value = this.#budget;
     } else if (this.#step > 0) vm.setBudget(co.L, this.#hook, this.#step);
     let st: number;
@@ -278,7 +286,7 @@ export class LuaScript {
       // What fuel is left stays: host calls before the next run refill it in #onFuelOut should they use it up.
       this.#running = null;
       if (this.#armed !== 0) {
-        vm.fuel!.value = MAX_FUEL;
+        vm.fuel!.value = HOST_FUEL;
         x.lua_sethook(this.#armed, 0, 0, 0);
         this.#armed = 0;
       }
@@ -322,9 +330,11 @@ export class LuaScript {
     const fuel = vm.fuel!;
     if (this.#probing || this.broken) throw new FuelExhausted(this.broken ? 'the Lua state was recycled' : 'probe out of fuel');
     const co = this.#running;
-    if (co === null || this.limits.instructionLimit === 0) {
-      // Host calls between runs, or no limit: refill and go on.
-      fuel.value = MAX_FUEL;
+    if (co === null) {
+      // Host calls between runs: refill once, so that Lua code they trigger cannot run forever either.
+      if (this.#refilled) throw new FuelExhausted(`Lua code run outside a handler (a metamethod?) used more than ${HOST_FUEL} units of fuel`);
+      this.#refilled = true;
+      fuel.value = HOST_FUEL;
       return;
     }
     if (this.#stage === 0) {

@@ -11,7 +11,8 @@
  * collector...) takes one unit, and running out calls `onFuelOut` of the VM (script.ts turns that into the
  * instruction budget). Function entries are not metered: they would double the checks on the request path, and
  * code without loops cannot run long (recursion ends at Lua's C-call limit or the Wasm stack). If the module cannot
- * be instrumented, it is compiled as it is and `fuel` is null: script.ts then falls back to Lua's count hook.
+ * be instrumented, it is compiled as it is and `fuel` is null: script.ts then falls back to Lua's count hook. VMs of
+ * scripts without a limit (`fuel: false`) use the module as it is, compiled once too, and pay nothing for the budget.
  */
 import { LuaWasm } from 'wasmoon';
 import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT } from '../wasm/instrument.ts';
@@ -84,6 +85,8 @@ export const MAX_TABLE_DEPTH = 16;
 export interface LuaVmOptions {
   /** How many bytes the Wasm memory may grow beyond its initial 16 MiB. */
   memoryLimitBytes: number;
+  /** Run on the fuel-instrumented module (default); false: the module as wasmoon ships it (no budget at all). */
+  fuel?: boolean;
 }
 
 /** The largest fuel value (the fuel global is an i32): what the host runs with outside a handler run. */
@@ -91,7 +94,8 @@ export const MAX_FUEL = 0x7fffffff;
 /** The memory maximum of wasmoon's module (2 GiB); instrumenting keeps it, the per-VM cap is `memoryLimitBytes`. */
 const MODULE_MAX_MEMORY = 2 ** 31;
 
-let compiled: Promise<WebAssembly.Module> | undefined;
+/** The compiled module, instrumented (true) or not (false). */
+const compiled = new Map<boolean, Promise<WebAssembly.Module>>();
 let instantiating: Promise<unknown> = Promise.resolve();
 /** Why the compiled module has no fuel counter (the count hook budgets scripts then); null when it has one. */
 let noFuelReason: string | null = null;
@@ -118,10 +122,10 @@ async function compileLua(source: unknown): Promise<WebAssembly.Module> {
 
 /**
  * Instantiates wasmoon's Emscripten glue with three changes made at the one place where it hands its imports to
- * `WebAssembly.instantiate`: the compiled module is reused across VMs, `emscripten_resize_heap` refuses to
+ * `WebAssembly.instantiate`: the compiled module (with or without fuel) is reused across VMs, `emscripten_resize_heap` refuses to
  * grow past the VM's cap, and `invoke_vii` (the setjmp trampoline of every protected call) skips the glue's checks. wasmoon offers no option for either, so the patch is scoped to this call and serialised.
  */
-async function instantiate(limitBytes: number): Promise<{ wasm: LuaWasm; raw: Record<string, any> }> {
+async function instantiate(limitBytes: number, fuel: boolean): Promise<{ wasm: LuaWasm; raw: Record<string, any> }> {
   const run = instantiating.then(async () => {
     const original = WebAssembly.instantiate;
     let exports: Record<string, any> | undefined;
@@ -152,12 +156,17 @@ async function instantiate(limitBytes: number): Promise<{ wasm: LuaWasm; raw: Re
       env.emscripten_resize_heap = function cappedResizeHeap(requested: number): number | boolean {
         return requested >>> 0 > cap ? 0 : grow(requested);
       };
-      compiled ??= compileLua(source);
-      const instance = await original.call(WebAssembly, await compiled, imports);
+      let pending = compiled.get(fuel);
+      if (pending === undefined) {
+        pending = fuel ? compileLua(source) : source instanceof WebAssembly.Module ? Promise.resolve(source) : WebAssembly.compile(source);
+        compiled.set(fuel, pending);
+      }
+      const module = await pending;
+      const instance = await original.call(WebAssembly, module, imports);
       exports = (instance as unknown as WebAssembly.Instance).exports as Record<string, any>;
       raw = exports;
       cap = (exports.memory as WebAssembly.Memory).buffer.byteLength + limitBytes;
-      return { module: await compiled, instance };
+      return { module, instance };
     };
     try {
       const wasm = await LuaWasm.initialize();
@@ -218,7 +227,7 @@ export class LuaVm {
 
   /** Creates a VM with the standard libraries open; the caller sandboxes it. */
   static async create(options: LuaVmOptions): Promise<LuaVm> {
-    const { wasm, raw } = await instantiate(options.memoryLimitBytes);
+    const { wasm, raw } = await instantiate(options.memoryLimitBytes, options.fuel ?? true);
     return new LuaVm(wasm, raw);
   }
 
