@@ -38,6 +38,26 @@ function envoyByteSize(entries: Iterable<[string, string]>): number {
   return n;
 }
 
+/** Parses the Proxy-Wasm pair serialization (written here, independently of src/filters/wasm/pairs.ts) into hex names and values. */
+function parsePairs(b: Buffer): [string, string][] {
+  const n = b.readUInt32LE(0);
+  const out: [string, string][] = [];
+  let at = 4 + n * 8;
+  for (let i = 0; i < n; i++) {
+    const kl = b.readUInt32LE(4 + i * 8);
+    const vl = b.readUInt32LE(8 + i * 8);
+    const k = b.subarray(at, at + kl).toString('hex');
+    assert.equal(b[at + kl], 0, 'NUL after the name');
+    at += kl + 1;
+    const v = b.subarray(at, at + vl).toString('hex');
+    assert.equal(b[at + vl], 0, 'NUL after the value');
+    at += vl + 1;
+    out.push([k, v]);
+  }
+  assert.equal(at, b.length);
+  return out;
+}
+
 test('matrix.wat: values of log level, time, header map size, metrics, foreign functions, gRPC statuses and shims', async () => {
   const metrics = new Metrics();
   const { factory, ctx } = await buildFilterForTest({ file: corpus.matrix, configuration: 'matrix-config', vm_configuration: 'vmconf!' }, { metrics });
@@ -73,6 +93,9 @@ test('matrix.wat: values of log level, time, header map size, metrics, foreign f
   // Header values are bytes both ways: the module reads the wire bytes of x-two, and a byte it writes stays one byte.
   assert.equal(h.get('x-two-hex'), '636166e9');
   assert.equal(h.get('x-byte'), '\u00e9');
+  assert.deepEqual(parsePairs(Buffer.from(h.get('x-pairs-hex')!, 'hex')), requestSeen.map(([k, v]) => [Buffer.from(k, 'latin1').toString('hex'), Buffer.from(v, 'latin1').toString('hex')]),
+    'get_header_map_pairs serializes the bytes of each name and value');
+  assert.equal(h.get('x-prop-hex'), '636166e9', 'the property request.headers.x-two is the bytes too');
 
   // Metrics: counter 5 + record 2 = 7, gauge 5 - 2 = 3, histogram one observation of 7; visible in /metrics form.
   assert.equal(h.get('x-counter'), '7');
@@ -110,7 +133,7 @@ test('matrix.wat: proxy_clear_route_cache (0.2.x, as the AssemblyScript SDK call
   assert.equal(cb.routeCacheClears, 1);
   const plain = new CallbacksForTest();
   await runForTest(factory, { headers: {} }, {}, plain);
-  assert.equal(plain.routeCacheClears, 13, 'without x-clear: only the 13 header additions clear it, not the hostcall');
+  assert.equal(plain.routeCacheClears, 15, 'without x-clear: only the 15 header additions clear it, not the hostcall');
 });
 
 test('clear-route-cache-0-1-0.wat: the 0.1.0 hostcall proxy_clear_route_cache clears the route cache of the stream', async () => {

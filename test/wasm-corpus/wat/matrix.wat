@@ -1,7 +1,9 @@
 ;; Host calls of the docs/wasm.md matrix whose values (not only statuses) a test checks: src/filters/wasm/matrix.test.ts.
 ;; Request headers: one letter ('A' + status) per call in x-statuses (order in matrix.test.ts) and values in
 ;; x-log-level, x-now, x-map-size, x-counter, x-gauge, x-compressed (hex), x-roundtrip, x-uncompressed, x-shims, x-seed;
-;; header bytes: x-two-hex (the bytes of the value of x-two, in hex) and x-byte (one byte 0xe9).
+;; header bytes: x-two-hex (the bytes of the value of x-two, in hex), x-byte (one byte 0xe9), x-pairs-hex (the
+;; serialized request headers as get_header_map_pairs gave them before any addition) and x-prop-hex (the property
+;; request.headers.x-two).
 ;; Request with x-abort: calls env.abort with AssemblyScript strings (a trap). Request with x-clear: calls only
 ;; proxy_clear_route_cache and reports its status in the response header x-clear-status.
 ;; Body callbacks and on_vm_start/on_configure log the buffer status of their buffers ("<name> <size>:<status>:<length>:<flags>").
@@ -13,6 +15,8 @@
   (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_status" (func $buf_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_grpc_stream" (func $grpc_stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_grpc_send" (func $grpc_send (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_grpc_close" (func $grpc_close (param i32) (result i32)))
@@ -60,6 +64,9 @@
   (data (i32.const 1294) "\e9")
   (data (i32.const 1440) "x-two-hex")
   (data (i32.const 1450) "x-byte")
+  (data (i32.const 1460) "x-pairs-hex")
+  (data (i32.const 1472) "x-prop-hex")
+  (data (i32.const 1484) "request\00headers\00x-two")
   (data (i32.const 1300) "\78\9c\2b\4f\cd\2c\52\c8\4d\2c\29\ca\ac\50\28\cd\4b\ce\cf\2d\28\4a\2d\2e\06\00\63\cc\08\dc")
   (data (i32.const 1340) "0123456789abcdef")
   (data (i32.const 1360) "request-body ")
@@ -141,6 +148,8 @@
     ;; Values first: the header map size before this callback adds anything.
     (i32.store (i32.const 4008) (i32.const 77777))
     (call $rec (call $map_size (i32.const 0) (i32.const 4008)))
+    (drop (call $get_pairs (i32.const 0) (i32.const 4500) (i32.const 4504)))
+    (drop (call $get_property (i32.const 1484) (i32.const 21) (i32.const 4508) (i32.const 4512)))
     (i32.store (i32.const 4012) (i32.const 77777))
     (call $rec (call $get_log_level (i32.const 4012)))
     (i64.store (i32.const 4016) (i64.const 0))
@@ -191,6 +200,8 @@
     (drop (call $get_value (i32.const 0) (i32.const 1288) (i32.const 5) (i32.const 4092) (i32.const 4096)))
     (call $header (i32.const 1440) (i32.const 9) (call $hex (i32.const 6000) (i32.load (i32.const 4092)) (i32.load (i32.const 4096))))
     (drop (call $add (i32.const 0) (i32.const 1450) (i32.const 6) (i32.const 1294) (i32.const 1)))
+    (call $header (i32.const 1460) (i32.const 11) (call $hex (i32.const 6000) (i32.load (i32.const 4500)) (i32.load (i32.const 4504))))
+    (call $header (i32.const 1472) (i32.const 10) (call $hex (i32.const 6000) (i32.load (i32.const 4508)) (i32.load (i32.const 4512))))
     (drop (call $add (i32.const 0) (i32.const 1024) (i32.const 10) (i32.const 5000) (global.get $n)))
     (i32.const 0))
   (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
