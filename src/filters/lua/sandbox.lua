@@ -101,16 +101,19 @@ local function tobit(x)
   return x
 end
 local function u32(x) return floor(x) & 0xffffffff end
-local function fold(op)
-  return function(a, ...)
-    local r = u32(a)
-    for i = 1, select("#", ...) do r = op(r, u32((select(i, ...)))) end
+-- `empty` is what the operation of no arguments gives (Lua 5.2: band() is 0xffffffff, bor() and bxor() are 0).
+local function fold(op, empty)
+  return function(...)
+    local n = select("#", ...)
+    if n == 0 then return empty end
+    local r = u32((...))
+    for i = 2, n do r = op(r, u32((select(i, ...)))) end
     return r
   end
 end
-local band = fold(function(a, b) return a & b end)
-local bor = fold(function(a, b) return a | b end)
-local bxor = fold(function(a, b) return a ~ b end)
+local band = fold(function(a, b) return a & b end, 0xffffffff)
+local bor = fold(function(a, b) return a | b end, 0)
+local bxor = fold(function(a, b) return a ~ b end, 0)
 bit = {
   tobit = tobit,
   tohex = function(x, n)
@@ -139,8 +142,24 @@ bit32 = {
   bnot = function(x) return u32(~u32(x)) end,
   lshift = function(x, n) if n >= 32 then return 0 end return u32(u32(x) << n) end,
   rshift = function(x, n) if n >= 32 then return 0 end return u32(x) >> n end,
+  arshift = function(x, n)
+    x = u32(x)
+    if n >= 32 then return (x >= 0x80000000) and 0xffffffff or 0 end
+    if n <= -32 then return 0 end
+    if n < 0 then return u32(x << -n) end
+    local r = x >> n
+    if x >= 0x80000000 and n > 0 then r = r | u32(~(0xffffffff >> n)) end
+    return r
+  end,
+  lrotate = function(x, n) n = n % 32; x = u32(x); return u32((x << n) | (x >> (32 - n))) end,
+  rrotate = function(x, n) n = n % 32; x = u32(x); return u32((x >> n) | (x << (32 - n))) end,
   btest = function(...) return band(...) ~= 0 end,
   extract = function(x, f, w) w = w or 1; return (u32(x) >> f) & ((1 << w) - 1) end,
+  replace = function(x, v, f, w)
+    w = w or 1
+    local mask = ((1 << w) - 1) << f
+    return u32((u32(x) & ~mask) | ((u32(v) << f) & mask))
+  end,
 }
 
 EnvoyTimestampResolution = { MILLISECOND = 0, MICROSECOND = 1 }
