@@ -16,7 +16,8 @@ function readClockTicks(): number {
 interface ProcStat {
   pid: number;
   ppid: number;
-  ticks: number;
+  userTicks: number;
+  systemTicks: number;
 }
 
 /** Reads utime + stime (all threads of the process, in clock ticks) and the parent pid, or null when the process is gone. */
@@ -30,7 +31,7 @@ function readStat(pid: number): ProcStat | null {
   // The command name sits in parentheses and may hold spaces: the fields after the last ")" are fixed.
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   // After the name: state(0) ppid(1) ... utime(11) stime(12).
-  return { pid, ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+  return { pid, ppid: Number(fields[1]), userTicks: Number(fields[11]), systemTicks: Number(fields[12]) };
 }
 
 /** Lists the pid and every live descendant of it (for nginx: the master and its worker; for weir: its one process). */
@@ -55,15 +56,23 @@ export function processTree(rootPid: number): number[] {
   return tree;
 }
 
-/** Sums user + system CPU of the given processes, all their threads included, in microseconds. */
-export function cpuMicroseconds(pids: readonly number[]): number {
-  let ticks = 0;
+/** CPU time in microseconds, split into user and kernel (system) time. */
+export interface CpuTimes {
+  user: number;
+  system: number;
+}
+
+/** Sums user and system CPU of the given processes, all their threads included, in microseconds. */
+export function cpuMicroseconds(pids: readonly number[]): CpuTimes {
+  let user = 0;
+  let system = 0;
   for (const pid of pids) {
     const stat = readStat(pid);
     if (stat === null) throw new Error(`Cannot read CPU time of process "${pid}": it has exited`);
-    ticks += stat.ticks;
+    user += stat.userTicks;
+    system += stat.systemTicks;
   }
-  return (ticks * 1e6) / clockTicksPerSecond;
+  return { user: (user * 1e6) / clockTicksPerSecond, system: (system * 1e6) / clockTicksPerSecond };
 }
 
 /** Reads the resident set size of one process in bytes, or null when it is gone. */

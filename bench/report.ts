@@ -7,6 +7,10 @@ import type { WrkResult } from './wrk.ts';
 export interface Measurement extends WrkResult {
   /** utime + stime of the proxy's processes during the run, divided by the requests wrk counted, in µs. */
   cpuPerRequest: number;
+  /** The user-space part of cpuPerRequest, in µs. */
+  userPerRequest: number;
+  /** The kernel part of cpuPerRequest (system calls, and on loopback much of TCP itself), in µs. */
+  systemPerRequest: number;
 }
 
 /** The median of each figure over the rounds of one proxy in one scenario. */
@@ -15,6 +19,8 @@ export interface Summary {
   p50: number;
   p99: number;
   cpuPerRequest: number;
+  userPerRequest: number;
+  systemPerRequest: number;
   /** Non-2xx responses and socket errors over all rounds. */
   failures: number;
 }
@@ -45,6 +51,8 @@ export function summarise(rounds: readonly Measurement[]): Summary {
     p50: median(rounds.map((m) => m.p50)),
     p99: median(rounds.map((m) => m.p99)),
     cpuPerRequest: median(rounds.map((m) => m.cpuPerRequest)),
+    userPerRequest: median(rounds.map((m) => m.userPerRequest)),
+    systemPerRequest: median(rounds.map((m) => m.systemPerRequest)),
     failures: rounds.reduce((sum, m) => sum + m.non2xx + m.socketErrors, 0),
   };
 }
@@ -74,6 +82,19 @@ export function renderTable(results: readonly ScenarioResult[]): string {
       `${cell(weir, (s) => formatLatency(s.p50))} | ${cell(peer, (s) => formatLatency(s.p50))} | ` +
       `${cell(weir, (s) => formatLatency(s.p99))} | ${cell(peer, (s) => formatLatency(s.p99))} | ${ratio((s) => s.p99)} | ` +
       `${cell(weir, (s) => formatCpu(s.cpuPerRequest))} | ${cell(peer, (s) => formatCpu(s.cpuPerRequest))} | ${ratio((s) => s.cpuPerRequest)} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Renders user and kernel CPU per request of both proxies, one line per scenario that ran. */
+export function renderCpuSplit(results: readonly ScenarioResult[]): string {
+  const lines: string[] = [];
+  for (const result of results) {
+    const parts = (['weir', 'nginx'] as const).flatMap((label) => {
+      const summary = summaryOf(result[label]);
+      return summary === null ? [] : [`${label} user ${formatCpu(summary.userPerRequest)} + sys ${formatCpu(summary.systemPerRequest)}`];
+    });
+    if (parts.length > 0) lines.push(`- ${result.name}: ${parts.join('; ')}`);
   }
   return lines.join('\n');
 }

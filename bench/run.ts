@@ -9,11 +9,11 @@ import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-p
 import { parseOptions, type BenchOptions } from './options.ts';
 import { httpGet, portInUse } from './probe.ts';
 import { cpuMicroseconds, processTree } from './proc-cpu.ts';
-import { formatRate, median, renderMemoryVerdicts, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
+import { formatRate, median, renderCpuSplit, renderMemoryVerdicts, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
   type Measurement, type MemoryResults, type ScenarioResult, type Workers2Result } from './report.ts';
 import { measureIdleConnections, measureSoak } from './memory.ts';
 import { scenarios, type Scenario } from './scenarios.ts';
-import { startWeir, weirUnavailableReason, type WeirProcess } from './weir-proxy.ts';
+import { startWeir, weirRevision, weirUnavailableReason, type WeirProcess } from './weir-proxy.ts';
 import { runWrk } from './wrk.ts';
 import { summariseProfiles } from './profile-summary.ts';
 import { countSyscalls, straceUnavailableReason } from './syscalls.ts';
@@ -33,7 +33,10 @@ async function measure(target: Target, seconds: number, connections: number): Pr
   const before = cpuMicroseconds(pids);
   const wrk = await runWrk({ url: target.url, seconds, connections });
   const after = cpuMicroseconds(pids);
-  return { ...wrk, cpuPerRequest: wrk.requests > 0 ? (after - before) / wrk.requests : Number.NaN };
+  const requests = wrk.requests > 0 ? wrk.requests : Number.NaN;
+  const user = (after.user - before.user) / requests;
+  const system = (after.system - before.system) / requests;
+  return { ...wrk, cpuPerRequest: user + system, userPerRequest: user, systemPerRequest: system };
 }
 
 /** Sends one request and checks the response the scenario expects; a problem, or null when it is right. */
@@ -223,6 +226,7 @@ async function main(): Promise<number> {
       `machine: ${machine.cores} cores, ${machine.cpuModel}, ${machine.kernel}, node ${machine.node}, ${machine.nginx ?? 'nginx not run'}`,
       `load: wrk -t1 -c${options.connections} -d${options.durationSeconds}s keep-alive, ${options.rounds} rounds per proxy alternating, medians; weir --workers 1, nginx 1 worker`,
       `command: ${command}`,
+      `weir: ${weirRevision()}`,
       ...(options.profileDir === null ? [] : ['profiled: weir ran under --cpu-prof, so its figures include the profiler\'s cost']),
       '',
       renderTable(results),
@@ -234,6 +238,7 @@ async function main(): Promise<number> {
     if (syscalls !== '') {
       out.push('System calls per request (2 s of load under strace -f -c: a diagnostic; strace slows the proxy, which changes how many events each epoll wait returns):', syscalls, '');
     }
+    out.push('CPU per request split into user and kernel time (µs, medians):', renderCpuSplit(results), '');
     const notes = renderNotes(results);
     if (notes !== '') out.push('Notes:', notes, '');
     if (options.profileDir !== null) out.push(summariseProfiles(options.profileDir), '');

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -31,6 +31,19 @@ export interface WeirStartOptions {
   workers: number;
   /** Directory for `--cpu-prof` output, or null to run without the profiler. */
   profileDir: string | null;
+}
+
+/** Names the build being measured: its bin path and git commit, marked "+ uncommitted changes" when its tree differs from the commit. */
+export function weirRevision(): string {
+  const dir = dirname(weirBin);
+  const git = (...args: string[]): string | null => {
+    const run = spawnSync('git', ['-C', dir, ...args], { encoding: 'utf8' });
+    return run.status === 0 ? run.stdout.trim() : null;
+  };
+  const commit = git('rev-parse', '--short', 'HEAD');
+  if (commit === null) return weirBin;
+  const dirty = (git('status', '--porcelain', '--untracked-files=no') ?? '') !== '';
+  return `${weirBin} at ${commit}${dirty ? ' + uncommitted changes' : ''}`;
 }
 
 /** Says why weir cannot run yet (no bin/weir.js), or null when it can be started. */
