@@ -6,7 +6,7 @@ import type { UpstreamConnection } from '../codec.ts';
 import net, { type Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
-import { createParser, type Parser } from './llhttp.ts';
+import { createParser, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
 import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
 
@@ -58,6 +58,9 @@ export class ClientConnection implements UpstreamConnection {
   #upgradeRest: Buffer | null = null;
   /** Set when the upstream switched protocols unasked; the exchange fails once execute() returned. */
   #unasked101 = false;
+  /** True while the parser reads from the socket's handle (see `Parser.consume`). */
+  #consumed = false;
+  #paused = false;
   /** A 101 head seen during execute(), delivered once execute() returned. */
   #upgradeHead: { status: number; reason: string; headers: HeaderMap } | null = null;
 
@@ -67,20 +70,25 @@ export class ClientConnection implements UpstreamConnection {
     this.address = address;
     this.#owner = owner;
     this.#parser = createParser('response', maxHeaderSize, {
+      onBegin: () => this.#onBegin(),
       onHead: (minor, raw, _m, _u, status, reason, upgrade, keepAlive) => this.#onHead(minor, raw, status, reason, upgrade, keepAlive),
       onBody: (chunk) => this.#sink?.onUpstreamBody(chunk),
       onTrailers: (raw) => this.#sink?.onUpstreamTrailers(new HeaderMap(rawToList(raw))),
       onComplete: () => this.#onComplete(),
     });
     socket.setNoDelay(true);
-    socket.on('data', (d: Buffer) => {
-      ioEnter();
-      try {
-        this.#onData(d);
-      } finally {
-        ioExit();
-      }
-    });
+    // The parser reads from the socket's handle itself; 'data' events only where it cannot.
+    this.#consumed = this.#parser.consume(socket, (ret, thrown) => this.#afterParse(ret, thrown, null));
+    if (!this.#consumed) {
+      socket.on('data', (d: Buffer) => {
+        ioEnter();
+        try {
+          this.#onData(d);
+        } finally {
+          ioExit();
+        }
+      });
+    }
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => this.#onClose());
     socket.on('close', () => this.#onClose());
@@ -138,12 +146,17 @@ export class ClientConnection implements UpstreamConnection {
 
   /** Stops reading the response (back-pressure); `resume` undoes it. */
   pause(): void {
-    this.socket.pause();
+    this.#paused = true;
+    if (this.#consumed) this.#parser.pauseReads();
+    else this.socket.pause();
   }
 
   /** Resumes reading the response. */
   resume(): void {
-    if (!this.#closed) this.socket.resume();
+    this.#paused = false;
+    if (this.#closed) return;
+    if (this.#consumed) this.#parser.resumeReads();
+    else this.socket.resume();
   }
 
   /** Abandons the exchange and closes the connection (timeouts, downstream resets). */
@@ -219,17 +232,28 @@ export class ClientConnection implements UpstreamConnection {
   #maybeRelease(): void {
     if (!this.#responseDone || !this.#requestDone || this.#sink === null) return;
     this.#sink = null;
+    // A pause belongs to the exchange (its client was slow): an idle connection reads, to see the server close it.
+    if (this.#paused) this.resume();
     if (this.#keepAlive && !this.#closed) this.#owner.release(this);
     else this.socket.destroy();
   }
 
+  #onBegin(): void {
+    // A response starting on an idle connection: the server is confused (a stray or extra response); do not reuse it.
+    if (this.#sink === null) this.socket.destroy();
+  }
+
   #onData(data: Buffer): void {
     if (this.#sink === null) {
-      // Bytes on an idle connection: the server is confused (a stray or extra response); do not reuse it.
       this.socket.destroy();
       return;
     }
-    const ret = this.#parser.execute(data);
+    this.#afterParse(this.#parser.execute(data), undefined, data);
+  }
+
+  /** After the parser went through one read (`data`, or null when it read the socket itself). */
+  #afterParse(ret: ParseResult, thrown: unknown, data: Buffer | null): void {
+    if (thrown !== undefined) throw thrown;
     if (typeof ret !== 'number' || this.#unasked101) {
       const sink = this.#sink;
       this.#sink = null;
@@ -241,7 +265,13 @@ export class ClientConnection implements UpstreamConnection {
     const up = this.#upgradeHead;
     if (up !== null) {
       this.#upgradeHead = null;
-      this.#upgradeRest = ret < data.length ? data.subarray(ret) : null;
+      const bytes = data ?? this.#parser.currentBuffer();
+      this.#upgradeRest = ret < bytes.length ? bytes.subarray(ret) : null;
+      if (this.#consumed) {
+        // The tunnel reads through the socket: hand the handle back to it.
+        this.#consumed = false;
+        this.#parser.unconsume();
+      }
       this.socket.pause();
       this.#sink?.onUpstreamHead(up.status, up.reason, up.headers, -1);
     }

@@ -65,14 +65,41 @@ export interface Parser {
    * native handle; then feed `execute` from 'data' events.
    */
   consume(socket: Socket, onRead: (result: ParseResult, thrown: unknown) => void): boolean;
-  /** Gives the socket's reads back to the socket (its 'data' events), e.g. for a tunnel after an upgrade. */
+  /**
+   * Gives the socket's reads back to the socket (its 'data' events), e.g. for a tunnel after an upgrade. The
+   * handle is left reading: `socket.pause()` then holds what arrives.
+   */
   unconsume(): void;
+  /** While consumed: stops reading from the handle (back-pressure); `socket.pause()` would not. */
+  pauseReads(): void;
+  /** While consumed: reads again after `pauseReads`. */
+  resumeReads(): void;
   /** During `onRead`: a copy of the bytes of that read. */
   currentBuffer(): Buffer;
   /** Signals EOF: completes a close-delimited body; returns an Error if the message was incomplete. */
   finish(): void | (Error & { code: string });
   /** Releases the native parser. */
   close(): void;
+}
+
+/** The parts of a socket's native handle the parser uses; `reading` is the flag net.Socket keeps on it. */
+interface StreamHandle {
+  isStreamBase?: boolean;
+  _consumed?: boolean;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+function readStart(h: StreamHandle): void {
+  if (!h.reading) {
+    h.reading = true;
+    h.readStart();
+  }
+}
+
+function closeNative(p: { close(): void }): void {
+  p.close();
 }
 
 /** Creates a request (`kind: 'request'`) or response parser. `maxHeaderSize` bounds the head in bytes. */
@@ -167,13 +194,24 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     }
   };
   let closed = false;
-  let consumedHandle: { _consumed?: boolean } | null = null;
-  function unconsume(): void {
+  let wasConsumed = false;
+  let consumedHandle: StreamHandle | null = null;
+  function release(keepReading: boolean): void {
     if (!consumed) return;
     consumed = false;
-    consumedHandle!._consumed = false;
+    const h = consumedHandle!;
     consumedHandle = null;
+    h._consumed = false;
+    // The socket's stream believes a read is in progress (it never saw one end): keep the handle reading.
+    if (keepReading) readStart(h);
     p.unconsume();
+  }
+  /** Ends what `enter` began when the callbacks ran outside a read of the handle (finish, execute). */
+  function leave(): void {
+    if (entered) {
+      entered = false;
+      ioExit();
+    }
   }
   function takeThrown(): unknown {
     const t = thrown;
@@ -183,11 +221,12 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   return {
     execute(data) {
       const ret = p.execute(data);
+      leave();
       if (thrown !== undefined) throw takeThrown();
       return ret;
     },
     consume(socket, onRead) {
-      const handle = (socket as unknown as { _handle: { isStreamBase?: boolean; _consumed?: boolean } | null })._handle;
+      const handle = (socket as unknown as { _handle: StreamHandle | null })._handle;
       if (handle === null || handle.isStreamBase !== true || handle._consumed === true) return false;
       p[kOnExecute] = function onExecute(ret: ParseResult): void {
         if (!entered) {
@@ -202,20 +241,40 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
         }
       };
       handle._consumed = true;
+      wasConsumed = true;
       consumedHandle = handle;
       consumed = true;
       p.consume(handle);
       return true;
     },
-    unconsume,
+    unconsume: () => release(true),
+    pauseReads() {
+      if (consumedHandle !== null && consumedHandle.reading) {
+        consumedHandle.reading = false;
+        consumedHandle.readStop();
+      }
+    },
+    resumeReads() {
+      if (consumedHandle !== null) readStart(consumedHandle);
+    },
     currentBuffer: () => p.getCurrentBuffer(),
-    finish: () => p.finish(),
+    finish() {
+      const ret = p.finish();
+      leave();
+      if (thrown !== undefined) throw takeThrown();
+      return ret;
+    },
     close: () => {
       if (closed) return;
       closed = true;
-      // The native parser must stop listening to the handle before it is freed.
-      unconsume();
-      p.close();
+      if (consumedHandle === null && !wasConsumed) {
+        p.close();
+        return;
+      }
+      // The native parser must stop listening to the handle before it is freed, and must not be freed while
+      // it is reading (a close from its own callback, or from a tick run inside one): free it on a later turn.
+      release(false);
+      setImmediate(closeNative, p);
     },
   };
 }

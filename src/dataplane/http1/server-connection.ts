@@ -236,14 +236,14 @@ export class ServerConnection implements DownstreamConnection {
   /** Stops reading from the client (back-pressure); balanced by `resume`. */
   pause(): void {
     if (this.#paused++ > 0) return;
-    if (this.#consumed) readStop(this.socket);
+    if (this.#consumed) this.#parser.pauseReads();
     else this.socket.pause();
   }
 
   /** Resumes reading after `pause`. */
   resume(): void {
     if (this.#paused > 0 && --this.#paused === 0 && !this.#closed) {
-      if (this.#consumed) readStart(this.socket);
+      if (this.#consumed) this.#parser.resumeReads();
       else this.socket.resume();
     }
   }
@@ -413,7 +413,6 @@ export class ServerConnection implements DownstreamConnection {
       if (this.#consumed) {
         // The tunnel reads through the socket: hand the handle back to it, reading, with the stream paused.
         this.#consumed = false;
-        readStart(this.socket);
         this.#parser.unconsume();
         if (this.#paused > 0) this.socket.pause();
       }
@@ -592,30 +591,6 @@ function absoluteForm(list: string[], url: string): void {
   }
   list[1] = m[1];
   list[3] = m[2].charCodeAt(0) === 47 /* / */ ? m[2] : '/' + m[2];
-}
-
-interface StreamHandle {
-  reading: boolean;
-  readStart(): number;
-  readStop(): number;
-}
-
-/** Stops reads on a socket whose handle the parser consumes (`socket.pause()` would not). */
-function readStop(socket: Socket): void {
-  const h = (socket as unknown as { _handle: StreamHandle | null })._handle;
-  if (h !== null && h.reading) {
-    h.reading = false;
-    h.readStop();
-  }
-}
-
-/** Restarts reads stopped by `readStop`. */
-function readStart(socket: Socket): void {
-  const h = (socket as unknown as { _handle: StreamHandle | null })._handle;
-  if (h !== null && !h.reading) {
-    h.reading = true;
-    h.readStart();
-  }
 }
 
 function onTimer(conn: ServerConnection): void {
