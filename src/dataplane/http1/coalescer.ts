@@ -7,12 +7,44 @@ import type { Socket } from 'node:net';
 /** Above this many pending bytes the coalescer writes at once instead of copying more. */
 const FLUSH_AT = 16 * 1024;
 
+/** The write request object of Node's stream handles (what net.Socket creates for every write). */
+interface WriteReq {
+  handle: Handle;
+  oncomplete: (this: WriteReq, status: number) => void;
+  buffer: string | Buffer | null;
+  owner: Coalescer | null;
+}
+
+interface Handle {
+  writeBuffer(req: WriteReq, data: Buffer): number;
+  writeLatin1String(req: WriteReq, data: string): number;
+}
+
+interface StreamWrapBinding {
+  WriteWrap: new () => WriteReq;
+  /** Where a handle write leaves its result: bytes at `kBytesWritten`, 1 at `kLastWriteWasAsync` if it went async. */
+  streamBaseState: Int32Array;
+  kBytesWritten: number;
+  kLastWriteWasAsync: number;
+}
+
+const binding = (process as unknown as { binding(name: string): StreamWrapBinding }).binding('stream_wrap');
+const { WriteWrap, streamBaseState } = binding;
+const kBytesWritten = binding.kBytesWritten;
+const kLastWriteWasAsync = binding.kLastWriteWasAsync;
+
 /** A write coalescer bound to one socket. */
 export class Coalescer {
   readonly #socket: Socket;
   #parts: (string | Buffer)[] = [];
   #bytes = 0;
   #scheduled = false;
+  /** A write request kept for the next write; every write that completes at once reuses it. */
+  #req: WriteReq | null = null;
+  /** Bytes of a handle write still in progress (the kernel did not take them all at once). */
+  #inflight = 0;
+  /** `writable` said false because of `#inflight`: the socket gets a 'drain' once that write completes. */
+  #needDrain = false;
 
   constructor(socket: Socket) {
     this.#socket = socket;
@@ -29,7 +61,7 @@ export class Coalescer {
   bytes(b: Buffer): void {
     if (b.length >= FLUSH_AT) {
       this.flush();
-      this.#socket.write(b);
+      if (!this.#socket.destroyed) this.#write(b);
       return;
     }
     this.#parts.push(b);
@@ -40,7 +72,10 @@ export class Coalescer {
   /** True while the socket and the queue stay under the socket's high-water mark. */
   get writable(): boolean {
     const s = this.#socket;
-    return !s.destroyed && s.writableLength + this.#bytes < s.writableHighWaterMark;
+    if (s.destroyed) return false;
+    if (s.writableLength + this.#inflight + this.#bytes < s.writableHighWaterMark) return true;
+    if (this.#inflight > 0) this.#needDrain = true;
+    return false;
   }
 
   /** Writes everything queued now. */
@@ -53,9 +88,7 @@ export class Coalescer {
     this.#bytes = 0;
     if (s.destroyed) return;
     if (parts.length === 1) {
-      const p = parts[0];
-      if (typeof p === 'string') s.write(p, 'latin1');
-      else s.write(p);
+      this.#write(parts[0]);
       return;
     }
     const out = Buffer.allocUnsafe(total);
@@ -64,8 +97,60 @@ export class Coalescer {
       if (typeof p === 'string') at += out.write(p, at, 'latin1');
       else at += p.copy(out, at);
     }
-    s.write(out);
+    this.#write(out);
   }
+
+  /**
+   * Writes to the socket's handle directly when nothing else is queued on it, as net.Socket's own write would,
+   * without its per-write request object, bookkeeping and nextTick. Otherwise (something queued, corked, ended,
+   * connecting) it goes through `socket.write`; libuv keeps the two in order. Bytes written directly are not
+   * counted in `socket.bytesWritten`.
+   */
+  #write(data: string | Buffer): void {
+    const s = this.#socket;
+    const h = (s as unknown as { _handle: Handle | null })._handle;
+    if (h === null || this.#inflight > 0 || s.writableLength > 0 || s.writableCorked > 0 || s.writableEnded || s.connecting) {
+      if (typeof data === 'string') s.write(data, 'latin1');
+      else s.write(data);
+      return;
+    }
+    let req = this.#req;
+    if (req === null || req.handle !== h) {
+      req = new WriteWrap();
+      req.handle = h;
+      req.oncomplete = Coalescer.#onWriteComplete;
+      req.owner = this;
+      req.buffer = null;
+      this.#req = req;
+    }
+    const err = typeof data === 'string' ? h.writeLatin1String(req, data) : h.writeBuffer(req, data);
+    if (err !== 0) {
+      s.destroy();
+      return;
+    }
+    if (streamBaseState[kLastWriteWasAsync] !== 0) {
+      // The kernel took part of it; the rest goes when the socket can take it. This request is busy until then.
+      req.buffer = data;
+      this.#inflight = streamBaseState[kBytesWritten];
+      this.#req = null;
+    }
+  }
+
+  static #onWriteComplete = function onWriteComplete(this: WriteReq, status: number): void {
+    const c = this.owner!;
+    this.owner = null;
+    this.buffer = null;
+    c.#inflight = 0;
+    const s = c.#socket;
+    if (status < 0) {
+      s.destroy();
+      return;
+    }
+    if (c.#needDrain) {
+      c.#needDrain = false;
+      if (!s.writableNeedDrain) s.emit('drain');
+    }
+  };
 
   /** Drops what is queued (the socket is being destroyed). */
   discard(): void {
