@@ -11,6 +11,7 @@ import { SharedBridge } from './shared.ts';
 import type { LuaScript, ScriptLimits } from './script.ts';
 import type { Metrics } from '../../telemetry/metrics.ts';
 import type { StatsSink } from './host.ts';
+import { fuelUnavailableReason } from './vm.ts';
 
 const PASS: Filter = Object.freeze({});
 
@@ -24,6 +25,7 @@ function unavailable(cb: FilterCallbacks): Filter {
   };
 }
 const shared = new SharedBridge();
+let warnedNoFuel = false;
 
 /** Metrics every Lua filter of a worker shares. */
 function declareMetrics(metrics: Metrics) {
@@ -114,6 +116,11 @@ async function factory(config: LuaConfig, ctx: FactoryContext): Promise<FilterFa
     throw err;
   }
   m.states.labels().set(luaStateCount());
+  const noFuel = fuelUnavailableReason();
+  if (noFuel !== null && !warnedNoFuel) {
+    warnedNoFuel = true;
+    ctx.log('warn', `Lua instruction budget falls back to the count hook (C library loops are not counted, ~0.5 µs more per request): ${noFuel}`);
+  }
   const inline = new Map<string, Promise<ScriptSlot>>();
   const warned = new Set<string>();
 

@@ -11,6 +11,7 @@
  * `__weir_fuel_handler`, holds an index into table 0, and the check becomes `if (fuel < 0) call_indirect (func)
  * table0[handler]`. The host function may refill the fuel and return (execution goes on) or throw (the call unwinds
  * like a trap). While the handler global is 0 (a null slot in toolchain-built tables) an overrun still traps.
+ * With `{ entries: false }` only loop headers get a check (the Lua filter meters wasmoon's interpreter that way).
  */
 
 /** The export name of the fuel global. */
