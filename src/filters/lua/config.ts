@@ -3,6 +3,7 @@
  * `source_codes`, `inline_code`), the sandbox limits and the failure policy; and the per-route override (Envoy's
  * LuaPerRoute). `prepare` reads script files in the main thread so that workers only compile.
  */
+import { syntaxError } from './script.ts';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { JsonSchema, PrepareContext } from '../contract.ts';
@@ -146,5 +147,10 @@ export async function prepare(config: LuaConfig, ctx: PrepareContext): Promise<P
     defaultSource = { name: ctx.name, code: (config.source ?? config.inline_code)! };
   } else if (config.file !== undefined) defaultSource = await readSource({ filename: config.file }, ctx.baseDir, ctx.name);
   else if (config.default_source_code !== undefined) defaultSource = await readSource(config.default_source_code, ctx.baseDir, ctx.name);
+  for (const src of [defaultSource, ...Object.values(named)]) {
+    if (src === null) continue;
+    const error = await syntaxError(src.name, src.code);
+    if (error !== null) throw new Error(`Cannot compile Lua script "${src.name}": ${error}`);
+  }
   return { defaultSource, named };
 }

@@ -439,3 +439,30 @@ export class LuaScript {
     this.vm.close();
   }
 }
+
+/**
+ * Compiles `source` without running it, in a throwaway VM: returns the syntax error ("name:line: message"), or
+ * null. The main thread calls this when a config loads, so that `weir validate` and a reload report a broken
+ * script before any worker builds it.
+ */
+export async function syntaxError(name: string, source: string): Promise<string | null> {
+  const vm = await LuaVm.create({ memoryLimitBytes: 64 * 1024 * 1024, fuel: false });
+  try {
+    const bytes = Buffer.from(source);
+    const p = vm.x.malloc(bytes.length + 1);
+    const chunk = Buffer.from('@' + name + '\0');
+    const namePtr = vm.x.malloc(chunk.length + 2);
+    try {
+      vm.u8().set(bytes, p);
+      vm.u8().set(chunk, namePtr);
+      vm.u8().set([0x74, 0], namePtr + chunk.length); // mode "t": text chunks only
+      const status = vm.x.luaL_loadbufferx(vm.L, p, bytes.length, namePtr, namePtr + chunk.length);
+      return status === LUA_OK ? null : vm.readString(vm.L, -1) ?? 'syntax error';
+    } finally {
+      vm.x.free(p);
+      vm.x.free(namePtr);
+    }
+  } finally {
+    vm.close();
+  }
+}

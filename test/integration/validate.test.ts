@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../../bin/weir.js', import.meta.url));
+
+test('weir validate reports what run would refuse before starting: Lua syntax errors with script and line, missing files', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-validate-'));
+  fs.writeFileSync(path.join(dir, 'bad.lua'), 'function envoy_on_request(handle)\n  local t = { a = 1\n  handle:headers():add("x", "1")\nend\n');
+  fs.writeFileSync(
+    path.join(dir, 'weir.yaml'),
+    `listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: bad
+        type: lua
+        file: ./bad.lua
+      - name: inline
+        type: lua
+        source: |
+          function envoy_on_request(h)
+            h:headers():add("x" "y")
+          end
+      - name: gone
+        type: wasm
+        file: ./missing.wasm
+    routes:
+      - match: { prefix: / }
+        direct_response: { status: 200 }
+`,
+  );
+  const r = spawnSync(process.execPath, [BIN, 'validate', path.join(dir, 'weir.yaml')], { encoding: 'utf8' });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "bad": Cannot compile Lua script "\.\/bad\.lua": \.\/bad\.lua:3: '}' expected/);
+  assert.match(r.stderr, /listeners\[0\]\.filters\[1\]: filter "inline": Cannot compile Lua script "inline": inline:2: '\)' expected/);
+  assert.match(r.stderr, /listeners\[0\]\.filters\[2\]: filter "gone": Cannot read Wasm module ".*missing\.wasm"/);
+  assert.match(r.stderr, /3 problems found/);
+});
