@@ -84,19 +84,26 @@ export class Coalescer {
     if (parts.length === 0) return;
     const s = this.#socket;
     const total = this.#bytes;
-    this.#parts = [];
     this.#bytes = 0;
-    if (s.destroyed) return;
+    // The parts array is emptied and reused: one array per connection, not one per batch.
+    if (s.destroyed) {
+      parts.length = 0;
+      return;
+    }
     if (parts.length === 1) {
-      this.#write(parts[0]);
+      const p = parts[0];
+      parts.length = 0;
+      this.#write(p);
       return;
     }
     const out = Buffer.allocUnsafe(total);
     let at = 0;
-    for (const p of parts) {
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i];
       if (typeof p === 'string') at += out.write(p, at, 'latin1');
       else at += p.copy(out, at);
     }
+    parts.length = 0;
     this.#write(out);
   }
 
@@ -154,7 +161,7 @@ export class Coalescer {
 
   /** Drops what is queued (the socket is being destroyed). */
   discard(): void {
-    this.#parts = [];
+    this.#parts.length = 0;
     this.#bytes = 0;
   }
 
@@ -185,12 +192,17 @@ let dirty: Coalescer[] = [];
 let ioDepth = 0;
 let tickScheduled = false;
 
+/** The list `flushDirty` walks while new entries go to `dirty` (two arrays swapped, none allocated per batch). */
+let flushing: Coalescer[] = [];
+
 function flushDirty(): void {
   tickScheduled = false;
   while (dirty.length > 0) {
     const list = dirty;
-    dirty = [];
-    for (const c of list) c.scheduledFlush();
+    dirty = flushing;
+    flushing = list;
+    for (let i = 0; i < list.length; i++) list[i].scheduledFlush();
+    list.length = 0;
   }
 }
 

@@ -41,7 +41,10 @@ export function headerLines(headers: HeaderMap, skipFraming: boolean, keepUpgrad
   let nominated: string[] | null = null;
   for (let i = 0; i < list.length; i += 2) {
     if (list[i] === 'connection') {
-      for (const token of list[i + 1].split(',')) {
+      const value = list[i + 1];
+      // The usual values nominate nothing: no need to split them.
+      if (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') continue;
+      for (const token of value.split(',')) {
         const t = token.trim().toLowerCase();
         if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (nominated ??= []).push(t);
       }
