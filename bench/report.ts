@@ -11,6 +11,10 @@ export interface Measurement extends WrkResult {
   userPerRequest: number;
   /** The kernel part of cpuPerRequest (system calls, and on loopback much of TCP itself), in µs. */
   systemPerRequest: number;
+  /** Minor page faults per request. */
+  faultsPerRequest: number;
+  /** Context switches per request, all threads. */
+  switchesPerRequest: number;
 }
 
 /** The median of each figure over the rounds of one proxy in one scenario. */
@@ -21,6 +25,8 @@ export interface Summary {
   cpuPerRequest: number;
   userPerRequest: number;
   systemPerRequest: number;
+  faultsPerRequest: number;
+  switchesPerRequest: number;
   /** Non-2xx responses and socket errors over all rounds. */
   failures: number;
 }
@@ -53,6 +59,8 @@ export function summarise(rounds: readonly Measurement[]): Summary {
     cpuPerRequest: median(rounds.map((m) => m.cpuPerRequest)),
     userPerRequest: median(rounds.map((m) => m.userPerRequest)),
     systemPerRequest: median(rounds.map((m) => m.systemPerRequest)),
+    faultsPerRequest: median(rounds.map((m) => m.faultsPerRequest)),
+    switchesPerRequest: median(rounds.map((m) => m.switchesPerRequest)),
     failures: rounds.reduce((sum, m) => sum + m.non2xx + m.socketErrors, 0),
   };
 }
@@ -92,7 +100,8 @@ export function renderCpuSplit(results: readonly ScenarioResult[]): string {
   for (const result of results) {
     const parts = (['weir', 'nginx'] as const).flatMap((label) => {
       const summary = summaryOf(result[label]);
-      return summary === null ? [] : [`${label} user ${formatCpu(summary.userPerRequest)} + sys ${formatCpu(summary.systemPerRequest)}`];
+      return summary === null ? [] : [`${label} user ${formatCpu(summary.userPerRequest)} + sys ${formatCpu(summary.systemPerRequest)}, ` +
+        `${summary.faultsPerRequest.toFixed(2)} faults, ${summary.switchesPerRequest.toFixed(2)} switches`];
     });
     if (parts.length > 0) lines.push(`- ${result.name}: ${parts.join('; ')}`);
   }

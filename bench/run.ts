@@ -36,7 +36,11 @@ async function measure(target: Target, seconds: number, connections: number): Pr
   const requests = wrk.requests > 0 ? wrk.requests : Number.NaN;
   const user = (after.user - before.user) / requests;
   const system = (after.system - before.system) / requests;
-  return { ...wrk, cpuPerRequest: user + system, userPerRequest: user, systemPerRequest: system };
+  return {
+    ...wrk, cpuPerRequest: user + system, userPerRequest: user, systemPerRequest: system,
+    faultsPerRequest: (after.minorFaults - before.minorFaults) / requests,
+    switchesPerRequest: (after.contextSwitches - before.contextSwitches) / requests,
+  };
 }
 
 /** Sends one request and checks the response the scenario expects; a problem, or null when it is right. */
@@ -238,7 +242,7 @@ async function main(): Promise<number> {
     if (syscalls !== '') {
       out.push('System calls per request (2 s of load under strace -f -c: a diagnostic; strace slows the proxy, which changes how many events each epoll wait returns):', syscalls, '');
     }
-    out.push('CPU per request split into user and kernel time (µs, medians):', renderCpuSplit(results), '');
+    out.push('CPU per request split into user and kernel time (µs), with minor page faults and context switches per request (medians):', renderCpuSplit(results), '');
     const notes = renderNotes(results);
     if (notes !== '') out.push('Notes:', notes, '');
     if (options.profileDir !== null) out.push(summariseProfiles(options.profileDir), '');
