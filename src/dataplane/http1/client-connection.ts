@@ -7,7 +7,7 @@ import net, { type Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
 import { createParser, type Parser, type ParseResult } from './llhttp.ts';
-import { headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
+import { headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusText } from './wire.ts';
 import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
 
 /** Where the response of an upstream exchange goes. */
@@ -202,10 +202,10 @@ export class ClientConnection implements UpstreamConnection {
     this.#keepAlive = keepAlive;
     const list = new Array<string>(raw.length + 2);
     list[0] = ':status';
-    list[1] = String(status);
+    list[1] = statusText(status);
     let contentLength = -1;
     for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i].toLowerCase();
+      const name = lowerName(raw[i]);
       if (name === 'content-length') contentLength = Number(raw[i + 1]);
       list[i + 2] = name;
       list[i + 3] = raw[i + 1];

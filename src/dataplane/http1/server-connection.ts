@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { createParser, METHODS, type Parser, type ParseResult } from './llhttp.ts';
-import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable } from './wire.ts';
+import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusLine } from './wire.ts';
 import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
@@ -164,7 +164,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#responseStarted = true;
     const head = this.#activeHead!;
     if (headers.modified) assertWritable(headers);
-    let out = `HTTP/1.1 ${status} ${reason ?? reasonPhrase(status)}\r\n` + headerLines(headers, true, status === 101);
+    let out = statusLine(status, reason) + headerLines(headers, true, status === 101);
     if (!headers.has('date')) out += 'date: ' + httpDate() + '\r\n';
     this.#noBody = framing.noBody;
     const isHead = head.method === 'HEAD';
@@ -289,7 +289,7 @@ export class ServerConnection implements DownstreamConnection {
     let expectContinue = false;
     let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i].toLowerCase();
+      const name = lowerName(raw[i]);
       const value = raw[i + 1];
       if (name === 'host') {
         if (hosts++ > 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'Request has more than one Host header');

@@ -13,6 +13,35 @@ const STATUS_TEXT: Record<number, string> = {
   502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 505: 'HTTP Version Not Supported',
 };
 
+const COMMON_NAMES = [
+  'Host', 'User-Agent', 'Accept', 'Accept-Encoding', 'Accept-Language', 'Accept-Ranges', 'Authorization', 'Cache-Control',
+  'Connection', 'Content-Encoding', 'Content-Length', 'Content-Type', 'Cookie', 'Date', 'ETag', 'Expires', 'Keep-Alive',
+  'Last-Modified', 'Location', 'Origin', 'Pragma', 'Referer', 'Server', 'Set-Cookie', 'Transfer-Encoding', 'Upgrade',
+  'Vary', 'X-Forwarded-For', 'X-Request-Id', 'If-Modified-Since', 'If-None-Match',
+];
+const LOWER = new Map(COMMON_NAMES.map((n) => [n, n.toLowerCase()]));
+
+/** A header name in lower case; the usual capitalised names come from a table instead of a new string each time. */
+export function lowerName(name: string): string {
+  return LOWER.get(name) ?? name.toLowerCase();
+}
+
+const STATUS_STRINGS: string[] = [];
+
+/** The decimal text of a status code, made once per code. */
+export function statusText(status: number): string {
+  return (STATUS_STRINGS[status] ??= String(status));
+}
+
+const STATUS_LINES: string[] = [];
+
+/** "HTTP/1.1 <status> <reason>\r\n"; with the standard reason it is made once per code. */
+export function statusLine(status: number, reason: string | undefined): string {
+  const standard = reasonPhrase(status);
+  if (reason !== undefined && reason !== standard) return `HTTP/1.1 ${status} ${reason}\r\n`;
+  return (STATUS_LINES[status] ??= `HTTP/1.1 ${status} ${standard}\r\n`);
+}
+
 /** The standard reason phrase for a status code ("" when unknown). */
 export function reasonPhrase(status: number): string {
   return STATUS_TEXT[status] ?? '';
@@ -80,7 +109,7 @@ export function chunkedEnd(trailers: HeaderMap | null): string {
 export function rawToList(raw: string[]): string[] {
   const out = new Array<string>(raw.length);
   for (let i = 0; i < raw.length; i += 2) {
-    out[i] = raw[i].toLowerCase();
+    out[i] = lowerName(raw[i]);
     out[i + 1] = raw[i + 1];
   }
   return out;
