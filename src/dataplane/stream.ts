@@ -429,14 +429,24 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       this.responseFlag = ERRORS[opts.code].flag;
       this.listener.countError(ERRORS[opts.code]);
     }
-    const headers = opts?.headers instanceof HeaderMap ? opts.headers : HeaderMap.from(opts?.headers ?? {});
-    headers.list.unshift(':status', String(status));
     // 1xx, 204 and 304 responses have no body, whatever the caller gave.
     const bodyless = status < 200 || status === 204 || status === 304;
     const buf = body === undefined || bodyless ? null : typeof body === 'string' ? Buffer.from(body) : body;
-    if (buf !== null && buf.length > 0 && !headers.has('content-type')) headers.add('content-type', 'text/plain');
-    if (bodyless) headers.remove('content-length');
-    else headers.set('content-length', String(buf?.length ?? 0));
+    const given = opts?.headers;
+    let headers: HeaderMap;
+    if (given === undefined) {
+      // The common case (errors, direct responses without headers): the list is built once, no lookups.
+      const list = [':status', statusText(status)];
+      if (buf !== null && buf.length > 0) list.push('content-type', 'text/plain');
+      if (!bodyless) list.push('content-length', String(buf?.length ?? 0));
+      headers = new HeaderMap(list);
+    } else {
+      headers = given instanceof HeaderMap ? given : HeaderMap.from(given);
+      headers.list.unshift(':status', statusText(status));
+      if (buf !== null && buf.length > 0 && !headers.has('content-type')) headers.add('content-type', 'text/plain');
+      if (bodyless) headers.remove('content-length');
+      else headers.set('content-length', String(buf?.length ?? 0));
+    }
     if (this.#res !== null) {
       // A local reply from the response path: answer directly, the response filters already ran.
       this.#res = null;
@@ -448,10 +458,17 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       return;
     }
     this.reason = opts?.reason;
-    const res = this.#response(upTo);
     this.#responseEos = true;
-    res.headers(headers, buf === null || buf.length === 0);
-    if (buf !== null && buf.length > 0 && !this.done) res.data(buf, true);
+    const empty = buf === null || buf.length === 0;
+    if (upTo === 0) {
+      // No response filters to run: straight to the client.
+      this.writeResponseHead(headers, empty);
+      if (!empty && !this.done) this.writeResponseBody(buf, true);
+      return;
+    }
+    const res = this.#response(upTo);
+    res.headers(headers, empty);
+    if (!empty && !this.done) res.data(buf, true);
   }
 
   /** A filter hook threw, rejected, or a runtime reported a failure. */
@@ -595,4 +612,11 @@ function cookieValue(header: string | undefined, name: string): string | undefin
     if (eq > 0 && part.slice(0, eq) === name) return part.slice(eq + 1);
   }
   return undefined;
+}
+
+const STATUS_TEXT: string[] = [];
+
+/** The decimal text of a status code, made once per code. */
+function statusText(status: number): string {
+  return (STATUS_TEXT[status] ??= String(status));
 }
