@@ -31,7 +31,7 @@ function valueMatcher(m: RawStringMatcher, lowerName: boolean): ValueMatcher {
 /** What a matched route does. */
 export type RouteAction =
   | { kind: 'cluster'; clusters: { name: string; weight: number }[]; totalWeight: number }
-  | { kind: 'direct'; status: number; body: Buffer | null; headers: Record<string, string> }
+  | { kind: 'direct'; status: number; body: Buffer | null; headers: Record<string, string> | undefined }
   | { kind: 'redirect'; status: number; location?: string; scheme?: string; host?: string; path?: string; prefixRewrite?: string; stripQuery: boolean };
 
 /** Retry settings: the decision policy and the per-try timeout in milliseconds (0: none). */
@@ -93,7 +93,7 @@ export function compileRoute(raw: RawRoute, index: number, vhostName: string, ch
   let action: RouteAction;
   if (raw.direct_response !== undefined) {
     const d = raw.direct_response;
-    action = { kind: 'direct', status: d.status, body: d.body === undefined ? null : Buffer.from(d.body), headers: d.headers ?? {} };
+    action = { kind: 'direct', status: d.status, body: d.body === undefined ? null : Buffer.from(d.body), headers: d.headers !== undefined && Object.keys(d.headers).length > 0 ? d.headers : undefined };
   } else if (raw.redirect !== undefined) {
     const r = raw.redirect;
     action = { kind: 'redirect', status: r.status, location: r.location, scheme: r.scheme, host: r.host, path: r.path, prefixRewrite: r.prefix_rewrite, stripQuery: r.strip_query };
