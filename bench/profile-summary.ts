@@ -42,7 +42,7 @@ function selfTimes(dir: string, files: readonly string[]): Map<string, number> {
 function shares(totals: Map<string, number>, busy: number): string {
   const groups = new Map<string, number>([['weir', 0], ['other JS', 0], ['native + GC', 0]]);
   for (const [name, us] of totals) {
-    const where = / (src|bin)\//.test(name) ? 'weir' : / \S+:\d+$/.test(name) ? 'other JS' : 'native + GC';
+    const where = /[ /](src|bin)\/\S+:\d+$/.test(name) && !name.includes('node_modules/') ? 'weir' : / \S+:\d+$/.test(name) ? 'other JS' : 'native + GC';
     groups.set(where, (groups.get(where) ?? 0) + us);
   }
   return [...groups].map(([group, us]) => `${group} ${((us / busy) * 100).toFixed(0)} %`).join(', ');

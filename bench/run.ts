@@ -208,6 +208,7 @@ async function main(): Promise<number> {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => { void cleanUp().then(() => process.exit(130)); });
   }
+  const startedAt = new Date().toISOString();
   const peerSkip = await startPeer(options);
   if (peerSkip !== null) log(`nginx peer skipped: ${peerSkip}`);
   const results: ScenarioResult[] = [];
@@ -226,7 +227,7 @@ async function main(): Promise<number> {
     const machine = machineFacts(nginx);
     const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
     const out: string[] = [
-      `# weir bench, ${machine.date}`,
+      `# weir bench, ${startedAt} to ${machine.date}`,
       `machine: ${machine.cores} cores, ${machine.cpuModel}, ${machine.kernel}, node ${machine.node}, ${machine.nginx ?? 'nginx not run'}`,
       `load: wrk -t1 -c${options.connections} -d${options.durationSeconds}s keep-alive, ${options.rounds} rounds per proxy alternating, medians; weir --workers 1, nginx 1 worker`,
       `command: ${command}`,
