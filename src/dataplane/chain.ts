@@ -70,14 +70,14 @@ export class Pipeline {
   /** The filter that stopped last (for resume() without index). */
   lastStopped = -1;
 
-  readonly #timing: Float64Array | null;
+  readonly #timing: number[] | null;
   readonly #reversed: boolean;
 
   /**
    * `timing`, when given, gets the milliseconds spent in each filter's hooks added, indexed by chain position:
    * a response pipeline runs the chain's filters in reverse, so its index i is chain position n - 1 - i.
    */
-  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number, timing: Float64Array | null = null) {
+  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number, timing: number[] | null = null) {
     this.filters = filters;
     this.#timing = timing;
     this.#reversed = direction === 'response';

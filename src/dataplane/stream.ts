@@ -46,7 +46,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   filters: Filter[] = NO_FILTERS as Filter[];
   entries: readonly ChainEntry[] = NO_ENTRIES;
   /** Time spent in each filter's hooks, ms; null without filters. */
-  filterMs: Float64Array | null = null;
+  filterMs: number[] | null = null;
   requestHeaders: HeaderMap;
   responseHeaders: HeaderMap | null = null;
   responseCode = 0;
@@ -115,7 +115,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     this.entries = this.route?.chain ?? this.listener.defaultChain;
     const n = this.entries.length;
     if (n > 0) {
-      this.filterMs = new Float64Array(n);
+      this.filterMs = new Array<number>(n).fill(0);
       this.filters = [];
       for (let i = 0; i < n; i++) {
         const e = this.entries[i];
