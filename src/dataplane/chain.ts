@@ -45,6 +45,13 @@ interface Pending {
 const EMPTY = Buffer.alloc(0);
 const NONE: never[] = [];
 
+/** A packed array of n copies of v (Array.prototype.fill runs in a slow C++ builtin on a fresh holey array). */
+export function filled<T>(n: number, v: T): T[] {
+  const a: T[] = [];
+  for (let i = 0; i < n; i++) a.push(v);
+  return a;
+}
+
 function isPromise(r: HookResult): r is Promise<FilterStatus | void> {
   return typeof r === 'object' && r !== null;
 }
@@ -86,10 +93,10 @@ export class Pipeline {
     this.#limit = bufferLimit;
     const n = filters.length;
     // A chain without filters (plain proxying) allocates no per-filter state.
-    this.#queues = n === 0 ? NONE : new Array(n).fill(null);
-    this.#buffers = n === 0 ? NONE : new Array(n).fill(null);
-    this.#bufferSizes = n === 0 ? (NONE as unknown as number[]) : new Array(n).fill(0);
-    this.#held = n === 0 ? NONE : new Array(n).fill(null);
+    this.#queues = n === 0 ? NONE : filled(n, null);
+    this.#buffers = n === 0 ? NONE : filled(n, null);
+    this.#bufferSizes = n === 0 ? (NONE as unknown as number[]) : filled(n, 0);
+    this.#held = n === 0 ? NONE : filled(n, null);
   }
 
   /** True once the headers went past every filter. */

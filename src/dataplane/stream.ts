@@ -14,7 +14,7 @@ import { HeaderMap } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
 import type { DownstreamConnection, RequestHead, RequestSink } from './codec.ts';
-import { Pipeline } from './chain.ts';
+import { Pipeline, filled } from './chain.ts';
 import { UpstreamRequest, type UpstreamListener } from './upstream-request.ts';
 import { FilterHandle } from './filter-handle.ts';
 import type { Route } from './router.ts';
@@ -115,7 +115,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     this.entries = this.route?.chain ?? this.listener.defaultChain;
     const n = this.entries.length;
     if (n > 0) {
-      this.filterMs = new Array<number>(n).fill(0);
+      this.filterMs = filled(n, 0);
       this.filters = [];
       for (let i = 0; i < n; i++) {
         const e = this.entries[i];
