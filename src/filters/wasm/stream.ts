@@ -33,6 +33,18 @@ function bodyStatus(code: number, endOfStream: boolean): FilterStatus {
   return 'stop';
 }
 
+const bodyHooks = new WeakMap<WasmVm, { request: boolean; response: boolean }>();
+
+/** Which body callbacks a VM's module exports, looked up once per VM. */
+function bodyHooksOf(vm: WasmVm): { request: boolean; response: boolean } {
+  let h = bodyHooks.get(vm);
+  if (h === undefined) {
+    h = { request: vm.exports('proxy_on_request_body'), response: vm.exports('proxy_on_response_body') };
+    bodyHooks.set(vm, h);
+  }
+  return h;
+}
+
 /** The filter built for each request on a live VM. */
 export class WasmStream implements Filter {
   readonly #vm: WasmVm;
@@ -41,12 +53,14 @@ export class WasmStream implements Filter {
   readonly #plugin: StreamPlugin;
   #bypass = false;
   #failed = false;
+  readonly #bodyHooks: { request: boolean; response: boolean };
   /** The direction of the last hook that did not continue: what a fail-open after an async failure resumes. */
   #paused: Direction = 'request';
 
   constructor(plugin: StreamPlugin, vm: WasmVm, root: ContextState, callbacks: FilterCallbacks) {
     this.#plugin = plugin;
     this.#vm = vm;
+    this.#bodyHooks = bodyHooksOf(vm);
     this.#cb = callbacks;
     this.#ctx = vm.newContext(root.plugin, root.id, callbacks);
     this.#ctx.owner = this;
@@ -65,6 +79,8 @@ export class WasmStream implements Filter {
   }
 
   onRequestBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
+    // A module without the callback continues, as the host would after calling nothing (no per-chunk work).
+    if (!this.#bodyHooks.request && !this.#failed) return 'continue';
     this.#ctx.requestBody = chunk;
     const status = this.#hook('request', 'proxy_on_request_body', [this.#ctx.id, chunk.data.length, endOfStream ? 1 : 0], (c) => bodyStatus(c, endOfStream));
     if (status === 'continue') this.#ctx.requestBody = null;
@@ -83,6 +99,7 @@ export class WasmStream implements Filter {
   }
 
   onResponseBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
+    if (!this.#bodyHooks.response && !this.#failed) return 'continue';
     this.#ctx.responseBody = chunk;
     const status = this.#hook('response', 'proxy_on_response_body', [this.#ctx.id, chunk.data.length, endOfStream ? 1 : 0], (c) => bodyStatus(c, endOfStream));
     if (status === 'continue') this.#ctx.responseBody = null;

@@ -245,6 +245,11 @@ export class WasmVm {
     }
   }
 
+  /** Whether the module exports the callback `name` (a missing one answers with its default at once). */
+  exports(name: string): boolean {
+    return typeof this.#exports[name] === 'function';
+  }
+
   /** Called when a VM call made outside stream hooks (timer, queue, http call response) fails. */
   onAsyncFailure: (failure: VmFailure, ctx: ContextState) => void = () => {};
   /** Properties set by root contexts (streams keep theirs in filter state). */
