@@ -170,20 +170,7 @@ export class LuaScript {
   }
 
   #load(source: Uint8Array | string, chunkName: string): number {
-    const { vm } = this;
-    const bytes = typeof source === 'string' ? Buffer.from(source) : source;
-    const p = vm.x.malloc(bytes.length + 1);
-    const namePtr = vm.x.malloc(chunkName.length * 3 + 4);
-    try {
-      vm.u8().set(bytes, p);
-      const name = Buffer.from('@' + chunkName + '\0');
-      vm.u8().set(name, namePtr);
-      vm.u8().set([0x74, 0], namePtr + name.length); // mode "t": text chunks only
-      return vm.x.luaL_loadbufferx(vm.L, p, bytes.length, namePtr, namePtr + name.length);
-    } finally {
-      vm.x.free(p);
-      vm.x.free(namePtr);
-    }
+    return loadChunk(this.vm, source, chunkName);
   }
 
   #init(source: string): void {
@@ -440,6 +427,23 @@ export class LuaScript {
   }
 }
 
+/** Loads a text chunk (never bytecode) named "@<chunkName>" onto the VM's stack; returns the Lua status. */
+function loadChunk(vm: LuaVm, source: Uint8Array | string, chunkName: string): number {
+  const bytes = typeof source === 'string' ? Buffer.from(source) : source;
+  const name = Buffer.from('@' + chunkName + '\0');
+  const p = vm.x.malloc(bytes.length + 1);
+  const namePtr = vm.x.malloc(name.length + 2);
+  try {
+    vm.u8().set(bytes, p);
+    vm.u8().set(name, namePtr);
+    vm.u8().set([0x74, 0], namePtr + name.length); // mode "t": text chunks only
+    return vm.x.luaL_loadbufferx(vm.L, p, bytes.length, namePtr, namePtr + name.length);
+  } finally {
+    vm.x.free(p);
+    vm.x.free(namePtr);
+  }
+}
+
 /**
  * Compiles `source` without running it, in a throwaway VM: returns the syntax error ("name:line: message"), or
  * null. The main thread calls this when a config loads, so that `weir validate` and a reload report a broken
@@ -448,20 +452,7 @@ export class LuaScript {
 export async function syntaxError(name: string, source: string): Promise<string | null> {
   const vm = await LuaVm.create({ memoryLimitBytes: 64 * 1024 * 1024, fuel: false });
   try {
-    const bytes = Buffer.from(source);
-    const p = vm.x.malloc(bytes.length + 1);
-    const chunk = Buffer.from('@' + name + '\0');
-    const namePtr = vm.x.malloc(chunk.length + 2);
-    try {
-      vm.u8().set(bytes, p);
-      vm.u8().set(chunk, namePtr);
-      vm.u8().set([0x74, 0], namePtr + chunk.length); // mode "t": text chunks only
-      const status = vm.x.luaL_loadbufferx(vm.L, p, bytes.length, namePtr, namePtr + chunk.length);
-      return status === LUA_OK ? null : vm.readString(vm.L, -1) ?? 'syntax error';
-    } finally {
-      vm.x.free(p);
-      vm.x.free(namePtr);
-    }
+    return loadChunk(vm, source, name) === LUA_OK ? null : vm.readString(vm.L, -1) ?? 'syntax error';
   } finally {
     vm.close();
   }
