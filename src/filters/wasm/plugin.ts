@@ -8,10 +8,9 @@
 import type { FactoryContext, FilterCallbacks } from '../contract.ts';
 import type { Value } from '../../telemetry/metrics.ts';
 import { sharedStore } from '../../core/shared-store.ts';
-import type { AbiVersion } from './abi.ts';
 import type { ContextState, PluginInfo } from './context.ts';
 import type { StreamPlugin } from './stream.ts';
-import { VmFailure, WasmVm } from './vm.ts';
+import { VmFailure, WasmVm, type VmOptions } from './vm.ts';
 
 /** How long a root context whose on_done answered false may take to call proxy_done. */
 const DONE_TIMEOUT_MS = 30_000;
@@ -31,17 +30,8 @@ export function reloadBackoffMs(consecutiveFailures: number): number {
  */
 export const RELOAD_BURST = 10;
 
-/** How to build a VM. */
-export interface VmSpec {
-  module: WebAssembly.Module;
-  abi: AbiVersion;
-  sha256: string;
-  vmId: string;
-  vmConfiguration: Uint8Array;
-  environment: Readonly<Record<string, string>>;
-  fuel: number;
-  memoryLimit: number;
-}
+/** How to build a VM: the VM's options less what the worker supplies, plus the memory cap (part of the VM key). */
+export type VmSpec = Omit<VmOptions, 'store' | 'host'> & { memoryLimit: number };
 
 type Host = Pick<FactoryContext, 'metrics' | 'httpCall' | 'clusterNames' | 'log' | 'workerIndex'>;
 
