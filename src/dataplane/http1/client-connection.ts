@@ -6,9 +6,9 @@ import type { UpstreamConnection } from '../codec.ts';
 import net, { type Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
-import { createParser, type Parser, type ParseResult } from './llhttp.ts';
+import { createParser, readInto, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusText } from './wire.ts';
-import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
+import { Coalescer } from './coalescer.ts';
 
 /** Where the response of an upstream exchange goes. */
 export interface ResponseSink {
@@ -78,17 +78,7 @@ export class ClientConnection implements UpstreamConnection {
     });
     socket.setNoDelay(true);
     // The parser reads from the socket's handle itself; 'data' events only where it cannot.
-    this.#consumed = this.#parser.consume(socket, (ret, thrown) => this.#afterParse(ret, thrown, null));
-    if (!this.#consumed) {
-      socket.on('data', (d: Buffer) => {
-        ioEnter();
-        try {
-          this.#onData(d);
-        } finally {
-          ioExit();
-        }
-      });
-    }
+    this.#consumed = readInto(this.#parser, socket, (ret, thrown) => this.#afterParse(ret, thrown, null), (d) => this.#onData(d));
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => this.#onClose());
     socket.on('close', () => this.#onClose());

@@ -278,3 +278,26 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     },
   };
 }
+
+/**
+ * Feeds `parser` from `socket`: the parser reads the socket's handle itself when it can (`onRead` gets each result);
+ * otherwise `onData` gets the socket's 'data' events, bracketed by ioEnter/ioExit so that writes batch per read.
+ * Returns whether the handle is consumed.
+ */
+export function readInto(
+  parser: Parser,
+  socket: Socket,
+  onRead: (result: ParseResult, thrown: unknown) => void,
+  onData: (data: Buffer) => void,
+): boolean {
+  if (parser.consume(socket, onRead)) return true;
+  socket.on('data', (data: Buffer) => {
+    ioEnter();
+    try {
+      onData(data);
+    } finally {
+      ioExit();
+    }
+  });
+  return false;
+}

@@ -7,9 +7,9 @@ import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
-import { createParser, METHODS, type Parser, type ParseResult } from './llhttp.ts';
+import { createParser, readInto, METHODS, type Parser, type ParseResult } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusLine } from './wire.ts';
-import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
+import { Coalescer } from './coalescer.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
 export interface RequestHead {
@@ -127,17 +127,7 @@ export class ServerConnection implements DownstreamConnection {
     });
     socket.setNoDelay(true);
     // The parser reads from the socket's handle itself (as node:http does); 'data' events only where it cannot.
-    this.#consumed = this.#parser.consume(socket, (ret, thrown) => this.#afterParse(ret, thrown, null));
-    if (!this.#consumed) {
-      socket.on('data', (data: Buffer) => {
-        ioEnter();
-        try {
-          this.#onData(data);
-        } finally {
-          ioExit();
-        }
-      });
-    }
+    this.#consumed = readInto(this.#parser, socket, (ret, thrown) => this.#afterParse(ret, thrown, null), (d) => this.#onData(d));
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.#teardown('DOWNSTREAM_RESET'));
