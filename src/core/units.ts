@@ -40,6 +40,11 @@ export function parseSize(v: string | number): number {
   return Number(m[1]) * SIZE_BYTES[m[2] ?? 'B'];
 }
 
+/** Formats "host:port", with an IPv6 host in brackets; the inverse of `parseAddress`. */
+export function formatAddress(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** Splits "host:port" or "[v6]:port"; throws naming the bad value. */
 export function parseAddress(v: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v);

@@ -9,6 +9,7 @@ import type { Logger } from '../telemetry/log.ts';
 import type { ErrorKind } from '../core/errors.ts';
 import type { LogLevel } from '../filters/contract.ts';
 import type { Stream } from './stream.ts';
+import { formatAddress } from '../core/units.ts';
 
 /** Per-listener settings, durations and sizes in ms and bytes. */
 export interface ListenerSettings {
@@ -73,7 +74,7 @@ export class ListenerRuntime {
 
   /** Where the listener binds. */
   get address(): string {
-    return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    return formatAddress(this.host, this.port);
   }
 
   /** Counts a completed stream. */

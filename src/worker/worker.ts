@@ -10,6 +10,7 @@ import { Metrics } from '../telemetry/metrics.ts';
 import { createLogger } from '../telemetry/log.ts';
 import { attachSharedStore } from '../core/shared-store.ts';
 import { ListenerSocket } from './listener-socket.ts';
+import { formatAddress } from '../core/units.ts';
 import { startAccessLog } from '../telemetry/access-log.ts';
 import type { ToWorker, FromWorker } from './messages.ts';
 
@@ -76,7 +77,7 @@ async function commit(version: number, ports: Record<string, number>): Promise<v
     const sock = opened.get(l.name) ?? sockets.get(l.name)!;
     sock.runtime = l;
     sockets.set(l.name, sock);
-    addresses[l.name] = `${l.host.includes(':') ? `[${l.host}]` : l.host}:${sock.boundPort}`;
+    addresses[l.name] = formatAddress(l.host, sock.boundPort);
   }
   const previous = current;
   current = next;

@@ -5,6 +5,7 @@
 import { ProxyError } from '../../core/errors.ts';
 import { ClientConnection, connect, type ConnectionOwner } from './client-connection.ts';
 import type { ConnectionSource } from '../codec.ts';
+import { formatAddress } from '../../core/units.ts';
 
 /** Who waits for a connection. */
 export interface PoolWaiter {
@@ -55,7 +56,7 @@ export class Pool implements ConnectionOwner, ConnectionSource {
 
   constructor(opts: Partial<PoolOptions> & { host: string; port: number }) {
     this.#opts = { connectTimeoutMs: 5000, idleTimeoutMs: 60_000, maxIdle: 128, maxHeaderSize: 65536, limits: unlimited, ...opts };
-    this.address = `${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
+    this.address = formatAddress(opts.host, opts.port);
   }
 
   /** Open connections, busy or idle. */

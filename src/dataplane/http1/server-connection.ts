@@ -10,6 +10,7 @@ import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { createParser, readInto, METHODS, type Parser, type ParseResult } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusLine } from './wire.ts';
 import { Coalescer } from './coalescer.ts';
+import { formatAddress } from '../../core/units.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
 export interface RequestHead {
@@ -589,6 +590,5 @@ function onTimer(conn: ServerConnection): void {
 
 /** "ip:port", with IPv6 addresses in brackets. */
 function hostPort(ip: string | undefined, port: number | undefined): string {
-  const host = ip ?? '';
-  return `${host.includes(':') ? `[${host}]` : host}:${port ?? 0}`;
+  return formatAddress(ip ?? '', port ?? 0);
 }
