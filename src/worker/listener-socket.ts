@@ -8,6 +8,9 @@ import { Stream } from '../dataplane/stream.ts';
 import type { ListenerRuntime } from '../dataplane/listener-runtime.ts';
 import type { Value } from '../telemetry/metrics.ts';
 
+/** Connections idle between requests for this long give up their parser (see `ServerConnection.park`). */
+const PARK_AFTER_MS = 500;
+
 /** One listening socket (SO_REUSEPORT, so every worker can bind the same address). */
 export class ListenerSocket {
   readonly name: string;
@@ -20,6 +23,8 @@ export class ListenerSocket {
   readonly connections = new Set<ServerConnection>();
   readonly #active: Value;
   #closing = false;
+  /** Parks idle connections; runs while the listener has connections. */
+  #sweep: NodeJS.Timeout | null = null;
 
   constructor(runtime: ListenerRuntime, configured: string, active: Value) {
     this.name = runtime.name;
@@ -44,6 +49,8 @@ export class ListenerSocket {
   close(): void {
     this.#closing = true;
     this.#server.close();
+    if (this.#sweep !== null) clearInterval(this.#sweep);
+    this.#sweep = null;
     for (const c of this.connections) c.closeWhenIdle(true);
   }
 
@@ -67,6 +74,17 @@ export class ListenerSocket {
     });
     this.connections.add(conn);
     if (this.#draining) conn.closeWhenIdle(false);
+    this.#sweep ??= setInterval(() => this.#parkIdle(), PARK_AFTER_MS).unref();
+  }
+
+  #parkIdle(): void {
+    if (this.connections.size === 0) {
+      clearInterval(this.#sweep!);
+      this.#sweep = null;
+      return;
+    }
+    const before = performance.now() - PARK_AFTER_MS;
+    for (const c of this.connections) c.park(before);
   }
 
   #draining = false;

@@ -308,3 +308,42 @@ test('a request pipelined after one that said Connection: close is never forward
   assert.ok(up.requests.some((q) => q.url === '/echo?probe-after-close'));
   assert.ok(!up.requests.some((q) => q.url === '/echo?after-close=1'), 'the upstream never saw the second request');
 });
+
+test('a keep-alive connection that idles (and gives up its parser) carries on with every kind of request', async () => {
+  const idle = () => new Promise((r) => setTimeout(r, 1200)); // longer than the listener's parking delay (0.5-1 s)
+  const c = await RawConnection.open(weir.url('edge'));
+  // The first exchange, then idle: the connection parks at the end of its first exchange and again when idle.
+  c.write(get('/echo?step=1'));
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?step=1');
+  await idle();
+  // A chunked upload whose head and chunks come in separate writes: the new parser reads the handle after the head.
+  c.write('POST /echo?step=2 HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n');
+  await new Promise((r) => setTimeout(r, 50));
+  c.write('5\r\nhello\r\n');
+  await new Promise((r) => setTimeout(r, 50));
+  c.write('0\r\nX-T: 2\r\n\r\n');
+  const second = JSON.parse((await c.readResponse()).body.toString());
+  assert.deepEqual([second.url, second.body, second.trailers], ['/echo?step=2', 'hello', { 'x-t': '2' }]);
+  await idle();
+  // Pipelined requests in the one write that wakes the connection.
+  c.write(get('/echo?step=3') + get('/echo?step=4') + 'POST /echo?step=5 HTTP/1.1\r\nHost: test.local\r\nContent-Length: 3\r\n\r\nabc');
+  for (const step of [3, 4, 5]) assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, `/echo?step=${step}`);
+  await idle();
+  // A head split across reads after idling.
+  c.write('GET /echo?step=6 HTTP/1.1\r\nHo');
+  await new Promise((r) => setTimeout(r, 50));
+  c.write('st: test.local\r\n\r\n');
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?step=6');
+  assert.equal(c.ended, false);
+  c.destroy();
+});
+
+test('a malformed request on a connection that idled gets its 400 and the connection closes', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/echo?before-bad=1'));
+  assert.equal((await c.readResponse()).status, 200);
+  await new Promise((r) => setTimeout(r, 1200));
+  c.write('GET /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n');
+  assert.equal((await c.readResponse()).status, 400);
+  assert.equal(await c.waitClosed(), true);
+});

@@ -7,9 +7,9 @@ import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
-import { createParser, readInto, METHODS, type Parser, type ParseResult } from './llhttp.ts';
+import { createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusLine } from './wire.ts';
-import { Coalescer } from './coalescer.ts';
+import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
@@ -71,7 +71,11 @@ export class ServerConnection implements DownstreamConnection {
   readonly remoteAddress: string;
   readonly #opts: ServerOptions;
   readonly #out: Coalescer;
-  readonly #parser: Parser;
+  /** The request parser; null while the connection is parked (idle between requests, see `park`). */
+  #parser: Parser | null;
+  readonly #handler: ParserHandler;
+  /** performance.now() when the connection last became idle between requests. */
+  #idleSince: number;
   /** The sink receiving body events of the request being parsed (null between requests). */
   #parsing: RequestSink | Queued | null = null;
   /** Requests parsed while an earlier response was still going out. */
@@ -99,6 +103,11 @@ export class ServerConnection implements DownstreamConnection {
   #paused = 0;
   /** True while the parser reads from the socket's handle (see `Parser.consume`). */
   #consumed = false;
+  /** True once a second exchange may come: the parser then reads the handle (see `#unpark`). */
+  #reused = false;
+  /** True while the parser runs on bytes from a 'data' event (it must not be freed then). */
+  #executing = false;
+  #parkAfterRead = false;
   /**
    * The header or idle timeout: `#deadline` (performance.now() ms) is when it expires. One pending native timer
    * serves many deadlines: moving the deadline later leaves it alone, and when it fires early it waits out the
@@ -119,16 +128,18 @@ export class ServerConnection implements DownstreamConnection {
     this.#opts = opts;
     this.localAddress = hostPort(socket.localAddress, socket.localPort);
     this.remoteAddress = hostPort(socket.remoteAddress, socket.remotePort);
-    this.#parser = createParser('request', opts.maxHeaderSize, {
+    this.#handler = {
       onBegin: () => this.#onBegin(),
       onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive, major) => this.#onHead(minor, raw, method, url, upgrade, keepAlive, major),
       onBody: (chunk) => this.#event(chunk),
       onTrailers: (raw) => this.#event(new HeaderMap(rawToList(raw))),
       onComplete: () => this.#event(null),
-    });
+    };
+    // The parser comes with the first bytes (see `#unpark`): a connection that sends nothing costs no parser.
+    this.#parser = null;
+    this.#idleSince = performance.now();
     socket.setNoDelay(true);
-    // The parser reads from the socket's handle itself (as node:http does); 'data' events only where it cannot.
-    this.#consumed = readInto(this.#parser, socket, (ret, thrown) => this.#afterParse(ret, thrown, null), (d) => this.#onData(d));
+    socket.on('data', this.#unpark);
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.#teardown('DOWNSTREAM_RESET'));
@@ -227,14 +238,14 @@ export class ServerConnection implements DownstreamConnection {
   /** Stops reading from the client (back-pressure); balanced by `resume`. */
   pause(): void {
     if (this.#paused++ > 0) return;
-    if (this.#consumed) this.#parser.pauseReads();
+    if (this.#consumed) this.#parser!.pauseReads();
     else this.socket.pause();
   }
 
   /** Resumes reading after `pause`. */
   resume(): void {
     if (this.#paused > 0 && --this.#paused === 0 && !this.#closed) {
-      if (this.#consumed) this.#parser.resumeReads();
+      if (this.#consumed) this.#parser!.resumeReads();
       else this.socket.resume();
     }
   }
@@ -255,7 +266,7 @@ export class ServerConnection implements DownstreamConnection {
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('drain');
     this.socket.removeAllListeners('end');
-    this.#parser.close();
+    this.#parser?.close();
     this.#active = null;
     const head = this.#upgradeHead ?? Buffer.alloc(0);
     this.#upgradeHead = null;
@@ -358,6 +369,72 @@ export class ServerConnection implements DownstreamConnection {
     else target.onBody(ev);
   }
 
+  /**
+   * Lets the parser read the socket's handle itself (as node:http does): no Buffer and no 'data' event per read.
+   * Where it cannot (no native handle), 'data' events feed it.
+   */
+  #attach(parser: Parser): void {
+    this.#consumed = parser.consume(this.socket, (ret, thrown) => this.#afterParse(ret, thrown, null));
+    if (!this.#consumed) this.socket.on('data', this.#onRead);
+  }
+
+  /**
+   * Releases the parser of a connection idle between requests since before `idleBefore` (performance.now() ms):
+   * the native parser (about 6 KB) is most of what an idle keep-alive connection would cost. The next bytes get a
+   * new parser (`#unpark`). Returns true if it parked.
+   */
+  park(idleBefore: number): boolean {
+    const parser = this.#parser;
+    if (parser === null || this.#executing || this.#closed || this.#upgraded || this.#closeAfter || this.#active !== null
+      || this.#parsing !== null || this.#queue.length > 0 || this.#headPending || this.#deferred !== null || this.#failAfter !== null
+      || this.#paused > 0 || this.#idleSince > idleBefore) return false;
+    this.#parser = null;
+    this.socket.on('data', this.#unpark);
+    if (this.#consumed) {
+      this.#consumed = false;
+      parser.unconsume();
+    } else this.socket.removeListener('data', this.#onRead);
+    parser.close();
+    // A pause taken while the parser read the handle left the stream paused; nothing holds it now.
+    this.socket.resume();
+    return true;
+  }
+
+  /**
+   * The first bytes of a connection, or of a parked one, get a new parser. The first exchange of a connection is
+   * read through 'data' events and parks as soon as it ends (clients that open many connections and leave them idle
+   * hold no parser); from the second exchange on, the parser reads the handle and stays until the connection idles.
+   */
+  #unpark = (data: Buffer): void => {
+    this.socket.removeListener('data', this.#unpark);
+    const parser = createParser('request', this.#opts.maxHeaderSize, this.#handler);
+    this.#parser = parser;
+    if (!this.#reused) {
+      this.#reused = true;
+      this.socket.on('data', this.#onRead);
+      this.#onRead(data);
+      return;
+    }
+    this.#onRead(data);
+    if (this.#tornDown || this.#upgraded || this.#parser !== parser) return;
+    // After an upgrade request the socket goes to the tunnel, which reads through 'data' events.
+    if (this.#upgradeHead === null && !this.#closeAfter) {
+      this.#attach(parser);
+      // Pipelined requests in these bytes paused the stream: the handle now holds the back-pressure.
+      if (this.#consumed && this.#paused > 0) parser.pauseReads();
+    } else this.socket.on('data', this.#onRead);
+  };
+
+  /** Feeds bytes from a 'data' event, with the writes they cause batched (see coalescer.ts). */
+  #onRead = (data: Buffer): void => {
+    ioEnter();
+    try {
+      this.#onData(data);
+    } finally {
+      ioExit();
+    }
+  };
+
   #onBegin(): void {
     this.#headPending = true;
   }
@@ -366,13 +443,20 @@ export class ServerConnection implements DownstreamConnection {
     if (this.#failAfter !== null) return;
     let ret: ParseResult;
     let thrown: unknown = undefined;
+    this.#executing = true;
     try {
-      ret = this.#parser.execute(data);
+      ret = this.#parser!.execute(data);
     } catch (err) {
       ret = 0;
       thrown = err;
+    } finally {
+      this.#executing = false;
     }
     this.#afterParse(ret, thrown, data);
+    if (this.#parkAfterRead) {
+      this.#parkAfterRead = false;
+      this.park(Number.POSITIVE_INFINITY);
+    }
   }
 
   /** After the parser went through one read (`data`, or null when it read the socket itself). */
@@ -399,12 +483,12 @@ export class ServerConnection implements DownstreamConnection {
       // the upstream refuses the upgrade (then the connection closes after the response).
       this.#pendingUpgrade = false;
       this.#closeAfter = true;
-      const bytes = data ?? this.#parser.currentBuffer();
+      const bytes = data ?? this.#parser!.currentBuffer();
       this.#upgradeHead = ret < bytes.length ? bytes.subarray(ret) : null;
       if (this.#consumed) {
         // The tunnel reads through the socket: hand the handle back to it, reading, with the stream paused.
         this.#consumed = false;
-        this.#parser.unconsume();
+        this.#parser!.unconsume();
         if (this.#paused > 0) this.socket.pause();
       }
       this.pause();
@@ -460,7 +544,16 @@ export class ServerConnection implements DownstreamConnection {
       this.#failAfter = null;
       this.#responseStarted = false;
       this.#protocolError(err);
-    } else if (this.#parsing === null) this.#arm('idle');
+    } else if (this.#parsing === null) {
+      this.#idleSince = performance.now();
+      this.#arm('idle');
+      // The end of a first exchange read through 'data' events: give the parser up now (after the read, when
+      // this runs inside one).
+      if (!this.#consumed) {
+        if (this.#executing) this.#parkAfterRead = true;
+        else this.park(Number.POSITIVE_INFINITY);
+      }
+    }
   }
 
   /** Starts a request parsed earlier and replays the body events it collected meanwhile. */
@@ -497,7 +590,7 @@ export class ServerConnection implements DownstreamConnection {
       this.#active = null;
       this.#queue.length = 0;
       if (active !== null) active.onAbort(new ProxyError(code, 'Client connection closed before the response was complete'));
-      this.#parser.close();
+      this.#parser?.close();
     }
     this.#opts.onConnectionClose?.(this);
   }
