@@ -1,25 +1,33 @@
 /**
- * The access log: one JSON line per completed stream, written by pino to stdout or a file, or off.
+ * The access log: one JSON line per completed stream, written to stdout or a file in batches, or off.
  * It subscribes to the stream-complete channel, so the request path never calls it directly.
  */
 import diagnostics from 'node:diagnostics_channel';
-import pino from 'pino';
+import fs from 'node:fs';
+import path from 'node:path';
 import { STREAM_COMPLETE } from './channels.ts';
 import type { Stream } from '../dataplane/stream.ts';
 
-/** One access log entry; the field names are stable (docs/configuration.md lists them). */
-export function accessLogEntry(s: Stream): Record<string, unknown> {
+/**
+ * One access log line: pino's layout (`level`, `time` first, `msg` last) and the stable fields docs/configuration.md
+ * lists. It is built by hand rather than through a pino logger, which costs about 7 µs a line (a quarter of
+ * what proxying the request costs) where one JSON.stringify costs about 1 µs.
+ */
+export function accessLogLine(s: Stream): string {
   const h = s.requestHeaders;
   let filterMs = 0;
   if (s.filterMs !== null) for (const v of s.filterMs) filterMs += v;
-  return {
+  const path = h.get(':path');
+  return JSON.stringify({
+    level: 30,
+    time: isoTime(),
     request_id: s.requestId,
     listener: s.listener.name,
     route: s.route?.name ?? null,
     method: s.head.method,
     path: s.originalPath,
     authority: s.originalAuthority,
-    upstream_path: h.get(':path') === s.originalPath ? undefined : h.get(':path'),
+    upstream_path: path === s.originalPath ? undefined : path,
     protocol: s.protocol,
     status: s.responseCode,
     flags: s.responseFlag,
@@ -34,24 +42,122 @@ export function accessLogEntry(s: Stream): Record<string, unknown> {
     retries: s.upstream?.retries ?? 0,
     downstream: s.downstreamRemoteAddress,
     user_agent: h.get('user-agent'),
-  };
+    msg: 'access',
+  }) + '\n';
 }
 
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
 
+let isoMs = 0;
+let isoText = '';
+
+/** The current time in ISO 8601, formatted at most once a millisecond. */
+function isoTime(): string {
+  const now = Date.now();
+  if (now !== isoMs) {
+    isoMs = now;
+    isoText = new Date(now).toISOString();
+  }
+  return isoText;
+}
+
+/** What the running access log needs at shutdown. */
+export interface AccessLog {
+  /** Writes what is buffered (before the worker reports it drained). */
+  flush(): void;
+  /** Stops logging and flushes. */
+  stop(): void;
+}
+
+/** Above this many buffered characters the lines are written at once. */
+const FLUSH_AT = 64 * 1024;
+
 /**
- * Starts writing the access log to `target` ("stdout", "off", or a file path). Returns a function that stops it.
+ * Lines gathered during one turn of the event loop, written with one blocking write() at its end: a busy worker makes
+ * one system call per batch of requests instead of one per request, and a line waits at most one turn. As nginx's
+ * access log, a write to a slow target (a pipe nobody reads) holds the worker until it is taken.
  */
-export function startAccessLog(target: string, file?: string): () => void {
-  if (target === 'off') return () => {};
-  const dest = pino.destination({ dest: file ?? 1, sync: file === undefined, mkdir: true });
-  const logger = pino({ base: null, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, dest);
-  const onStream = (message: unknown) => logger.info(accessLogEntry(message as Stream), 'access');
+class BatchWriter {
+  readonly #fd: number;
+  readonly #onError: (err: Error) => void;
+  #lines: string[] = [];
+  #size = 0;
+  #scheduled = false;
+  #failed = false;
+
+  constructor(fd: number, onError: (err: Error) => void) {
+    this.#fd = fd;
+    this.#onError = onError;
+  }
+
+  write(line: string): void {
+    this.#lines.push(line);
+    this.#size += line.length;
+    if (this.#size >= FLUSH_AT) this.flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flushScheduled);
+    }
+  }
+
+  readonly #flushScheduled = (): void => {
+    this.#scheduled = false;
+    this.flush();
+  };
+
+  flush(): void {
+    if (this.#lines.length === 0) return;
+    const data = Buffer.from(this.#lines.join(''), 'utf8');
+    this.#lines = [];
+    this.#size = 0;
+    if (this.#failed) return;
+    let at = 0;
+    while (at < data.length) {
+      try {
+        at += fs.writeSync(this.#fd, data, at);
+      } catch (err) {
+        // A non-blocking pipe that is full: wait a moment and write the rest.
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+          Atomics.wait(PAUSE, 0, 0, 1);
+          continue;
+        }
+        this.#failed = true;
+        this.#onError(err as Error);
+        return;
+      }
+    }
+  }
+}
+
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Starts writing the access log to `target` ("stdout", "off", or a file path, whose folders are created). A target
+ * that cannot be opened or written is reported through `onError` once, and the access log stays off.
+ */
+export function startAccessLog(target: string, file: string | undefined, onError: (err: Error) => void): AccessLog {
+  if (target === 'off') return { flush() {}, stop() {} };
+  let fd = 1;
+  if (file !== undefined) {
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fd = fs.openSync(file, 'a');
+    } catch (err) {
+      onError(err as Error);
+      return { flush() {}, stop() {} };
+    }
+  }
+  const writer = new BatchWriter(fd, onError);
+  const onStream = (message: unknown) => writer.write(accessLogLine(message as Stream));
   diagnostics.subscribe(STREAM_COMPLETE, onStream);
-  return () => {
-    diagnostics.unsubscribe(STREAM_COMPLETE, onStream);
-    dest.flushSync?.();
+  return {
+    flush: () => writer.flush(),
+    stop() {
+      diagnostics.unsubscribe(STREAM_COMPLETE, onStream);
+      writer.flush();
+      if (fd !== 1) fs.closeSync(fd);
+    },
   };
 }

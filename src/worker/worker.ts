@@ -11,7 +11,7 @@ import { createLogger } from '../telemetry/log.ts';
 import { attachSharedStore } from '../core/shared-store.ts';
 import { ListenerSocket } from './listener-socket.ts';
 import { formatAddress } from '../core/units.ts';
-import { startAccessLog } from '../telemetry/access-log.ts';
+import { startAccessLog, type AccessLog } from '../telemetry/access-log.ts';
 import type { ToWorker, FromWorker } from './messages.ts';
 
 const data = workerData as { index: number; sharedStore?: SharedArrayBuffer; logLevel: string };
@@ -24,7 +24,7 @@ const activeConnections = metrics.gauge('weir_downstream_connections_active', 'O
 let current: Snapshot | null = null;
 const pending = new Map<number, { snap: Snapshot; baseDir: string }>();
 const sockets = new Map<string, ListenerSocket>();
-let stopAccessLog: (() => void) | null = null;
+let accessLog: AccessLog | null = null;
 let accessLogTarget = '';
 
 function send(msg: FromWorker): void {
@@ -85,9 +85,9 @@ async function commit(version: number, ports: Record<string, number>): Promise<v
   const target = next.config.access_log;
   const file = target === 'stdout' || target === 'off' ? undefined : path.resolve(entry.baseDir, target);
   if ((file ?? target) !== accessLogTarget) {
-    stopAccessLog?.();
+    accessLog?.stop();
     accessLogTarget = file ?? target;
-    stopAccessLog = startAccessLog(target, file);
+    accessLog = startAccessLog(target, file, (err) => log.pino.error({ err, access_log: file ?? target }, `Cannot write the access log to "${file ?? target}": ${err.message}; the access log is off`));
   }
   send({ type: 'committed', version, ok: true, addresses });
 }
@@ -100,7 +100,11 @@ function drain(timeoutMs: number): void {
     for (const s of sockets.values()) open += s.connections.size;
     if (open === 0 || Date.now() - started >= timeoutMs) {
       for (const s of sockets.values()) for (const c of s.connections) c.destroy();
-      send({ type: 'drained', open });
+      // The streams of destroyed connections end on their 'close' events: their access log lines go out too.
+      setTimeout(() => {
+        accessLog?.flush();
+        send({ type: 'drained', open });
+      }, open === 0 ? 0 : 20);
       return;
     }
     setTimeout(check, 50);
