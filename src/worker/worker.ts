@@ -25,7 +25,7 @@ let current: Snapshot | null = null;
 const pending = new Map<number, { snap: Snapshot; baseDir: string }>();
 const sockets = new Map<string, ListenerSocket>();
 let accessLog: AccessLog | null = null;
-let accessLogTarget = '';
+let accessLogTarget: string | null = null;
 
 function send(msg: FromWorker): void {
   port.postMessage(msg);
@@ -87,7 +87,11 @@ async function commit(version: number, ports: Record<string, number>): Promise<v
   if ((file ?? target) !== accessLogTarget) {
     accessLog?.stop();
     accessLogTarget = file ?? target;
-    accessLog = startAccessLog(target, file, (err) => log.pino.error({ err, access_log: file ?? target }, `Cannot write the access log to "${file ?? target}": ${err.message}; the access log is off`));
+    accessLog = startAccessLog(target, file, (err) => {
+      log.pino.error({ err, access_log: file ?? target }, `Cannot write the access log to "${file ?? target}": ${err.message}; the access log is off`);
+      // The next reload tries the target again, even unchanged.
+      accessLogTarget = null;
+    });
   }
   send({ type: 'committed', version, ok: true, addresses });
 }

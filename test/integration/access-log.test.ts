@@ -85,6 +85,14 @@ test('an access log file that cannot be opened is reported with its path, and re
     assert.match(line.msg, /not-a-dir\/access\.log/);
     const res = await fetch(`${weir.url('edge')}/still-served`);
     assert.equal(await res.text(), 'ok');
+    // Once the folder exists, a reload of the unchanged config opens the file.
+    fs.rmSync(path.join(weir.dir, 'not-a-dir'));
+    fs.mkdirSync(path.join(weir.dir, 'not-a-dir'));
+    assert.equal((await weir.reload()).status, 200);
+    await (await fetch(`${weir.url('edge')}/after-reload`)).text();
+    await weir.stop();
+    const lines = fs.readFileSync(path.join(weir.dir, 'not-a-dir', 'access.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => l.path), ['/after-reload']);
   } finally {
     await weir.stop();
     await up.close();
