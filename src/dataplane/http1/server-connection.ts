@@ -105,6 +105,8 @@ export class ServerConnection implements DownstreamConnection {
   #consumed = false;
   /** True once a second exchange may come: the parser then reads the handle (see `#unpark`). */
   #reused = false;
+  /** The first exchange is read through 'data' events: its parser is given up as soon as it ends. */
+  #parkAtEnd = false;
   /** True while the parser runs on bytes from a 'data' event (it must not be freed then). */
   #executing = false;
   #parkAfterRead = false;
@@ -389,6 +391,7 @@ export class ServerConnection implements DownstreamConnection {
       || this.#parsing !== null || this.#queue.length > 0 || this.#headPending || this.#deferred !== null || this.#failAfter !== null
       || this.#paused > 0 || this.#idleSince > idleBefore) return false;
     this.#parser = null;
+    this.#parkAtEnd = false;
     this.socket.on('data', this.#unpark);
     if (this.#consumed) {
       this.#consumed = false;
@@ -411,6 +414,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#parser = parser;
     if (!this.#reused) {
       this.#reused = true;
+      this.#parkAtEnd = true;
       this.socket.on('data', this.#onRead);
       this.#onRead(data);
       return;
@@ -549,7 +553,7 @@ export class ServerConnection implements DownstreamConnection {
       this.#arm('idle');
       // The end of a first exchange read through 'data' events: give the parser up now (after the read, when
       // this runs inside one).
-      if (!this.#consumed) {
+      if (this.#parkAtEnd) {
         if (this.#executing) this.#parkAfterRead = true;
         else this.park(Number.POSITIVE_INFINITY);
       }
