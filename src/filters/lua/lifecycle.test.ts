@@ -130,3 +130,26 @@ test('a state marked broken (a Wasm trap) answers 503 while a fresh state is bui
   assert.notEqual(scriptOf(after.filter), broken);
   f.destroy();
 });
+
+test('a coroutine that ended in respond() is reset and reused: its <close> variables close, later requests run clean', async () => {
+  const f = await buildLuaForTest({
+    source: `
+      closed = 0
+      function envoy_on_request(h)
+        local path = h:headers():get(":path")
+        if path == "/count" then
+          h:respond({[":status"] = "200"}, tostring(closed))
+        end
+        local guard <close> = setmetatable({}, { __close = function() closed = closed + 1 end })
+        h:respond({[":status"] = "403"}, "denied " .. path)
+      end`,
+  }, { name: 'life-respond-reuse' });
+  for (let i = 0; i < 5; i++) {
+    const out = await f.exchange({ path: `/p${i}` });
+    assert.equal(out.reply?.status, 403);
+    assert.equal(out.reply?.body.toString(), `denied /p${i}`);
+  }
+  // Each of the five suspended runs had its <close> handler run when its coroutine was reset for reuse.
+  assert.equal((await f.exchange({ path: '/count' })).reply?.body.toString(), '5');
+  f.destroy();
+});
