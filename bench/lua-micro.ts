@@ -1,7 +1,8 @@
 /**
  * Micro-benchmark of the Lua filter's request path: µs of CPU per request over the same loop without the filter.
- * Scenarios: `two-gets-one-add` (issue 3's budget: read two request headers, add one) and `bench-lua-headers` (the
- * script of `npm run bench` lua-headers: one get and one add on the request, one add on the response).
+ * Scenarios: `two-gets-one-add` (issue 3's budget: read two request headers, add one), `bench-lua-headers` (the
+ * script of `npm run bench` lua-headers: one get and one add on the request, one add on the response) and
+ * `bench-lua-respond` (the script of lua-respond: a local reply from respond()).
  * Run: npx node bench/lua-micro.ts [iterations]; LUA_INSTRUCTION_LIMIT=0 measures without the instruction budget.
  * Prints figures only; nothing here is asserted.
  */
@@ -10,7 +11,7 @@ import { Metrics } from '../src/telemetry/metrics.ts';
 import type { FilterCallbacks, StreamInfo } from '../src/filters/contract.ts';
 import lua from '../src/filters/lua/index.ts';
 
-const SCENARIOS: { name: string; source: string; response: boolean }[] = [
+const SCENARIOS: { name: string; source: string; response: boolean; reply?: boolean }[] = [
   {
     name: 'two-gets-one-add',
     response: false,
@@ -35,6 +36,15 @@ function envoy_on_response(response_handle)
   response_handle:headers():add("x-filtered", "lua")
 end`,
   },
+  {
+    name: 'bench-lua-respond',
+    response: false,
+    reply: true,
+    source: `
+function envoy_on_request(request_handle)
+  request_handle:respond({[":status"] = "200"}, "local reply\\n")
+end`,
+  },
 ];
 
 const iterations = Number(process.argv[2] ?? 200_000);
@@ -51,10 +61,11 @@ async function build(source: string, clearRouteCache: boolean) {
   });
 }
 
+let replies = 0;
 const info = { routeMetadata: {}, dynamicMetadata: new Map(), filterState: new Map() } as unknown as StreamInfo;
 const cb: FilterCallbacks = {
   info, requestHeaders: null, responseHeaders: null,
-  resume() {}, sendLocalReply() {}, reset() {}, httpCall: () => Promise.reject(new Error('none')),
+  resume() {}, sendLocalReply() { replies++; }, reset() {}, httpCall: () => Promise.reject(new Error('none')),
   clearRouteCache() {}, setUpstreamOverrideHost() {}, log() {},
 };
 
@@ -89,11 +100,12 @@ for (const scenario of SCENARIOS) {
       const res = scenario.response ? responseHeaders() : null;
       if (req.size === 0 || res?.size === 0) throw new Error('empty');
     };
+    replies = 0;
     const check = requestHeaders();
     const f = factory.create(cb, undefined);
     f.onRequestHeaders!(check, true);
     f.onDestroy!();
-    if (check.get('x-lua') !== '1') throw new Error('the script did not run');
+    if (scenario.reply ? replies !== 1 : check.get('x-lua') !== '1') throw new Error('the script did not run');
     cpu(withLua, iterations / 4);
     cpu(passthrough, iterations / 4);
     const results: number[] = [];
