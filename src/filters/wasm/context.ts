@@ -60,6 +60,8 @@ export class ContextState {
   owner: { failOutside(failure: Error): void } | null = null;
   /** Set while a root context's on_done answered false: what proxy_done runs (on_delete and cleanup). */
   onProxyDone: (() => void) | null = null;
+  /** The stream context's slot in its VM (-1 for a root context). */
+  slot = -1;
   /** Whether on_done, on_log and on_delete ran. */
   done = false;
   deleted = false;

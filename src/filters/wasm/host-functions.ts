@@ -142,7 +142,7 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     proxy_get_log_level: (ptr: number) => u32(ptr, 2),
     proxy_get_current_time_nanoseconds: (ptr: number) => u64(ptr, BigInt(Date.now()) * 1_000_000n),
     proxy_set_tick_period_milliseconds(ms: number): number {
-      const root = vm.effective === null ? undefined : vm.contexts.get(vm.effective.rootId);
+      const root = vm.effective === null ? undefined : vm.context(vm.effective.rootId);
       if (root === undefined) return Status.BAD_ARGUMENT;
       vm.setTick(root, ms >>> 0);
       return Status.OK;
@@ -301,7 +301,7 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     proxy_grpc_cancel: () => Status.NOT_FOUND,
     proxy_grpc_close: () => Status.NOT_FOUND,
     proxy_set_effective_context(id: number): number {
-      const ctx = vm.contexts.get(id >>> 0);
+      const ctx = vm.context(id >>> 0);
       if (ctx === undefined || ctx.deleted) return Status.BAD_ARGUMENT;
       vm.effective = ctx;
       return Status.OK;

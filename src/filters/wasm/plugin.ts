@@ -208,7 +208,7 @@ export class Plugin implements StreamPlugin {
   destroy(): void {
     const vm = this.#slot.vm;
     const root = this.root;
-    if (vm === null || root === null || vm.failure !== null || vm.contexts.get(root.id) !== root) return this.#leave();
+    if (vm === null || root === null || vm.failure !== null || vm.context(root.id) !== root) return this.#leave();
     try {
       vm.setTick(root, 0);
       if (vm.call(root, 'proxy_on_done', [root.id], 1) === 0) {
@@ -238,7 +238,7 @@ export class Plugin implements StreamPlugin {
       }
     }
     root.deleted = true;
-    vm.contexts.delete(root.id);
+    vm.deleteContext(root);
     this.#leave();
   }
 

@@ -71,7 +71,7 @@ export function stateFunctions(vm: WasmVm, io: GuestIo): Record<string, (...args
     proxy_register_shared_queue(nPtr: number, nSize: number, tokenPtr: number): number {
       const name = str(nPtr, nSize);
       if (name === null) return Status.INVALID_MEMORY_ACCESS;
-      const root = vm.effective === null ? undefined : vm.contexts.get(vm.effective.rootId);
+      const root = vm.effective === null ? undefined : vm.context(vm.effective.rootId);
       if (root === undefined) return Status.BAD_ARGUMENT;
       const id = opts.store.registerQueue(sharedNamespace(opts.vmId), name, (queue) => vm.queueReady(root, queue));
       if (id === 'no-memory') return Status.INTERNAL_FAILURE;

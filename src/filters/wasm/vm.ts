@@ -46,7 +46,15 @@ export interface ModuleMetric {
 export class WasmVm {
   readonly options: VmOptions;
   readonly abi: AbiVersion;
-  readonly contexts = new Map<number, ContextState>();
+  /** Root contexts by id: few and long-lived. */
+  readonly #roots = new Map<number, ContextState>();
+  /**
+   * Live stream contexts by slot, a slot reused once its stream is deleted. Not a Map: a Map rehashes as streams come
+   * and go, and its discarded tables keep the contexts that were live then (and with them their requests' headers,
+   * buffers and stream objects) until a full GC, so that most request objects were promoted to the old generation.
+   */
+  readonly #streams: (ContextState | null)[] = [];
+  readonly #freeSlots: number[] = [];
   /** The context that host calls act on during the current VM call. */
   effective: ContextState | null = null;
   /** Contexts whose deferred actions must be applied after the current top-level call. */
@@ -215,8 +223,31 @@ export class WasmVm {
   newContext(plugin: PluginInfo, rootId: number | null, callbacks: FilterCallbacks | null): ContextState {
     const id = this.#nextContextId++;
     const ctx = new ContextState({ id, rootId: rootId ?? id, plugin, callbacks });
-    this.contexts.set(id, ctx);
+    if (rootId === null) this.#roots.set(id, ctx);
+    else {
+      ctx.slot = this.#freeSlots.pop() ?? this.#streams.length;
+      this.#streams[ctx.slot] = ctx;
+    }
     return ctx;
+  }
+
+  /** The live (not deleted) context with `id`, or undefined. */
+  context(id: number): ContextState | undefined {
+    const root = this.#roots.get(id);
+    if (root !== undefined) return root;
+    // A scan: only proxy_set_effective_context looks streams up by id, and live streams are few per worker.
+    for (const ctx of this.#streams) if (ctx !== null && ctx.id === id) return ctx;
+    return undefined;
+  }
+
+  /** Forgets a context once it is deleted; its id no longer resolves. */
+  deleteContext(ctx: ContextState): void {
+    if (ctx.slot < 0) {
+      this.#roots.delete(ctx.id);
+    } else if (this.#streams[ctx.slot] === ctx) {
+      this.#streams[ctx.slot] = null;
+      this.#freeSlots.push(ctx.slot);
+    }
   }
 
   /**
