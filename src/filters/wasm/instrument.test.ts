@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT, START_EXPORT } from './instrument.ts';
+import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT, FUEL_SETTER_EXPORT, START_EXPORT } from './instrument.ts';
 import { watToWasm, buildCorpus } from '../../../test/wasm-corpus/build.ts';
 
 const LOOPS = `(module
@@ -31,6 +31,23 @@ test('instrument() adds a fuel check at each function entry and loop header, and
   assert.ok((fuel.value as number) < 0, 'an overrun leaves the fuel negative');
 });
 
+test('instrument() exports a function that sets the fuel, after the functions and types the module has', async () => {
+  const wat = `(module
+    (import "env" "h" (func $h (param i32) (result i32)))
+    (table 2 funcref)
+    (elem (i32.const 0) $last)
+    (func (export "call") (result i32) (call_indirect (result i32) (i32.const 0)))
+    (func $last (result i32) (i32.const 9)))`;
+  for (const handler of [false, true]) {
+    const { bytes } = instrument(await watToWasm('setter.wat', wat), 1 << 20, { handler });
+    const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), { env: { h: (x: number) => x } }) as { exports: any };
+    exports[FUEL_SETTER_EXPORT](1000);
+    assert.equal(exports[FUEL_EXPORT].value, 1000, 'the setter takes no fuel itself');
+    assert.equal(exports.call(), 9, 'function and type indexes kept');
+    assert.equal(exports[FUEL_EXPORT].value, 1000 - 2);
+  }
+});
+
 test('instrument() caps the memory maximum and refuses a module that needs more at start', async () => {
   const { bytes } = instrument(await watToWasm('loops.wat', LOOPS), 4 * 65536);
   const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), {}) as { exports: any };
@@ -57,6 +74,7 @@ test('instrument() handles a 1 MiB module and an SDK-built module', async () => 
     assert.ok(checks > 100, `${checks} checks`);
     const names = WebAssembly.Module.exports(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>)).map((e) => e.name);
     assert.ok(names.includes(FUEL_EXPORT));
+    assert.ok(names.includes(FUEL_SETTER_EXPORT));
   }
 });
 

@@ -3,9 +3,9 @@
  * can stop a callback that runs too long (V8 cannot interrupt Wasm from JavaScript).
  *
  * It appends one mutable i32 global, exported as `__weir_fuel`, and inserts at every function entry and every loop
- * header: `fuel -= 1; if (fuel < 0) unreachable`. The host sets the fuel before each callback and, after a trap,
- * tells an overrun from any other trap by the fuel being negative. Function indexes do not change, so names, tables
- * and exports stay valid.
+ * header: `fuel -= 1; if (fuel < 0) unreachable`. The host sets the fuel before each callback (through an appended
+ * function exported as `__weir_set_fuel`) and, after a trap, tells an overrun from any other trap by the fuel being
+ * negative. Function indexes do not change, so names, tables and exports stay valid.
  *
  * With `{ handler: true }` an overrun calls the host instead of trapping: a second global, exported as
  * `__weir_fuel_handler`, holds an index into table 0, and the check becomes `if (fuel < 0) call_indirect (func)
@@ -16,6 +16,13 @@
 
 /** The export name of the fuel global. */
 export const FUEL_EXPORT = '__weir_fuel';
+
+/**
+ * The export name of an added function `(param i32)` that sets the fuel: a call into the module costs less than the
+ * WebAssembly.Global setter, and the host sets the fuel before every callback. Absent when the module has no
+ * function section or its types are not plain function types.
+ */
+export const FUEL_SETTER_EXPORT = '__weir_set_fuel';
 
 /** The export name of the handler global (only with `{ handler: true }`). */
 export const FUEL_HANDLER_EXPORT = '__weir_fuel_handler';
@@ -142,6 +149,7 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number, options: I
     r.at += size;
   }
   let importedGlobals = 0;
+  let importedFunctions = 0;
   let definedGlobals = 0;
   for (const s of sections) {
     if (s.id === 2) {
@@ -150,7 +158,10 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number, options: I
         ir.skip(ir.u32());
         ir.skip(ir.u32());
         const kind = ir.byte();
-        if (kind === 0) ir.u32();
+        if (kind === 0) {
+          ir.u32();
+          importedFunctions++;
+        }
         else if (kind === 1) {
           ir.byte();
           skipLimits(ir);
@@ -177,6 +188,19 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number, options: I
   if (withHandler && (!hasTable || typeSection === undefined)) throw new Error('Cannot instrument Wasm module: a fuel handler needs a table and a type section');
   // The handler's type, `(func)`, is appended to the type section, so existing type indexes do not change.
   const handlerType = withHandler ? countFuncTypes(input.subarray(typeSection!.start, typeSection!.end)) : 0;
+  const functionSection = sections.find((s) => s.id === 3);
+  const codeSection = sections.find((s) => s.id === 10);
+  // The setter's type, `(func (param i32))`, goes after the handler's; the setter itself after the last function.
+  let setterType = -1;
+  if (typeSection !== undefined && functionSection !== undefined && codeSection !== undefined) {
+    try {
+      setterType = countFuncTypes(input.subarray(typeSection.start, typeSection.end)) + (withHandler ? 1 : 0);
+    } catch {
+      // A type section with other than plain function types: no setter, the host sets the global.
+    }
+  }
+  const withSetter = setterType >= 0;
+  const setterIndex = withSetter ? importedFunctions + new Reader(input, functionSection!.start).u32() : -1;
   const startSection = sections.find((s) => s.id === 8);
   const startFunction = startSection === undefined ? -1 : new Reader(input, startSection.start).u32();
   const onOverrun = withHandler ? [0x23, ...leb(handlerIndex), 0x11, ...leb(handlerType), 0x00] : [0x00];
@@ -197,10 +221,17 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number, options: I
     const body = input.subarray(s.start, s.end);
     if (s.id !== 0 && order(s.id) > 6 && !wroteGlobal) appendGlobalSection();
     if (s.id === 5) out.add(section(5, capMemory(body, maxPages)));
-    else if (s.id === 1 && withHandler) {
+    else if (s.id === 1 && (withHandler || withSetter)) {
       const tr = new Reader(body);
       const n = tr.u32();
-      out.add(section(1, new Bytes().add(leb(n + 1)).add(body.subarray(tr.at)).add([0x60, 0x00, 0x00]).concat()));
+      const types = new Bytes().add(leb(n + (withHandler ? 1 : 0) + (withSetter ? 1 : 0))).add(body.subarray(tr.at));
+      if (withHandler) types.add([0x60, 0x00, 0x00]);
+      if (withSetter) types.add([0x60, 0x01, 0x7f, 0x00]);
+      out.add(section(1, types.concat()));
+    } else if (s.id === 3 && withSetter) {
+      const fr = new Reader(body);
+      const n = fr.u32();
+      out.add(section(3, new Bytes().add(leb(n + 1)).add(body.subarray(fr.at)).add(leb(setterType)).concat()));
     } else if (s.id === 6) {
       const gr = new Reader(body);
       const n = gr.u32();
@@ -210,10 +241,14 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number, options: I
       const er = new Reader(body);
       const n = er.u32();
       const name = [...Buffer.from(FUEL_EXPORT)];
-      const entries = new Bytes().add(leb(n + (startFunction >= 0 ? 2 : 1) + (withHandler ? 1 : 0))).add(body.subarray(er.at)).add([...leb(name.length), ...name, 0x03, ...leb(fuelIndex)]);
+      const entries = new Bytes().add(leb(n + (startFunction >= 0 ? 2 : 1) + (withHandler ? 1 : 0) + (withSetter ? 1 : 0))).add(body.subarray(er.at)).add([...leb(name.length), ...name, 0x03, ...leb(fuelIndex)]);
       if (withHandler) {
         const handler = [...Buffer.from(FUEL_HANDLER_EXPORT)];
         entries.add([...leb(handler.length), ...handler, 0x03, ...leb(handlerIndex)]);
+      }
+      if (withSetter) {
+        const setter = [...Buffer.from(FUEL_SETTER_EXPORT)];
+        entries.add([...leb(setter.length), ...setter, 0x00, ...leb(setterIndex)]);
       }
       if (startFunction >= 0) {
         const start = [...Buffer.from(START_EXPORT)];
@@ -223,7 +258,9 @@ export function instrument(input: Uint8Array, maxMemoryBytes: number, options: I
     } else if (s.id === 8) {
       // Dropped: exported as START_EXPORT above.
     } else if (s.id === 10) {
-      const result = rewriteCode(body, check, options.entries !== false);
+      // The setter (no locals; local.get 0, global.set fuel) takes no fuel itself.
+      const setter = withSetter ? [0x00, 0x20, 0x00, 0x24, ...leb(fuelIndex), 0x0b] : null;
+      const result = rewriteCode(body, check, options.entries !== false, setter);
       checks += result.checks;
       out.add(section(10, result.bytes));
     } else out.add(section(s.id, body));
@@ -269,10 +306,10 @@ function capMemory(body: Uint8Array, maxPages: number): number[] {
   return out;
 }
 
-function rewriteCode(body: Uint8Array, check: number[], entries: boolean): { bytes: Uint8Array; checks: number } {
+function rewriteCode(body: Uint8Array, check: number[], entries: boolean, extra: number[] | null): { bytes: Uint8Array; checks: number } {
   const r = new Reader(body);
   const count = r.u32();
-  const out = new Bytes().add(leb(count));
+  const out = new Bytes().add(leb(count + (extra === null ? 0 : 1)));
   let checks = 0;
   for (let f = 0; f < count; f++) {
     const size = r.u32();
@@ -302,6 +339,7 @@ function rewriteCode(body: Uint8Array, check: number[], entries: boolean): { byt
     fn.add(body.subarray(copied, end));
     out.add(leb(fn.length)).add(fn.concat());
   }
+  if (extra !== null) out.add(leb(extra.length)).add(extra);
   return { bytes: out.concat(), checks };
 }
 

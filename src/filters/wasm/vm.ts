@@ -4,7 +4,8 @@
  */
 import { MetricKind, Status, type AbiVersion } from './abi.ts';
 import { ContextState, type PluginInfo } from './context.ts';
-import { FUEL_EXPORT, START_EXPORT } from './instrument.ts';
+import { FUEL_EXPORT, FUEL_SETTER_EXPORT, START_EXPORT } from './instrument.ts';
+import { HeaderStrings } from './header-strings.ts';
 import { hostImports } from './host-functions.ts';
 import { ProcExit } from './wasi.ts';
 import type { FactoryContext, FilterCallbacks, HttpCallRequest, LogLevel } from '../contract.ts';
@@ -74,10 +75,12 @@ export class WasmVm {
   readonly #instance: WebAssembly.Instance;
   readonly #exports: Record<string, any>;
   readonly #fuel: WebAssembly.Global | undefined;
+  readonly #fuelSetter: ((fuel: number) => void) | undefined;
   readonly #memory: WebAssembly.Memory;
   #bytes: Uint8Array;
   #buf: Buffer;
   #view: DataView;
+  readonly #headerStrings = new HeaderStrings();
 
   constructor(options: VmOptions) {
     this.options = options;
@@ -94,6 +97,7 @@ export class WasmVm {
     }
     this.#exports = this.#instance.exports as Record<string, any>;
     this.#fuel = this.#exports[FUEL_EXPORT];
+    this.#fuelSetter = this.#exports[FUEL_SETTER_EXPORT];
     const memory = this.#exports.memory;
     if (!(memory instanceof WebAssembly.Memory)) throw new VmFailure('start', 'Cannot load Wasm module: it exports no memory named "memory"');
     this.#memory = memory;
@@ -169,7 +173,7 @@ export class WasmVm {
     ptr >>>= 0;
     len >>>= 0;
     if (ptr + len > bytes.length) return null;
-    return this.#buf.toString('latin1', ptr, ptr + len);
+    return this.#headerStrings.read(this.#buf, ptr, len);
   }
 
   /** Like `writeResult` for a string, encoded straight into guest memory (`latin1` for header strings). */
@@ -376,7 +380,8 @@ export class WasmVm {
   }
 
   #setFuel(): void {
-    if (this.#fuel !== undefined) this.#fuel.value = this.options.fuel;
+    if (this.#fuelSetter !== undefined) this.#fuelSetter(this.options.fuel);
+    else if (this.#fuel !== undefined) this.#fuel.value = this.options.fuel;
   }
 
   #asFailure(err: unknown, fallback: VmFailure['reason']): VmFailure {
