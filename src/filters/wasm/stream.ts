@@ -8,7 +8,7 @@ import type { BodyChunk, Direction, Filter, FilterCallbacks, FilterStatus } from
 import type { HeaderMap } from '../../core/headers.ts';
 import { ERRORS } from '../../core/errors.ts';
 import { sendReply, type ContextState } from './context.ts';
-import { VmFailure, type WasmVm } from './vm.ts';
+import { VmFailure, type Callback, type StreamCallbacks, type WasmVm } from './vm.ts';
 
 /** What a stream needs from its plugin. */
 export interface StreamPlugin {
@@ -33,17 +33,8 @@ function bodyStatus(code: number, endOfStream: boolean): FilterStatus {
   return 'stop';
 }
 
-const bodyHooks = new WeakMap<WasmVm, { request: boolean; response: boolean }>();
-
-/** Which body callbacks a VM's module exports, looked up once per VM. */
-function bodyHooksOf(vm: WasmVm): { request: boolean; response: boolean } {
-  let h = bodyHooks.get(vm);
-  if (h === undefined) {
-    h = { request: vm.exports('proxy_on_request_body'), response: vm.exports('proxy_on_response_body') };
-    bodyHooks.set(vm, h);
-  }
-  return h;
-}
+/** How a callback's result is read: a header, body (more to come, or the last chunk) or trailer callback. */
+type ResultKind = 'headers' | 'body' | 'last-body' | 'trailers';
 
 /** The filter built for each request on a live VM. */
 export class WasmStream implements Filter {
@@ -53,19 +44,21 @@ export class WasmStream implements Filter {
   readonly #plugin: StreamPlugin;
   #bypass = false;
   #failed = false;
-  readonly #bodyHooks: { request: boolean; response: boolean };
+  readonly #callbacks: StreamCallbacks;
   /** The direction of the last hook that did not continue: what a fail-open after an async failure resumes. */
   #paused: Direction = 'request';
 
   constructor(plugin: StreamPlugin, vm: WasmVm, root: ContextState, callbacks: FilterCallbacks) {
     this.#plugin = plugin;
     this.#vm = vm;
-    this.#bodyHooks = bodyHooksOf(vm);
+    this.#callbacks = vm.streamCallbacks;
     this.#cb = callbacks;
     this.#ctx = vm.newContext(root.plugin, root.id, callbacks);
     this.#ctx.owner = this;
+    const create = this.#callbacks.contextCreate;
     try {
-      vm.call(this.#ctx, 'proxy_on_context_create', [this.#ctx.id, root.id]);
+      if (create !== null) vm.invoke(this.#ctx, create, this.#ctx.id, root.id);
+      else if (vm.failure !== null) throw vm.failure;
     } catch (err) {
       if (!(err instanceof VmFailure)) throw err;
       this.#record(err);
@@ -74,41 +67,40 @@ export class WasmStream implements Filter {
 
   onRequestHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
     this.#ctx.maps[0] = headers;
-    const args = this.#vm.abi === '0.1.0' ? [this.#ctx.id, headers.size] : [this.#ctx.id, headers.size, endOfStream ? 1 : 0];
-    return this.#hook('request', 'proxy_on_request_headers', args, (c) => headersStatus(c, this.#plugin.allowOnHeadersStopIteration));
+    // ABI 0.1.0's callback has no end_of_stream parameter: the extra argument is ignored.
+    return this.#hook('request', this.#callbacks.requestHeaders, headers.size, endOfStream ? 1 : 0, 'headers');
   }
 
   onRequestBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
     // A module without the callback continues, as the host would after calling nothing (no per-chunk work).
-    if (!this.#bodyHooks.request && !this.#failed) return 'continue';
+    if (this.#callbacks.requestBody === null && !this.#failed) return 'continue';
     this.#ctx.requestBody = chunk;
-    const status = this.#hook('request', 'proxy_on_request_body', [this.#ctx.id, chunk.data.length, endOfStream ? 1 : 0], (c) => bodyStatus(c, endOfStream));
+    const status = this.#hook('request', this.#callbacks.requestBody, chunk.data.length, endOfStream ? 1 : 0, endOfStream ? 'last-body' : 'body');
     if (status === 'continue') this.#ctx.requestBody = null;
     return status;
   }
 
   onRequestTrailers(trailers: HeaderMap): FilterStatus {
     this.#ctx.maps[1] = trailers;
-    return this.#hook('request', 'proxy_on_request_trailers', [this.#ctx.id, trailers.size], (c) => (c === 0 ? 'continue' : 'stop'));
+    return this.#hook('request', this.#callbacks.requestTrailers, trailers.size, 0, 'trailers');
   }
 
   onResponseHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
     this.#ctx.maps[2] = headers;
-    const args = this.#vm.abi === '0.1.0' ? [this.#ctx.id, headers.size] : [this.#ctx.id, headers.size, endOfStream ? 1 : 0];
-    return this.#hook('response', 'proxy_on_response_headers', args, (c) => headersStatus(c, this.#plugin.allowOnHeadersStopIteration));
+    return this.#hook('response', this.#callbacks.responseHeaders, headers.size, endOfStream ? 1 : 0, 'headers');
   }
 
   onResponseBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
-    if (!this.#bodyHooks.response && !this.#failed) return 'continue';
+    if (this.#callbacks.responseBody === null && !this.#failed) return 'continue';
     this.#ctx.responseBody = chunk;
-    const status = this.#hook('response', 'proxy_on_response_body', [this.#ctx.id, chunk.data.length, endOfStream ? 1 : 0], (c) => bodyStatus(c, endOfStream));
+    const status = this.#hook('response', this.#callbacks.responseBody, chunk.data.length, endOfStream ? 1 : 0, endOfStream ? 'last-body' : 'body');
     if (status === 'continue') this.#ctx.responseBody = null;
     return status;
   }
 
   onResponseTrailers(trailers: HeaderMap): FilterStatus {
     this.#ctx.maps[3] = trailers;
-    return this.#hook('response', 'proxy_on_response_trailers', [this.#ctx.id, trailers.size], (c) => (c === 0 ? 'continue' : 'stop'));
+    return this.#hook('response', this.#callbacks.responseTrailers, trailers.size, 0, 'trailers');
   }
 
   onLog(): void {
@@ -118,9 +110,10 @@ export class WasmStream implements Filter {
   onDestroy(): void {
     this.#finish();
     const ctx = this.#ctx;
-    if (!ctx.deleted && !this.#failed && this.#vm.failure === null) {
+    const onDelete = this.#callbacks.delete;
+    if (!ctx.deleted && !this.#failed && this.#vm.failure === null && onDelete !== null) {
       try {
-        this.#vm.call(ctx, 'proxy_on_delete', [ctx.id]);
+        this.#vm.invoke(ctx, onDelete, ctx.id);
       } catch (err) {
         if (!(err instanceof VmFailure)) throw err;
         this.#record(err);
@@ -140,24 +133,29 @@ export class WasmStream implements Filter {
     ctx.done = true;
     if (this.#failed || this.#bypass || this.#vm.failure !== null) return;
     ctx.logPhase = true;
+    const { done, log } = this.#callbacks;
     try {
-      this.#vm.call(ctx, 'proxy_on_done', [ctx.id], 1);
-      this.#vm.call(ctx, 'proxy_on_log', [ctx.id]);
+      // A stream's on_done result is not used (only a root context's asks to wait for proxy_done).
+      if (done !== null) this.#vm.invoke(ctx, done, ctx.id);
+      if (log !== null) this.#vm.invoke(ctx, log, ctx.id);
     } catch (err) {
       if (!(err instanceof VmFailure)) throw err;
       this.#record(err);
     }
   }
 
-  #hook(direction: Direction, name: string, args: number[], map: (code: number) => FilterStatus): FilterStatus {
+  /** Runs the callback `fn` (null: not exported, so it continues) with the context id, `a` and `b`. */
+  #hook(direction: Direction, fn: Callback | null, a: number, b: number, kind: ResultKind): FilterStatus {
     if (this.#bypass) return 'continue';
     const vm = this.#vm;
     const ctx = this.#ctx;
     if (this.#failed || vm.failure !== null) return this.#applyPolicy();
+    // Nothing ran, so nothing was deferred: the default answer is continue.
+    if (fn === null) return 'continue';
     ctx.inHook = true;
     let code: number;
     try {
-      code = vm.call(ctx, name, args);
+      code = vm.invoke(ctx, fn, ctx.id, a, b);
     } catch (err) {
       if (!(err instanceof VmFailure)) throw err;
       this.#record(err);
@@ -165,7 +163,7 @@ export class WasmStream implements Filter {
     } finally {
       ctx.inHook = false;
     }
-    let status = map(code);
+    let status = this.#status(kind, code);
     const reply = ctx.takeReply();
     const request = ctx.resumeRequest;
     const response = ctx.resumeResponse;
@@ -189,6 +187,19 @@ export class WasmStream implements Filter {
     }
     if (status !== 'continue') this.#paused = direction;
     return status;
+  }
+
+  #status(kind: ResultKind, code: number): FilterStatus {
+    switch (kind) {
+      case 'headers':
+        return headersStatus(code, this.#plugin.allowOnHeadersStopIteration);
+      case 'body':
+        return bodyStatus(code, false);
+      case 'last-body':
+        return bodyStatus(code, true);
+      default:
+        return code === 0 ? 'continue' : 'stop';
+    }
   }
 
   #record(failure: VmFailure): void {

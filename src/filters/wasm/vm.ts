@@ -43,6 +43,23 @@ export interface ModuleMetric {
   child: Value | Distribution;
 }
 
+/** A callback exported by the module; every Proxy-Wasm callback takes i32 parameters only. */
+export type Callback = (...args: number[]) => unknown;
+
+/** The stream callbacks a module exports, looked up once per VM; null for one it does not export. */
+export interface StreamCallbacks {
+  readonly contextCreate: Callback | null;
+  readonly requestHeaders: Callback | null;
+  readonly requestBody: Callback | null;
+  readonly requestTrailers: Callback | null;
+  readonly responseHeaders: Callback | null;
+  readonly responseBody: Callback | null;
+  readonly responseTrailers: Callback | null;
+  readonly done: Callback | null;
+  readonly log: Callback | null;
+  readonly delete: Callback | null;
+}
+
 /** A running VM. Long-lived: one per (vm_id, code, vm_configuration) per worker, shared by its plugins. */
 export class WasmVm {
   readonly options: VmOptions;
@@ -81,6 +98,8 @@ export class WasmVm {
   #buf: Buffer;
   #view: DataView;
   readonly #headerStrings = new HeaderStrings();
+  /** The stream callbacks the module exports. */
+  readonly streamCallbacks: StreamCallbacks;
 
   constructor(options: VmOptions) {
     this.options = options;
@@ -98,6 +117,18 @@ export class WasmVm {
     this.#exports = this.#instance.exports as Record<string, any>;
     this.#fuel = this.#exports[FUEL_EXPORT];
     this.#fuelSetter = this.#exports[FUEL_SETTER_EXPORT];
+    this.streamCallbacks = {
+      contextCreate: this.#callback('proxy_on_context_create'),
+      requestHeaders: this.#callback('proxy_on_request_headers'),
+      requestBody: this.#callback('proxy_on_request_body'),
+      requestTrailers: this.#callback('proxy_on_request_trailers'),
+      responseHeaders: this.#callback('proxy_on_response_headers'),
+      responseBody: this.#callback('proxy_on_response_body'),
+      responseTrailers: this.#callback('proxy_on_response_trailers'),
+      done: this.#callback('proxy_on_done'),
+      log: this.#callback('proxy_on_log'),
+      delete: this.#callback('proxy_on_delete'),
+    };
     const memory = this.#exports.memory;
     if (!(memory instanceof WebAssembly.Memory)) throw new VmFailure('start', 'Cannot load Wasm module: it exports no memory named "memory"');
     this.#memory = memory;
@@ -258,17 +289,26 @@ export class WasmVm {
    * Calls an exported callback with `ctx` as the effective context and a fresh fuel budget. A missing export returns
    * `fallback`. A trap, overrun or proc_exit marks the VM failed and throws the VmFailure.
    */
-  call(ctx: ContextState, name: string, args: (number | bigint)[], fallback = 0): number {
+  call(ctx: ContextState, name: string, args: readonly number[], fallback = 0): number {
     if (this.failure !== null) throw this.failure;
-    const fn = this.#exports[name];
-    if (typeof fn !== 'function') return fallback;
+    const fn = this.#callback(name);
+    if (fn === null) return fallback;
+    return this.invoke(ctx, fn, args[0], args[1], args[2], args[3], args[4]);
+  }
+
+  /**
+   * Calls `fn`, an exported callback, as `call` does: the stream path's variant, without a lookup by name or an array
+   * of arguments. Positional like the callback's parameters (at most five); those it does not declare are ignored.
+   */
+  invoke(ctx: ContextState, fn: Callback, a = 0, b = 0, c = 0, d = 0, e = 0): number {
+    if (this.failure !== null) throw this.failure;
     const outer = this.#depth === 0;
     const saved = this.effective;
     this.effective = ctx;
     if (outer) this.#setFuel();
     this.#depth++;
     try {
-      const result = args.length === 1 ? fn(args[0]) : args.length === 2 ? fn(args[0], args[1]) : args.length === 3 ? fn(args[0], args[1], args[2]) : fn(...args);
+      const result = fn(a, b, c, d, e);
       return typeof result === 'number' ? result >>> 0 : 0;
     } catch (err) {
       this.failure = this.#asFailure(err, 'trap');
@@ -276,13 +316,13 @@ export class WasmVm {
     } finally {
       this.#depth--;
       this.effective = saved;
-      if (outer) this.#flushTouched(ctx);
+      if (outer && this.touched.size > 0) this.#flushTouched(ctx);
     }
   }
 
-  /** Whether the module exports the callback `name` (a missing one answers with its default at once). */
-  exports(name: string): boolean {
-    return typeof this.#exports[name] === 'function';
+  #callback(name: string): Callback | null {
+    const fn = this.#exports[name];
+    return typeof fn === 'function' ? fn : null;
   }
 
   /** Called when a VM call made outside stream hooks (timer, queue, http call response) fails. */
@@ -369,7 +409,6 @@ export class WasmVm {
   }
 
   #flushTouched(current: ContextState): void {
-    if (this.touched.size === 0) return;
     const list = [...this.touched];
     this.touched.clear();
     for (const c of list) {
