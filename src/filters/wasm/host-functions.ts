@@ -118,17 +118,29 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     vm.touched.add(ctx);
     return Status.OK;
   };
-  const mutateMap = (type: number, fn: (map: HeaderMap) => void): number => {
+  /** The map of `type` if the effective context may change it, else null (BAD_ARGUMENT). */
+  const writableMap = (type: number): HeaderMap | null => {
     const map = mapOf(vm.effective, type);
-    if (map === null || type >= MapType.HTTP_CALL_RESPONSE_HEADERS || vm.effective!.logPhase) return Status.BAD_ARGUMENT;
-    try {
-      fn(map);
-    } catch {
-      return Status.BAD_ARGUMENT;
-    }
+    return map === null || type >= MapType.HTTP_CALL_RESPONSE_HEADERS || vm.effective!.logPhase ? null : map;
+  };
+  /** Called once a map changed. */
+  const changed = (type: number): number => {
     // Envoy clears the route cache whenever a Wasm filter changes the request headers.
     if (type === MapType.HTTP_REQUEST_HEADERS) vm.effective!.callbacks?.clearRouteCache();
     return Status.OK;
+  };
+  /** One change to a map (no closure per call: this is on every header write). */
+  const changeMap = (type: number, change: 'add' | 'replace' | 'remove', key: string, value: string): number => {
+    const map = writableMap(type);
+    if (map === null) return Status.BAD_ARGUMENT;
+    try {
+      if (change === 'add') map.add(key, value);
+      else if (change === 'replace') map.set(key, value);
+      else map.remove(key);
+    } catch {
+      return Status.BAD_ARGUMENT;
+    }
+    return changed(type);
   };
 
   return {
@@ -194,10 +206,15 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       if (bytes === null) return Status.INVALID_MEMORY_ACCESS;
       const pairs = decodePairs(bytes);
       if (pairs === undefined) return Status.BAD_ARGUMENT;
-      return mutateMap(type, (map) => {
+      const map = writableMap(type);
+      if (map === null) return Status.BAD_ARGUMENT;
+      try {
         map.clear();
         for (const [k, v] of pairs) map.add(k, v);
-      });
+      } catch {
+        return Status.BAD_ARGUMENT;
+      }
+      return changed(type);
     },
     proxy_get_header_map_size(type: number, sizePtr: number): number {
       const map = mapOf(vm.effective, type);
@@ -208,28 +225,27 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       const key = hstr(kPtr, kSize);
       if (key === null) return Status.INVALID_MEMORY_ACCESS;
       const map = mapOf(vm.effective, type);
-      const missing = (): number => (v01 ? ok(vm.writeResult(vPtrPtr, vSizePtr, null)) : Status.NOT_FOUND);
-      if (map === null) return vm.effective?.logPhase ? missing() : Status.BAD_ARGUMENT;
-      const value = map.get(key.toLowerCase());
-      if (value === undefined) return missing();
+      if (map === null && !vm.effective?.logPhase) return Status.BAD_ARGUMENT;
+      const value = map?.get(key.toLowerCase());
+      if (value === undefined) return v01 ? ok(vm.writeResult(vPtrPtr, vSizePtr, null)) : Status.NOT_FOUND;
       return ok(vm.writeStringResult(vPtrPtr, vSizePtr, value, 'latin1'));
     },
     proxy_add_header_map_value(type: number, kPtr: number, kSize: number, vPtr: number, vSize: number): number {
       const key = hstr(kPtr, kSize);
       const value = hstr(vPtr, vSize);
       if (key === null || value === null) return Status.INVALID_MEMORY_ACCESS;
-      return mutateMap(type, (map) => map.add(key, value));
+      return changeMap(type, 'add', key, value);
     },
     proxy_replace_header_map_value(type: number, kPtr: number, kSize: number, vPtr: number, vSize: number): number {
       const key = hstr(kPtr, kSize);
       const value = hstr(vPtr, vSize);
       if (key === null || value === null) return Status.INVALID_MEMORY_ACCESS;
-      return mutateMap(type, (map) => map.set(key, value));
+      return changeMap(type, 'replace', key, value);
     },
     proxy_remove_header_map_value(type: number, kPtr: number, kSize: number): number {
       const key = hstr(kPtr, kSize);
       if (key === null) return Status.INVALID_MEMORY_ACCESS;
-      return mutateMap(type, (map) => void map.remove(key));
+      return changeMap(type, 'remove', key, '');
     },
     proxy_continue_request: () => resume('request'),
     proxy_continue_response: () => resume('response'),

@@ -210,13 +210,16 @@ export class WasmVm {
   /** Like `writeResult` for a string, encoded straight into guest memory (`latin1` for header strings). */
   writeStringResult(ptrPtr: number, sizePtr: number, value: string, encoding: 'utf8' | 'latin1' = 'utf8'): boolean {
     if (!this.inBounds(ptrPtr, 4) || !this.inBounds(sizePtr, 4)) return false;
-    const size = Buffer.byteLength(value, encoding);
+    const latin1 = encoding === 'latin1';
+    const size = latin1 ? value.length : Buffer.byteLength(value, encoding);
     let ptr = 0;
     if (size > 0) {
       ptr = this.allocate(size);
       if (ptr === 0 || !this.inBounds(ptr, size)) return false;
-      this.bytes();
-      this.#buf.write(value, ptr, size, encoding);
+      const bytes = this.bytes();
+      // A short header value is copied here rather than by Buffer#write, whose call costs more than the loop.
+      if (latin1 && size <= 64) for (let i = 0; i < size; i++) bytes[ptr + i] = value.charCodeAt(i);
+      else this.#buf.write(value, ptr, size, encoding);
     }
     const view = this.view();
     view.setUint32(ptrPtr, ptr, true);
