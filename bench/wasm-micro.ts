@@ -1,8 +1,8 @@
 /**
  * Micro-benchmark of the Proxy-Wasm filter's request path: µs of CPU per request over the same loop without the filter.
  * It runs bench/wasm/headers.wat (the module of `npm run bench` wasm-headers: one get and one add on the request, one
- * add on the response) through the whole stream lifecycle: create, request headers, response headers, log, destroy,
- * with 64 requests in flight.
+ * add on the response) through the whole stream lifecycle: create, request headers, response headers, response body,
+ * log, destroy, with 64 requests in flight.
  * Run: npx node bench/wasm-micro.ts [iterations]. Prints figures only; nothing here is asserted.
  */
 import { dirname } from 'node:path';
@@ -51,6 +51,7 @@ function cpu(run: () => void, n: number): number {
 // started IN_FLIGHT steps before, so that per-request objects live as long as they do in the proxy (the garbage
 // collector's cost depends on that).
 const IN_FLIGHT = 64;
+const BODY = Buffer.from('hello world\n');
 const inFlight: (Filter | null)[] = new Array(IN_FLIGHT).fill(null);
 const heldMaps: (HeaderMap | null)[] = new Array(IN_FLIGHT).fill(null);
 let step = 0;
@@ -59,7 +60,9 @@ function withWasm(): void {
   const i = step++ % IN_FLIGHT;
   const old = inFlight[i];
   if (old !== null) {
-    old.onResponseHeaders!(responseHeaders(), true);
+    old.onResponseHeaders!(responseHeaders(), false);
+    // The chain calls a body hook only if the filter has one.
+    old.onResponseBody?.({ data: BODY }, true);
     old.onLog!();
     old.onDestroy!();
   }

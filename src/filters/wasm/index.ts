@@ -7,7 +7,7 @@ import type { FactoryContext, FilterDefinition, FilterFactory, PrepareContext } 
 import type { AbiVersion } from './abi.ts';
 import { moduleCacheStats, prepareModule, pendingDownload } from './module-cache.ts';
 import { Plugin, type FailurePolicy } from './plugin.ts';
-import { WasmStream, failedStreamFilter } from './stream.ts';
+import { failedStreamFilter, wasmStream } from './stream.ts';
 
 /** The config of one wasm filter, after validation. */
 export interface WasmConfig {
@@ -145,7 +145,7 @@ function factory(config: WasmConfig, ctx: FactoryContext): FilterFactory {
     create: function createWasmStream(callbacks) {
       const vm = plugin.vm();
       if (vm === null || plugin.root === null) return failedStreamFilter(policy, callbacks);
-      return new WasmStream(plugin, vm, plugin.root, callbacks);
+      return wasmStream(plugin, vm, plugin.root, callbacks);
     },
     destroy: function destroyWasmPlugin() {
       plugin.destroy();

@@ -232,3 +232,19 @@ test('allow_on_headers_stop_iteration: a paused header callback holds only the h
   await cb.waitForResume('request');
   filter.onDestroy!();
 });
+
+test('a module without body callbacks gives a filter without body hooks (the chain passes bodies by), unless allow_on_headers_stop_iteration', async () => {
+  const { factory } = await buildFilterForTest({ file: corpus.headerRw });
+  const filter = factory.create(new CallbacksForTest(), undefined);
+  assert.equal(filter.onRequestBody, undefined);
+  assert.equal(filter.onResponseBody, undefined);
+  filter.onDestroy!();
+  const { factory: stopIteration } = await buildFilterForTest({ file: corpus.headerRw, allow_on_headers_stop_iteration: true, vm_id: 'stop-iteration' });
+  const other = stopIteration.create(new CallbacksForTest(), undefined);
+  assert.equal(typeof other.onRequestBody, 'function', 'a body chunk answering continue resumes paused headers, as in Envoy');
+  other.onDestroy!();
+  const { factory: sdk } = await buildFilterForTest(as('pause'));
+  const withBody = sdk.create(new CallbacksForTest(), undefined);
+  assert.equal(typeof withBody.onResponseBody, 'function');
+  withBody.onDestroy!();
+});

@@ -232,6 +232,21 @@ export class WasmStream implements Filter {
   }
 }
 
+/**
+ * The stream of a module that exports no body callback: the chain then passes body chunks by, without a call that
+ * could only answer continue. Not with allow_on_headers_stop_iteration, where the body reaches a paused filter and a
+ * body callback answering continue resumes its headers (Envoy's Continue for a missing callback).
+ */
+class HeadersOnlyWasmStream extends WasmStream {}
+for (const hook of ['onRequestBody', 'onResponseBody']) Object.defineProperty(HeadersOnlyWasmStream.prototype, hook, { value: undefined });
+
+/** Builds the filter of one request on a live VM, with `root` the plugin's root context in it. */
+export function wasmStream(plugin: StreamPlugin, vm: WasmVm, root: ContextState, callbacks: FilterCallbacks): Filter {
+  const cbs = vm.streamCallbacks;
+  const headersOnly = cbs.requestBody === null && cbs.responseBody === null && !plugin.allowOnHeadersStopIteration;
+  return headersOnly ? new HeadersOnlyWasmStream(plugin, vm, root, callbacks) : new WasmStream(plugin, vm, root, callbacks);
+}
+
 /** The filter built for each request while the VM is down: the failure policy alone. */
 export function failedStreamFilter(policy: StreamPlugin['failurePolicy'], callbacks: FilterCallbacks): Filter {
   if (policy === 'fail_open') return {};
