@@ -8,7 +8,7 @@ import type { BodyChunk, Direction, Filter, FilterCallbacks, FilterStatus } from
 import type { HeaderMap } from '../../core/headers.ts';
 import { ERRORS } from '../../core/errors.ts';
 import { sendReply, type ContextState } from './context.ts';
-import { VmFailure, type Callback, type StreamCallbacks, type WasmVm } from './vm.ts';
+import { VmFailure, type Callback, type StreamExports, type WasmVm } from './vm.ts';
 
 /** What a stream needs from its plugin. */
 export interface StreamPlugin {
@@ -44,18 +44,18 @@ export class WasmStream implements Filter {
   readonly #plugin: StreamPlugin;
   #bypass = false;
   #failed = false;
-  readonly #callbacks: StreamCallbacks;
+  readonly #exports: StreamExports;
   /** The direction of the last hook that did not continue: what a fail-open after an async failure resumes. */
   #paused: Direction = 'request';
 
   constructor(plugin: StreamPlugin, vm: WasmVm, root: ContextState, callbacks: FilterCallbacks) {
     this.#plugin = plugin;
     this.#vm = vm;
-    this.#callbacks = vm.streamCallbacks;
+    this.#exports = vm.streamExports;
     this.#cb = callbacks;
     this.#ctx = vm.newContext(root.plugin, root.id, callbacks);
     this.#ctx.owner = this;
-    const create = this.#callbacks.contextCreate;
+    const create = this.#exports.contextCreate;
     try {
       if (create !== null) vm.invoke(this.#ctx, create, this.#ctx.id, root.id);
       else if (vm.failure !== null) throw vm.failure;
@@ -68,39 +68,39 @@ export class WasmStream implements Filter {
   onRequestHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
     this.#ctx.maps[0] = headers;
     // ABI 0.1.0's callback has no end_of_stream parameter: the extra argument is ignored.
-    return this.#hook('request', this.#callbacks.requestHeaders, headers.size, endOfStream ? 1 : 0, 'headers');
+    return this.#hook('request', this.#exports.requestHeaders, headers.size, endOfStream ? 1 : 0, 'headers');
   }
 
   onRequestBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
     // A module without the callback continues, as the host would after calling nothing (no per-chunk work).
-    if (this.#callbacks.requestBody === null && !this.#failed) return 'continue';
+    if (this.#exports.requestBody === null && !this.#failed) return 'continue';
     this.#ctx.requestBody = chunk;
-    const status = this.#hook('request', this.#callbacks.requestBody, chunk.data.length, endOfStream ? 1 : 0, endOfStream ? 'last-body' : 'body');
+    const status = this.#hook('request', this.#exports.requestBody, chunk.data.length, endOfStream ? 1 : 0, endOfStream ? 'last-body' : 'body');
     if (status === 'continue') this.#ctx.requestBody = null;
     return status;
   }
 
   onRequestTrailers(trailers: HeaderMap): FilterStatus {
     this.#ctx.maps[1] = trailers;
-    return this.#hook('request', this.#callbacks.requestTrailers, trailers.size, 0, 'trailers');
+    return this.#hook('request', this.#exports.requestTrailers, trailers.size, 0, 'trailers');
   }
 
   onResponseHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
     this.#ctx.maps[2] = headers;
-    return this.#hook('response', this.#callbacks.responseHeaders, headers.size, endOfStream ? 1 : 0, 'headers');
+    return this.#hook('response', this.#exports.responseHeaders, headers.size, endOfStream ? 1 : 0, 'headers');
   }
 
   onResponseBody(chunk: BodyChunk, endOfStream: boolean): FilterStatus {
-    if (this.#callbacks.responseBody === null && !this.#failed) return 'continue';
+    if (this.#exports.responseBody === null && !this.#failed) return 'continue';
     this.#ctx.responseBody = chunk;
-    const status = this.#hook('response', this.#callbacks.responseBody, chunk.data.length, endOfStream ? 1 : 0, endOfStream ? 'last-body' : 'body');
+    const status = this.#hook('response', this.#exports.responseBody, chunk.data.length, endOfStream ? 1 : 0, endOfStream ? 'last-body' : 'body');
     if (status === 'continue') this.#ctx.responseBody = null;
     return status;
   }
 
   onResponseTrailers(trailers: HeaderMap): FilterStatus {
     this.#ctx.maps[3] = trailers;
-    return this.#hook('response', this.#callbacks.responseTrailers, trailers.size, 0, 'trailers');
+    return this.#hook('response', this.#exports.responseTrailers, trailers.size, 0, 'trailers');
   }
 
   onLog(): void {
@@ -110,7 +110,7 @@ export class WasmStream implements Filter {
   onDestroy(): void {
     this.#finish();
     const ctx = this.#ctx;
-    const onDelete = this.#callbacks.delete;
+    const onDelete = this.#exports.delete;
     if (!ctx.deleted && !this.#failed && this.#vm.failure === null && onDelete !== null) {
       try {
         this.#vm.invoke(ctx, onDelete, ctx.id);
@@ -133,7 +133,7 @@ export class WasmStream implements Filter {
     ctx.done = true;
     if (this.#failed || this.#bypass || this.#vm.failure !== null) return;
     ctx.logPhase = true;
-    const { done, log } = this.#callbacks;
+    const { done, log } = this.#exports;
     try {
       // A stream's on_done result is not used (only a root context's asks to wait for proxy_done).
       if (done !== null) this.#vm.invoke(ctx, done, ctx.id);
@@ -242,8 +242,8 @@ for (const hook of ['onRequestBody', 'onResponseBody']) Object.defineProperty(He
 
 /** Builds the filter of one request on a live VM, with `root` the plugin's root context in it. */
 export function wasmStream(plugin: StreamPlugin, vm: WasmVm, root: ContextState, callbacks: FilterCallbacks): Filter {
-  const cbs = vm.streamCallbacks;
-  const headersOnly = cbs.requestBody === null && cbs.responseBody === null && !plugin.allowOnHeadersStopIteration;
+  const exported = vm.streamExports;
+  const headersOnly = exported.requestBody === null && exported.responseBody === null && !plugin.allowOnHeadersStopIteration;
   return headersOnly ? new HeadersOnlyWasmStream(plugin, vm, root, callbacks) : new WasmStream(plugin, vm, root, callbacks);
 }
 

@@ -47,7 +47,7 @@ export interface ModuleMetric {
 export type Callback = (...args: number[]) => unknown;
 
 /** The stream callbacks a module exports, looked up once per VM; null for one it does not export. */
-export interface StreamCallbacks {
+export interface StreamExports {
   readonly contextCreate: Callback | null;
   readonly requestHeaders: Callback | null;
   readonly requestBody: Callback | null;
@@ -99,7 +99,7 @@ export class WasmVm {
   #view: DataView;
   readonly #headerStrings = new HeaderStrings();
   /** The stream callbacks the module exports. */
-  readonly streamCallbacks: StreamCallbacks;
+  readonly streamExports: StreamExports;
 
   constructor(options: VmOptions) {
     this.options = options;
@@ -117,7 +117,7 @@ export class WasmVm {
     this.#exports = this.#instance.exports as Record<string, any>;
     this.#fuel = this.#exports[FUEL_EXPORT];
     this.#fuelSetter = this.#exports[FUEL_SETTER_EXPORT];
-    this.streamCallbacks = {
+    this.streamExports = {
       contextCreate: this.#callback('proxy_on_context_create'),
       requestHeaders: this.#callback('proxy_on_request_headers'),
       requestBody: this.#callback('proxy_on_request_body'),
