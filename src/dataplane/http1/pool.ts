@@ -48,7 +48,6 @@ export class Pool implements ConnectionOwner, ConnectionSource {
   readonly address: string;
   readonly #opts: PoolOptions;
   readonly #idle: ClientConnection[] = [];
-  readonly #idleSince = new Map<ClientConnection, number>();
   readonly #waiters: PoolWaiter[] = [];
   #open = 0;
   #sweeper: NodeJS.Timeout | null = null;
@@ -77,7 +76,6 @@ export class Pool implements ConnectionOwner, ConnectionSource {
     }
     while (this.#idle.length > 0) {
       const conn = this.#idle.pop()!;
-      this.#idleSince.delete(conn);
       if (conn.usable) {
         w.onPoolReady(conn, true);
         return;
@@ -116,7 +114,7 @@ export class Pool implements ConnectionOwner, ConnectionSource {
       return;
     }
     this.#idle.push(conn);
-    this.#idleSince.set(conn, Date.now());
+    conn.idleSince = Date.now();
     if (this.#sweeper === null && this.#opts.idleTimeoutMs > 0) {
       this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#opts.idleTimeoutMs, 1000));
       this.#sweeper.unref();
@@ -130,7 +128,6 @@ export class Pool implements ConnectionOwner, ConnectionSource {
     const i = this.#idle.indexOf(conn);
     if (i >= 0) {
       this.#idle.splice(i, 1);
-      this.#idleSince.delete(conn);
     }
     const w = this.#waiters.shift();
     if (w !== undefined) {
@@ -144,7 +141,6 @@ export class Pool implements ConnectionOwner, ConnectionSource {
     this.#closed = true;
     if (this.#sweeper !== null) clearInterval(this.#sweeper);
     for (const c of this.#idle.splice(0)) c.socket.destroy();
-    this.#idleSince.clear();
     for (const w of this.#waiters.splice(0)) {
       this.#opts.limits.releasePending();
       w.onPoolFailure(new ProxyError('UPSTREAM_CONNECT_FAILURE', `Pool for "${this.address}" is closed`));
@@ -175,9 +171,8 @@ export class Pool implements ConnectionOwner, ConnectionSource {
 
   #sweep(): void {
     const cutoff = Date.now() - this.#opts.idleTimeoutMs;
-    for (const [conn, since] of this.#idleSince) {
-      if (since <= cutoff) conn.socket.destroy();
-    }
+    // Destroying closes later (the 'close' event takes it out of #idle), so the list can be walked as it is.
+    for (const conn of this.#idle) if (conn.idleSince <= cutoff) conn.socket.destroy();
     if (this.#idle.length === 0 && this.#sweeper !== null) {
       clearInterval(this.#sweeper);
       this.#sweeper = null;
