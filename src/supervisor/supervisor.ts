@@ -11,6 +11,7 @@ import { parseConfig, formatProblems } from '../config/parse.ts';
 import { prepareFilters } from '../config/prepare.ts';
 import type { RawConfig } from '../config/types.ts';
 import { createSharedStore } from '../core/shared-store.ts';
+import { releaseMemory } from '../core/release-memory.ts';
 import { createLogger, type Logger } from '../telemetry/log.ts';
 import { Metrics, mergeSnapshots, type MetricsSnapshot } from '../telemetry/metrics.ts';
 import { CONFIG_RELOAD } from '../telemetry/channels.ts';
@@ -112,7 +113,20 @@ export class Supervisor {
     this.#applying = this.#applying.then(() =>
       this.#apply(config).catch((err: Error) => this.#rejected(`${this.file}: ${err.message}`)),
     );
+    void this.#applying.then(() => this.#releaseSoon());
     return this.#applying;
+  }
+
+  #releaseTimer: NodeJS.Timeout | null = null;
+
+  /** Once reloads have stopped for a second, gives the garbage of parsing and applying back (see release-memory.ts). */
+  #releaseSoon(): void {
+    if (this.#releaseTimer !== null) clearTimeout(this.#releaseTimer);
+    this.#releaseTimer = setTimeout(() => {
+      this.#releaseTimer = null;
+      releaseMemory();
+    }, 1000);
+    this.#releaseTimer.unref();
   }
 
   async #apply(config: RawConfig): Promise<ApplyResult> {
