@@ -96,3 +96,33 @@ test('an h2c upgrade is not tunnelled: the request goes upstream as plain HTTP/1
   assert.equal(echo.headers['http2-settings'], undefined);
   c.destroy();
 });
+
+test('an upgrade on a keep-alive connection, after plain requests and after it idled, tunnels the same way', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  // The first exchange, then a second one (the parser then reads the socket handle), then idle (it parks).
+  for (const i of [1, 2]) {
+    c.write(`GET /echo?before-upgrade=${i} HTTP/1.1\r\nHost: test.local\r\n\r\n`);
+    assert.equal((await c.readResponse()).status, 200);
+  }
+  await new Promise((r) => setTimeout(r, 1200));
+  c.write('GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly');
+  assert.equal((await c.readResponse()).status, 101);
+  assert.equal((await c.readBytes(8)).toString(), 'hi:EARLY');
+  c.write('ping');
+  assert.equal((await c.readBytes(4)).toString(), 'PING');
+  c.destroy();
+});
+
+test('an upgrade as the third exchange of a busy keep-alive connection (its parser reading the socket) tunnels too', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  for (const i of [1, 2]) {
+    c.write(`GET /echo?busy=${i} HTTP/1.1\r\nHost: test.local\r\n\r\n`);
+    assert.equal((await c.readResponse()).status, 200);
+  }
+  c.write('GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly');
+  assert.equal((await c.readResponse()).status, 101);
+  assert.equal((await c.readBytes(8)).toString(), 'hi:EARLY');
+  c.write('pong');
+  assert.equal((await c.readBytes(4)).toString(), 'PONG');
+  c.destroy();
+});
