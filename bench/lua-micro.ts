@@ -6,10 +6,9 @@
  * Run: npx node bench/lua-micro.ts [iterations]; LUA_INSTRUCTION_LIMIT=0 measures without the instruction budget.
  * Prints figures only; nothing here is asserted.
  */
-import { HeaderMap } from '../src/core/headers.ts';
 import { Metrics } from '../src/telemetry/metrics.ts';
-import type { FilterCallbacks, StreamInfo } from '../src/filters/contract.ts';
 import lua from '../src/filters/lua/index.ts';
+import { idleCallbacks, report, requestHeaders, responseHeaders } from './micro-support.ts';
 
 const SCENARIOS: { name: string; source: string; response: boolean; reply?: boolean }[] = [
   {
@@ -62,28 +61,7 @@ async function build(source: string, clearRouteCache: boolean) {
 }
 
 let replies = 0;
-const info = { routeMetadata: {}, dynamicMetadata: new Map(), filterState: new Map() } as unknown as StreamInfo;
-const cb: FilterCallbacks = {
-  info, requestHeaders: null, responseHeaders: null,
-  resume() {}, sendLocalReply() { replies++; }, reset() {}, httpCall: () => Promise.reject(new Error('none')),
-  clearRouteCache() {}, setUpstreamOverrideHost() {}, log() {},
-};
-
-function requestHeaders(): HeaderMap {
-  return new HeaderMap([':method', 'GET', ':path', '/api/items?id=7', ':authority', 'example.com', ':scheme', 'http',
-    'user-agent', 'wrk/4.2', 'accept', '*/*', 'x-request-id', 'a5b0c2d4-0000-4000-8000-000000000000']);
-}
-
-function responseHeaders(): HeaderMap {
-  return new HeaderMap([':status', '200', 'content-type', 'text/plain', 'content-length', '12']);
-}
-
-function cpu(run: () => void, n: number): number {
-  const t0 = process.cpuUsage();
-  for (let i = 0; i < n; i++) run();
-  const t = process.cpuUsage(t0);
-  return (t.user + t.system) / n;
-}
+const cb = idleCallbacks(() => { replies++; });
 
 for (const scenario of SCENARIOS) {
   for (const clear of [false, true]) {
@@ -106,15 +84,7 @@ for (const scenario of SCENARIOS) {
     f.onRequestHeaders!(check, true);
     f.onDestroy!();
     if (scenario.reply ? replies !== 1 : check.get('x-lua') !== '1') throw new Error('the script did not run');
-    cpu(withLua, iterations / 4);
-    cpu(passthrough, iterations / 4);
-    const results: number[] = [];
-    for (let round = 0; round < 5; round++) results.push(cpu(withLua, iterations) - cpu(passthrough, iterations));
-    results.sort((a, b) => a - b);
-    console.log(
-      `${scenario.name} (clear_route_cache: ${clear}): ${results[2].toFixed(3)} µs CPU per request over passthrough ` +
-        `(median of 5 × ${iterations}; min ${results[0].toFixed(3)}, max ${results[4].toFixed(3)})`,
-    );
+    report(`${scenario.name} (clear_route_cache: ${clear})`, withLua, passthrough, iterations);
     factory.destroy?.();
   }
 }

@@ -6,11 +6,12 @@
  * Run: npx node bench/wasm-micro.ts [iterations]. Prints figures only; nothing here is asserted.
  */
 import { dirname } from 'node:path';
-import { HeaderMap } from '../src/core/headers.ts';
+import type { HeaderMap } from '../src/core/headers.ts';
 import { Metrics } from '../src/telemetry/metrics.ts';
-import type { Filter, FilterCallbacks, StreamInfo } from '../src/filters/contract.ts';
+import type { Filter } from '../src/filters/contract.ts';
 import wasm from '../src/filters/wasm/index.ts';
 import { buildWasmModule } from './wasm-module.ts';
+import { idleCallbacks, report, requestHeaders, responseHeaders } from './micro-support.ts';
 
 const iterations = Number(process.argv[2] ?? 200_000);
 
@@ -24,28 +25,7 @@ const factory = await wasm.factory(config, {
   httpCall: () => Promise.reject(new Error('no clusters')), clusterNames: new Set(),
 });
 
-const info = { routeMetadata: {}, dynamicMetadata: new Map(), filterState: new Map() } as unknown as StreamInfo;
-const cb: FilterCallbacks = {
-  info, requestHeaders: null, responseHeaders: null,
-  resume() {}, sendLocalReply() {}, reset() {}, httpCall: () => Promise.reject(new Error('none')),
-  clearRouteCache() {}, setUpstreamOverrideHost() {}, log() {},
-};
-
-function requestHeaders(): HeaderMap {
-  return new HeaderMap([':method', 'GET', ':path', '/api/items?id=7', ':authority', 'example.com', ':scheme', 'http',
-    'user-agent', 'wrk/4.2', 'accept', '*/*', 'x-request-id', 'a5b0c2d4-0000-4000-8000-000000000000']);
-}
-
-function responseHeaders(): HeaderMap {
-  return new HeaderMap([':status', '200', 'content-type', 'text/plain', 'content-length', '12']);
-}
-
-function cpu(run: () => void, n: number): number {
-  const t0 = process.cpuUsage();
-  for (let i = 0; i < n; i++) run();
-  const t = process.cpuUsage(t0);
-  return (t.user + t.system) / n;
-}
+const cb = idleCallbacks();
 
 // Requests in flight, as with wrk -c64 against one worker: each loop step starts one request and finishes the one
 // started IN_FLIGHT steps before, so that per-request objects live as long as they do in the proxy (the garbage
@@ -88,13 +68,5 @@ f.onLog!();
 f.onDestroy!();
 if (req.get('x-lua') !== '1' || res.get('x-filtered') !== 'wasm') throw new Error('the module did not run');
 
-cpu(withWasm, iterations / 4);
-cpu(passthrough, iterations / 4);
-const results: number[] = [];
-for (let round = 0; round < 5; round++) results.push(cpu(withWasm, iterations) - cpu(passthrough, iterations));
-results.sort((a, b) => a - b);
-console.log(
-  `wasm-headers: ${results[2].toFixed(3)} µs CPU per request over passthrough ` +
-    `(median of 5 × ${iterations}; min ${results[0].toFixed(3)}, max ${results[4].toFixed(3)})`,
-);
+report('wasm-headers', withWasm, passthrough, iterations);
 factory.destroy?.();
