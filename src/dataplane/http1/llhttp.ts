@@ -291,13 +291,18 @@ export function readInto(
   onData: (data: Buffer) => void,
 ): boolean {
   if (parser.consume(socket, onRead)) return true;
-  socket.on('data', (data: Buffer) => {
+  socket.on('data', batchedListener(onData));
+  return false;
+}
+
+/** A 'data' listener that feeds `onData` with the writes it causes batched into one per read (see coalescer.ts). */
+export function batchedListener(onData: (data: Buffer) => void): (data: Buffer) => void {
+  return (data: Buffer) => {
     ioEnter();
     try {
       onData(data);
     } finally {
       ioExit();
     }
-  });
-  return false;
+  };
 }

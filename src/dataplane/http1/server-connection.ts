@@ -7,9 +7,9 @@ import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
 import { HeaderMap } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
-import { createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
+import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusLine } from './wire.ts';
-import { Coalescer, ioEnter, ioExit } from './coalescer.ts';
+import { Coalescer } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
@@ -429,15 +429,8 @@ export class ServerConnection implements DownstreamConnection {
     } else this.socket.on('data', this.#onRead);
   };
 
-  /** Feeds bytes from a 'data' event, with the writes they cause batched (see coalescer.ts). */
-  #onRead = (data: Buffer): void => {
-    ioEnter();
-    try {
-      this.#onData(data);
-    } finally {
-      ioExit();
-    }
-  };
+  /** Feeds bytes from a 'data' event, with the writes they cause batched. */
+  readonly #onRead = batchedListener((data) => this.#onData(data));
 
   #onBegin(): void {
     this.#headPending = true;
