@@ -8,8 +8,12 @@
 export class HeaderMap {
   /** Names and values interleaved: `[name0, value0, name1, value1, ...]`; names are lower-case. */
   list: string[];
-  /** Set by every mutation, so that the codec can forward untouched headers without rebuilding them. */
-  modified = false;
+  /**
+   * True when `list` was written directly (not through `add`, `set`, `remove`), so the codec must check every
+   * name and value before writing them. The methods check what they write, so a map changed only through them
+   * is written without a second look.
+   */
+  unchecked = false;
   /** Set once the map has been passed on; later mutations throw (Envoy's "can no longer be modified"). */
   frozen = false;
 
@@ -47,17 +51,19 @@ export class HeaderMap {
     return this.get(name) !== undefined;
   }
 
-  /** Appends a value; the name is lower-cased. */
+  /** Appends a value; the name is lower-cased. Throws on a name or value that could not be written safely. */
   add(name: string, value: string): void {
     this.#check();
-    this.list.push(name.toLowerCase(), value);
-    this.modified = true;
+    name = name.toLowerCase();
+    checkHeader(name, value);
+    this.list.push(name, value);
   }
 
   /** Replaces every value of `name` with one value, keeping the first position, or appends it. */
   set(name: string, value: string): void {
     this.#check();
     name = name.toLowerCase();
+    checkHeader(name, value);
     const list = this.list;
     let found = -1;
     for (let i = 0; i < list.length; i += 2) {
@@ -71,7 +77,6 @@ export class HeaderMap {
       }
     }
     if (found < 0) list.push(name, value);
-    this.modified = true;
   }
 
   /** Removes every value of `name`; returns how many were removed. */
@@ -86,7 +91,6 @@ export class HeaderMap {
         removed++;
       }
     }
-    if (removed > 0) this.modified = true;
     return removed;
   }
 
@@ -94,7 +98,6 @@ export class HeaderMap {
   clear(): void {
     this.#check();
     this.list = [];
-    this.modified = true;
   }
 
   /** The number of entries, repeated names counted once per value. */
@@ -121,12 +124,27 @@ export class HeaderMap {
     return out;
   }
 
-  /** Makes a header map from a plain object; array values become repeated entries. */
+  /** Makes a header map from a plain object; array values become repeated entries. Throws on a name or value that could not be written. */
   static from(obj: Record<string, string | number | readonly (string | number)[]>): HeaderMap {
     const list: string[] = [];
     for (const [k, v] of Object.entries(obj)) {
-      if (Array.isArray(v)) for (const x of v) list.push(k.toLowerCase(), String(x));
-      else list.push(k.toLowerCase(), String(v));
+      const name = k.toLowerCase();
+      for (const x of Array.isArray(v) ? v : [v]) {
+        const value = String(x);
+        checkHeader(name, value);
+        list.push(name, value);
+      }
+    }
+    return new HeaderMap(list);
+  }
+
+  /** Makes a header map from `[name, value]` pairs (names lower-cased), checked as `from` checks them. */
+  static fromPairs(pairs: readonly (readonly [string, string])[]): HeaderMap {
+    const list: string[] = [];
+    for (const [k, v] of pairs) {
+      const name = k.toLowerCase();
+      checkHeader(name, v);
+      list.push(name, v);
     }
     return new HeaderMap(list);
   }
@@ -134,6 +152,41 @@ export class HeaderMap {
   #check(): void {
     if (this.frozen) throw new Error('header map can no longer be modified');
   }
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Characters that would end a header line or the head: CR, LF, NUL. */
+const BAD_VALUE = /[\r\n\0]/;
+/** The request line is split on spaces, so `:path` may hold no whitespace or control characters either. */
+const BAD_PATH = /[\x00-\x20\x7f]/;
+
+/** Names that passed the token check; the same few names come back on every request. */
+const VALID_NAMES = new Set<string>();
+
+/**
+ * Throws when a header could not be written without breaking the message (header injection, response splitting):
+ * a name that is not an HTTP token, a value with CR, LF or NUL, a `:method` that is not a token or a `:path` with
+ * whitespace.
+ */
+export function checkHeader(name: string, value: string): void {
+  if (name.charCodeAt(0) === 58 /* : */) {
+    if (name === ':method' ? !TOKEN.test(value) : name === ':path' ? BAD_PATH.test(value) : BAD_VALUE.test(value)) {
+      throw new Error(`invalid value for ${name}: ${JSON.stringify(value)}`);
+    }
+    return;
+  }
+  if (!VALID_NAMES.has(name)) {
+    if (!TOKEN.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`);
+    if (VALID_NAMES.size < 1024) VALID_NAMES.add(name);
+  }
+  if (BAD_VALUE.test(value)) throw new Error(`invalid value for header "${name}": it contains CR, LF or NUL`);
+}
+
+/** Checks every entry of a map whose list was written directly (see `HeaderMap.unchecked`). */
+export function checkHeaders(headers: HeaderMap): void {
+  const list = headers.list;
+  for (let i = 0; i < list.length; i += 2) checkHeader(list[i], list[i + 1]);
+  headers.unchecked = false;
 }
 
 /** Headers that apply to one connection only and are never forwarded (RFC 9110 section 7.6.1). */

@@ -46,6 +46,7 @@ export function httpCall(
     return Promise.reject(new Error("http call headers must include ':path', ':method', and ':authority'"));
   }
   const headers = new HeaderMap(h.list.slice());
+  headers.unchecked = h.unchecked;
   if (!headers.has(':scheme')) headers.add(':scheme', 'http');
   if (options.sendXff && options.clientAddress) headers.add('x-forwarded-for', options.clientAddress);
   const body = request.body ?? null;

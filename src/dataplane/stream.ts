@@ -104,7 +104,6 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       if (h.has('x-forwarded-proto')) h.set('x-forwarded-proto', 'http');
       else list.push('x-forwarded-proto', 'http');
     }
-    h.modified = false;
     if (this.head.hasBody && s.idleTimeoutMs > 0) {
       this.#bodyTimers = timeoutList(s.idleTimeoutMs);
       this.#bodyTimer = this.#bodyTimers.arm(this);

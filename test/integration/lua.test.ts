@@ -58,6 +58,8 @@ function envoy_on_request(handle)
   elseif path == "/count" then
     local n = weir.shared.hits:incr("n", 1, 0)
     h:add("x-count", tostring(n))
+  elseif path == "/inject" then
+    h:add("x-bad", "a\\r\\nInjected: yes")
   end
   h = handle:headers()
   handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "tenant", h:get("x-tenant") or "none")
@@ -196,6 +198,15 @@ test('lua e2e: a script error answers 500, logs the filter, script and line, and
   assert.equal(line.filter, 'main');
   const metrics = await (await fetch(`${weir.admin}/metrics`)).text();
   assert.match(metrics, /weir_lua_errors_total\{filter="main",reason="error"\} 1/);
+});
+
+test('lua e2e: a header value with CR LF is refused at the add(): 500, logged with the script line, nothing injected', async () => {
+  const res = await get('/inject');
+  assert.equal(res.status, 500);
+  assert.equal(res.headers.get('injected'), null);
+  await res.text();
+  const line = await weir.waitForLine((l) => /Lua script "scripts\/main.lua" failed/.test(String(l.msg)) && /x-bad/.test(String(l.msg)));
+  assert.match(line.msg, /scripts\/main.lua:35: invalid value for header "x-bad": it contains CR, LF or NUL/);
 });
 
 test('lua e2e: an endless loop costs only its own request while others flow', async () => {

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const BIN = fileURLToPath(new URL('../../bin/weir.js', import.meta.url));
 
-test('weir validate reports what run would refuse before starting: Lua syntax errors with script and line, missing files', () => {
+test('weir validate reports what run would refuse before starting: Lua syntax errors with script and line, missing files, headers that could not be written', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-validate-'));
   fs.writeFileSync(path.join(dir, 'bad.lua'), 'function envoy_on_request(handle)\n  local t = { a = 1\n  handle:headers():add("x", "1")\nend\n');
   fs.writeFileSync(
@@ -29,6 +29,9 @@ test('weir validate reports what run would refuse before starting: Lua syntax er
       - name: gone
         type: wasm
         file: ./missing.wasm
+      - name: split
+        type: headers
+        response_add: { x-a: "one\\r\\nInjected: yes" }
     routes:
       - match: { prefix: / }
         direct_response: { status: 200 }
@@ -39,5 +42,6 @@ test('weir validate reports what run would refuse before starting: Lua syntax er
   assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "bad": Cannot compile Lua script "\.\/bad\.lua": \.\/bad\.lua:3: '}' expected/);
   assert.match(r.stderr, /listeners\[0\]\.filters\[1\]: filter "inline": Cannot compile Lua script "inline": inline:2: '\)' expected/);
   assert.match(r.stderr, /listeners\[0\]\.filters\[2\]: filter "gone": Cannot read Wasm module ".*missing\.wasm"/);
-  assert.match(r.stderr, /3 problems found/);
+  assert.match(r.stderr, /listeners\[0\]\.filters\[3\]: filter "split": invalid value for header "x-a": it contains CR, LF or NUL/);
+  assert.match(r.stderr, /4 problems found/);
 });

@@ -4,10 +4,10 @@
  */
 import type { UpstreamConnection } from '../codec.ts';
 import net, { type Socket } from 'node:net';
-import { HeaderMap } from '../../core/headers.ts';
+import { HeaderMap, checkHeaders } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
 import { createParser, readInto, type Parser, type ParseResult } from './llhttp.ts';
-import { headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusText } from './wire.ts';
+import { headerLines, chunkedEnd, rawToList, lowerName, statusText } from './wire.ts';
 import { Coalescer } from './coalescer.ts';
 
 /** Where the response of an upstream exchange goes. */
@@ -105,7 +105,7 @@ export class ClientConnection implements UpstreamConnection {
     this.#upgrade = keepUpgrade;
     const method = headers.get(':method')!;
     this.#isHeadRequest = method === 'HEAD';
-    if (headers.modified) assertWritable(headers);
+    if (headers.unchecked) checkHeaders(headers);
     let out = method + ' ' + headers.get(':path') + ' HTTP/1.1\r\nhost: ' + headers.get(':authority') + '\r\n' + headerLines(headers, true, keepUpgrade);
     if (keepUpgrade) out += 'connection: upgrade\r\n';
     if (framing.contentLength > 0) out += 'content-length: ' + framing.contentLength + '\r\n';

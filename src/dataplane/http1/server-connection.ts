@@ -5,10 +5,10 @@
  */
 import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
-import { HeaderMap } from '../../core/headers.ts';
+import { HeaderMap, checkHeaders } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
-import { reasonPhrase, headerLines, chunkedEnd, rawToList, assertWritable, lowerName, statusLine } from './wire.ts';
+import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine } from './wire.ts';
 import { Coalescer } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
 
@@ -167,7 +167,7 @@ export class ServerConnection implements DownstreamConnection {
     if (this.#closed || this.#responseStarted) return false;
     this.#responseStarted = true;
     const head = this.#activeHead!;
-    if (headers.modified) assertWritable(headers);
+    if (headers.unchecked) checkHeaders(headers);
     let out = statusLine(status, reason) + headerLines(headers, true, status === 101);
     if (!headers.has('date')) out += 'date: ' + httpDate() + '\r\n';
     this.#noBody = framing.noBody;

@@ -47,26 +47,6 @@ export function reasonPhrase(status: number): string {
   return STATUS_TEXT[status] ?? '';
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_VALUE = /[\r\n\0]/;
-
-/** Names that passed the token check; the same few names come back on every request. */
-const VALID_NAMES = new Set<string>();
-
-/** Throws when a header name or value could not be written safely (response splitting). */
-export function assertWritable(headers: HeaderMap): void {
-  const list = headers.list;
-  for (let i = 0; i < list.length; i += 2) {
-    const name = list[i];
-    if (name.charCodeAt(0) === 58 /* : */) continue;
-    if (!VALID_NAMES.has(name)) {
-      if (!TOKEN.test(name)) throw new Error(`Invalid header name ${JSON.stringify(name)}`);
-      if (VALID_NAMES.size < 1024) VALID_NAMES.add(name);
-    }
-    if (BAD_VALUE.test(list[i + 1])) throw new Error(`Invalid value for header "${name}": it contains CR, LF or NUL`);
-  }
-}
-
 /**
  * Appends the regular (non-pseudo) headers as "name: value\r\n" lines, leaving out hop-by-hop headers,
  * the headers that `Connection` nominates, and the names in `skip` (set by the caller for framing headers).

@@ -138,9 +138,13 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       if (w < 2 && (w === 0 ? s.req : s.resp).continued) return fail(L, 'header map can no longer be modified');
       if (map.frozen) return fail(L, 'header map can no longer be modified');
       const name = names[key >>> 3];
-      if (op === 0) map.add(name, vm.readLatin1(L, 3)!);
-      else if (op === 1) map.set(name, vm.readLatin1(L, 3)!);
-      else map.remove(name);
+      try {
+        if (op === 0) map.add(name, vm.readLatin1(L, 3)!);
+        else if (op === 1) map.set(name, vm.readLatin1(L, 3)!);
+        else map.remove(name);
+      } catch (err) {
+        return fail(L, (err as Error).message);
+      }
       if (w === 0) s.req.mutated = true;
       return 0;
     },
@@ -246,8 +250,14 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
         if (k === ':status') continue;
         out[k.toLowerCase()] = Array.isArray(v) ? v.map(String) : String(v);
       }
+      let map: HeaderMap;
+      try {
+        map = HeaderMap.from(out);
+      } catch (err) {
+        return fail(L, (err as Error).message);
+      }
       const body = x.lua_type(L, 3) === T_STRING ? vm.readBytes(L, 3) : undefined;
-      d.reply = { status, headers: out, body };
+      d.reply = { status, headers: map, body };
       d.wait = WAIT_RESPONDED;
       return 0;
     },
@@ -263,11 +273,15 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
         return fail(L, "http call headers must include ':path', ':method', and ':authority'");
       }
       const headers = new HeaderMap();
-      for (const k of [':method', ':path', ':authority', ':scheme']) if (table[k] !== undefined) headers.add(k, String(table[k]));
-      for (const [k, v] of Object.entries(table)) {
-        if (k === ':method' || k === ':path' || k === ':authority' || k === ':scheme') continue;
-        if (Array.isArray(v)) for (const one of v) headers.add(k, String(one));
-        else headers.add(k, String(v));
+      try {
+        for (const k of [':method', ':path', ':authority', ':scheme']) if (table[k] !== undefined) headers.add(k, String(table[k]));
+        for (const [k, v] of Object.entries(table)) {
+          if (k === ':method' || k === ':path' || k === ':authority' || k === ':scheme') continue;
+          if (Array.isArray(v)) for (const one of v) headers.add(k, String(one));
+          else headers.add(k, String(v));
+        }
+      } catch (err) {
+        return fail(L, (err as Error).message);
       }
       const bodyType = x.lua_type(L, 4);
       const body = bodyType === T_STRING || bodyType === T_NUMBER ? vm.readBytes(L, 4) : undefined;

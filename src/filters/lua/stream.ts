@@ -60,7 +60,7 @@ export class DirState {
   chunkTaken = true;
   trailers: HeaderMap | null = null;
   mutated = false;
-  reply: { status: number; headers: Record<string, string | string[]>; body: Buffer | undefined } | null = null;
+  reply: { status: number; headers: HeaderMap; body: Buffer | undefined } | null = null;
 
   constructor(dir: 0 | 1) {
     this.dir = dir;

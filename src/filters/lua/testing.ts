@@ -198,7 +198,9 @@ export async function exchangeForTest(built: LuaFilterForTest, spec: ExchangeSpe
       wake?.();
     },
     sendLocalReply(status, body, options) {
-      reply = { status, body: body === undefined ? Buffer.alloc(0) : Buffer.from(body), options };
+      // Headers are compared as a plain object in tests, whichever form the filter gave.
+      const headers = options?.headers instanceof HeaderMap ? options.headers.toObject() : options?.headers;
+      reply = { status, body: body === undefined ? Buffer.alloc(0) : Buffer.from(body), options: options && { ...options, headers } };
       wake?.();
     },
     reset() {

@@ -294,7 +294,14 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       const trailers = decodePairs(tBytes);
       if (headers === undefined || trailers === undefined) return Status.BAD_ARGUMENT;
       if (!opts.host.clusterNames.has(cluster)) return Status.BAD_ARGUMENT;
-      const map = new HeaderMap(headers.flatMap(([k, v]) => [k.toLowerCase(), v]));
+      let map: HeaderMap;
+      let trailerMap: HeaderMap | undefined;
+      try {
+        map = HeaderMap.fromPairs(headers);
+        trailerMap = trailers.length > 0 ? HeaderMap.fromPairs(trailers) : undefined;
+      } catch {
+        return Status.BAD_ARGUMENT;
+      }
       if (!map.has(':method') || !map.has(':path') || !map.has(':authority')) return Status.BAD_ARGUMENT;
       const caller = vm.effective;
       if (caller === null || !vm.inBounds(tokenPtr, 4)) return Status.BAD_ARGUMENT;
@@ -303,7 +310,7 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       vm.startHttpCall(caller, token, cluster, {
         headers: map,
         body: body.length > 0 ? Buffer.from(body) : undefined,
-        trailers: trailers.length > 0 ? new HeaderMap(trailers.flatMap(([k, v]) => [k.toLowerCase(), v])) : undefined,
+        trailers: trailerMap,
       }, timeout >>> 0);
       return Status.OK;
     },

@@ -24,6 +24,7 @@ const EXPECTED: [string, string][] = [
   ['continue_stream 7: BAD_ARGUMENT', 'C'], ['log level 9: BAD_ARGUMENT', 'C'], ['http_call without :path: BAD_ARGUMENT', 'C'],
   ['get_shared_data of a missing key: NOT_FOUND', 'B'], ['set_header_map_pairs of response headers during the request: BAD_ARGUMENT', 'C'],
   ['done on a context that is not finishing: NOT_FOUND', 'B'], ['get_property plugin_root_id', 'A'], ['get_header_map_value of unavailable response headers: BAD_ARGUMENT', 'C'],
+  ['add_header_map_value with CR LF in the value (weir refuses it; Envoy would write it): BAD_ARGUMENT', 'C'],
 ];
 
 test('host calls answer the statuses Envoy answers (hostcalls.wat)', async () => {

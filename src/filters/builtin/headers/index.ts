@@ -1,6 +1,6 @@
 /** The `headers` filter: adds, sets and removes request and response headers. */
 import type { FilterDefinition, Filter, FilterCallbacks } from '../../contract.ts';
-import type { HeaderMap } from '../../../core/headers.ts';
+import { checkHeader, type HeaderMap } from '../../../core/headers.ts';
 
 const map = { type: 'object', additionalProperties: { type: 'string' } };
 const list = { type: 'array', items: { type: 'string' } };
@@ -35,6 +35,8 @@ function compileOps(add?: Record<string, string>, set?: Record<string, string>, 
     set: Object.entries(set ?? {}).flatMap(([k, v]) => [k.toLowerCase(), v]),
     remove: (remove ?? []).map((k) => k.toLowerCase()),
   };
+  // A bad name or value is a config error, found at load rather than on every request.
+  for (const pairs of [ops.add, ops.set]) for (let i = 0; i < pairs.length; i += 2) checkHeader(pairs[i], pairs[i + 1]);
   return ops.add.length + ops.set.length + ops.remove.length === 0 ? null : ops;
 }
 
@@ -72,6 +74,10 @@ const definition: FilterDefinition<HeadersConfig, HeadersConfig> = {
   type: 'headers',
   schema: { properties },
   perRouteSchema: { properties },
+  prepare(config) {
+    // Run by `weir validate` too: a header that could not be written is reported before start.
+    compile(config);
+  },
   factory(config) {
     // The filter keeps no per-request state, so one instance serves every request.
     const shared = compile(config);
