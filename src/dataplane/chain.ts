@@ -43,7 +43,6 @@ interface Pending {
 }
 
 const EMPTY = Buffer.alloc(0);
-const NONE: never[] = [];
 
 /**
  * An array of n copies of v, sized exactly (a push-grown array starts with room for 17), filled by a loop
@@ -61,20 +60,24 @@ function isPromise(r: HookResult): r is Promise<FilterStatus | void> {
 
 /** One direction's chain. */
 export class Pipeline {
-  readonly filters: readonly Filter[];
+  /** The stream's filters in chain order; a response pipeline runs the first `length` of them in reverse. */
+  readonly #chain: readonly Filter[];
+  /** How many filters this direction runs. */
+  readonly length: number;
   readonly #hooks: Hooks;
   readonly #sink: PipelineSink;
   readonly #limit: number;
   #headers: HeaderMap | null = null;
   #headersEos = false;
-  /** Filters [0, #headerIndex) continued on headers; #headerIndex === filters.length once they reached the sink. */
+  /** Filters [0, #headerIndex) continued on headers; #headerIndex === length once they reached the sink. */
   #headerIndex = 0;
   /** The kind of stop at #headerIndex, or null while running. */
   #stopKind: FilterStatus | null = null;
-  #queues: (Pending[] | null)[];
-  #buffers: (Buffer[] | null)[];
-  #bufferSizes: number[];
-  #held: (Pending[] | null)[];
+  // Per-filter state, allocated on first use: a request that no filter holds or buffers allocates none of it.
+  #queues: (Pending[] | null)[] | null = null;
+  #buffers: (Buffer[] | null)[] | null = null;
+  #bufferSizes: number[] | null = null;
+  #held: (Pending[] | null)[] | null = null;
   #heldBytes = 0;
   #blocked = false;
   /** The filter that stopped last (for resume() without index). */
@@ -84,27 +87,61 @@ export class Pipeline {
   readonly #reversed: boolean;
 
   /**
-   * `timing`, when given, gets the milliseconds spent in each filter's hooks added, indexed by chain position:
-   * a response pipeline runs the chain's filters in reverse, so its index i is chain position n - 1 - i.
+   * `filters` are in chain order. A request pipeline runs them in order; a response pipeline runs the first
+   * `count` of them (all by default; fewer for a local reply made by filter `count`) in reverse, so its index i
+   * is chain position count - 1 - i. `timing`, when given, gets the milliseconds spent in each filter's hooks
+   * added, indexed by chain position.
    */
-  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number, timing: number[] | null = null) {
-    this.filters = filters;
+  constructor(filters: readonly Filter[], direction: 'request' | 'response', sink: PipelineSink, bufferLimit: number, timing: number[] | null = null, count = filters.length) {
+    this.#chain = filters;
+    this.length = count;
     this.#timing = timing;
     this.#reversed = direction === 'response';
     this.#hooks = direction === 'request' ? REQUEST_HOOKS : RESPONSE_HOOKS;
     this.#sink = sink;
     this.#limit = bufferLimit;
-    const n = filters.length;
-    // A chain without filters (plain proxying) allocates no per-filter state.
-    this.#queues = n === 0 ? NONE : filled(n, null);
-    this.#buffers = n === 0 ? NONE : filled(n, null);
-    this.#bufferSizes = n === 0 ? (NONE as unknown as number[]) : filled(n, 0);
-    this.#held = n === 0 ? NONE : filled(n, null);
+  }
+
+  /** The filter at pipeline index i. */
+  #filter(i: number): Filter {
+    return this.#chain[this.#reversed ? this.length - 1 - i : i];
+  }
+
+  /** The pipeline index of chain position `position`, or -1 when this direction does not run that filter. */
+  indexOf(position: number): number {
+    if (position < 0 || position >= this.length) return -1;
+    return this.#reversed ? this.length - 1 - position : position;
+  }
+
+  #heldAt(i: number): Pending[] | null {
+    return this.#held === null ? null : this.#held[i];
+  }
+
+  #setHeld(i: number, list: Pending[] | null): void {
+    if (this.#held === null) {
+      if (list === null) return;
+      this.#held = filled(this.length, null);
+    }
+    this.#held[i] = list;
+  }
+
+  #bufferAt(i: number): Buffer[] | null {
+    return this.#buffers === null ? null : this.#buffers[i];
+  }
+
+  #setBuffer(i: number, parts: Buffer[] | null, size: number): void {
+    if (this.#buffers === null) {
+      if (parts === null) return;
+      this.#buffers = filled(this.length, null);
+      this.#bufferSizes = filled(this.length, 0);
+    }
+    this.#buffers[i] = parts;
+    this.#bufferSizes![i] = size;
   }
 
   /** True once the headers went past every filter. */
   get headersPassed(): boolean {
-    return this.#headerIndex >= this.filters.length && this.#stopKind === null;
+    return this.#headerIndex >= this.length && this.#stopKind === null;
   }
 
   /** Calls a hook, adding the time it took to the stream's per-filter timings. */
@@ -115,7 +152,7 @@ export class Pipeline {
     try {
       return hook.call(filter, a, b);
     } finally {
-      timing[this.#reversed ? this.filters.length - 1 - i : i] += performance.now() - t0;
+      timing[this.#reversed ? this.length - 1 - i : i] += performance.now() - t0;
     }
   }
 
@@ -149,16 +186,17 @@ export class Pipeline {
   }
 
   #runHeaders(from: number): void {
-    const filters = this.filters;
+    const n = this.length;
     const headers = this.#headers!;
     const sink = this.#sink;
-    for (let i = from; i < filters.length; i++) {
+    for (let i = from; i < n; i++) {
       this.#headerIndex = i;
-      const hook = filters[i][this.#hooks.headers];
+      const filter = this.#filter(i);
+      const hook = filter[this.#hooks.headers];
       if (hook === undefined) continue;
       let r: HookResult;
       try {
-        r = this.#timed(i, hook, filters[i], headers, this.#headersEos);
+        r = this.#timed(i, hook, filter, headers, this.#headersEos);
       } catch (err) {
         sink.filterFailed(i, err);
         return;
@@ -179,12 +217,12 @@ export class Pipeline {
       if (this.#stopKind === 'stop') this.#drainQueue(i);
       return;
     }
-    this.#headerIndex = filters.length;
+    this.#headerIndex = n;
     this.#stopKind = null;
     sink.headers(headers, this.#headersEos);
     if (sink.halted) return;
-    for (let i = 0; i < filters.length && !sink.halted; i++) this.#drainQueue(i);
-    this.#drainQueue(filters.length);
+    if (this.#queues !== null) for (let i = 0; i < n && !sink.halted; i++) this.#drainQueue(i);
+    this.#drainQueue(n);
   }
 
   #await(i: number, p: Promise<FilterStatus | void>, onHeaders: boolean): void {
@@ -204,19 +242,20 @@ export class Pipeline {
 
   #canReceive(i: number): boolean {
     if (i < this.#headerIndex) return true;
-    if (i === this.#headerIndex) return this.#stopKind === 'stop' || (this.#stopKind === null && i >= this.filters.length);
+    if (i === this.#headerIndex) return this.#stopKind === 'stop' || (this.#stopKind === null && i >= this.length);
     return false;
   }
 
   #drainQueue(i: number): void {
-    const q = this.#queues[i] ?? (i === this.filters.length ? this.#sinkQueue : null);
+    const atSink = i === this.length;
+    const q = atSink ? this.#sinkQueue : this.#queues === null ? null : this.#queues[i];
     if (q === null || q.length === 0) return;
-    if (i === this.filters.length) this.#sinkQueue = null;
-    else this.#queues[i] = null;
+    if (atSink) this.#sinkQueue = null;
+    else this.#queues![i] = null;
     for (const p of q) this.#unhold(p);
     for (const p of q) {
       if (this.#sink.halted) return;
-      if (i === this.filters.length) this.#forward(i, p);
+      if (atSink) this.#forward(i, p);
       else this.#push(i, p);
     }
   }
@@ -224,28 +263,35 @@ export class Pipeline {
   #sinkQueue: Pending[] | null = null;
 
   #push(from: number, p: Pending): void {
-    const filters = this.filters;
+    const n = this.length;
     const sink = this.#sink;
-    for (let i = from; i < filters.length; i++) {
+    for (let i = from; i < n; i++) {
       if (sink.halted) return;
-      if (!this.#canReceive(i) || this.#held[i] !== null) {
-        const list = this.#held[i] !== null && this.#canReceive(i) ? this.#held[i]! : (this.#queues[i] ??= []);
+      const held = this.#heldAt(i);
+      if (held !== null || !this.#canReceive(i)) {
+        let list: Pending[];
+        if (held !== null && this.#canReceive(i)) list = held;
+        else {
+          const queues = (this.#queues ??= filled(n, null));
+          list = queues[i] ??= [];
+        }
         list.push(p);
         this.#hold(p);
         return;
       }
+      const filter = this.#filter(i);
       if (p.trailers !== null) {
         // Trailers end the stream. A filter that was buffering gets its whole body first; if it still wants to
         // buffer (it waits for the end of the stream), the body stays with it until its trailers hook answers.
         let whole: Pending | null = null;
-        if (this.#buffers[i] !== null) {
+        if (this.#bufferAt(i) !== null) {
           const chunk = this.#takeBuffer(i);
           const r = this.#callBody(i, chunk, false);
           if (r === null) return;
           whole = { data: chunk.data, eos: false, trailers: null, chunk, passed: true };
           if (r === 'stop') {
             this.lastStopped = i;
-            this.#held[i] = [whole, p];
+            this.#setHeld(i, [whole, p]);
             this.#hold(whole);
             return;
           }
@@ -254,10 +300,10 @@ export class Pipeline {
             whole = null;
           }
         }
-        const hook = filters[i][this.#hooks.trailers];
+        const hook = filter[this.#hooks.trailers];
         let r: HookResult;
         try {
-          r = hook === undefined ? 'continue' : this.#timed(i, hook as (a: unknown, b?: unknown) => HookResult, filters[i], p.trailers, undefined);
+          r = hook === undefined ? 'continue' : this.#timed(i, hook as (a: unknown, b?: unknown) => HookResult, filter, p.trailers, undefined);
         } catch (err) {
           sink.filterFailed(i, err);
           return;
@@ -266,7 +312,7 @@ export class Pipeline {
         if (r !== undefined && r !== 'continue') {
           this.lastStopped = i;
           const t: Pending = { data: null, eos: true, trailers: p.trailers, passed: true };
-          this.#held[i] = whole === null ? [t] : [whole, t];
+          this.#setHeld(i, whole === null ? [t] : [whole, t]);
           if (whole !== null) this.#hold(whole);
           if (isPromise(r)) this.#await(i, r, false);
           return;
@@ -274,23 +320,23 @@ export class Pipeline {
         if (whole !== null) this.#forward(i + 1, { data: whole.chunk!.data, eos: false, trailers: null });
         continue;
       }
-      const hook = filters[i][this.#hooks.body];
+      const hook = filter[this.#hooks.body];
       if (hook === undefined) continue;
       let chunk: BodyChunk;
-      if (this.#buffers[i] !== null) {
-        this.#buffers[i]!.push(p.data!);
-        this.#bufferSizes[i] += p.data!.length;
-        if (this.#bufferSizes[i] > this.#limit) {
+      const parts = this.#bufferAt(i);
+      if (parts !== null) {
+        parts.push(p.data!);
+        const size = (this.#bufferSizes![i] += p.data!.length);
+        if (size > this.#limit) {
           sink.overflow(i);
           return;
         }
-        chunk = { data: Buffer.concat(this.#buffers[i]!, this.#bufferSizes[i]) };
+        chunk = { data: Buffer.concat(parts, size) };
       } else chunk = { data: p.data! };
       const r = this.#callBody(i, chunk, p.eos);
       if (r === null) return;
       if (r === 'continue') {
-        this.#buffers[i] = null;
-        this.#bufferSizes[i] = 0;
+        this.#setBuffer(i, null, 0);
         p = { data: chunk.data, eos: p.eos, trailers: null };
         if (i === this.#headerIndex && this.#stopKind !== null) {
           // Continuing the body of a filter that held the headers continues the headers too (as in Envoy).
@@ -301,26 +347,24 @@ export class Pipeline {
         continue;
       }
       if (r === 'stop-and-buffer' && !p.eos) {
-        this.#buffers[i] = [chunk.data];
-        this.#bufferSizes[i] = chunk.data.length;
+        this.#setBuffer(i, [chunk.data], chunk.data.length);
         if (chunk.data.length > this.#limit) sink.overflow(i);
         return;
       }
       // 'stop' (or buffering at the end of the stream): hold everything until the filter resumes.
-      this.#buffers[i] = null;
-      this.#bufferSizes[i] = 0;
+      this.#setBuffer(i, null, 0);
       this.lastStopped = i;
-      const held: Pending = { data: chunk.data, eos: p.eos, trailers: null, chunk };
-      this.#held[i] = [held];
-      this.#hold(held);
+      const stopped: Pending = { data: chunk.data, eos: p.eos, trailers: null, chunk };
+      this.#setHeld(i, [stopped]);
+      this.#hold(stopped);
       return;
     }
-    this.#forward(filters.length, p);
+    this.#forward(n, p);
   }
 
   /** Calls a body hook; returns its status, or null when the stream halted or the hook failed. */
   #callBody(i: number, chunk: BodyChunk, eos: boolean): FilterStatus | null {
-    const f = this.filters[i];
+    const f = this.#filter(i);
     const hook = f[this.#hooks.body];
     if (hook === undefined) return 'continue';
     let r: HookResult;
@@ -340,14 +384,13 @@ export class Pipeline {
   }
 
   #takeBuffer(i: number): BodyChunk {
-    const data = Buffer.concat(this.#buffers[i]!, this.#bufferSizes[i]);
-    this.#buffers[i] = null;
-    this.#bufferSizes[i] = 0;
+    const data = Buffer.concat(this.#bufferAt(i)!, this.#bufferSizes![i]);
+    this.#setBuffer(i, null, 0);
     return { data };
   }
 
   #forward(i: number, p: Pending): void {
-    if (i < this.filters.length) {
+    if (i < this.length) {
       this.#push(i, p);
       return;
     }
@@ -365,9 +408,9 @@ export class Pipeline {
    * events that arrived while it was stopped go through filter i again, which may stop once more.
    */
   #release(i: number): void {
-    const held = this.#held[i];
-    this.#held[i] = null;
+    const held = this.#heldAt(i);
     if (held === null) return;
+    this.#held![i] = null;
     for (const p of held) this.#unhold(p);
     for (let k = 0; k < held.length; k++) {
       if (this.#sink.halted) return;
@@ -377,7 +420,7 @@ export class Pipeline {
       if (k === 0 || p.passed) this.#forward(i + 1, p);
       else {
         this.#push(i, p);
-        const again = this.#held[i] as Pending[] | null;
+        const again = this.#heldAt(i);
         if (again !== null) {
           // It stopped again: what remains stays behind, in order.
           for (const q of held.slice(k + 1)) {

@@ -358,9 +358,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   #response(upTo: number): Pipeline {
     if (this.#res !== null) return this.#res;
-    const filters = upTo === 0 ? NO_FILTERS : this.filters.slice(0, upTo).reverse();
-    const n = filters.length;
-    this.#res = new Pipeline(filters, 'response', new ClientSink(this, n), this.listener.settings.bufferLimit, this.filterMs);
+    this.#res = new Pipeline(this.filters, 'response', new ClientSink(this, upTo), this.listener.settings.bufferLimit, this.filterMs, upTo);
     return this.#res;
   }
 
@@ -394,7 +392,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   /** The response pipeline's index of chain filter `i`. */
   responseIndex(i: number): number {
-    return this.#res === null ? -1 : this.#res.filters.indexOf(this.filters[i]);
+    return this.#res === null ? -1 : this.#res.indexOf(i);
   }
 
   /** Resumes a direction at chain filter `i`. */
