@@ -2,6 +2,7 @@
  * The admin API (bound to 127.0.0.1 by default): readiness, the running config, clusters, Prometheus
  * metrics, reload and drain. Mutations are POST only, as in Envoy.
  */
+import { Buffer } from 'node:buffer';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Supervisor } from '../supervisor/supervisor.ts';

@@ -1,4 +1,5 @@
 /** Request ids: random (version 4) UUIDs, as Envoy generates for x-request-id, made with one allocation each. */
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 
 const HEX = Buffer.from('0123456789abcdef', 'latin1');

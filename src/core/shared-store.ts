@@ -11,6 +11,7 @@
  * Layout (32-bit words): a header, one doorbell word per attached thread, the queue table, the entry slots (open
  * addressing, linear probing), a float64 expiry per slot, a free-block bitmap, then the arena of 32-byte blocks.
  */
+import { performance } from 'node:perf_hooks';
 
 const BLOCK = 32;
 const DOORBELLS = 64;

@@ -3,6 +3,8 @@
  * holds what a stopped filter holds, buffers for `stop-and-buffer`, and resumes where a filter resumes.
  * Filter i receives body data only after its header hook continued, or while it stopped with `stop`.
  */
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { HeaderMap } from '../core/headers.ts';
 import type { Filter, FilterStatus, HookResult, BodyChunk } from '../filters/contract.ts';
 
@@ -21,15 +23,6 @@ export interface PipelineSink {
   /** True once the stream is finished, reset or answered locally: iteration stops at once. */
   readonly halted: boolean;
 }
-
-type Hooks = {
-  headers: 'onRequestHeaders' | 'onResponseHeaders';
-  body: 'onRequestBody' | 'onResponseBody';
-  trailers: 'onRequestTrailers' | 'onResponseTrailers';
-};
-
-const REQUEST_HOOKS: Hooks = { headers: 'onRequestHeaders', body: 'onRequestBody', trailers: 'onRequestTrailers' };
-const RESPONSE_HOOKS: Hooks = { headers: 'onResponseHeaders', body: 'onResponseBody', trailers: 'onResponseTrailers' };
 
 /** One event waiting in front of a filter: data (possibly the end) or trailers. */
 interface Pending {
@@ -64,7 +57,6 @@ export class Pipeline {
   readonly #chain: readonly Filter[];
   /** How many filters this direction runs. */
   readonly length: number;
-  readonly #hooks: Hooks;
   readonly #sink: PipelineSink;
   readonly #limit: number;
   #headers: HeaderMap | null = null;
@@ -97,7 +89,6 @@ export class Pipeline {
     this.length = count;
     this.#timing = timing;
     this.#reversed = direction === 'response';
-    this.#hooks = direction === 'request' ? REQUEST_HOOKS : RESPONSE_HOOKS;
     this.#sink = sink;
     this.#limit = bufferLimit;
   }
@@ -192,7 +183,8 @@ export class Pipeline {
     for (let i = from; i < n; i++) {
       this.#headerIndex = i;
       const filter = this.#filter(i);
-      const hook = filter[this.#hooks.headers];
+      // Named loads (not filter[name]): the hooks of every filter class go through one fast inline-cache path.
+      const hook = this.#reversed ? filter.onResponseHeaders : filter.onRequestHeaders;
       if (hook === undefined) continue;
       let r: HookResult;
       try {
@@ -300,7 +292,7 @@ export class Pipeline {
             whole = null;
           }
         }
-        const hook = filter[this.#hooks.trailers];
+        const hook = this.#reversed ? filter.onResponseTrailers : filter.onRequestTrailers;
         let r: HookResult;
         try {
           r = hook === undefined ? 'continue' : this.#timed(i, hook as (a: unknown, b?: unknown) => HookResult, filter, p.trailers, undefined);
@@ -320,7 +312,7 @@ export class Pipeline {
         if (whole !== null) this.#forward(i + 1, { data: whole.chunk!.data, eos: false, trailers: null });
         continue;
       }
-      const hook = filter[this.#hooks.body];
+      const hook = this.#reversed ? filter.onResponseBody : filter.onRequestBody;
       if (hook === undefined) continue;
       let chunk: BodyChunk;
       const parts = this.#bufferAt(i);
@@ -365,7 +357,7 @@ export class Pipeline {
   /** Calls a body hook; returns its status, or null when the stream halted or the hook failed. */
   #callBody(i: number, chunk: BodyChunk, eos: boolean): FilterStatus | null {
     const f = this.#filter(i);
-    const hook = f[this.#hooks.body];
+    const hook = this.#reversed ? f.onResponseBody : f.onRequestBody;
     if (hook === undefined) return 'continue';
     let r: HookResult;
     try {

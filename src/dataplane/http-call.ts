@@ -2,6 +2,7 @@
  * Requests that filters send to a cluster outside the stream (Lua httpCall, Proxy-Wasm proxy_http_call):
  * the same upstream machinery as proxied requests, with the whole response buffered.
  */
+import { Buffer } from 'node:buffer';
 import { HeaderMap } from '../core/headers.ts';
 import type { ProxyError } from '../core/errors.ts';
 import type { HttpCallRequest, HttpCallOptions, HttpCallResponse } from '../filters/contract.ts';

@@ -2,6 +2,7 @@
  * A listener as one snapshot compiled it: its router, its default filter chain, its settings and the
  * metric children its streams update. Streams hold the ListenerRuntime they started with.
  */
+import { performance } from 'node:perf_hooks';
 import type { Router } from './router.ts';
 import type { ChainEntry, Snapshot } from './snapshot.ts';
 import type { Metrics, Value, Distribution, Family } from '../telemetry/metrics.ts';

@@ -2,6 +2,7 @@
  * Route matching: virtual hosts by Host, then routes in config order, first match wins.
  * A route matches on path (prefix, exact or regex, query string excluded), method, headers and query.
  */
+import { Buffer } from 'node:buffer';
 import type { HeaderMap } from '../core/headers.ts';
 import type { RawRoute, RawStringMatcher } from '../config/types.ts';
 import type { ChainEntry } from './snapshot.ts';

@@ -8,6 +8,8 @@
  *
  * A local reply (from a filter, the router or an error) leaves the request path and enters the response path.
  */
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import { requestId } from '../core/request-id.ts';
 import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-list.ts';
 import { HeaderMap } from '../core/headers.ts';

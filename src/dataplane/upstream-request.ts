@@ -3,6 +3,7 @@
  * request, and retries on another endpoint when the policy allows, within per-try and overall timeouts.
  * The stream sees one response (or one failure), whatever the number of attempts.
  */
+import { performance } from 'node:perf_hooks';
 import type { HeaderMap } from '../core/headers.ts';
 import { ProxyError } from '../core/errors.ts';
 import { timeoutList, type TimeoutList, type TimeoutTicket, type Expirable } from '../core/timeout-list.ts';
@@ -304,8 +305,9 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
       return;
     }
     this.#clearTimers();
-    this.upstreamMs = performance.now() - this.#firstAttempt;
-    o.cluster.endpointMetrics(ep).latency.observe(performance.now() - this.#attemptStart);
+    const now = performance.now();
+    this.upstreamMs = now - this.#firstAttempt;
+    o.cluster.endpointMetrics(ep).latency.observe(now - this.#attemptStart);
     o.cluster.report(ep, status >= 500 ? '5xx' : 'success', status);
     if (o.idleTimeoutMs > 0) {
       this.#idleList = timeoutList(o.idleTimeoutMs);

@@ -2,6 +2,8 @@
  * The access log: one JSON line per completed stream, written to stdout or a file in batches, or off.
  * It subscribes to the stream-complete channel, so the request path never calls it directly.
  */
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import diagnostics from 'node:diagnostics_channel';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -2,6 +2,7 @@
  * A listening socket of one worker. It outlives snapshots: a reload that keeps a listener's name and
  * address keeps the socket and only points it at the new ListenerRuntime.
  */
+import { performance } from 'node:perf_hooks';
 import net from 'node:net';
 import { ServerConnection } from '../dataplane/http1/server-connection.ts';
 import { Stream } from '../dataplane/stream.ts';

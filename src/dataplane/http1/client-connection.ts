@@ -2,6 +2,7 @@
  * The upstream side of the HTTP/1.1 codec: one pooled connection to one endpoint, carrying one exchange at a
  * time. The stream writes the request through it and receives the response through a `ResponseSink`.
  */
+import { Buffer } from 'node:buffer';
 import type { UpstreamConnection } from '../codec.ts';
 import net, { type Socket } from 'node:net';
 import { HeaderMap, checkHeaders } from '../../core/headers.ts';

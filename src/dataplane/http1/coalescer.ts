@@ -2,6 +2,8 @@
  * Collects the small writes one exchange makes in one tick (a head, a body chunk, a chunk terminator) and sends
  * them to the socket as one write: one syscall per message instead of three, which is most of the codec's cost.
  */
+import { Buffer } from 'node:buffer';
+import process from 'node:process';
 import type { Socket } from 'node:net';
 
 /** Above this many pending bytes the coalescer writes at once instead of copying more. */

@@ -3,6 +3,8 @@
  * llhttp, hands each one to the listener's `onRequest`, and writes the response that the stream produces.
  * Responses go out in request order; a pipelined request waits (reading paused) until the one before it is done.
  */
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
 import { HeaderMap, checkHeaders } from '../../core/headers.ts';
@@ -542,8 +544,7 @@ export class ServerConnection implements DownstreamConnection {
       this.#responseStarted = false;
       this.#protocolError(err);
     } else if (this.#parsing === null) {
-      this.#idleSince = performance.now();
-      this.#arm('idle');
+      this.#idleSince = this.#arm('idle');
       // The end of a first exchange read through 'data' events: give the parser up now (after the read, when
       // this runs inside one).
       if (this.#parkAtEnd) {
@@ -592,21 +593,24 @@ export class ServerConnection implements DownstreamConnection {
     this.#opts.onConnectionClose?.(this);
   }
 
-  #arm(kind: 'header' | 'idle'): void {
+  /** Arms the header or idle timeout; returns the time it read (performance.now(), ms). */
+  #arm(kind: 'header' | 'idle'): number {
+    const now = performance.now();
     const ms = kind === 'header' ? this.#opts.headerTimeoutMs : this.#opts.idleTimeoutMs;
     if (ms <= 0) {
       this.#clearTimer();
-      return;
+      return now;
     }
     this.#timerKind = kind;
-    const deadline = performance.now() + ms;
+    const deadline = now + ms;
     this.#deadline = deadline;
     if (this.#timer !== null) {
-      if (this.#timerAt <= deadline) return;
+      if (this.#timerAt <= deadline) return now;
       clearTimeout(this.#timer);
     }
     this.#timerAt = deadline;
     this.#timer = setTimeout(onTimer, ms, this);
+    return now;
   }
 
   /** Disarms the timeout; a pending native timer stays, to be reused or to fire with nothing to do. */

@@ -2,6 +2,8 @@
  * Host functions for the less frequent parts of the API: stream info, metadata, filter state, TLS, logging,
  * signatures, base64, time, route cache, upstream override, filter context, stats() and weir.shared.
  */
+import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import { createHash, createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { LogLevel, StreamInfo } from '../contract.ts';

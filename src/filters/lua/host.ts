@@ -4,6 +4,7 @@
  * now (`script.current`). Errors a script should see come back as a string result that the prelude raises with the
  * caller's line, so no JS exception crosses the Wasm boundary.
  */
+import { Buffer } from 'node:buffer';
 import { HeaderMap } from '../../core/headers.ts';
 import { T_NIL, T_NUMBER, T_STRING, T_TABLE, type LuaVm, type RawLua } from './vm.ts';
 import type { LuaScript } from './script.ts';

@@ -15,6 +15,7 @@
  *    marked broken and the owner recycles it; requests suspended on it are failed.
  * Without fuel (an uninstrumentable module), the count hook alone runs the budget, as before: every #step instructions.
  */
+import { Buffer } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { LuaVm, LUA_ERRMEM, LUA_OK, LUA_YIELD, MAX_FUEL, REGISTRY } from './vm.ts';
 import { makeHostFunctions } from './host.ts';

@@ -14,6 +14,7 @@
  * be instrumented, it is compiled as it is and `fuel` is null: script.ts then falls back to Lua's count hook. VMs of
  * scripts without a limit (`fuel: false`) use the module as it is, compiled once too, and pay nothing for the budget.
  */
+import { Buffer } from 'node:buffer';
 import { LuaWasm } from 'wasmoon';
 import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT } from '../wasm/instrument.ts';
 

@@ -4,6 +4,7 @@
  * calls (maps, buffers, replies, continues, http calls); state-functions.ts has shared data, queues, metrics,
  * properties and foreign functions.
  */
+import { Buffer } from 'node:buffer';
 import { BufferType, MapType, Status, StreamType } from './abi.ts';
 import { decodePairs, encodePairs } from './pairs.ts';
 import { guestIo, stateFunctions } from './state-functions.ts';

@@ -3,6 +3,7 @@
  * compiles the module once per process in the main thread; `factory` joins or starts the shared VM in each worker.
  * docs/wasm.md has the config keys and the compatibility matrix.
  */
+import { Buffer } from 'node:buffer';
 import type { FactoryContext, FilterDefinition, FilterFactory, PrepareContext } from '../contract.ts';
 import type { AbiVersion } from './abi.ts';
 import { moduleCacheStats, prepareModule, pendingDownload } from './module-cache.ts';

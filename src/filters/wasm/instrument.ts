@@ -13,6 +13,7 @@
  * like a trap). While the handler global is 0 (a null slot in toolchain-built tables) an overrun still traps.
  * With `{ entries: false }` only loop headers get a check (the Lua filter meters wasmoon's interpreter that way).
  */
+import { Buffer } from 'node:buffer';
 
 /** The export name of the fuel global. */
 export const FUEL_EXPORT = '__weir_fuel';

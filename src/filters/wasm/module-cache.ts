@@ -3,6 +3,7 @@
  * a module already compiled (with the same memory cap) is reused, so a reload that keeps a module's hash compiles
  * nothing. Remote modules are downloaded once into `<cache dir>/<sha256>.wasm`, verified, and reused across restarts.
  */
+import { performance } from 'node:perf_hooks';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';

@@ -3,6 +3,7 @@
  * and values. The maps are header maps, whose strings hold one byte per character (latin1, as the HTTP codec decodes
  * them): the guest sees the bytes on the wire, as with Envoy.
  */
+import { Buffer } from 'node:buffer';
 
 /** Serializes `[name, value]` pairs; an empty list gives an empty buffer. */
 export function encodePairs(pairs: readonly (readonly [string, string])[]): Uint8Array {

@@ -5,6 +5,7 @@
  * does); only a burst of failures (more than RELOAD_BURST a second) or a VM that fails to start backs off, and the
  * policy answers the failing request and those during a backoff.
  */
+import { Buffer } from 'node:buffer';
 import type { FactoryContext, FilterCallbacks } from '../contract.ts';
 import type { Value } from '../../telemetry/metrics.ts';
 import { sharedStore } from '../../core/shared-store.ts';

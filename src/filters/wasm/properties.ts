@@ -4,6 +4,7 @@
  * `*_metadata`, `metadata`) are answered as JSON text instead. A path nothing matches falls back to what
  * `proxy_set_property` stored under `"wasm.<path>"`.
  */
+import { Buffer } from 'node:buffer';
 import type { ContextState } from './context.ts';
 import { encodePairs } from './pairs.ts';
 import type { HeaderMap } from '../../core/headers.ts';

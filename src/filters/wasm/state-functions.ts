@@ -2,6 +2,7 @@
  * Host functions for state beyond one stream: shared data and queues (the process-wide shared store), metrics,
  * properties and foreign functions. Part of the import object built by host-functions.ts.
  */
+import { Buffer } from 'node:buffer';
 import { deflateSync, inflateSync } from 'node:zlib';
 import { MetricKind, Status } from './abi.ts';
 import { getProperty } from './properties.ts';

@@ -2,6 +2,7 @@
  * One Proxy-Wasm VM in one worker thread: an instance of a compiled module, its contexts, and the machinery every
  * callback goes through (effective context, fuel, failure). Host functions live in host-functions.ts.
  */
+import { Buffer } from 'node:buffer';
 import { MetricKind, Status, type AbiVersion } from './abi.ts';
 import { ContextState, type PluginInfo } from './context.ts';
 import { FUEL_EXPORT, FUEL_SETTER_EXPORT, START_EXPORT } from './instrument.ts';

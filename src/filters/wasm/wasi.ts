@@ -3,6 +3,7 @@
  * Every preview1 function is present so that SDK-built modules link: fd_write goes to the log, clocks, random and
  * environ are real, the rest answer as cpp-host does or ENOSYS/EBADF.
  */
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 import { Errno } from './abi.ts';
 
