@@ -130,6 +130,39 @@ export function renderVerdicts(results: readonly ScenarioResult[]): string {
   return lines.join('\n');
 }
 
+/** The per-filter budgets over passthrough: issue 3 (Lua) and issue 4 (Proxy-Wasm), in µs of CPU per request. */
+const FILTER_BUDGETS: readonly { scenario: string; issue: number; limit: number }[] = [
+  { scenario: 'headers', issue: 0, limit: 0 },
+  { scenario: 'lua-headers', issue: 3, limit: 2 },
+  { scenario: 'wasm-headers', issue: 4, limit: 3 },
+];
+
+/**
+ * Says what each header-filter scenario costs over passthrough (weir's CPU per request, medians of the same run),
+ * against the budgets of issues 3 and 4. The built-in headers filter has no budget: it shows the chain's own cost.
+ */
+export function renderFilterBudgets(results: readonly ScenarioResult[]): string {
+  const base = results.find((r) => r.name === 'passthrough');
+  const baseSummary = base === undefined ? null : summaryOf(base.weir);
+  const lines: string[] = [];
+  for (const budget of FILTER_BUDGETS) {
+    const result = results.find((r) => r.name === budget.scenario);
+    if (result === undefined) continue;
+    const summary = summaryOf(result.weir);
+    if (summary === null || baseSummary === null) {
+      lines.push(`- ${budget.scenario}: NOT MEASURED (needs both it and passthrough in the run)`);
+      continue;
+    }
+    const over = summary.cpuPerRequest - baseSummary.cpuPerRequest;
+    const user = summary.userPerRequest - baseSummary.userPerRequest;
+    const text = `${over >= 0 ? '+' : ''}${formatCpu(over)} µs CPU per request over passthrough (user ${user >= 0 ? '+' : ''}${formatCpu(user)})`;
+    lines.push(budget.issue === 0
+      ? `- ${budget.scenario}: ${text}, the chain's own cost with a built-in filter`
+      : `- ${budget.scenario}: ${text} (issue ${budget.issue} goal ≤ ${budget.limit} µs): ${over <= budget.limit ? 'holds' : 'does NOT hold'}`);
+  }
+  return lines.join('\n');
+}
+
 /** Lists the notes and the reasons a proxy was skipped, one line each. */
 export function renderNotes(results: readonly ScenarioResult[]): string {
   const lines: string[] = [];

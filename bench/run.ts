@@ -9,7 +9,7 @@ import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-p
 import { parseOptions, type BenchOptions } from './options.ts';
 import { httpGet, portInUse } from './probe.ts';
 import { cpuMicroseconds, processTree } from './proc-cpu.ts';
-import { formatRate, median, renderCpuSplit, renderMemoryVerdicts, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
+import { formatRate, median, renderCpuSplit, renderFilterBudgets, renderMemoryVerdicts, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
   type Measurement, type MemoryResults, type ScenarioResult, type Workers2Result } from './report.ts';
 import { measureIdleConnections, measureSoak } from './memory.ts';
 import { scenarios, type Scenario } from './scenarios.ts';
@@ -239,6 +239,8 @@ async function main(): Promise<number> {
     ];
     if (workers2 !== null) out.push(renderWorkers(results, workers2), '');
     out.push('Goals of issue 5 (weir ÷ peer):', renderVerdicts(results), ...(memory === null ? [] : [renderMemoryVerdicts(memory)]), '');
+    const budgets = renderFilterBudgets(results);
+    if (budgets !== '') out.push('Filter budgets of issues 3 and 4 (weir, this run):', budgets, '');
     const syscalls = renderSyscalls(results);
     if (syscalls !== '') {
       out.push('System calls per request (2 s of load under strace -f -c: a diagnostic; strace slows the proxy, which changes how many events each epoll wait returns):', syscalls, '');
