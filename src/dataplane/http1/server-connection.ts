@@ -11,7 +11,7 @@ import { HeaderMap, checkHeaders } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine } from './wire.ts';
-import { Coalescer } from './coalescer.ts';
+import { Coalescer, exchangeOpened, exchangeClosed } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
@@ -271,6 +271,7 @@ export class ServerConnection implements DownstreamConnection {
     this.socket.removeAllListeners('drain');
     this.socket.removeAllListeners('end');
     this.#parser?.close();
+    if (this.#active !== null) exchangeClosed();
     this.#active = null;
     const head = this.#upgradeHead ?? Buffer.alloc(0);
     this.#upgradeHead = null;
@@ -347,6 +348,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#noBody = false;
     this.#requestDone = requestDone;
     const sink = this.#opts.onRequest(this, head);
+    if (this.#active === null) exchangeOpened();
     this.#active = sink;
     if (parsing) this.#parsing = sink;
     sink.start();
@@ -525,6 +527,7 @@ export class ServerConnection implements DownstreamConnection {
       this.#finishWhenRead = true;
       return;
     }
+    if (this.#active !== null) exchangeClosed();
     this.#active = null;
     this.#activeHead = null;
     const requestDone = this.#requestDone;
@@ -585,6 +588,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#stopTimer();
     if (!this.#upgraded) {
       const active = this.#active;
+      if (active !== null) exchangeClosed();
       this.#active = null;
       this.#queue.length = 0;
       if (active !== null) active.onAbort(new ProxyError(code, 'Client connection closed before the response was complete'));
