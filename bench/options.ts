@@ -22,6 +22,11 @@ export interface BenchOptions {
   idleConnections: number;
   /** Length of the RSS soak run at load, in seconds; 0 skips it. */
   soakSeconds: number;
+  /**
+   * Interleaved rounds of weir alone over passthrough and the header-filter scenarios, for the per-filter budgets of
+   * issues 3 and 4 (what a filter costs over passthrough, with the machine's drift cancelled); 0 skips them.
+   */
+  budgetRounds: number;
   /** Base of the port range; nginx's upstream is base + 920, weir listens on base + 101. */
   portBase: number;
 }
@@ -39,7 +44,7 @@ export const allScenarioNames = [
 
 const usage = `usage: npm run bench -- [--duration 10s] [--warmup 2s] [--rounds 3] [--scenarios a,b]
                         [--connections 64] [--json out.json] [--profile DIR] [--syscalls]
-                        [--idle 10000] [--soak 5m] [--no-workers2] [--port-base 18080]
+                        [--idle 10000] [--soak 5m] [--no-workers2] [--budget-rounds 5] [--port-base 18080]
 scenarios: ${allScenarioNames.join(', ')}
 environment: WEIR_BIN=path/to/bin/weir.js benchmarks another build of weir`;
 
@@ -66,6 +71,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     syscalls: false,
     idleConnections: 10000,
     soakSeconds: 0,
+    budgetRounds: 5,
     portBase: 18080,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -78,6 +84,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     switch (flag) {
       case '--duration': options.durationSeconds = parseSeconds(value()); break;
       case '--warmup': options.warmupSeconds = parseSeconds(value()); break;
+      case '--budget-rounds': options.budgetRounds = nonNegativeInteger(flag, value()); break;
       case '--rounds': options.rounds = positiveInteger(flag, value()); break;
       case '--connections': options.connections = positiveInteger(flag, value()); break;
       case '--json': options.jsonPath = value(); break;

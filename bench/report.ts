@@ -130,6 +130,11 @@ export function renderVerdicts(results: readonly ScenarioResult[]): string {
   return lines.join('\n');
 }
 
+/** weir's CPU per request in the interleaved budget rounds, by scenario (medians), or why they did not run. */
+export type BudgetResult =
+  | { rounds: number; seconds: number; medians: { name: string; cpuPerRequest: number; userPerRequest: number }[] }
+  | { skipped: string };
+
 /** The per-filter budgets over passthrough: issue 3 (Lua) and issue 4 (Proxy-Wasm), in µs of CPU per request. */
 const FILTER_BUDGETS: readonly { scenario: string; issue: number; limit: number }[] = [
   { scenario: 'headers', issue: 0, limit: 0 },
@@ -138,24 +143,20 @@ const FILTER_BUDGETS: readonly { scenario: string; issue: number; limit: number 
 ];
 
 /**
- * Says what each header-filter scenario costs over passthrough (weir's CPU per request, medians of the same run),
- * against the budgets of issues 3 and 4. The built-in headers filter has no budget: it shows the chain's own cost.
+ * Says what each header-filter scenario costs over passthrough against the budgets of issues 3 and 4. The built-in
+ * headers filter has no budget: it shows the chain's own cost.
  */
-export function renderFilterBudgets(results: readonly ScenarioResult[]): string {
-  const base = results.find((r) => r.name === 'passthrough');
-  const baseSummary = base === undefined ? null : summaryOf(base.weir);
-  const lines: string[] = [];
+export function renderFilterBudgets(budgets: BudgetResult): string {
+  if ('skipped' in budgets) return `- NOT MEASURED (${budgets.skipped})`;
+  const base = budgets.medians.find((m) => m.name === 'passthrough');
+  if (base === undefined) return '- NOT MEASURED (no passthrough round)';
+  const lines: string[] = [`- passthrough: ${formatCpu(base.cpuPerRequest)} µs CPU per request (user ${formatCpu(base.userPerRequest)})`];
   for (const budget of FILTER_BUDGETS) {
-    const result = results.find((r) => r.name === budget.scenario);
-    if (result === undefined) continue;
-    const summary = summaryOf(result.weir);
-    if (summary === null || baseSummary === null) {
-      lines.push(`- ${budget.scenario}: NOT MEASURED (needs both it and passthrough in the run)`);
-      continue;
-    }
-    const over = summary.cpuPerRequest - baseSummary.cpuPerRequest;
-    const user = summary.userPerRequest - baseSummary.userPerRequest;
-    const text = `${over >= 0 ? '+' : ''}${formatCpu(over)} µs CPU per request over passthrough (user ${user >= 0 ? '+' : ''}${formatCpu(user)})`;
+    const m = budgets.medians.find((x) => x.name === budget.scenario);
+    if (m === undefined) continue;
+    const over = m.cpuPerRequest - base.cpuPerRequest;
+    const user = m.userPerRequest - base.userPerRequest;
+    const text = `${formatCpu(m.cpuPerRequest)} µs, ${over >= 0 ? '+' : ''}${formatCpu(over)} over passthrough (user ${user >= 0 ? '+' : ''}${formatCpu(user)})`;
     lines.push(budget.issue === 0
       ? `- ${budget.scenario}: ${text}, the chain's own cost with a built-in filter`
       : `- ${budget.scenario}: ${text} (issue ${budget.issue} goal ≤ ${budget.limit} µs): ${over <= budget.limit ? 'holds' : 'does NOT hold'}`);

@@ -9,7 +9,7 @@ import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-p
 import { parseOptions, type BenchOptions } from './options.ts';
 import { httpGet, portInUse } from './probe.ts';
 import { cpuMicroseconds, processTree } from './proc-cpu.ts';
-import { formatRate, median, renderCpuSplit, renderFilterBudgets, renderMemoryVerdicts, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
+import { formatRate, median, renderCpuSplit, renderFilterBudgets, renderMemoryVerdicts, type BudgetResult, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
   type Measurement, type MemoryResults, type ScenarioResult, type Workers2Result } from './report.ts';
 import { measureIdleConnections, measureSoak } from './memory.ts';
 import { scenarios, type Scenario } from './scenarios.ts';
@@ -165,6 +165,54 @@ async function withWeirPassthrough<T>(options: BenchOptions, workers: number, wo
   }
 }
 
+/** The scenarios of the per-filter budgets, passthrough first: the base the others are compared with. */
+const BUDGET_SCENARIOS = ['passthrough', 'headers', 'lua-headers', 'wasm-headers'];
+/** Length of one budget round. */
+const BUDGET_ROUND_SECONDS = 5;
+
+/**
+ * Runs one weir per budget scenario at once (each on its own ports, idle while another is measured) and measures them
+ * in turn, round after round, alternating the order: each filter's cost over passthrough then comes from runs minutes
+ * apart at most seconds, so the machine's drift, which moves whole scenarios by ±2 µs here, cancels.
+ */
+async function runBudgetRounds(options: BenchOptions): Promise<BudgetResult> {
+  const started: { name: string; proc: WeirProcess; target: Target }[] = [];
+  try {
+    for (const [i, name] of BUDGET_SCENARIOS.entries()) {
+      const scenario = scenarios.find((s) => s.name === name)!;
+      const filters = await scenario.weirFilters();
+      if (typeof filters === 'string') return { skipped: `${name}: ${filters}` };
+      const listenPort = options.portBase + 130 + 2 * i;
+      const proc = await startWeir({
+        name: `budget-${name}`, listenPort, adminPort: listenPort + 1, upstreamPort: options.portBase + 920,
+        filters, workers: 1, profileDir: null,
+      });
+      const target: Target = { label: 'weir', rootPid: proc.pid, url: `http://127.0.0.1:${listenPort}${scenario.path}` };
+      started.push({ name, proc, target });
+      const problem = await checkTarget(scenario, target);
+      if (problem !== null) return { skipped: `${name}: ${problem}` };
+      await runWrk({ url: target.url, seconds: options.warmupSeconds, connections: options.connections });
+    }
+    const rounds = new Map<string, Measurement[]>(started.map((s) => [s.name, []]));
+    for (let round = 0; round < options.budgetRounds; round++) {
+      const order = round % 2 === 0 ? started : [...started].reverse();
+      for (const s of order) rounds.get(s.name)!.push(await measure(s.target, BUDGET_ROUND_SECONDS, options.connections));
+      log(`budget round ${round + 1}/${options.budgetRounds}: ${started.map((s) => `${s.name} ${rounds.get(s.name)!.at(-1)!.cpuPerRequest.toFixed(1)}`).join(', ')} µs CPU/req`);
+    }
+    return {
+      rounds: options.budgetRounds, seconds: BUDGET_ROUND_SECONDS,
+      medians: started.map((s) => {
+        const list = rounds.get(s.name)!;
+        return { name: s.name, cpuPerRequest: median(list.map((m) => m.cpuPerRequest)), userPerRequest: median(list.map((m) => m.userPerRequest)) };
+      }),
+    };
+  } catch (error) {
+    return { skipped: (error as Error).message };
+  } finally {
+    await Promise.all(started.map((s) => s.proc.stop()));
+  }
+}
+
 /** Measures weir's passthrough throughput with `--workers 2`, to report beside one worker. */
 function runWorkers2(options: BenchOptions): Promise<Workers2Result> {
   return withWeirPassthrough(options, 2, async function measureWorkers2(target) {
@@ -214,6 +262,7 @@ async function main(): Promise<number> {
   const results: ScenarioResult[] = [];
   let workers2: Workers2Result | null = null;
   let memory: MemoryResults | null = null;
+  let budgets: BudgetResult | null = null;
   try {
     for (const name of options.scenarios) {
       const scenario = scenarios.find((s) => s.name === name);
@@ -221,6 +270,7 @@ async function main(): Promise<number> {
     }
     if (options.workers2 && options.scenarios.includes('passthrough')) workers2 = await runWorkers2(options);
     if (options.scenarios.includes('passthrough')) memory = await runMemoryGoals(options);
+    if (options.budgetRounds > 0 && BUDGET_SCENARIOS.every((name) => options.scenarios.includes(name))) budgets = await runBudgetRounds(options);
   } finally {
     const nginx = peer?.version ?? null;
     await cleanUp();
@@ -239,8 +289,10 @@ async function main(): Promise<number> {
     ];
     if (workers2 !== null) out.push(renderWorkers(results, workers2), '');
     out.push('Goals of issue 5 (weir ÷ peer):', renderVerdicts(results), ...(memory === null ? [] : [renderMemoryVerdicts(memory)]), '');
-    const budgets = renderFilterBudgets(results);
-    if (budgets !== '') out.push('Filter budgets of issues 3 and 4 (weir, this run):', budgets, '');
+    if (budgets !== null) {
+      out.push(`Filter budgets of issues 3 and 4 (weir alone, the four builds interleaved: ${'rounds' in budgets ? `${budgets.rounds} rounds of ${budgets.seconds}s, medians` : 'not measured'}):`,
+        renderFilterBudgets(budgets), '');
+    }
     const syscalls = renderSyscalls(results);
     if (syscalls !== '') {
       out.push('System calls per request (2 s of load under strace -f -c: a diagnostic; strace slows the proxy, which changes how many events each epoll wait returns):', syscalls, '');
@@ -251,7 +303,7 @@ async function main(): Promise<number> {
     if (options.profileDir !== null) out.push(summariseProfiles(options.profileDir), '');
     process.stdout.write(`${out.join('\n')}\n`);
     if (options.jsonPath !== null) {
-      writeFileSync(options.jsonPath, `${JSON.stringify({ machine, command, options, results, workers2, memory }, null, 2)}\n`);
+      writeFileSync(options.jsonPath, `${JSON.stringify({ machine, command, options, results, workers2, memory, budgets }, null, 2)}\n`);
       log(`results written to "${options.jsonPath}"`);
     }
   }
