@@ -307,23 +307,29 @@ function capMemory(body: Uint8Array, maxPages: number): number[] {
   return out;
 }
 
-function rewriteCode(body: Uint8Array, check: number[], entries: boolean, extra: number[] | null): { bytes: Uint8Array; checks: number } {
+function rewriteCode(body: Uint8Array, checkCode: number[], entries: boolean, extra: number[] | null): { bytes: Uint8Array; checks: number } {
   const r = new Reader(body);
   const count = r.u32();
+  const check = Uint8Array.from(checkCode);
   const out = new Bytes().add(leb(count + (extra === null ? 0 : 1)));
   let checks = 0;
+  // A function's pieces are views of the input and the one check array: nothing is copied until the final concat.
+  const pieces: Uint8Array[] = [];
   for (let f = 0; f < count; f++) {
     const size = r.u32();
     const end = r.at + size;
-    const fn = new Bytes();
     const start = r.at;
     for (let groups = r.u32(); groups > 0; groups--) {
       r.u32();
       r.byte();
     }
-    fn.add(body.subarray(start, r.at));
+    pieces.length = 0;
+    let length = 0;
+    pieces.push(body.subarray(start, r.at));
+    length += r.at - start;
     if (entries) {
-      fn.add(check);
+      pieces.push(check);
+      length += check.length;
       checks++;
     }
     let copied = r.at;
@@ -331,14 +337,17 @@ function rewriteCode(body: Uint8Array, check: number[], entries: boolean, extra:
       const op = r.byte();
       if (op === 0x03) {
         skipBlockType(r);
-        fn.add(body.subarray(copied, r.at)).add(check);
+        pieces.push(body.subarray(copied, r.at), check);
+        length += r.at - copied + check.length;
         copied = r.at;
         checks++;
       } else skipImmediates(r, op);
     }
     if (r.at !== end) throw new Error(`Cannot instrument Wasm module: function ${f} has a malformed body`);
-    fn.add(body.subarray(copied, end));
-    out.add(leb(fn.length)).add(fn.concat());
+    pieces.push(body.subarray(copied, end));
+    length += end - copied;
+    out.add(leb(length));
+    for (const piece of pieces) out.add(piece);
   }
   if (extra !== null) out.add(leb(extra.length)).add(extra);
   return { bytes: out.concat(), checks };
