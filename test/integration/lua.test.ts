@@ -303,10 +303,12 @@ test('lua e2e: bodyChunks() rewrites a streamed response chunk by chunk; downstr
   assert.match(text, /"METHOD":"GET","URL":"\/UPPER"/);
 });
 
-test('lua e2e: body() over the listener buffer limit answers 413, as Envoy does', async () => {
+test('lua e2e: body() over the listener buffer limit answers 413 with connection: close, as Envoy does', async () => {
   const res = await fetch(`${weir.url('edge')}/bodylen`, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) }).catch((e: Error) => e);
   if (res instanceof Error) assert.fail(`the request failed instead of a 413: ${res.message}`);
   assert.equal(res.status, 413, weir.logs.slice(-4).join('\n'));
+  // The rest of the body is never read, so the connection closes after the 413, and the 413 says so.
+  assert.equal(res.headers.get('connection'), 'close');
   await res.text();
 });
 

@@ -185,7 +185,10 @@ export class ServerConnection implements DownstreamConnection {
           out += 'transfer-encoding: chunked\r\n';
         } else this.#closeAfter = true;
       }
-      if (!head.keepAlive || this.#closeAfter) {
+      // A response that starts before the request body was read (a 413, an early 403) ends the connection, since
+      // the rest of the body cannot be skipped safely: say so, or a keep-alive client sends its next request into
+      // a connection that is closing.
+      if (!head.keepAlive || this.#closeAfter || (!this.#requestDone && head.hasBody)) {
         this.#closeAfter = true;
         out += 'connection: close\r\n';
       } else if (head.versionMinor === 0) out += 'connection: keep-alive\r\n';
