@@ -222,7 +222,7 @@ export function ioEnter(): void {
   ioDepth++;
 }
 
-/** Ends what `ioEnter` began; the outermost exit writes every queued batch. */
+/** Ends what `ioEnter` began; the outermost exit writes every queued batch, now or after the turn's other I/O callbacks. */
 export function ioExit(): void {
   if (--ioDepth !== 0 || dirty.length === 0) return;
   // A lone exchange has nothing to share a turn with: waiting would only add the setImmediate's delay
