@@ -79,6 +79,8 @@ export interface Route {
   readonly metadata: Readonly<Record<string, unknown>>;
   /** The filters that run for this route: the listener's (minus disabled ones) then the route's own. */
   readonly chain: readonly ChainEntry[];
+  /** The route matches on headers other than `:path`, `:authority` and `:method`. */
+  readonly readsHeaders: boolean;
   /** Tests the request. */
   matches(path: string, query: string, headers: HeaderMap): boolean;
 }
@@ -117,6 +119,7 @@ export function compileRoute(raw: RawRoute, index: number, vhostName: string, ch
     hashOn: raw.hash_on,
     metadata: Object.freeze({ ...(raw.metadata ?? {}) }),
     chain,
+    readsHeaders: headerMatchers.length > 0,
     matches: function matchRoute(p: string, query: string, headers: HeaderMap): boolean {
       if (prefix !== undefined ? !p.startsWith(prefix) : path !== undefined ? p !== path : regex !== null && !regex.test(p)) return false;
       if (methods !== null && !methods.has(headers.get(':method')!)) return false;
@@ -197,8 +200,12 @@ export function splitPath(full: string): { path: string; query: string } {
 export class Router {
   readonly #index: VirtualHostIndex;
 
+  /** Some route matches on headers other than `:path`, `:authority` and `:method`. */
+  readonly readsHeaders: boolean;
+
   constructor(vhosts: readonly VirtualHost[]) {
     this.#index = new VirtualHostIndex(vhosts);
+    this.readsHeaders = vhosts.some((vh) => vh.routes.some((r) => r.readsHeaders));
   }
 
   /** The first route of the request's virtual host that matches it, or null. */

@@ -204,7 +204,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   /** The request headers passed every filter: route them (called by the RouterSink). */
   routeRequest(h: HeaderMap, eos: boolean): void {
-    if (this.#routeCleared) this.route = this.listener.router.match(h);
+    if (this.#routeCleared && this.#routeInputsChanged(h)) this.route = this.listener.router.match(h);
     const route = this.route;
     if (route === null) {
       this.localReply(ERRORS.NO_ROUTE, `No route for "${h.get(':path')}" on listener "${this.listener.name}"`, this.filters.length);
@@ -270,6 +270,16 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       hostRewrite: newHost,
     });
     this.upstream.start();
+  }
+
+  /**
+   * Whether matching again could pick another route: always when some route matches on headers, else only when
+   * `:path`, `:authority` or `:method` changed since the first match (a filter that adds an unrelated header
+   * clears the route cache too, as in Envoy, and the answer would be the same route).
+   */
+  #routeInputsChanged(h: HeaderMap): boolean {
+    return this.listener.router.readsHeaders || h.get(':path') !== this.originalPath ||
+      h.get(':authority') !== this.originalAuthority || h.get(':method') !== this.head.method;
   }
 
   #redirect(route: Route, h: HeaderMap): void {

@@ -149,3 +149,57 @@ listeners:
     await up.close();
   }
 });
+
+test('a filter that changes request headers re-routes the request (clear_route_cache): by :path, by a header a route matches on, and not for other headers', async () => {
+  const steer = `
+    filters:
+      - name: steer
+        type: lua
+        source: |
+          function envoy_on_request(handle)
+            local h = handle:headers()
+            local p = h:get(":path")
+            if p == "/to-canary" then h:add("x-canary", "yes")
+            elseif p == "/move" then h:replace(":path", "/moved")
+            elseif p == "/tag" then h:add("x-tag", "1") end
+          end`;
+  const w = await startWeir(`
+listeners:
+  - name: matchers
+    address: 127.0.0.1:0${steer}
+    routes:
+      - match: { prefix: /, headers: [{ name: x-canary, exact: "yes" }] }
+        cluster: two
+      - match: { prefix: /moved }
+        cluster: two
+      - match: { prefix: / }
+        cluster: one
+  - name: paths
+    address: 127.0.0.1:0${steer}
+    routes:
+      - match: { prefix: /moved }
+        cluster: two
+      - match: { prefix: / }
+        cluster: one
+clusters:
+  - name: one
+    endpoints: [${one.address}]
+  - name: two
+    endpoints: [${two.address}]
+`);
+  try {
+    const where = async (listener: string, path: string) => {
+      const res = await fetch(`${w.url(listener)}${path}`);
+      const body = (await res.json()) as { name: string; url: string };
+      return `${body.name} ${body.url}`;
+    };
+    assert.equal(await where('matchers', '/to-canary'), 'two /to-canary');
+    assert.equal(await where('matchers', '/move'), 'two /moved');
+    assert.equal(await where('matchers', '/tag'), 'one /tag');
+    assert.equal(await where('paths', '/move'), 'two /moved');
+    assert.equal(await where('paths', '/tag'), 'one /tag');
+    assert.equal(await where('paths', '/to-canary'), 'one /to-canary');
+  } finally {
+    await w.stop();
+  }
+});
