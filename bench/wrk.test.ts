@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseSeconds } from './options.ts';
-import { median } from './report.ts';
+import { median, renderFilterBudgets } from './report.ts';
 import { parseWrkOutput } from './wrk.ts';
 
 const sample = `Running 2s test @ http://127.0.0.1:18081/
@@ -47,4 +47,21 @@ test('parseSeconds() accepts s, ms and m and rejects other units', () => {
   assert.equal(parseSeconds('500ms'), 0.5);
   assert.equal(parseSeconds('1m'), 60);
   assert.throws(() => parseSeconds('10h'), /Cannot parse duration "10h"/);
+});
+
+test('renderFilterBudgets() gives each filter scenario its cost over passthrough against the budgets of issues 3 and 4', () => {
+  const text = renderFilterBudgets({
+    rounds: 5, seconds: 5,
+    medians: [
+      { name: 'passthrough', cpuPerRequest: 20, userPerRequest: 11 },
+      { name: 'headers', cpuPerRequest: 20.5, userPerRequest: 11.2 },
+      { name: 'lua-headers', cpuPerRequest: 22.5, userPerRequest: 13 },
+      { name: 'wasm-headers', cpuPerRequest: 23, userPerRequest: 13.5 },
+    ],
+  });
+  assert.match(text, /^- passthrough: 20\.0 µs CPU per request \(user 11\.0\)$/m);
+  assert.match(text, /^- headers: 20\.5 µs, \+0\.5 over passthrough \(user \+0\.2\), the chain's own cost/m);
+  assert.match(text, /^- lua-headers: 22\.5 µs, \+2\.5 over passthrough .*\(issue 3 goal ≤ 2 µs\): does NOT hold$/m);
+  assert.match(text, /^- wasm-headers: 23\.0 µs, \+3\.0 over passthrough .*\(issue 4 goal ≤ 3 µs\): holds$/m);
+  assert.equal(renderFilterBudgets({ skipped: 'wrk is missing' }), '- NOT MEASURED (wrk is missing)');
 });
