@@ -124,29 +124,18 @@ export class HeaderMap {
     return out;
   }
 
-  /** Makes a header map from a plain object; array values become repeated entries. Throws on a name or value that could not be written. */
+  /** Makes a header map from a plain object; array values become repeated entries. Throws as `add` does. */
   static from(obj: Record<string, string | number | readonly (string | number)[]>): HeaderMap {
-    const list: string[] = [];
-    for (const [k, v] of Object.entries(obj)) {
-      const name = k.toLowerCase();
-      for (const x of Array.isArray(v) ? v : [v]) {
-        const value = String(x);
-        checkHeader(name, value);
-        list.push(name, value);
-      }
-    }
-    return new HeaderMap(list);
+    const h = new HeaderMap();
+    for (const [k, v] of Object.entries(obj)) for (const x of Array.isArray(v) ? v : [v]) h.add(k, String(x));
+    return h;
   }
 
-  /** Makes a header map from `[name, value]` pairs (names lower-cased), checked as `from` checks them. */
+  /** Makes a header map from `[name, value]` pairs. Throws as `add` does. */
   static fromPairs(pairs: readonly (readonly [string, string])[]): HeaderMap {
-    const list: string[] = [];
-    for (const [k, v] of pairs) {
-      const name = k.toLowerCase();
-      checkHeader(name, v);
-      list.push(name, v);
-    }
-    return new HeaderMap(list);
+    const h = new HeaderMap();
+    for (const [k, v] of pairs) h.add(k, v);
+    return h;
   }
 
   #check(): void {
