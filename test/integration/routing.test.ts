@@ -7,6 +7,14 @@ let one: Upstream;
 let two: Upstream;
 let weir: Weir;
 
+/** The config's clusters: `one` and `two`, each the upstream of that name. */
+const clusters = () => `clusters:
+  - name: one
+    endpoints: [${one.address}]
+  - name: two
+    endpoints: [${two.address}]
+`;
+
 before(async () => {
   const named = (name: string) => (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
     res.setHeader('content-type', 'application/json');
@@ -46,12 +54,7 @@ listeners:
             host_rewrite: backend.internal
           - match: { prefix: / }
             cluster: one
-clusters:
-  - name: one
-    endpoints: [${one.address}]
-  - name: two
-    endpoints: [${two.address}]
-`);
+${clusters()}`);
 });
 
 after(async () => {
@@ -181,12 +184,7 @@ listeners:
         cluster: two
       - match: { prefix: / }
         cluster: one
-clusters:
-  - name: one
-    endpoints: [${one.address}]
-  - name: two
-    endpoints: [${two.address}]
-`);
+${clusters()}`);
   try {
     const where = async (listener: string, path: string) => {
       const res = await fetch(`${w.url(listener)}${path}`);
