@@ -8,7 +8,8 @@ import { machineFacts } from './machine.ts';
 import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-peer.ts';
 import { parseOptions, type BenchOptions } from './options.ts';
 import { httpGet, portInUse } from './probe.ts';
-import { cpuMicroseconds, processTree } from './proc-cpu.ts';
+import { measure, type Target } from './measure.ts';
+import { processTree } from './proc-cpu.ts';
 import { formatRate, median, renderCpuSplit, renderFilterBudgets, renderMemoryVerdicts, type BudgetResult, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
   type Measurement, type MemoryResults, type ScenarioResult, type Workers2Result } from './report.ts';
 import { measureIdleConnections, measureSoak } from './memory.ts';
@@ -18,30 +19,7 @@ import { runWrk } from './wrk.ts';
 import { summariseProfiles } from './profile-summary.ts';
 import { countSyscalls, straceUnavailableReason } from './syscalls.ts';
 
-/** A proxy under load: its root pid (the tree below it is measured) and the URL wrk hits. */
-interface Target {
-  label: 'weir' | 'nginx';
-  rootPid: number;
-  url: string;
-}
-
 const log = (line: string): void => { process.stderr.write(`bench: ${line}\n`); };
-
-/** Runs one bounded wrk run against the target and charges it the CPU its processes used meanwhile. */
-async function measure(target: Target, seconds: number, connections: number): Promise<Measurement> {
-  const pids = processTree(target.rootPid);
-  const before = cpuMicroseconds(pids);
-  const wrk = await runWrk({ url: target.url, seconds, connections });
-  const after = cpuMicroseconds(pids);
-  const requests = wrk.requests > 0 ? wrk.requests : Number.NaN;
-  const user = (after.user - before.user) / requests;
-  const system = (after.system - before.system) / requests;
-  return {
-    ...wrk, cpuPerRequest: user + system, userPerRequest: user, systemPerRequest: system,
-    faultsPerRequest: (after.minorFaults - before.minorFaults) / requests,
-    switchesPerRequest: (after.contextSwitches - before.contextSwitches) / requests,
-  };
-}
 
 /** Sends one request and checks the response the scenario expects; a problem, or null when it is right. */
 async function checkTarget(scenario: Scenario, target: Target): Promise<string | null> {

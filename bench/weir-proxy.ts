@@ -31,6 +31,10 @@ export interface WeirStartOptions {
   workers: number;
   /** Directory for `--cpu-prof` output, or null to run without the profiler. */
   profileDir: string | null;
+  /** Another build's bin/weir.js to start instead of WEIR_BIN's (bench/compare.ts). */
+  bin?: string;
+  /** Extra node flags (V8 options, say) put before the entry point. */
+  nodeArgs?: readonly string[];
 }
 
 /** Names the build being measured: its bin path and git commit, marked "+ uncommitted changes" when its tree differs from the commit. */
@@ -73,7 +77,7 @@ export async function startWeir(options: WeirStartOptions): Promise<WeirProcess>
   const configPath = join(runDir, `${options.name}-w${options.workers}.yaml`);
   const logPath = join(runDir, `${options.name}-w${options.workers}.log`);
   writeFileSync(configPath, stringify(weirConfig(options)));
-  const nodeArgs: string[] = [];
+  const nodeArgs: string[] = [...(options.nodeArgs ?? [])];
   if (options.profileDir !== null) {
     // One folder per run: node names each thread's profile itself, and the summary groups by folder.
     const dir = join(options.profileDir, `${options.name}-w${options.workers}`);
@@ -81,7 +85,7 @@ export async function startWeir(options: WeirStartOptions): Promise<WeirProcess>
     nodeArgs.push('--cpu-prof', '--cpu-prof-dir', dir);
   }
   const log = openSync(logPath, 'w');
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, weirBin, 'run', configPath, '--workers', String(options.workers)], {
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, options.bin ?? weirBin, 'run', configPath, '--workers', String(options.workers)], {
     cwd: repoRoot,
     stdio: ['ignore', log, log],
   });
