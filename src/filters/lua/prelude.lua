@@ -472,6 +472,9 @@ dsetmetatable(0, { __index = HANDLE })
 
 -- What the host calls: run(id, dir) starts a handler in a fresh coroutine; gc(full) reports memory.
 local function run(id, d)
+  -- The host pushes floats; handles are integers so that `// 2` and `% 2` stay integer operations (on floats they
+  -- call floor and fmod).
+  id = id | 0
   CUR = id
   if d == 0 then return G.envoy_on_request(id * 2) end
   return G.envoy_on_response(id * 2 + 1)

@@ -216,7 +216,7 @@ export class LuaScript {
     if (this.broken) return;
     this.broken = true;
     // From now on any call into the VM unwinds at its first fuel check (see #onFuelOut).
-    if (this.#fuel) this.vm.fuel!.value = -1;
+    if (this.#fuel) this.vm.setFuel(-1);
     if (this.suspended.size === 0) return;
     queueMicrotask(() => {
       for (const stream of this.suspended) stream.abandon();
@@ -256,7 +256,7 @@ export class LuaScript {
       this.#running = co;
       this.#stage = 0;
       this.#refilled = false;
-      vm.fuel!.value = this.#budget;
+      vm.setFuel(this.#budget);
     } else if (this.#step > 0) vm.setBudget(co.L, this.#hook, this.#step);
     let st: number;
     try {
@@ -274,7 +274,7 @@ export class LuaScript {
       // What fuel is left stays: host calls before the next run refill it in #onFuelOut should they use it up.
       this.#running = null;
       if (this.#armed !== 0) {
-        vm.fuel!.value = HOST_FUEL;
+        vm.setFuel(HOST_FUEL);
         x.lua_sethook(this.#armed, 0, 0, 0);
         this.#armed = 0;
       }
@@ -335,20 +335,19 @@ export class LuaScript {
    */
   readonly #onFuelOut = (): void => {
     const vm = this.vm;
-    const fuel = vm.fuel!;
     if (this.#probing || this.broken) throw new FuelExhausted(this.broken ? 'the Lua state was recycled' : 'probe out of fuel');
     const co = this.#running;
     if (co === null) {
       // Host calls between runs: refill once, so that Lua code they trigger cannot run forever either.
       if (this.#refilled) throw new FuelExhausted(`Lua code run outside a handler (a metamethod?) used more than ${HOST_FUEL} units of fuel`);
       this.#refilled = true;
-      fuel.value = HOST_FUEL;
+      vm.setFuel(HOST_FUEL);
       return;
     }
     if (this.#stage === 0) {
       this.#stage = 1;
       this.#budgetHit = true;
-      fuel.value = this.#grace;
+      vm.setFuel(this.#grace);
       this.#armed = co.L;
       vm.setBudget(co.L, this.#hook, 1);
       return;
@@ -364,7 +363,7 @@ export class LuaScript {
     const { x } = vm;
     let ar = 0;
     this.#probing = true;
-    vm.fuel!.value = PROBE_FUEL;
+    vm.setFuel(PROBE_FUEL);
     try {
       ar = x.malloc(AR_SIZE);
       if (ar === 0) return '';
@@ -383,7 +382,7 @@ export class LuaScript {
       return '';
     } finally {
       this.#probing = false;
-      vm.fuel!.value = -1;
+      vm.setFuel(-1);
     }
   }
 

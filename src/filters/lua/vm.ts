@@ -16,7 +16,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { LuaWasm } from 'wasmoon';
-import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT } from '../wasm/instrument.ts';
+import { instrument, FUEL_EXPORT, FUEL_HANDLER_EXPORT, FUEL_SETTER_EXPORT } from '../wasm/instrument.ts';
 
 /** `LUA_REGISTRYINDEX` of this build (LUAI_MAXSTACK = 1e6). */
 export const REGISTRY = -1001000;
@@ -200,20 +200,26 @@ export class LuaVm {
   readonly #decoder = new TextDecoder();
   /** The fuel counter of this instance; null when the module is not instrumented. */
   readonly fuel: WebAssembly.Global | null;
+  /** Sets the fuel: the module's exported setter (a call into Wasm costs less than the Global's setter), or the Global. */
+  readonly setFuel: (n: number) => void;
   /**
    * Called from inside the Wasm code when the fuel goes below zero. It may refill `fuel` and return (execution goes
    * on) or throw (the call unwinds to the host like a trap). It must refill before it calls into the VM.
    */
   onFuelOut: () => void = () => {
-    this.fuel!.value = MAX_FUEL;
+    this.setFuel(MAX_FUEL);
   };
 
   private constructor(wasm: LuaWasm, raw: Record<string, any>) {
     this.#wasm = wasm;
     this.x = raw as unknown as RawLua;
     this.fuel = (raw[FUEL_EXPORT] as WebAssembly.Global | undefined) ?? null;
+    const fuel = this.fuel;
+    this.setFuel = (raw[FUEL_SETTER_EXPORT] as ((n: number) => void) | undefined) ?? function setFuelGlobal(n: number): void {
+      fuel!.value = n;
+    };
     if (this.fuel !== null) {
-      this.fuel.value = MAX_FUEL;
+      this.setFuel(MAX_FUEL);
       (raw[FUEL_HANDLER_EXPORT] as WebAssembly.Global).value = wasm.module.addFunction(() => this.onFuelOut(), 'v');
     }
     this.#u8 = new Uint8Array(this.x.memory.buffer);
