@@ -5,8 +5,10 @@
  *
  * Run: npx node bench/compare.ts [--rounds 5] [--seconds 4] [--connections 64] VARIANT...
  * VARIANT: label=scenario[@path/to/bin/weir.js][+node-flag...], e.g. `base=lua-headers@/tmp/old/bin/weir.js`
- * or `noliftoff=lua-headers+--no-liftoff`. Starts the nginx upstream of ../shared/peers itself; prints figures only.
+ * or `noliftoff=lua-headers+--no-liftoff`; in place of a scenario name, `%filters.json` runs path "/" through the
+ * filter chain that JSON file holds (an array in the config's shape). Starts the nginx upstream of ../shared/peers itself; prints figures only.
  */
+import { readFileSync } from 'node:fs';
 import { machineFacts } from './machine.ts';
 import { measure, type Target } from './measure.ts';
 import { startNginxPeer } from './nginx-peer.ts';
@@ -24,10 +26,10 @@ interface Variant {
 
 /** Parses `label=scenario[@bin][+flag...]`; throws with the expected shape on anything else. */
 export function parseVariant(text: string): Variant {
-  const match = /^([\w.-]+)=([\w-]+)(?:@([^+]+))?((?:\+[^+]+)*)$/.exec(text);
+  const match = /^([\w.-]+)=(%[^@+]+|[\w-]+)(?:@([^+]+))?((?:\+[^+]+)*)$/.exec(text);
   if (match === null) throw new Error(`Cannot parse variant "${text}": expected label=scenario[@bin][+node-flag...]`);
   const [, label, scenario, bin, flags] = match;
-  if (!scenarios.some((s) => s.name === scenario)) throw new Error(`Unknown scenario "${scenario}" in variant "${text}"`);
+  if (!scenario.startsWith('%') && !scenarios.some((s) => s.name === scenario)) throw new Error(`Unknown scenario "${scenario}" in variant "${text}"`);
   return { label, scenario, bin, nodeArgs: flags === '' ? [] : flags.slice(1).split('+') };
 }
 
@@ -49,7 +51,9 @@ async function main(argv: string[]): Promise<void> {
   const started: { v: Variant; proc: WeirProcess; target: Target; list: Measurement[] }[] = [];
   try {
     for (const [i, v] of variants.entries()) {
-      const scenario = scenarios.find((s) => s.name === v.scenario)!;
+      const scenario = v.scenario.startsWith('%')
+        ? { path: '/', weirFilters: async () => JSON.parse(readFileSync(v.scenario.slice(1), 'utf8')) as object[] }
+        : scenarios.find((s) => s.name === v.scenario)!;
       const filters = await scenario.weirFilters();
       if (typeof filters === 'string') throw new Error(`${v.label}: ${filters}`);
       const listenPort = portBase + 200 + 2 * i;
