@@ -23,6 +23,64 @@ test('respond() serves a health page without reaching the upstream; no code afte
   assert.equal(other.reply, null);
 });
 
+test('respond() two calls deep ends the handler: no code after any of the calls runs, and the next requests run clean', async () => {
+  const f = await lua(`
+    served = 0
+    local function deny(h, why)
+      h:respond({[":status"] = "403"}, why)
+      error("not reached in deny")
+    end
+    local function check(h)
+      local path = h:headers():get(":path")
+      for i = 1, 3 do
+        local captured = function() return i end
+        if path == "/deny" and i == 2 then deny(h, "denied at " .. captured()) end
+      end
+      return path
+    end
+    function envoy_on_request(h)
+      served = served + 1
+      local path = check(h)
+      if path == "/deny" then error("not reached in the handler") end
+      h:headers():add("x-served", tostring(served))
+    end`);
+  for (let i = 1; i <= 4; i++) {
+    const denied = await f.exchange({ path: '/deny' });
+    assert.equal(denied.reply?.status, 403);
+    assert.equal(denied.reply?.body.toString(), 'denied at 2');
+    assert.equal(denied.logs.length, 0, denied.logs.join('\n'));
+    const passed = await f.exchange({ path: '/ok' });
+    assert.equal(passed.reply, null);
+    assert.equal(passed.upstream?.headers.get('x-served'), String(2 * i));
+  }
+});
+
+test('respond() inside pcall, a metamethod and a coroutine the script made still ends the handler there', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local path = h:headers():get(":path")
+      if path == "/pcall" then
+        pcall(function() h:respond({[":status"] = "401"}, "from pcall") end)
+        error("not reached after pcall")
+      elseif path == "/meta" then
+        local t = setmetatable({}, { __index = function(_, k) h:respond({[":status"] = "402"}, "from " .. k) end })
+        local _ = t.index
+        error("not reached after the metamethod")
+      elseif path == "/coroutine" then
+        -- As on Envoy, the yield of respond() suspends the script's own coroutine; the reply stands.
+        coroutine.wrap(function() h:respond({[":status"] = "403"}, "from a coroutine") end)()
+        return
+      end
+      h:respond({[":status"] = "200"}, "plain")
+    end`);
+  assert.equal((await f.exchange({ path: '/pcall' })).reply?.body.toString(), 'from pcall');
+  assert.equal((await f.exchange({ path: '/meta' })).reply?.body.toString(), 'from index');
+  assert.equal((await f.exchange({ path: '/coroutine' })).reply?.body.toString(), 'from a coroutine');
+  const plain = await f.exchange({ path: '/x' });
+  assert.equal(plain.reply?.body.toString(), 'plain');
+  assert.equal(plain.logs.length, 0);
+});
+
 test('respond() rejects a bad :status, respond after the headers continued, and the response path', async () => {
   const bad = await lua(`function envoy_on_request(h) h:respond({[":status"] = "99"}, "x") end`);
   assert.match((await bad.exchange({})).logs.join('\n'), /:status must be between 200 and 599/);

@@ -10,6 +10,7 @@ import { T_NIL, T_NUMBER, T_STRING, T_TABLE, type LuaVm, type RawLua } from './v
 import type { LuaScript } from './script.ts';
 import { WAIT_BODY, WAIT_CHUNK, WAIT_HTTP, WAIT_RESPONDED, WAIT_TRAILERS, type DirState, type LuaStream } from './stream.ts';
 import { makeInfoFunctions } from './host-info.ts';
+import { returnToBase } from './frames.ts';
 
 export type { StatsSink } from './host-info.ts';
 
@@ -260,6 +261,11 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       const body = x.lua_type(L, 3) === T_STRING ? vm.readBytes(L, 3) : undefined;
       d.reply = { status, headers: map, body };
       d.wait = WAIT_RESPONDED;
+      // true: the frames above return once respond() does (frames.ts), so the run ends without a yield.
+      if (script.earlyReturn && L === script.runningL && returnToBase(vm, L)) {
+        x.lua_pushboolean(L, 1);
+        return 1;
+      }
       return 0;
     },
 

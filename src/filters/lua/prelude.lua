@@ -400,6 +400,8 @@ function HANDLE:respond(headers, body)
   if type(headers) ~= "table" then error("bad argument #1 to 'respond' (table expected, got " .. type(headers) .. ")", 2) end
   if body ~= nil then body = str(body, 2, "respond") end
   local e = H.respond(0, headers, body)
+  -- true: the host set every frame above to return at once, so no code after respond() runs (frames.ts).
+  if e == true then return end
   if e then error(e, 2) end
   -- The stream ended with the local reply: this coroutine is never resumed.
   while true do yield() end

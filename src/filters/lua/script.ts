@@ -19,6 +19,7 @@ import { Buffer } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { LuaVm, LUA_ERRMEM, LUA_OK, LUA_YIELD, MAX_FUEL, REGISTRY } from './vm.ts';
 import { makeHostFunctions } from './host.ts';
+import { probeFrames } from './frames.ts';
 import type { LuaStream } from './stream.ts';
 import type { LogLevel } from '../contract.ts';
 
@@ -80,6 +81,10 @@ export class LuaScript {
   hasResponse = false;
   /** The stream whose coroutine runs now; host functions act on it. */
   current: LuaStream | null = null;
+  /** The thread of the run in progress (0 between runs): host functions tell it from a coroutine the script made. */
+  runningL = 0;
+  /** Whether respond() may end a run by returning through its frames (frames.ts) instead of yielding. */
+  earlyReturn = false;
   /** Interned lower-case header names; index 0 is a scratch slot for names past the cap. */
   readonly names: string[] = [''];
   readonly nameIds = new Map<string, number>();
@@ -159,9 +164,11 @@ export class LuaScript {
    * Throws with Lua's message (which names the script and line) when the script does not compile or its top level fails.
    */
   static async create(name: string, source: string, limits: ScriptLimits, log: (level: LogLevel, message: string) => void): Promise<LuaScript> {
+    const earlyReturn = (await probeFrames()) === null;
     const vm = await LuaVm.create({ memoryLimitBytes: limits.memoryLimitBytes, fuel: limits.instructionLimit !== 0 });
     try {
       const script = new LuaScript(name, vm, limits, log);
+      script.earlyReturn = earlyReturn;
       script.#init(source);
       return script;
     } catch (err) {
@@ -259,9 +266,11 @@ export class LuaScript {
       vm.setFuel(this.#budget);
     } else if (this.#step > 0) vm.setBudget(co.L, this.#hook, this.#step);
     let st: number;
+    this.runningL = co.L;
     try {
       st = x.lua_resume(co.L, vm.L, nargs, vm.nresPtr);
     } catch (err) {
+      this.runningL = 0;
       const overrun = this.#fuel && this.#stage === 2;
       this.#running = null;
       this.markBroken();
@@ -270,6 +279,7 @@ export class LuaScript {
       return { kind: 'error', reason: 'error', message: `the Lua VM failed: ${(err as Error).message}` };
     }
     this.current = null;
+    this.runningL = 0;
     if (this.#fuel) {
       // What fuel is left stays: host calls before the next run refill it in #onFuelOut should they use it up.
       this.#running = null;

@@ -327,6 +327,8 @@ export class LuaStream implements Filter {
   /** Turns how a run ended into the hook's status (or, after a callback, into resume/local reply). */
   #settle(d: DirState, r: RunResult, phase: number): FilterStatus {
     if (r.kind === 'done') {
+      // respond() ended the run by returning (frames.ts) rather than by a yield.
+      if (d.wait === WAIT_RESPONDED) return this.#respond(d);
       this.script.recycle(d.co!);
       d.co = null;
       return this.#proceed(d, phase);
