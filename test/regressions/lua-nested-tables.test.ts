@@ -1,4 +1,4 @@
-// Regression: a Lua table nested deeply, or containing itself, crossing into JS (dynamic metadata, respond headers)
+// Regression: a Lua table nested deeply, or containing itself, crossing into JS (dynamic metadata; respond headers)
 // overflowed the Lua stack inside the VM and could wedge the worker (audit of issue 3).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +12,10 @@ function envoy_on_request(handle)
     for i = 1, 40 do t = { child = t } end
     handle:streamInfo():dynamicMetadata():set("ns", "k", t)
   elseif path == "/cycle" then
+    local t = {}
+    t.a = t
+    handle:streamInfo():dynamicMetadata():set("ns", "k", t)
+  elseif path == "/nested-header" then
     local t = {}
     t.a = t
     handle:respond({ [":status"] = "200", x = t }, "x")
@@ -43,6 +47,8 @@ ${script.split('\n').map((l) => '          ' + l).join('\n')}
       assert.equal(deep.status, 500);
       const cycle = await fetch(`${weir.url('edge')}/cycle`, { signal: AbortSignal.timeout(5000) });
       assert.equal(cycle.status, 500);
+      const nested = await fetch(`${weir.url('edge')}/nested-header`, { signal: AbortSignal.timeout(5000) });
+      assert.equal(nested.status, 500);
       const ok = await fetch(`${weir.url('edge')}/ok`, { signal: AbortSignal.timeout(5000) });
       assert.equal(ok.status, 200);
       assert.equal(await ok.text(), 'd');
@@ -50,6 +56,8 @@ ${script.split('\n').map((l) => '          ' + l).join('\n')}
     const deepLine = await weir.waitForLine((l) => l.filter === 'tables' && /nests deeper/.test(l.msg));
     assert.match(deepLine.msg, /table nests deeper than 16 levels/);
     await weir.waitForLine((l) => l.filter === 'tables' && /contains itself/.test(l.msg));
+    // As Envoy's luaL_checkstring: a respond() header value that is a table holds strings; nothing is walked deeper.
+    await weir.waitForLine((l) => l.filter === 'tables' && /respond\(\) header "x" must hold strings, got table/.test(l.msg));
     const metrics = await fetch(`${weir.admin}/metrics`, { signal: AbortSignal.timeout(5000) });
     assert.equal(metrics.status, 200, 'the worker still answers');
   } finally {

@@ -81,6 +81,25 @@ test('respond() inside pcall, a metamethod and a coroutine the script made still
   assert.equal(plain.logs.length, 0);
 });
 
+test('respond() headers as Envoy builds them: names lower-cased, every entry added, a table adds one entry per element', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      if h:headers():get(":path") == "/bad" then
+        h:respond({[":status"] = "200", ["x-flag"] = true})
+      end
+      h:respond({[":STATUS"] = 201, ["X-Two"] = "a", ["x-two"] = "b", ["set-cookie"] = {"c=1", "d=2"}, ["x-n"] = 6 / 2}, "made")
+    end`);
+  const o = await f.exchange({});
+  assert.equal(o.reply?.status, 201);
+  const headers = o.reply!.options!.headers as Record<string, string | string[]>;
+  assert.deepEqual([headers['x-two']].flat().sort(), ['a', 'b']);
+  assert.deepEqual([headers['set-cookie']].flat().sort(), ['c=1', 'd=2']);
+  assert.equal(headers['x-n'], '3');
+  const bad = await f.exchange({ path: '/bad' });
+  assert.equal(bad.reply?.status, 500);
+  assert.match(bad.logs.join('\n'), /respond\(\) header "x-flag" must be a string, a number or a table of them, got boolean/);
+});
+
 test('respond() rejects a bad :status, respond after the headers continued, and the response path', async () => {
   const bad = await lua(`function envoy_on_request(h) h:respond({[":status"] = "99"}, "x") end`);
   assert.match((await bad.exchange({})).logs.join('\n'), /:status must be between 200 and 599/);

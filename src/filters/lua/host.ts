@@ -32,6 +32,7 @@ export interface HostContext {
 }
 
 const MAX_NAMES = 8192;
+const TYPE_NAMES = ['nil', 'boolean', 'userdata', 'number', 'string', 'table', 'function', 'userdata', 'thread'];
 
 /** Builds the host function table for one script's Lua state: header maps, bodies, respond and httpCall here, the rest in host-info.ts. */
 export function makeHostFunctions(script: LuaScript): Record<string, (L: number) => number> {
@@ -62,6 +63,17 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     const s = stream();
     return num(L, i) === 0 ? s.req : s.resp;
   };
+
+  /** The key of the table entry lua_next left at -2, as latin1 (a number key is read from a copy: converting the key itself would break lua_next). */
+  const tableKey = (L: number): string | undefined => {
+    const t = x.lua_type(L, -2);
+    if (t === T_STRING) return vm.readLatin1(L, -2);
+    if (t !== T_NUMBER) return undefined;
+    return String(x.lua_tonumberx(L, -2, 0));
+  };
+  /** The string or number at the top as header text (numbers as LuaJIT prints them: 5, not 5.0). */
+  const scalar = (L: number, t: number): string => (t === T_STRING ? vm.readLatin1(L, -1)! : String(x.lua_tonumberx(L, -1, 0)));
+  const typeName = (t: number): string => TYPE_NAMES[t] ?? 'userdata';
 
   const ctx: HostContext = { script, vm, x, num, fail, nil, stream, dirOf };
   const fns: Record<string, (L: number) => number> = {
@@ -244,20 +256,34 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     respond(L) {
       const d = dirOf(L, 1);
       if (d.continued) return fail(L, 'respond() cannot be called if headers have been continued');
-      const headers = vm.readValue(L, 2) as Record<string, unknown>;
-      const status = Number(headers[':status']);
-      if (!Number.isInteger(status) || status < 200 || status > 599) return fail(L, ':status must be between 200 and 599');
-      const out: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(headers)) {
-        if (k === ':status') continue;
-        out[k.toLowerCase()] = Array.isArray(v) ? v.map(String) : String(v);
-      }
-      let map: HeaderMap;
+      // As Envoy's buildHeadersFromTable: every entry is added (lower-cased), a table value adds one entry per element.
+      const map = new HeaderMap();
+      let status = Number.NaN;
+      x.lua_pushnil(L);
       try {
-        map = HeaderMap.from(out);
+        while (x.lua_next(L, 2) !== 0) {
+          const name = tableKey(L);
+          if (name === undefined) return fail(L, `respond() header names must be strings, got ${typeName(x.lua_type(L, -2))}`);
+          const key = name.toLowerCase();
+          const t = x.lua_type(L, -1);
+          if (key === ':status') status = t === T_STRING || t === T_NUMBER ? Number(scalar(L, t)) : Number.NaN;
+          else if (t === T_STRING || t === T_NUMBER) map.add(key, scalar(L, t));
+          else if (t === T_TABLE) {
+            if (x.lua_checkstack(L, 2) === 0) return fail(L, 'Lua stack overflow while reading respond() headers');
+            x.lua_pushnil(L);
+            while (x.lua_next(L, -2) !== 0) {
+              const et = x.lua_type(L, -1);
+              if (et !== T_STRING && et !== T_NUMBER) return fail(L, `respond() header "${key}" must hold strings, got ${typeName(et)}`);
+              map.add(key, scalar(L, et));
+              x.lua_settop(L, -2);
+            }
+          } else return fail(L, `respond() header "${key}" must be a string, a number or a table of them, got ${typeName(t)}`);
+          x.lua_settop(L, -2);
+        }
       } catch (err) {
         return fail(L, (err as Error).message);
       }
+      if (!Number.isInteger(status) || status < 200 || status > 599) return fail(L, ':status must be between 200 and 599');
       const body = x.lua_type(L, 3) === T_STRING ? vm.readBytes(L, 3) : undefined;
       d.reply = { status, headers: map, body };
       d.wait = WAIT_RESPONDED;

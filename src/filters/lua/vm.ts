@@ -347,7 +347,9 @@ export class LuaVm {
     const p = this.x.lua_tolstring(L, idx, this.#lenPtr);
     if (p === 0) return undefined;
     const n = this.#len();
-    return Buffer.from(this.u8().subarray(p, p + n));
+    const out = Buffer.allocUnsafe(n);
+    this.#bytes().copy(out, 0, p, p + n);
+    return out;
   }
 
   #len(): number {
