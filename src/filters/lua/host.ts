@@ -144,6 +144,11 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       const s = script.current;
       if (s === null) return outside(L);
       const op = num(L, 1);
+      // true: the value is not a string; the prelude converts it (or raises) and calls again.
+      if (op !== 2 && x.lua_type(L, 3) !== T_STRING) {
+        x.lua_pushboolean(L, 1);
+        return 1;
+      }
       const key = num(L, 2);
       const w = key & 7;
       const map = s.map(w);
