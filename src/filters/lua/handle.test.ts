@@ -55,6 +55,19 @@ test('respond() two calls deep ends the handler: no code after any of the calls 
   }
 });
 
+test('respond() stands when a <close> handler fails as the handler returns through it', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local guard <close> = setmetatable({}, { __close = function() error("close failed") end })
+      h:respond({[":status"] = "403"}, "denied")
+    end`);
+  const o = await f.exchange({});
+  assert.equal(o.reply?.status, 403);
+  assert.equal(o.reply?.body.toString(), 'denied');
+  assert.match(o.logs.join('\n'), /close failed/);
+  assert.equal((await f.exchange({})).reply?.status, 403, 'the next request runs on a clean coroutine');
+});
+
 test('respond() inside pcall, a metamethod and a coroutine the script made still ends the handler there', async () => {
   const f = await lua(`
     function envoy_on_request(h)

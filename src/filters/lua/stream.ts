@@ -333,7 +333,15 @@ export class LuaStream implements Filter {
       d.co = null;
       return this.#proceed(d, phase);
     }
-    if (r.kind === 'error') return this.#fail(d, r.reason, r.message, phase);
+    if (r.kind === 'error') {
+      // A <close> handler that failed while respond() returned through the frames: the reply stands, as it would
+      // had the coroutine been left suspended.
+      if (d.wait === WAIT_RESPONDED) {
+        this.setup.onError(this.script, r.reason, r.message, this.cb);
+        return this.#respond(d);
+      }
+      return this.#fail(d, r.reason, r.message, phase);
+    }
     if (!this.#listed) {
       this.#listed = true;
       this.script.suspended.add(this);
