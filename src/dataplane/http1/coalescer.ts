@@ -38,7 +38,9 @@ const kLastWriteWasAsync = binding.kLastWriteWasAsync;
 /** A write coalescer bound to one socket. */
 export class Coalescer {
   readonly #socket: Socket;
-  #parts: (string | Buffer)[] = [];
+  /** What is queued: the first #count entries (the array is reused; setting an array's length is a runtime call). */
+  #parts: (string | Buffer | null)[] = [];
+  #count = 0;
   #bytes = 0;
   #scheduled = false;
   /** A write request kept for the next write; every write that completes at once reuses it. */
@@ -54,7 +56,7 @@ export class Coalescer {
 
   /** Queues latin1 text (heads, chunk sizes). */
   text(s: string): void {
-    this.#parts.push(s);
+    this.#parts[this.#count++] = s;
     this.#bytes += s.length;
     this.#after();
   }
@@ -66,7 +68,7 @@ export class Coalescer {
       if (!this.#socket.destroyed) this.#write(b);
       return;
     }
-    this.#parts.push(b);
+    this.#parts[this.#count++] = b;
     this.#bytes += b.length;
     this.#after();
   }
@@ -82,30 +84,31 @@ export class Coalescer {
 
   /** Writes everything queued now. */
   flush(): void {
+    const n = this.#count;
+    if (n === 0) return;
     const parts = this.#parts;
-    if (parts.length === 0) return;
     const s = this.#socket;
     const total = this.#bytes;
     this.#bytes = 0;
-    // The parts array is emptied and reused: one array per connection, not one per batch.
+    this.#count = 0;
     if (s.destroyed) {
-      parts.length = 0;
+      parts.fill(null, 0, n);
       return;
     }
-    if (parts.length === 1) {
-      const p = parts[0];
-      parts.length = 0;
+    if (n === 1) {
+      const p = parts[0]!;
+      parts[0] = null;
       this.#write(p);
       return;
     }
     const out = Buffer.allocUnsafe(total);
     let at = 0;
-    for (let i = 0; i < parts.length; i++) {
-      const p = parts[i];
+    for (let i = 0; i < n; i++) {
+      const p = parts[i]!;
+      parts[i] = null;
       if (typeof p === 'string') at += out.write(p, at, 'latin1');
       else at += p.copy(out, at);
     }
-    parts.length = 0;
     this.#write(out);
   }
 
@@ -163,7 +166,8 @@ export class Coalescer {
 
   /** Drops what is queued (the socket is being destroyed). */
   discard(): void {
-    this.#parts.length = 0;
+    this.#parts.fill(null, 0, this.#count);
+    this.#count = 0;
     this.#bytes = 0;
   }
 
