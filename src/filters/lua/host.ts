@@ -294,6 +294,7 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       d.wait = WAIT_RESPONDED;
       // true: the frames above return once respond() does (frames.ts), so the run ends without a yield.
       if (script.earlyReturn && L === script.runningL && returnToBase(vm, L)) {
+        script.earlyReturns++;
         x.lua_pushboolean(L, 1);
         return 1;
       }

@@ -85,6 +85,8 @@ export class LuaScript {
   runningL = 0;
   /** Whether respond() may end a run by returning through its frames (frames.ts) instead of yielding. */
   earlyReturn = false;
+  /** How many respond() calls ended their run that way (tests read it). */
+  earlyReturns = 0;
   /** Interned lower-case header names; index 0 is a scratch slot for names past the cap. */
   readonly names: string[] = [''];
   readonly nameIds = new Map<string, number>();
