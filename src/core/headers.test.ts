@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HeaderMap } from './headers.ts';
+import { HeaderMap, HOP_BY_HOP, isHopByHop } from './headers.ts';
 
 test('HeaderMap keeps order and repeated names, and lower-cases added names', () => {
   const h = new HeaderMap();
@@ -54,4 +54,11 @@ test('HeaderMap refuses changes once frozen, with Envoy\'s message', () => {
 
 test('HeaderMap.toObject turns repeated names into arrays', () => {
   assert.deepEqual(HeaderMap.from({ a: ['1', '2'], b: 3 }).toObject(), { a: ['1', '2'], b: '3' });
+});
+
+test('isHopByHop() answers as HOP_BY_HOP.has() for its names and for names of the same lengths', () => {
+  for (const name of HOP_BY_HOP) assert.equal(isHopByHop(name), true, name);
+  for (const name of ['ta', 'upgradx', 'trailers', 'content-length', 'user-agent', 'proxy-connectionx', 'transfer-encodinG', 'proxy-authorizatio', '']) {
+    assert.equal(isHopByHop(name), HOP_BY_HOP.has(name), name);
+  }
 });

@@ -185,7 +185,7 @@ export function checkHeaders(headers: HeaderMap): void {
 }
 
 /** Headers that apply to one connection only and are never forwarded (RFC 9110 section 7.6.1). */
-export const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -196,3 +196,20 @@ export const HOP_BY_HOP = new Set([
   'proxy-authenticate',
   'proxy-authorization',
 ]);
+
+/**
+ * Whether a lower-case name is in HOP_BY_HOP, by its length first: the codec asks for every header of every head, and
+ * a Set lookup hashes each name the parser made anew.
+ */
+export function isHopByHop(name: string): boolean {
+  switch (name.length) {
+    case 2: return name === 'te';
+    case 7: return name === 'upgrade' || name === 'trailer';
+    case 10: return name === 'connection' || name === 'keep-alive';
+    case 16: return name === 'proxy-connection';
+    case 17: return name === 'transfer-encoding';
+    case 18: return name === 'proxy-authenticate';
+    case 19: return name === 'proxy-authorization';
+    default: return false;
+  }
+}

@@ -1,5 +1,5 @@
 /** Serialisation helpers shared by the downstream and upstream sides of the HTTP/1.1 codec. */
-import { HeaderMap, HOP_BY_HOP } from '../../core/headers.ts';
+import { HeaderMap, isHopByHop } from '../../core/headers.ts';
 
 const STATUS_TEXT: Record<number, string> = {
   100: 'Continue', 101: 'Switching Protocols', 200: 'OK', 201: 'Created', 202: 'Accepted', 203: 'Non-Authoritative Information',
@@ -69,7 +69,7 @@ export function headerLines(headers: HeaderMap, skipFraming: boolean, keepUpgrad
   for (let i = 0; i < list.length; i += 2) {
     const name = list[i];
     if (name.charCodeAt(0) === 58) continue;
-    if (HOP_BY_HOP.has(name)) {
+    if (isHopByHop(name)) {
       if (!(keepUpgrade && name === 'upgrade')) continue;
     }
     if (skipFraming && name === 'content-length') continue;
@@ -85,7 +85,7 @@ export function chunkedEnd(trailers: HeaderMap | null): string {
   let out = '0\r\n';
   const list = trailers.list;
   for (let i = 0; i < list.length; i += 2) {
-    if (HOP_BY_HOP.has(list[i]) || list[i] === 'content-length') continue;
+    if (isHopByHop(list[i]) || list[i] === 'content-length') continue;
     out += list[i] + ': ' + list[i + 1] + '\r\n';
   }
   return out + '\r\n';
