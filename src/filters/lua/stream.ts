@@ -334,8 +334,8 @@ export class LuaStream implements Filter {
       return this.#proceed(d, phase);
     }
     if (r.kind === 'error') {
-      // A <close> handler that failed while respond() returned through the frames: the reply stands, as it would
-      // had the coroutine been left suspended.
+      // The script failed after respond() (a <close> handler as the frames returned, or code after a respond() made
+      // in the script's own coroutine): the reply stands, as on Envoy, which sends it inside respond().
       if (d.wait === WAIT_RESPONDED) {
         this.setup.onError(this.script, r.reason, r.message, this.cb);
         return this.#respond(d);
