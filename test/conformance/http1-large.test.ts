@@ -134,11 +134,19 @@ listeners:
         type: headers
         response_add: { x-served-by: weir }
     routes:
+      # Its own cluster, so its own upstream connection: a pooled one that carried the 1 GiB download has a receive
+      # buffer the kernel grew to tcp_rmem's maximum (32 MiB here), which the bound below would then count.
+      - match: { prefix: /endless }
+        cluster: endless
+        timeout: 0s
       - match: { prefix: / }
         cluster: up
         timeout: 0s
 clusters:
   - name: up
+    endpoints: [${up.address}]
+    timeout: 0s
+  - name: endless
     endpoints: [${up.address}]
     timeout: 0s
 `);
