@@ -81,12 +81,15 @@ export class LuaScript {
   hasResponse = false;
   /** The stream whose coroutine runs now; host functions act on it. */
   current: LuaStream | null = null;
-  /** The thread of the run in progress (0 between runs): host functions tell it from a coroutine the script made. */
-  runningL = 0;
   /** Whether respond() may end a run by returning through its frames (frames.ts) instead of yielding. */
   earlyReturn = false;
   /** How many respond() calls ended their run that way (tests read it). */
   earlyReturns = 0;
+
+  /** The thread of the run in progress (0 between runs): host functions tell it from a coroutine the script made. */
+  get runningL(): number {
+    return this.#running === null ? 0 : this.#running.L;
+  }
   /** Interned lower-case header names; index 0 is a scratch slot for names past the cap. */
   readonly names: string[] = [''];
   readonly nameIds = new Map<string, number>();
@@ -120,7 +123,7 @@ export class LuaScript {
   /** Fuel given to each run, and the grace after it. */
   readonly #budget: number;
   readonly #grace: number;
-  /** The coroutine of the run in progress, for the fuel handler. */
+  /** The coroutine of the run in progress, for the fuel handler and `runningL`. */
   #running: Coroutine | null = null;
   /** 0: within the budget; 1: out of fuel once, count hook armed on #armed; 2: out of grace fuel, unwinding. */
   #stage = 0;
@@ -261,18 +264,16 @@ export class LuaScript {
     const { x } = vm;
     this.#budgetHit = false;
     this.#used = 0;
+    this.#running = co;
     if (this.#fuel) {
-      this.#running = co;
       this.#stage = 0;
       this.#refilled = false;
       vm.setFuel(this.#budget);
     } else if (this.#step > 0) vm.setBudget(co.L, this.#hook, this.#step);
     let st: number;
-    this.runningL = co.L;
     try {
       st = x.lua_resume(co.L, vm.L, nargs, vm.nresPtr);
     } catch (err) {
-      this.runningL = 0;
       const overrun = this.#fuel && this.#stage === 2;
       this.#running = null;
       this.markBroken();
@@ -281,10 +282,9 @@ export class LuaScript {
       return { kind: 'error', reason: 'error', message: `the Lua VM failed: ${(err as Error).message}` };
     }
     this.current = null;
-    this.runningL = 0;
+    this.#running = null;
     if (this.#fuel) {
       // What fuel is left stays: host calls before the next run refill it in #onFuelOut should they use it up.
-      this.#running = null;
       if (this.#armed !== 0) {
         vm.setFuel(HOST_FUEL);
         x.lua_sethook(this.#armed, 0, 0, 0);
