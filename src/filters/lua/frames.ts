@@ -167,22 +167,22 @@ async function runProbe(): Promise<string | null> {
   }
 }
 
+/**
+ * The read-only checks of the probe that `returnToBase` does not make itself: the C frame's function, the line numbers
+ * of the two Lua functions (which place the Proto offsets), and where the first frame sits. `returnToBase`, run next,
+ * checks the call status bits, the CALL before each saved pc and the final RETURN, before it writes anything.
+ */
 function checkLayout(vm: LuaVm, T: number): string | null {
   const u8 = vm.u8();
   const host = i32(u8, T + L_CI);
   if (u8[i32(u8, host + CI_FUNC) + TV_TT] !== TAG_LIGHT_C_FUNCTION) return 'the running frame is not the probe C function';
-  if ((u16(u8, host + CI_CALLSTATUS) & CIST_C) === 0) return 'the C frame has no CIST_C';
-  if (i32(u8, T + L_HOOKMASK) !== 0) return 'the hook mask is not 0';
   const inner = i32(u8, host + CI_PREVIOUS);
   const outer = i32(u8, inner + CI_PREVIOUS);
-  for (const [ci, first, last, fresh] of [[inner, 2, 5, false], [outer, 6, 9, true]] as const) {
+  for (const [ci, first, last] of [[inner, 2, 5], [outer, 6, 9]] as const) {
     const func = i32(u8, ci + CI_FUNC);
     if (u8[func + TV_TT] !== TAG_LUA_CLOSURE) return 'a Lua frame does not hold a Lua closure';
     const proto = i32(u8, i32(u8, func) + CL_PROTO);
     if (i32(u8, proto + P_LINEDEFINED) !== first || i32(u8, proto + P_LASTLINEDEFINED) !== last) return 'the line numbers of a function do not match';
-    if (finalReturn(u8, ci) === 0) return 'a function does not end with a RETURN';
-    if ((i32(u8, i32(u8, ci + CI_SAVEDPC) - 4) & 0x7f) !== OP_CALL) return 'a caller frame is not stopped after a CALL';
-    if (((u16(u8, ci + CI_CALLSTATUS) & CIST_FRESH) !== 0) !== fresh) return 'CIST_FRESH is not where expected';
   }
   if (i32(u8, outer + CI_PREVIOUS) !== T + L_BASE_CI) return 'the first frame does not follow base_ci';
   return null;
