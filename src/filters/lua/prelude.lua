@@ -112,28 +112,22 @@ local function hm_pairs(self)
 end
 RO.__pairs, HM.__pairs = hm_pairs, hm_pairs
 
--- Mutations are written out (no shared helper) because they are on every request's path; the host refuses them
--- while the map is being iterated or after it was passed on, and answers true for a value that is not a string
--- (converted here, as LuaJIT prints numbers, or refused), which saves a call of type() per mutation.
-function HM:add(k, v)
-  if self._id ~= CUR then error(DEAD, 2) end
-  local n = (INTERN[k] or nameid(k, "add")) * 8 + self._w
-  local e = h_mut(0, n, v)
-  if e then
-    if e == true then e = h_mut(0, n, str(v, 2, "add")) end
-    if e then error(e, 2) end
+-- Setters made by one factory (no extra call per mutation: op and fname are upvalues); the host refuses them while
+-- the map is being iterated or after it was passed on, and answers true for a value that is not a string (converted
+-- here, as LuaJIT prints numbers, or refused), which saves a call of type() per mutation.
+local function setter(op, fname)
+  return function(self, k, v)
+    if self._id ~= CUR then error(DEAD, 2) end
+    local n = (INTERN[k] or nameid(k, fname)) * 8 + self._w
+    local e = h_mut(op, n, v)
+    if e then
+      if e == true then e = h_mut(op, n, str(v, 2, fname)) end
+      if e then error(e, 2) end
+    end
   end
 end
-
-function HM:replace(k, v)
-  if self._id ~= CUR then error(DEAD, 2) end
-  local n = (INTERN[k] or nameid(k, "replace")) * 8 + self._w
-  local e = h_mut(1, n, v)
-  if e then
-    if e == true then e = h_mut(1, n, str(v, 2, "replace")) end
-    if e then error(e, 2) end
-  end
-end
+HM.add = setter(0, "add")
+HM.replace = setter(1, "replace")
 
 function HM:remove(k)
   if self._id ~= CUR then error(DEAD, 2) end
