@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { machineFacts } from './machine.ts';
-import { measure, type Target } from './measure.ts';
+import { interleavedRounds, type Target } from './measure.ts';
 import { startNginxPeer } from './nginx-peer.ts';
 import { median, type Measurement } from './report.ts';
 import { scenarios } from './scenarios.ts';
@@ -48,7 +48,7 @@ async function main(argv: string[]): Promise<void> {
   if (variants.length === 0) throw new Error('usage: npx node bench/compare.ts [--rounds N] [--seconds S] label=scenario[@bin][+flag]...');
   const portBase = 18080;
   const peer = await startNginxPeer(portBase);
-  const started: { v: Variant; proc: WeirProcess; target: Target; list: Measurement[] }[] = [];
+  const started: { v: Variant; proc: WeirProcess; target: Target }[] = [];
   try {
     for (const [i, v] of variants.entries()) {
       const scenario = v.scenario.startsWith('%')
@@ -62,20 +62,19 @@ async function main(argv: string[]): Promise<void> {
         filters, workers: 1, profileDir: null, bin: v.bin, nodeArgs: v.nodeArgs,
       });
       const target: Target = { label: 'weir', rootPid: proc.pid, url: `http://127.0.0.1:${listenPort}${scenario.path}` };
-      started.push({ v, proc, target, list: [] });
+      started.push({ v, proc, target });
       await runWrk({ url: target.url, seconds: 2, connections });
     }
-    for (let round = 0; round < rounds; round++) {
-      const order = round % 2 === 0 ? started : [...started].reverse();
-      for (const s of order) s.list.push(await measure(s.target, seconds, connections));
-      process.stderr.write(`round ${round + 1}/${rounds}: ${started.map((s) => `${s.v.label} ${s.list.at(-1)!.cpuPerRequest.toFixed(1)}`).join(', ')}\n`);
-    }
+    const lists = await interleavedRounds(started.map((s) => s.target), {
+      rounds, seconds, connections,
+      onRound: (round, latest) => process.stderr.write(`round ${round + 1}/${rounds}: ${started.map((s, i) => `${s.v.label} ${latest[i].cpuPerRequest.toFixed(1)}`).join(', ')}\n`),
+    });
     const m = machineFacts(null);
     console.log(`# compare, ${new Date().toISOString()}, ${m.cores} cores, ${m.cpuModel}; ${rounds} rounds of ${seconds}s, wrk -t1 -c${connections}, medians`);
     console.log('| variant | CPU µs/req | user | sys | req/s | p99 µs |');
     console.log('|---|--:|--:|--:|--:|--:|');
-    for (const s of started) {
-      const med = (f: (x: Measurement) => number) => median(s.list.map(f));
+    for (const [i, s] of started.entries()) {
+      const med = (f: (x: Measurement) => number) => median(lists[i].map(f));
       console.log(`| ${s.v.label} | ${med((x) => x.cpuPerRequest).toFixed(1)} | ${med((x) => x.userPerRequest).toFixed(1)} | ${med((x) => x.systemPerRequest).toFixed(1)} | ${Math.round(med((x) => x.requestsPerSecond))} | ${Math.round(med((x) => x.p99))} |`);
     }
   } finally {

@@ -25,3 +25,22 @@ export async function measure(target: Target, seconds: number, connections: numb
     switchesPerRequest: (after.contextSwitches - before.contextSwitches) / requests,
   };
 }
+
+/**
+ * Measures every target once per round, `rounds` times, alternating the order (forward, then backward), so that
+ * drift of the machine during the rounds falls on all of them alike. Returns one list of measurements per target,
+ * in the targets' order; `onRound` gets each round's figures as they come.
+ */
+export async function interleavedRounds(
+  targets: readonly Target[],
+  options: { rounds: number; seconds: number; connections: number; onRound?: (round: number, latest: Measurement[]) => void },
+): Promise<Measurement[][]> {
+  const lists: Measurement[][] = targets.map(() => []);
+  const indexes = targets.map((_, i) => i);
+  for (let round = 0; round < options.rounds; round++) {
+    const order = round % 2 === 0 ? indexes : [...indexes].reverse();
+    for (const i of order) lists[i].push(await measure(targets[i], options.seconds, options.connections));
+    options.onRound?.(round, lists.map((l) => l.at(-1)!));
+  }
+  return lists;
+}

@@ -8,7 +8,7 @@ import { machineFacts } from './machine.ts';
 import { peerUnavailableReason, startNginxPeer, type NginxPeer } from './nginx-peer.ts';
 import { parseOptions, type BenchOptions } from './options.ts';
 import { httpGet, portInUse } from './probe.ts';
-import { measure, type Target } from './measure.ts';
+import { interleavedRounds, measure, type Target } from './measure.ts';
 import { processTree } from './proc-cpu.ts';
 import { formatRate, median, renderCpuSplit, renderFilterBudgets, renderMemoryVerdicts, type BudgetResult, renderNotes, renderSyscalls, renderTable, renderVerdicts, renderWorkers, summarise,
   type Measurement, type MemoryResults, type ScenarioResult, type Workers2Result } from './report.ts';
@@ -91,21 +91,18 @@ async function runScenario(scenario: Scenario, options: BenchOptions, peerSkip: 
     log(`${scenario.name}: warming up ${target.label} for ${options.warmupSeconds}s`);
     await runWrk({ url: target.url, seconds: options.warmupSeconds, connections: options.connections });
   }
-  const rounds = new Map<string, Measurement[]>(targets.map((t) => [t.label, []]));
-  for (let round = 0; round < options.rounds; round++) {
-    // Alternate who goes first, so a drift in the machine's load falls on both proxies alike.
-    const order = round % 2 === 0 ? targets : [...targets].reverse();
-    for (const target of order) {
-      const m = await measure(target, options.durationSeconds, options.connections);
-      rounds.get(target.label)?.push(m);
+  // Alternating who goes first lets a drift in the machine's load fall on both proxies alike.
+  const lists = await interleavedRounds(targets, {
+    rounds: options.rounds, seconds: options.durationSeconds, connections: options.connections,
+    onRound: (round, latest) => targets.forEach((target, i) => {
+      const m = latest[i];
       log(`${scenario.name} round ${round + 1}/${options.rounds} ${target.label}: ${formatRate(m.requestsPerSecond)} req/s, ` +
         `p99 ${Math.round(m.p99)} µs, ${m.cpuPerRequest.toFixed(1)} µs CPU/req${m.non2xx + m.socketErrors > 0 ? `, ${m.non2xx} non-2xx, ${m.socketErrors} socket errors` : ''}`);
-    }
-  }
-  for (const target of targets) {
-    const list = rounds.get(target.label) ?? [];
-    result[target.label] = { rounds: list, summary: summarise(list) };
-  }
+    }),
+  });
+  targets.forEach((target, i) => {
+    result[target.label] = { rounds: lists[i], summary: summarise(lists[i]) };
+  });
   if (options.syscalls) {
     const reason = straceUnavailableReason();
     for (const target of targets) {
@@ -171,18 +168,15 @@ async function runBudgetRounds(options: BenchOptions): Promise<BudgetResult> {
       if (problem !== null) return { skipped: `${name}: ${problem}` };
       await runWrk({ url: target.url, seconds: options.warmupSeconds, connections: options.connections });
     }
-    const rounds = new Map<string, Measurement[]>(started.map((s) => [s.name, []]));
-    for (let round = 0; round < options.budgetRounds; round++) {
-      const order = round % 2 === 0 ? started : [...started].reverse();
-      for (const s of order) rounds.get(s.name)!.push(await measure(s.target, BUDGET_ROUND_SECONDS, options.connections));
-      log(`budget round ${round + 1}/${options.budgetRounds}: ${started.map((s) => `${s.name} ${rounds.get(s.name)!.at(-1)!.cpuPerRequest.toFixed(1)}`).join(', ')} µs CPU/req`);
-    }
+    const lists = await interleavedRounds(started.map((s) => s.target), {
+      rounds: options.budgetRounds, seconds: BUDGET_ROUND_SECONDS, connections: options.connections,
+      onRound: (round, latest) => log(`budget round ${round + 1}/${options.budgetRounds}: ${started.map((s, i) => `${s.name} ${latest[i].cpuPerRequest.toFixed(1)}`).join(', ')} µs CPU/req`),
+    });
     return {
       rounds: options.budgetRounds, seconds: BUDGET_ROUND_SECONDS,
-      medians: started.map((s) => {
-        const list = rounds.get(s.name)!;
-        return { name: s.name, cpuPerRequest: median(list.map((m) => m.cpuPerRequest)), userPerRequest: median(list.map((m) => m.userPerRequest)) };
-      }),
+      medians: started.map((s, i) => ({
+        name: s.name, cpuPerRequest: median(lists[i].map((m) => m.cpuPerRequest)), userPerRequest: median(lists[i].map((m) => m.userPerRequest)),
+      })),
     };
   } catch (error) {
     return { skipped: (error as Error).message };
