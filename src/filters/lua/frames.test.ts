@@ -1,13 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { probeFrames } from './frames.ts';
+import { buildLuaForTest } from './testing.ts';
+import type { LuaScript } from './script.ts';
 
 test('probeFrames() finds the frame layout of the Lua build weir ships, so respond() ends runs without a yield', async () => {
   assert.equal(await probeFrames(), null);
 });
-
-import { buildLuaForTest } from './testing.ts';
-import type { LuaScript } from './script.ts';
 
 const SHAPES = `
 hits, closed = 0, 0
