@@ -20,8 +20,11 @@ export interface DownstreamConnection {
   readonly responseStarted: boolean;
   sendContinue(): void;
   sendHead(status: number, headers: HeaderMap, framing: ResponseFraming, reason?: string): boolean;
-  /** Returns false when the caller should wait for `RequestSink.onDrain`. */
-  sendBody(chunk: Buffer): boolean;
+  /**
+   * Returns false when the caller should wait for `RequestSink.onDrain`. A `lent` chunk is valid only during the
+   * call: the connection copies it or writes it at once (see `Coalescer.lent`).
+   */
+  sendBody(chunk: Buffer, lent?: boolean): boolean;
   sendEnd(trailers: HeaderMap | null): void;
   sendResponse(status: number, headers: HeaderMap, body: Buffer | null, reason?: string): void;
   closeWhenIdle(closeIdleNow: boolean): void;

@@ -61,14 +61,14 @@ export function httpCall(
       onResponseHead: (_s, _r, hd) => {
         head = hd;
       },
-      onResponseBody: (c) => {
+      onResponseBody: (c, lent) => {
         size += c.length;
         if (size > MAX_RESPONSE) {
           req.cancel();
           resolve(failure('reset'));
           return;
         }
-        chunks.push(c);
+        chunks.push(lent ? Buffer.from(c) : c);
       },
       onResponseTrailers: (t) => {
         trailers = t;

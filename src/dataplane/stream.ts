@@ -318,10 +318,11 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   /** A custom HTTP/1 reason phrase for the response. */
   reason: string | undefined;
 
-  onResponseBody(chunk: Buffer): void {
+  onResponseBody(chunk: Buffer, lent: boolean): void {
     if (this.done) return;
-    if (this.#res !== null) this.#res.data(chunk, false);
-    else if (this.filters.length === 0) this.writeResponseBody(chunk, false);
+    // Filters may keep what they see: they get a copy of a lent chunk.
+    if (this.#res !== null) this.#res.data(lent ? Buffer.from(chunk) : chunk, false);
+    else if (this.filters.length === 0) this.writeResponseBody(chunk, false, lent);
   }
 
   onResponseTrailers(trailers: HeaderMap): void {
@@ -392,10 +393,10 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     if (eos) this.complete(null);
   }
 
-  /** Response body that passed every filter (called by the ClientSink). */
-  writeResponseBody(chunk: Buffer, eos: boolean): void {
+  /** Response body that passed every filter (called by the ClientSink); `lent`: valid only during the call. */
+  writeResponseBody(chunk: Buffer, eos: boolean, lent = false): void {
     this.bytesOut += chunk.length;
-    if (!this.conn.sendBody(chunk) && this.upstream !== null) {
+    if (!this.conn.sendBody(chunk, lent) && this.upstream !== null) {
       this.downstreamBlocked = true;
       this.upstream.pauseResponse(true);
     }

@@ -16,7 +16,8 @@ import type { AttemptFailure } from './upstream/retry-policy.ts';
 /** What the stream receives. */
 export interface UpstreamListener {
   onResponseHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void;
-  onResponseBody(chunk: Buffer): void;
+  /** `lent`: the chunk is valid only during the call (see `ResponseSink.onUpstreamBody`). */
+  onResponseBody(chunk: Buffer, lent: boolean): void;
   onResponseTrailers(trailers: HeaderMap): void;
   onResponseEnd(): void;
   /** No response: every attempt failed, or the failure came after the head (then `afterHead`). */
@@ -316,13 +317,13 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#l.onResponseHead(status, reason, headers, contentLength);
   }
 
-  onUpstreamBody(chunk: Buffer): void {
+  onUpstreamBody(chunk: Buffer, lent: boolean): void {
     if (this.#state !== 2) return;
     if (this.#idleTicket >= 0) {
       this.#idleList!.cancel(this.#idleTicket);
       this.#idleTicket = this.#idleList!.arm(this);
     }
-    this.#l.onResponseBody(chunk);
+    this.#l.onResponseBody(chunk, lent);
   }
 
   onUpstreamTrailers(trailers: HeaderMap): void {

@@ -7,49 +7,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
-import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
 import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
+import { PATTERN, patternChecker, patternSource } from '../support/pattern.ts';
 
 const GiB = 1024 ** 3;
 const RSS_LIMIT = 300 * 1024 ** 2;
-/** An odd period, so the pattern shifts against every chunk boundary on the way. */
-const PATTERN = randomBytes(1024 * 1024 + 7);
-
-/** A stream of `total` bytes: PATTERN repeated, as slices of the one buffer (nothing allocated per chunk). */
-function patternSource(total: number): Readable {
-  let sent = 0;
-  return new Readable({
-    highWaterMark: 64 * 1024,
-    read() {
-      if (sent >= total) return void this.push(null);
-      const off = sent % PATTERN.length;
-      const n = Math.min(64 * 1024, PATTERN.length - off, total - sent);
-      sent += n;
-      this.push(PATTERN.subarray(off, off + n));
-    },
-  });
-}
-
-/** Checks arriving bytes against the pattern; `bytes` counts them, `bad` counts chunks that differ. */
-function patternChecker(): { bytes: number; bad: number; check(chunk: Buffer): void } {
-  const st = {
-    bytes: 0,
-    bad: 0,
-    check(chunk: Buffer) {
-      let i = 0;
-      while (i < chunk.length) {
-        const off = st.bytes % PATTERN.length;
-        const n = Math.min(chunk.length - i, PATTERN.length - off);
-        if (chunk.compare(PATTERN, off, off + n, i, i + n) !== 0) st.bad++;
-        st.bytes += n;
-        i += n;
-      }
-    },
-  };
-  return st;
-}
 
 /** Samples VmRSS of `pid` every 100 ms until stopped; `stop` returns the highest value seen, `start` the first. */
 function watchRss(pid: number): { start: number; stop(): number } {

@@ -9,13 +9,17 @@ import { HeaderMap, checkHeaders } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
 import { createParser, readInto, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, lowerName, statusText } from './wire.ts';
-import { Coalescer } from './coalescer.ts';
+import { Coalescer, ioEnter, ioExit, takeLentKept } from './coalescer.ts';
 
 /** Where the response of an upstream exchange goes. */
 export interface ResponseSink {
   /** The response head; `contentLength` is -1 when unknown (chunked or close-delimited). */
   onUpstreamHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void;
-  onUpstreamBody(chunk: Buffer): void;
+  /**
+   * A body chunk. When `lent`, it is a view of the connection's read buffer, valid only during the call: copy it to
+   * keep it (or write it with `Coalescer.lent`, which says when a write kept it).
+   */
+  onUpstreamBody(chunk: Buffer, lent: boolean): void;
   onUpstreamTrailers(trailers: HeaderMap): void;
   onUpstreamEnd(): void;
   /** The exchange failed: reset, protocol error or timeout. `afterHead` says whether a head was received. */
@@ -63,6 +67,10 @@ export class ClientConnection implements UpstreamConnection {
   #unasked101 = false;
   /** True while the parser reads from the socket's handle (see `Parser.consume`). */
   #consumed = false;
+  /** The socket's reads into a reused buffer, for a socket from `connect` (otherwise the parser reads, or 'data'). */
+  readonly #reads: ReusedReads | null;
+  /** Bytes still to come of a body of known length that this connection reads itself (lends); -1 when none. */
+  #lentLeft = -1;
   #paused = false;
   /** A 101 head seen during execute(), delivered once execute() returned. */
   #upgradeHead: { status: number; reason: string; headers: HeaderMap } | null = null;
@@ -75,13 +83,15 @@ export class ClientConnection implements UpstreamConnection {
     this.#parser = createParser('response', maxHeaderSize, {
       onBegin: () => this.#onBegin(),
       onHead: (minor, raw, _m, _u, status, reason, upgrade, keepAlive) => this.#onHead(minor, raw, status, reason, upgrade, keepAlive),
-      onBody: (chunk) => this.#sink?.onUpstreamBody(chunk),
+      onBody: (chunk) => this.#sink?.onUpstreamBody(chunk, false),
       onTrailers: (raw) => this.#sink?.onUpstreamTrailers(new HeaderMap(rawToList(raw))),
       onComplete: () => this.#onComplete(),
     });
     socket.setNoDelay(true);
-    // The parser reads from the socket's handle itself; 'data' events only where it cannot.
-    this.#consumed = readInto(this.#parser, socket, (ret, thrown) => this.#afterParse(ret, thrown, null), (d) => this.#onData(d));
+    this.#reads = readsOf.get(socket) ?? null;
+    if (this.#reads !== null) this.#reads.onRead = (n, buf) => this.#onRead(n, buf);
+    // Otherwise the parser reads from the socket's handle itself; 'data' events only where it cannot.
+    else this.#consumed = readInto(this.#parser, socket, (ret, thrown) => this.#afterParse(ret, thrown, null), (d) => this.#onData(d));
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => this.#onClose());
     socket.on('close', () => this.#onClose());
@@ -169,6 +179,7 @@ export class ClientConnection implements UpstreamConnection {
     for (const event of ['data', 'drain', 'end', 'error', 'close']) this.socket.removeAllListeners(event);
     this.socket.once('close', () => this.#owner.closed(this));
     this.#parser.close();
+    if (this.#reads !== null) this.#reads.onRead = pushCopy(this.socket);
     const rest = this.#upgradeRest ?? Buffer.alloc(0);
     this.#upgradeRest = null;
     return rest;
@@ -209,13 +220,62 @@ export class ClientConnection implements UpstreamConnection {
       this.#upgradeHead = { status, reason, headers: new HeaderMap(list) };
       return 2;
     }
+    if (this.#isHeadRequest || status === 204 || status === 304) {
+      this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
+      return 1;
+    }
+    if (this.#reads !== null && contentLength >= LEND_FROM && Number.isSafeInteger(contentLength)) {
+      // A large body of known length: the parser stops after the head and this connection reads the body itself,
+      // lending the read buffer to the sink instead of a copy per chunk (the copies' memory made V8 run full
+      // collections). Small bodies stay with the parser: lending them would cost a parser reset and a copy anyway.
+      this.#lentLeft = contentLength;
+      this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
+      return 2;
+    }
     this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
-    return this.#isHeadRequest ? 1 : 0;
+    return 0;
+  }
+
+  /** A read into the socket's reused buffer: heads go through the parser, a body of known length is lent as it comes. */
+  #onRead(n: number, buf: Buffer): void {
+    ioEnter();
+    try {
+      let at = 0;
+      while (at < n && !this.socket.destroyed) {
+        const left = this.#lentLeft;
+        if (left > 0) {
+          const take = left < n - at ? left : n - at;
+          this.#lentLeft = left - take;
+          const chunk = buf.subarray(at, at + take);
+          at += take;
+          this.#sink?.onUpstreamBody(chunk, true);
+          if (this.#lentLeft === 0) {
+            this.#lentLeft = -1;
+            this.#parser.reset();
+            this.#onComplete();
+          }
+          continue;
+        }
+        const data = buf.subarray(at, n);
+        if (this.#sink === null) {
+          this.socket.destroy();
+          return;
+        }
+        const ret = this.#parser.execute(data);
+        this.#afterParse(ret, undefined, data);
+        // The parser stops after a head whose body this connection reads itself; otherwise it took every byte.
+        if (typeof ret !== 'number' || this.#lentLeft < 0) return;
+        at += ret;
+      }
+    } finally {
+      ioExit();
+    }
   }
 
   #onComplete(): void {
-    // llhttp completes an upgrade response right after its head: the tunnel, not the pool, takes the socket.
-    if (!this.#gotHead || this.#upgradeHead !== null) return;
+    // llhttp completes an upgrade response right after its head: the tunnel, not the pool, takes the socket. It
+    // does the same after a head whose body this connection reads itself.
+    if (!this.#gotHead || this.#upgradeHead !== null || this.#lentLeft >= 0) return;
     this.#responseDone = true;
     const sink = this.#sink;
     if (sink !== null) sink.onUpstreamEnd();
@@ -259,7 +319,8 @@ export class ClientConnection implements UpstreamConnection {
     if (up !== null) {
       this.#upgradeHead = null;
       const bytes = data ?? this.#parser.currentBuffer();
-      this.#upgradeRest = ret < bytes.length ? bytes.subarray(ret) : null;
+      // `data` may be a view of the reused read buffer: the rest is kept, so it is copied.
+      this.#upgradeRest = ret < bytes.length ? Buffer.from(bytes.subarray(ret)) : null;
       if (this.#consumed) {
         // The tunnel reads through the socket: hand the handle back to it.
         this.#consumed = false;
@@ -272,7 +333,7 @@ export class ClientConnection implements UpstreamConnection {
 
   #onEnd(): void {
     // EOF completes a close-delimited body; anything else ending here is a reset.
-    if (this.#sink !== null && this.#gotHead && !this.#responseDone) {
+    if (this.#sink !== null && this.#gotHead && !this.#responseDone && this.#lentLeft < 0) {
       const err = this.#parser.finish();
       if (err === undefined && this.#responseDone) return;
     }
@@ -292,6 +353,50 @@ export class ClientConnection implements UpstreamConnection {
   }
 }
 
+/** Bodies of known length from this size on are lent (see `#onRead`); smaller ones are copied by the parser. */
+const LEND_FROM = 4096;
+
+/** The first read buffer of a connection; a read that fills it moves the connection to one of READ_BUFFER_MAX. */
+const READ_BUFFER_MIN = 16 * 1024;
+const READ_BUFFER_MAX = 64 * 1024;
+
+/**
+ * The reads of a socket from `connect`, into one buffer reused from read to read (net's `onread` option) instead of
+ * a new Buffer per read. What a read lends on (see `ResponseSink.onUpstreamBody`) must be copied by whoever keeps
+ * it; a write that keeps it says so (`takeLentKept`), and the next read goes into a new buffer.
+ */
+class ReusedReads {
+  #buffer = Buffer.allocUnsafe(READ_BUFFER_MIN);
+  #filled = false;
+  /** Who handles the reads: the connection, or after an upgrade `pushCopy`. Returning false stops reading. */
+  onRead: (n: number, buf: Buffer) => boolean | void = stray;
+
+  /** net's callback for each read. */
+  read(n: number, buf: Uint8Array): boolean {
+    this.#filled = n === buf.length;
+    return this.onRead(n, buf as Buffer) !== false;
+  }
+
+  /** net's source of the buffer for the next read, asked after each one. */
+  next(): Buffer {
+    const grow = this.#filled && this.#buffer.length < READ_BUFFER_MAX;
+    if (takeLentKept() || grow) this.#buffer = Buffer.allocUnsafe(grow ? READ_BUFFER_MAX : this.#buffer.length);
+    return this.#buffer;
+  }
+}
+
+/** Before a connection takes the socket nothing should arrive: a server that talks first is not HTTP. */
+function stray(this: void): boolean {
+  return false;
+}
+
+/** After an upgrade: each read becomes a copy pushed as a 'data' event, as a socket without `onread` would. */
+function pushCopy(socket: Socket): (n: number, buf: Buffer) => boolean {
+  return (n, buf) => socket.push(Buffer.from(buf.subarray(0, n)));
+}
+
+const readsOf = new WeakMap<Socket, ReusedReads>();
+
 /** Opens a TCP connection; calls back once with the socket or an error. */
 export function connect(
   host: string,
@@ -299,7 +404,14 @@ export function connect(
   timeoutMs: number,
   done: (err: ProxyError | null, socket: Socket | null) => void,
 ): Socket {
-  const socket = net.connect({ host, port, noDelay: true });
+  const reads = new ReusedReads();
+  const socket = net.connect({
+    host,
+    port,
+    noDelay: true,
+    onread: { buffer: () => reads.next(), callback: (n: number, buf: Uint8Array) => reads.read(n, buf) },
+  });
+  readsOf.set(socket, reads);
   let settled = false;
   const timer = timeoutMs > 0 ? setTimeout(() => finish(new ProxyError('UPSTREAM_CONNECT_FAILURE', `Cannot connect to upstream "${host}:${port}": timed out after ${timeoutMs}ms`)), timeoutMs) : null;
   function finish(err: ProxyError | null): void {

@@ -13,13 +13,15 @@ const FLUSH_AT = 16 * 1024;
 interface WriteReq {
   handle: Handle;
   oncomplete: (this: WriteReq, status: number) => void;
-  buffer: string | Buffer | null;
+  buffer: string | Buffer | (string | Buffer)[] | null;
   owner: Coalescer | null;
 }
 
 interface Handle {
   writeBuffer(req: WriteReq, data: Buffer): number;
   writeLatin1String(req: WriteReq, data: string): number;
+  /** `chunks` alternates data and its encoding ('latin1' for strings, 'buffer'). */
+  writev(req: WriteReq, chunks: (string | Buffer)[], allBuffers: boolean): number;
 }
 
 interface StreamWrapBinding {
@@ -64,13 +66,56 @@ export class Coalescer {
   /** Queues bytes. Large buffers go out at once, after whatever is queued, without a copy. */
   bytes(b: Buffer): void {
     if (b.length >= FLUSH_AT) {
-      this.flush();
-      if (!this.#socket.destroyed) this.#write(b);
+      this.#flushWith(b);
       return;
     }
     this.#parts[this.#count++] = b;
     this.#bytes += b.length;
     this.#after();
+  }
+
+  /**
+   * Sends bytes that are valid only during this call (a view of a read buffer that its owner reuses): small ones
+   * are copied into the queue, larger ones written now. A write the kernel does not take at once keeps them, and
+   * then `takeLentKept()` tells the owner to read into another buffer.
+   */
+  lent(b: Buffer): void {
+    if (b.length < LENT_COPY_BELOW) {
+      this.bytes(Buffer.from(b));
+      return;
+    }
+    this.#flushWith(b);
+    const s = this.#socket;
+    if (this.#inflight > 0 || s.writableLength > 0) lentKept = true;
+  }
+
+  /**
+   * Writes what is queued and then `b`: in one system call (a gathered write) when the handle can take it
+   * directly, so that a response head and a large body chunk go out together.
+   */
+  #flushWith(b: Buffer): void {
+    const n = this.#count;
+    const s = this.#socket;
+    const h = this.#directHandle();
+    if (n === 0 || h === null) {
+      this.flush();
+      if (!s.destroyed) this.#write(b);
+      return;
+    }
+    const parts = this.#parts;
+    const chunks = new Array<string | Buffer>(2 * n + 2);
+    for (let i = 0; i < n; i++) {
+      const p = parts[i]!;
+      parts[i] = null;
+      chunks[2 * i] = p;
+      chunks[2 * i + 1] = typeof p === 'string' ? 'latin1' : 'buffer';
+    }
+    chunks[2 * n] = b;
+    chunks[2 * n + 1] = 'buffer';
+    this.#count = 0;
+    this.#bytes = 0;
+    const req = this.#request(h);
+    this.#dispatched(req, h.writev(req, chunks, false), chunks);
   }
 
   /** True while the socket and the queue stay under the socket's high-water mark. */
@@ -120,12 +165,26 @@ export class Coalescer {
    */
   #write(data: string | Buffer): void {
     const s = this.#socket;
-    const h = (s as unknown as { _handle: Handle | null })._handle;
-    if (h === null || this.#inflight > 0 || s.writableLength > 0 || s.writableCorked > 0 || s.writableEnded || s.connecting) {
+    const h = this.#directHandle();
+    if (h === null) {
       if (typeof data === 'string') s.write(data, 'latin1');
       else s.write(data);
       return;
     }
+    const req = this.#request(h);
+    this.#dispatched(req, typeof data === 'string' ? h.writeLatin1String(req, data) : h.writeBuffer(req, data), data);
+  }
+
+  /** The socket's handle when a write may go to it directly (nothing queued, corked, ended or connecting), else null. */
+  #directHandle(): Handle | null {
+    const s = this.#socket;
+    const h = (s as unknown as { _handle: Handle | null })._handle;
+    if (h === null || this.#inflight > 0 || s.writableLength > 0 || s.writableCorked > 0 || s.writableEnded || s.connecting) return null;
+    return h;
+  }
+
+  /** The reusable write request, bound to handle `h`. */
+  #request(h: Handle): WriteReq {
     let req = this.#req;
     if (req === null || req.handle !== h) {
       req = new WriteWrap();
@@ -135,9 +194,13 @@ export class Coalescer {
       req.buffer = null;
       this.#req = req;
     }
-    const err = typeof data === 'string' ? h.writeLatin1String(req, data) : h.writeBuffer(req, data);
+    return req;
+  }
+
+  /** After a handle write returned `err`: a failure destroys the socket; a write left in flight keeps `data` and its request. */
+  #dispatched(req: WriteReq, err: number, data: string | Buffer | (string | Buffer)[]): void {
     if (err !== 0) {
-      s.destroy();
+      this.#socket.destroy();
       return;
     }
     if (streamBaseState[kLastWriteWasAsync] !== 0) {
@@ -191,6 +254,22 @@ export class Coalescer {
     this.#scheduled = false;
     this.flush();
   }
+}
+
+/** Lent bytes below this size are copied (from Buffer's shared pool: no allocation of their own) rather than written at once. */
+const LENT_COPY_BELOW = 4096;
+
+/** A write kept bytes it was lent since `takeLentKept` was last called. */
+let lentKept = false;
+
+/**
+ * Whether a write kept bytes lent to `Coalescer.lent` since the last call: their buffer must not be read into
+ * again. Reads are handled one at a time, so the answer belongs to the read handled last.
+ */
+export function takeLentKept(): boolean {
+  const kept = lentKept;
+  lentKept = false;
+  return kept;
 }
 
 /** Coalescers with queued bytes, written together after this turn's I/O callbacks (or at the end of the tick that queued them outside one). */

@@ -29,7 +29,8 @@ export const METHODS: readonly string[] = common.methods;
 export interface ParserHandler {
   /**
    * The message head is complete. `headers` holds raw names and values interleaved.
-   * For a response parser, return 1 to skip the body (HEAD), 2 to treat the rest as an upgraded stream.
+   * For a response parser, return 1 to skip the body (HEAD), 2 to stop after the head: the bytes after it (from the
+   * offset `execute` returns) are the caller's, an upgraded stream or a body it reads itself before `reset`.
    */
   onHead(
     versionMinor: number,
@@ -78,6 +79,11 @@ export interface Parser {
   currentBuffer(): Buffer;
   /** Signals EOF: completes a close-delimited body; returns an Error if the message was incomplete. */
   finish(): void | (Error & { code: string });
+  /**
+   * Starts over at the beginning of a message, as after a message completed. For a parser that was stopped after a
+   * head (onHead returned 2) while the caller took the body itself. Not while consumed.
+   */
+  reset(): void;
   /** Releases the native parser. */
   close(): void;
 }
@@ -105,7 +111,8 @@ function closeNative(p: { close(): void }): void {
 /** Creates a request (`kind: 'request'`) or response parser. `maxHeaderSize` bounds the head in bytes. */
 export function createParser(kind: 'request' | 'response', maxHeaderSize: number, handler: ParserHandler): Parser {
   const p = new HTTPParser();
-  p.initialize(kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, maxHeaderSize, 0);
+  const type = kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE;
+  p.initialize(type, {}, maxHeaderSize, 0);
   // The binding flushes headers in batches of 32 through kOnHeaders when a head is large, and sends
   // trailers the same way: collect them here and hand them over whole.
   let pending: string[] = [];
@@ -263,6 +270,12 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
       leave();
       if (thrown !== undefined) throw takeThrown();
       return ret;
+    },
+    reset() {
+      p.initialize(type, {}, maxHeaderSize, 0);
+      pending = [];
+      pendingUrl = '';
+      inBody = false;
     },
     close: () => {
       if (closed) return;

@@ -199,15 +199,14 @@ export class ServerConnection implements DownstreamConnection {
     return true;
   }
 
-  /** Writes a body chunk; returns false when the caller should wait for `onDrain`. */
-  sendBody(chunk: Buffer): boolean {
+  /** Writes a body chunk (`lent`: valid only during the call); returns false when the caller should wait for `onDrain`. */
+  sendBody(chunk: Buffer, lent = false): boolean {
     if (this.#closed || this.#noBody || chunk.length === 0) return !this.#closed;
     const out = this.#out;
-    if (this.#chunked) {
-      out.text(chunk.length.toString(16) + '\r\n');
-      out.bytes(chunk);
-      out.text('\r\n');
-    } else out.bytes(chunk);
+    if (this.#chunked) out.text(chunk.length.toString(16) + '\r\n');
+    if (lent) out.lent(chunk);
+    else out.bytes(chunk);
+    if (this.#chunked) out.text('\r\n');
     return out.writable;
   }
 
