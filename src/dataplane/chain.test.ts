@@ -286,3 +286,28 @@ test('Pipeline resume releases held headers and a body held meanwhile by the sam
   p.resume(0);
   assert.deepEqual(sink.events, ['headers ', 'data b1 eos']);
 });
+
+test('bodyPassesThrough: only once the headers passed, and only when no filter of the direction looks at bodies or trailers', () => {
+  const headersOnly: Filter = { onResponseHeaders: (h) => void h.set('x', '1') };
+  const stopper: Filter = { onResponseHeaders: () => 'stop' };
+  const bodyReader: Filter = { onResponseBody: () => 'continue' };
+  const trailerReader: Filter = { onResponseTrailers: () => 'continue' };
+  const requestBodyReader: Filter = { onRequestBody: () => 'continue' };
+
+  const p = new Pipeline([headersOnly, requestBodyReader], 'response', recorder(), 1024);
+  assert.equal(p.bodyPassesThrough, false, 'before the headers');
+  p.headers(headers(), false);
+  assert.equal(p.bodyPassesThrough, true, 'a request body hook does not count on the response');
+
+  const held = new Pipeline([headersOnly, stopper], 'response', recorder(), 1024);
+  held.headers(headers(), false);
+  assert.equal(held.bodyPassesThrough, false, 'headers held by a filter');
+  held.resume();
+  assert.equal(held.bodyPassesThrough, true, 'after the filter resumed');
+
+  for (const f of [bodyReader, trailerReader]) {
+    const q = new Pipeline([headersOnly, f], 'response', recorder(), 1024);
+    q.headers(headers(), false);
+    assert.equal(q.bodyPassesThrough, false);
+  }
+});

@@ -135,6 +135,29 @@ export class Pipeline {
     return this.#headerIndex >= this.length && this.#stopKind === null;
   }
 
+  /** No filter of this direction has a body or trailers hook; null until `bodyPassesThrough` first asks. */
+  #bodyBlind: boolean | null = null;
+
+  /**
+   * True when body data fed now would reach the sink untouched and kept nowhere: the headers went past every
+   * filter, nothing is held, and no filter of this direction looks at bodies or trailers. The caller may then hand
+   * the data to the sink itself (a lent chunk, valid only during the call, without a copy).
+   */
+  get bodyPassesThrough(): boolean {
+    if (!this.headersPassed || this.#heldBytes !== 0 || this.#sinkQueue !== null) return false;
+    if (this.#bodyBlind === null) {
+      let blind = true;
+      for (let i = 0; i < this.length && blind; i++) {
+        const f = this.#filter(i);
+        blind = this.#reversed
+          ? f.onResponseBody === undefined && f.onResponseTrailers === undefined
+          : f.onRequestBody === undefined && f.onRequestTrailers === undefined;
+      }
+      this.#bodyBlind = blind;
+    }
+    return this.#bodyBlind;
+  }
+
   /** Calls a hook, adding the time it took to the stream's per-filter timings. */
   #timed<A, B>(i: number, hook: (a: A, b: B) => HookResult, filter: Filter, a: A, b: B): HookResult {
     const timing = this.#timing;

@@ -320,9 +320,13 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   onResponseBody(chunk: Buffer, lent: boolean): void {
     if (this.done) return;
-    // Filters may keep what they see: they get a copy of a lent chunk.
-    if (this.#res !== null) this.#res.data(lent ? Buffer.from(chunk) : chunk, false);
-    else if (this.filters.length === 0) this.writeResponseBody(chunk, false, lent);
+    const res = this.#res;
+    if (res !== null) {
+      // Filters may keep what they see: they get a copy of a lent chunk, unless none of them looks at the body.
+      if (!lent) res.data(chunk, false);
+      else if (res.bodyPassesThrough) this.writeResponseBody(chunk, false, true);
+      else res.data(Buffer.from(chunk), false);
+    } else if (this.filters.length === 0) this.writeResponseBody(chunk, false, lent);
   }
 
   onResponseTrailers(trailers: HeaderMap): void {

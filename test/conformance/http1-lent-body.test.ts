@@ -1,6 +1,6 @@
 /**
  * Response bodies of known length, which weir reads from the upstream socket into a buffer it reuses and writes to
- * the client from there: the bytes must arrive intact whoever keeps them past the read (a client too slow for the
+ * the client from there (when no filter looks at the body): the bytes must arrive intact whoever keeps them past the read (a client too slow for the
  * write to complete at once, a filter that buffers the body, an httpCall() that collects it), and the framing must
  * hold at the edges (bytes after the body, an upstream that closes early, a body that trickles in).
  */
@@ -76,6 +76,15 @@ listeners:
     routes:
       - match: { prefix: /raw/ }
         cluster: raw
+      - match: { prefix: / }
+        cluster: up
+  - name: tagged
+    address: 127.0.0.1:0
+    filters:
+      - name: tag
+        type: headers
+        response_add: { x-served-by: weir }
+    routes:
       - match: { prefix: / }
         cluster: up
   - name: buffering
@@ -169,6 +178,14 @@ test('a body that comes in small reads arrives intact at a client that stops rea
   // socket stays under its high-water mark: the upstream goes on being read, into another buffer.
   const size = 16 * MiB + 5;
   const r = await download('bare', `/pattern?size=${size}&piece=16000`, 6 * MiB, 800);
+  assert.equal(r.bytes, size);
+  assert.equal(r.bad, 0);
+});
+
+test('through a filter that sees only headers, a body in small reads arrives intact at a client that stops reading', async () => {
+  const size = 16 * MiB + 5;
+  const r = await download('tagged', `/pattern?size=${size}&piece=16000`, 6 * MiB, 800);
+  assert.equal(r.headers['x-served-by'], 'weir');
   assert.equal(r.bytes, size);
   assert.equal(r.bad, 0);
 });
