@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HeaderMap } from '../core/headers.ts';
 import { Pipeline, type PipelineSink } from './chain.ts';
-import type { Filter } from '../filters/contract.ts';
+import type { BodyChunk, Filter } from '../filters/contract.ts';
 
 function recorder() {
   const events: string[] = [];
@@ -310,4 +310,42 @@ test('bodyPassesThrough: only once the headers passed, and only when no filter o
     q.headers(headers(), false);
     assert.equal(q.bodyPassesThrough, false);
   }
+});
+
+test('a filter that buffers gets the body so far with each chunk, joined only when it reads it', () => {
+  const seen: BodyChunk[] = [];
+  const reads: string[] = [];
+  const f: Filter = {
+    onRequestBody: (c, eos) => {
+      seen.push(c);
+      if (seen.length === 2) reads.push(c.data.toString());
+      return eos ? 'continue' : 'stop-and-buffer';
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([f], 'request', sink, 1024);
+  p.headers(headers(), false);
+  for (const part of ['ab', 'cd', 'ef']) p.data(Buffer.from(part), false);
+  p.data(Buffer.from('g'), true);
+  assert.deepEqual(reads, ['abcd']);
+  assert.deepEqual(sink.events, ['headers ', 'data abcdefg eos']);
+  // A chunk handed earlier still holds the body as it was then.
+  assert.equal(seen[2].data.toString(), 'abcdef');
+  assert.equal(seen[1].data.toString(), 'abcd');
+});
+
+test('a buffering filter that replaces the body so far goes on buffering from its replacement', () => {
+  const f: Filter = {
+    onRequestBody: (c, eos) => {
+      if (!eos) c.data = Buffer.from(c.data.toString().toUpperCase());
+      return eos ? 'continue' : 'stop-and-buffer';
+    },
+  };
+  const sink = recorder();
+  const p = new Pipeline([f], 'request', sink, 8);
+  p.headers(headers(), false);
+  p.data(Buffer.from('ab'), false);
+  p.data(Buffer.from('cd'), false);
+  p.data(Buffer.from('e'), true);
+  assert.deepEqual(sink.events, ['headers ', 'data ABCDe eos']);
 });

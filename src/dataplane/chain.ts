@@ -47,6 +47,45 @@ export function filled<T>(n: number, v: T): T[] {
   return a;
 }
 
+/**
+ * What a buffering filter (stop-and-buffer) is handed with each new chunk: the body so far, whose parts are joined
+ * only when the filter reads `data`. A filter that waits for the end of the stream reads it once, instead of the
+ * body being copied whole on every chunk (quadratic in its size).
+ */
+class BufferedChunk implements BodyChunk {
+  /** The parts, until they were joined or the filter replaced the data; only the first `#size` bytes count. */
+  #parts: Buffer[] | null;
+  #size: number;
+  #data: Buffer | null = null;
+
+  constructor(parts: Buffer[], size: number) {
+    this.#parts = parts;
+    this.#size = size;
+  }
+
+  get data(): Buffer {
+    if (this.#data === null) {
+      this.#data = Buffer.concat(this.#parts!, this.#size);
+      this.#parts = null;
+    }
+    return this.#data;
+  }
+
+  set data(data: Buffer) {
+    this.#data = data;
+    this.#parts = null;
+  }
+
+  /** The parts to go on buffering with: still unjoined, or the joined (or replaced) data as one part. */
+  get parts(): Buffer[] {
+    return this.#parts ?? [this.#data!];
+  }
+
+  get size(): number {
+    return this.#parts !== null ? this.#size : this.#data!.length;
+  }
+}
+
 function isPromise(r: HookResult): r is Promise<FilterStatus | void> {
   return typeof r === 'object' && r !== null;
 }
@@ -346,7 +385,7 @@ export class Pipeline {
           sink.overflow(i);
           return;
         }
-        chunk = { data: Buffer.concat(parts, size) };
+        chunk = new BufferedChunk(parts, size);
       } else chunk = { data: p.data! };
       const r = this.#callBody(i, chunk, p.eos);
       if (r === null) return;
@@ -362,8 +401,9 @@ export class Pipeline {
         continue;
       }
       if (r === 'stop-and-buffer' && !p.eos) {
-        this.#setBuffer(i, [chunk.data], chunk.data.length);
-        if (chunk.data.length > this.#limit) sink.overflow(i);
+        if (chunk instanceof BufferedChunk) this.#setBuffer(i, chunk.parts, chunk.size);
+        else this.#setBuffer(i, [chunk.data], chunk.data.length);
+        if (this.#bufferSizes![i] > this.#limit) sink.overflow(i);
         return;
       }
       // 'stop' (or buffering at the end of the stream): hold everything until the filter resumes.
