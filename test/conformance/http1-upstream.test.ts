@@ -66,10 +66,7 @@ test('forwards a close-delimited upstream response complete, re-framed as chunke
 
 for (const [path, todo] of [
   ['/early', undefined],
-  [
-    '/early-close',
-    'an upstream that closes with the upload unread resets the connection; when weir\'s next body write fails before it read the response, the response is lost (502 UR)',
-  ],
+  ['/early-close', undefined],
 ] as const) {
   test(`an upstream that answers before reading the upload (${path}): the client gets the answer and the connection closes`, { todo }, async () => {
     const c = await RawConnection.open(weir.url('edge'));

@@ -77,7 +77,7 @@ export class ClientConnection implements UpstreamConnection {
 
   constructor(socket: Socket, address: string, owner: ConnectionOwner, maxHeaderSize: number) {
     this.socket = socket;
-    this.#out = new Coalescer(socket);
+    this.#out = new Coalescer(socket, () => this.#writeFailed());
     this.address = address;
     this.#owner = owner;
     this.#parser = createParser('response', maxHeaderSize, {
@@ -100,7 +100,7 @@ export class ClientConnection implements UpstreamConnection {
 
   /** Whether the connection is open. */
   get usable(): boolean {
-    return !this.#closed && !this.socket.destroyed;
+    return !this.#closed && !this.socket.destroyed && !this.#out.broken;
   }
 
   /**
@@ -287,8 +287,18 @@ export class ClientConnection implements UpstreamConnection {
     this.#sink = null;
     // A pause belongs to the exchange (its client was slow): an idle connection reads, to see the server close it.
     if (this.#paused) this.resume();
-    if (this.#keepAlive && !this.#closed) this.#owner.release(this);
+    if (this.#keepAlive && !this.#closed && !this.#out.broken) this.#owner.release(this);
     else this.socket.destroy();
+  }
+
+  /**
+   * A request write failed: the upstream reset the connection, typically after answering without reading the whole
+   * upload. Its answer may be waiting in the socket's reads, which go on (the coalescer drops what is still
+   * written): the read side ends the exchange, with that answer or with the reset.
+   */
+  #writeFailed(): void {
+    if (this.#sink === null) this.socket.destroy();
+    else if (this.#paused) this.resume();
   }
 
   #onBegin(): void {

@@ -51,13 +51,34 @@ export class Coalescer {
   #inflight = 0;
   /** `writable` said false because of `#inflight`: the socket gets a 'drain' once that write completes. */
   #needDrain = false;
+  /** See the constructor; null: a failed write destroys the socket. */
+  readonly #onWriteError: (() => void) | null;
+  /** A write failed and `#onWriteError` was called: everything written from now on is dropped. */
+  #broken = false;
 
-  constructor(socket: Socket) {
+  /**
+   * With `onWriteError`, the coalescer alone writes to the socket: what is written while a write is in flight waits
+   * in its queue for that write to complete (instead of going through `socket.write`), and a failed write calls
+   * `onWriteError` instead of destroying the socket, whose reads go on (a response may be waiting in them).
+   */
+  constructor(socket: Socket, onWriteError: (() => void) | null = null) {
     this.#socket = socket;
+    this.#onWriteError = onWriteError;
+  }
+
+  /** True once a write failed (with `onWriteError`): nothing more goes out. */
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  /** Whether writes wait in the queue for the write in flight (see the constructor). */
+  get #holding(): boolean {
+    return this.#onWriteError !== null && this.#inflight > 0;
   }
 
   /** Queues latin1 text (heads, chunk sizes). */
   text(s: string): void {
+    if (this.#broken) return;
     this.#parts[this.#count++] = s;
     this.#bytes += s.length;
     this.#after();
@@ -65,7 +86,8 @@ export class Coalescer {
 
   /** Queues bytes. Large buffers go out at once, after whatever is queued, without a copy. */
   bytes(b: Buffer): void {
-    if (b.length >= FLUSH_AT) {
+    if (this.#broken) return;
+    if (b.length >= FLUSH_AT && !this.#holding) {
       this.#flushWith(b);
       return;
     }
@@ -80,7 +102,8 @@ export class Coalescer {
    * then `takeLentKept()` tells the owner to read into another buffer.
    */
   lent(b: Buffer): void {
-    if (b.length < LENT_COPY_BELOW) {
+    if (this.#broken) return;
+    if (b.length < LENT_COPY_BELOW || this.#holding) {
       this.bytes(Buffer.from(b));
       return;
     }
@@ -94,6 +117,11 @@ export class Coalescer {
    * directly, so that a response head and a large body chunk go out together.
    */
   #flushWith(b: Buffer): void {
+    if (this.#holding) {
+      this.#parts[this.#count++] = b;
+      this.#bytes += b.length;
+      return;
+    }
     const n = this.#count;
     const s = this.#socket;
     const h = this.#directHandle();
@@ -102,26 +130,34 @@ export class Coalescer {
       if (!s.destroyed) this.#write(b);
       return;
     }
+    this.#count = 0;
+    this.#bytes = 0;
+    const req = this.#request(h);
+    const chunks = this.#gather(n, b);
+    this.#dispatched(req, h.writev(req, chunks, false), chunks);
+  }
+
+  /** Takes the first `n` queued parts, and `extra` after them, as handle.writev's list of data and encodings. */
+  #gather(n: number, extra: Buffer | null): (string | Buffer)[] {
     const parts = this.#parts;
-    const chunks = new Array<string | Buffer>(2 * n + 2);
+    const chunks = new Array<string | Buffer>(extra === null ? 2 * n : 2 * n + 2);
     for (let i = 0; i < n; i++) {
       const p = parts[i]!;
       parts[i] = null;
       chunks[2 * i] = p;
       chunks[2 * i + 1] = typeof p === 'string' ? 'latin1' : 'buffer';
     }
-    chunks[2 * n] = b;
-    chunks[2 * n + 1] = 'buffer';
-    this.#count = 0;
-    this.#bytes = 0;
-    const req = this.#request(h);
-    this.#dispatched(req, h.writev(req, chunks, false), chunks);
+    if (extra !== null) {
+      chunks[2 * n] = extra;
+      chunks[2 * n + 1] = 'buffer';
+    }
+    return chunks;
   }
 
   /** True while the socket and the queue stay under the socket's high-water mark. */
   get writable(): boolean {
     const s = this.#socket;
-    if (s.destroyed) return false;
+    if (s.destroyed || this.#broken) return false;
     if (s.writableLength + this.#inflight + this.#bytes < s.writableHighWaterMark) return true;
     if (this.#inflight > 0) this.#needDrain = true;
     return false;
@@ -130,7 +166,7 @@ export class Coalescer {
   /** Writes everything queued now. */
   flush(): void {
     const n = this.#count;
-    if (n === 0) return;
+    if (n === 0 || this.#holding) return;
     const parts = this.#parts;
     const s = this.#socket;
     const total = this.#bytes;
@@ -145,6 +181,16 @@ export class Coalescer {
       parts[0] = null;
       this.#write(p);
       return;
+    }
+    if (total >= FLUSH_AT) {
+      // Large parts (what waited for a write in flight) go out gathered rather than copied together.
+      const h = this.#directHandle();
+      if (h !== null) {
+        const req = this.#request(h);
+        const chunks = this.#gather(n, null);
+        this.#dispatched(req, h.writev(req, chunks, false), chunks);
+        return;
+      }
     }
     const out = Buffer.allocUnsafe(total);
     let at = 0;
@@ -200,7 +246,7 @@ export class Coalescer {
   /** After a handle write returned `err`: a failure destroys the socket; a write left in flight keeps `data` and its request. */
   #dispatched(req: WriteReq, err: number, data: string | Buffer | (string | Buffer)[]): void {
     if (err !== 0) {
-      this.#socket.destroy();
+      this.#failed();
       return;
     }
     if (streamBaseState[kLastWriteWasAsync] !== 0) {
@@ -218,14 +264,29 @@ export class Coalescer {
     c.#inflight = 0;
     const s = c.#socket;
     if (status < 0) {
-      s.destroy();
+      c.#failed();
       return;
     }
+    // What waited for this write (see the constructor) goes now.
+    if (c.#count > 0 && c.#onWriteError !== null) c.flush();
     if (c.#needDrain) {
       c.#needDrain = false;
-      if (!s.writableNeedDrain) s.emit('drain');
+      if (c.writable && !s.writableNeedDrain) s.emit('drain');
     }
   };
+
+  /** A write failed: the socket is destroyed, or (with `onWriteError`) nothing more is written and the owner is told. */
+  #failed(): void {
+    const onWriteError = this.#onWriteError;
+    if (onWriteError === null) {
+      this.#socket.destroy();
+      return;
+    }
+    if (this.#broken) return;
+    this.#broken = true;
+    this.discard();
+    onWriteError();
+  }
 
   /** Drops what is queued (the socket is being destroyed). */
   discard(): void {
