@@ -366,9 +366,13 @@ export class ClientConnection implements UpstreamConnection {
 /** Bodies of known length from this size on are lent (see `#onRead`); smaller ones are copied by the parser. */
 const LEND_FROM = 4096;
 
-/** The first read buffer of a connection; a read that fills it moves the connection to one of READ_BUFFER_MAX. */
+/**
+ * The first read buffer of a connection; a read that fills it moves the connection to one four times larger, up to
+ * READ_BUFFER_MAX: 128 KiB lets one read take a 64 KiB response with its head (against two reads and two client
+ * writes with 64 KiB: passthrough-64k 75.4 -> 63.4 us CPU per request).
+ */
 const READ_BUFFER_MIN = 16 * 1024;
-const READ_BUFFER_MAX = 64 * 1024;
+const READ_BUFFER_MAX = 128 * 1024;
 
 /**
  * The reads of a socket from `connect`, into one buffer reused from read to read (net's `onread` option) instead of
@@ -389,8 +393,9 @@ class ReusedReads {
 
   /** net's source of the buffer for the next read, asked after each one. */
   next(): Buffer {
-    const grow = this.#filled && this.#buffer.length < READ_BUFFER_MAX;
-    if (takeLentKept() || grow) this.#buffer = Buffer.allocUnsafe(grow ? READ_BUFFER_MAX : this.#buffer.length);
+    const size = this.#buffer.length;
+    const grow = this.#filled && size < READ_BUFFER_MAX;
+    if (takeLentKept() || grow) this.#buffer = Buffer.allocUnsafe(grow ? Math.min(size * 4, READ_BUFFER_MAX) : size);
     return this.#buffer;
   }
 }
