@@ -55,6 +55,7 @@ test('an upstream response with a transfer coding other than chunked is refused 
   assert.equal(res.status, 502);
   const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/coded');
   assert.equal(line.flags, 'UPE');
+  assert.match(line.details, /Transfer-Encoding "gzip, chunked" cannot be passed on/);
 });
 
 test('"Transfer-Encoding: Chunked" (any case) is chunked', async () => {

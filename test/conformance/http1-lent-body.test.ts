@@ -53,6 +53,8 @@ before(async () => {
       if (text.startsWith('GET /raw/extra ')) {
         // Five bytes more than the Content-Length says, in the same write.
         socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA');
+      } else if (text.startsWith('GET /raw/huge ')) {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 9007199254740993\r\n\r\nabc');
       } else if (text.startsWith('GET /raw/cut ')) {
         socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b');
       } else if (text.startsWith('GET /raw/drip ')) {
@@ -243,6 +245,14 @@ test('an upstream that closes before the end of a body of known length: the clie
   assert.match(text, /^HTTP\/1\.1 200 /);
   assert.match(text, /content-length: 100\r\n/i);
   assert.ok(text.endsWith('\r\n\r\nonly ten b'), `the client got the ten bytes that came, then the close: ${JSON.stringify(text)}`);
+});
+
+test('a Content-Length past 2^53 - 1 is refused with 502, not passed on as another number', async () => {
+  const res = await fetch(`${weir.url('bare')}/raw/huge`);
+  assert.equal(res.status, 502);
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/raw/huge');
+  assert.equal(line.flags, 'UPE');
+  assert.match(line.details, /Content-Length 9007199254740993 is larger than weir can frame/);
 });
 
 test('a body of known length that arrives a byte at a time is forwarded whole', async () => {

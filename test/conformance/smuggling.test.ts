@@ -95,6 +95,7 @@ const vectors: [string, string, number][] = [
   ['chunk data not followed by CRLF', 'POST /smuggle-chunk-crlf HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n', 400],
   ['an absolute-form target with userinfo', 'GET http://user@origin.example/smuggle-userinfo HTTP/1.1\r\nHost: a\r\n\r\n', 400],
   ['an absolute-form target of another scheme', 'GET ftp://origin.example/smuggle-ftp HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+  ['a Content-Length past 2^53 - 1 (it would be forwarded as another number)', 'POST /smuggle-cl-huge HTTP/1.1\r\nHost: a\r\nContent-Length: 9007199254740993\r\n\r\nab', 413],
   ['oversized headers', `GET /smuggle-big HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(16 * 1024)}\r\n\r\n`, 431],
   ['a URI over max_uri_size', `GET /smuggle-uri?${'u'.repeat(2048)} HTTP/1.1\r\nHost: a\r\n\r\n`, 414],
 ];

@@ -63,6 +63,8 @@ export class ClientConnection implements UpstreamConnection {
   #closed = false;
   #upgrade = false;
   #upgradeRest: Buffer | null = null;
+  /** Why onHead refused a response head (the parse error then says only that a callback failed). */
+  #refusal: string | null = null;
   /** Set when the upstream switched protocols unasked; the exchange fails once execute() returned. */
   #unasked101 = false;
   /** True while the parser reads from the socket's handle (see `Parser.consume`). */
@@ -194,8 +196,17 @@ export class ClientConnection implements UpstreamConnection {
       return 1;
     }
     for (let i = 0; i < raw.length; i += 2) {
+      const n = raw[i].length;
       // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
-      if (raw[i].length === 17 && raw[i].toLowerCase() === 'transfer-encoding' && raw[i + 1].trim().toLowerCase() !== 'chunked') return -1;
+      if (n === 17 && raw[i].toLowerCase() === 'transfer-encoding' && raw[i + 1].trim().toLowerCase() !== 'chunked') {
+        this.#refusal = `Transfer-Encoding "${raw[i + 1]}" cannot be passed on`;
+        return -1;
+      }
+      // llhttp takes lengths up to 2^64 - 1; past 2^53 - 1 a number would pass on another length than the one read.
+      if (n === 14 && raw[i].toLowerCase() === 'content-length' && !Number.isSafeInteger(Number(raw[i + 1]))) {
+        this.#refusal = `Content-Length ${raw[i + 1].trim()} is larger than weir can frame`;
+        return -1;
+      }
     }
     if (this.#sink === null) {
       // A second response after the exchange completed, in the same bytes: the connection is out of step.
@@ -224,7 +235,7 @@ export class ClientConnection implements UpstreamConnection {
       this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
       return 1;
     }
-    if (this.#reads !== null && contentLength >= LEND_FROM && Number.isSafeInteger(contentLength)) {
+    if (this.#reads !== null && contentLength >= LEND_FROM) {
       // A large body of known length: the parser stops after the head and this connection reads the body itself,
       // lending the read buffer to the sink instead of a copy per chunk (the copies' memory made V8 run full
       // collections). Small bodies stay with the parser: lending them would cost a parser reset and a copy anyway.
@@ -321,7 +332,7 @@ export class ClientConnection implements UpstreamConnection {
       const sink = this.#sink;
       this.#sink = null;
       this.socket.destroy();
-      const reason = typeof ret !== 'number' ? ret.code : 'a 101 to a request that did not ask to upgrade';
+      const reason = this.#refusal ?? (typeof ret !== 'number' ? ret.code : 'a 101 to a request that did not ask to upgrade');
       sink?.onUpstreamError(new ProxyError('UPSTREAM_PROTOCOL_ERROR', `Invalid response from upstream "${this.address}": ${reason}`), this.#gotHead);
       return;
     }

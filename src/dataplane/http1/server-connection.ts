@@ -305,7 +305,11 @@ export class ServerConnection implements DownstreamConnection {
         list[1] = value;
         continue;
       }
-      if (name === 'content-length') hasBody = value !== '0';
+      if (name === 'content-length') {
+        // llhttp takes lengths up to 2^64 - 1; past 2^53 - 1 weir would forward another length than the one it reads.
+        if (!Number.isSafeInteger(Number(value))) throw new ProxyError('REQUEST_BODY_TOO_LARGE', `Content-Length ${value.trim()} is larger than weir can frame`);
+        hasBody = value !== '0';
+      }
       else if (name === 'transfer-encoding') {
         // llhttp rejects codings that do not end in chunked (400, RFC 9112 6.1) and accepts "gzip, chunked"; weir
         // only decodes chunked, so other codings get 501, as in nginx.
