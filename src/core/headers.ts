@@ -213,3 +213,19 @@ export function isHopByHop(name: string): boolean {
     default: return false;
   }
 }
+
+/**
+ * The length a Content-Length value declares, or -1 when it declares none weir can frame by: not a plain decimal
+ * number (a filter may have set anything), or above 2^53 - 1.
+ */
+export function contentLengthOf(value: string | undefined): number {
+  if (value === undefined) return -1;
+  const v = value.trim();
+  if (v.length === 0 || v.length > 16) return -1;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 48 || c > 57) return -1;
+  }
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : -1;
+}

@@ -12,7 +12,7 @@ import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { requestId } from '../core/request-id.ts';
 import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-list.ts';
-import { HeaderMap } from '../core/headers.ts';
+import { HeaderMap, contentLengthOf } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
 import type { DownstreamConnection, RequestHead, RequestSink } from './codec.ts';
@@ -254,11 +254,11 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       else if (hashOn.cookie !== undefined) hashKey = cookieValue(h.getJoined('cookie'), hashOn.cookie);
       else hashKey = this.conn.socket.remoteAddress;
     }
-    const cl = h.get('content-length');
     this.upstream = new UpstreamRequest(this, {
       cluster,
       headers: h,
-      contentLength: eos ? 0 : cl !== undefined ? Number(cl) : -1,
+      // A Content-Length the filters left that is not a number frames nothing: the body goes chunked.
+      contentLength: eos ? 0 : contentLengthOf(h.get('content-length')),
       hashKey,
       overrideHost: this.#overrideHost,
       overrideStrict: this.#overrideStrict,
@@ -384,7 +384,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     this.responseHeaders = h;
     const status = Number(h.get(':status'));
     this.responseCode = status;
-    const cl = h.get('content-length');
+    const length = contentLengthOf(h.get('content-length'));
     h.frozen = true;
     const state = this.#filterState;
     if (state !== null) {
@@ -393,12 +393,32 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       if (typeof phrase === 'string') this.reason = phrase;
       if (state.get('weir.drain_connection') === 'true') this.conn.closeWhenIdle(false);
     }
-    this.conn.sendHead(status, h, { contentLength: cl === undefined ? -1 : Number(cl), noBody: eos }, this.reason);
+    this.conn.sendHead(status, h, { contentLength: length, noBody: eos }, this.reason);
+    const bodiless = eos || status < 200 || status === 204 || status === 304 || this.head.method === 'HEAD';
+    this.#bodyLeft = bodiless ? -1 : length;
     if (eos) this.complete(null);
+  }
+
+  /** Response body bytes the written Content-Length still announces; -1 when it announces none (or no body goes). */
+  #bodyLeft = -1;
+
+  /**
+   * The response body does not match the Content-Length written to the client (a filter changed one and not the
+   * other): the client connection is reset, since any other ending would let it read a wrong message.
+   */
+  #lengthMismatch(what: string): void {
+    this.responseFlag = ERRORS.INTERNAL.flag;
+    this.details = `The response body is ${what} than the Content-Length sent to the client (filters changed one and not the other)`;
+    this.listener.log('warn', this.details, this);
+    this.#reset();
   }
 
   /** Response body that passed every filter (called by the ClientSink); `lent`: valid only during the call. */
   writeResponseBody(chunk: Buffer, eos: boolean, lent = false): void {
+    if (this.#bodyLeft >= 0) {
+      if (chunk.length > this.#bodyLeft) return this.#lengthMismatch('longer');
+      this.#bodyLeft -= chunk.length;
+    }
     this.bytesOut += chunk.length;
     if (!this.conn.sendBody(chunk, lent) && this.upstream !== null) {
       this.downstreamBlocked = true;
@@ -532,6 +552,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   /** Ends the response (with trailers); called by the ClientSink and on end of stream. */
   complete(trailers: HeaderMap | null): void {
     if (this.done) return;
+    if (this.#bodyLeft > 0) return this.#lengthMismatch('shorter');
     this.conn.sendEnd(trailers);
     this.#finish(false);
   }

@@ -139,6 +139,14 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
   /** Request body from the stream's request pipeline. */
   data(chunk: Buffer, endOfStream: boolean): void {
     if (this.#state === DONE) return;
+    const declared = this.#o.contentLength;
+    if (declared >= 0) {
+      this.#bodyBytes += chunk.length;
+      if (this.#bodyBytes > declared || (endOfStream && this.#bodyBytes < declared)) {
+        this.#lengthMismatch(this.#bodyBytes > declared ? 'longer' : 'shorter');
+        return;
+      }
+    }
     if (chunk.length > 0) {
       if (this.#state === 2) {
         if (this.#replay !== null) this.#keep(chunk);
@@ -176,8 +184,27 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
 
   #pendingWhileBlocked: Buffer[] = NO_CHUNKS;
 
+  /** Request body bytes passed on so far, against a known Content-Length. */
+  #bodyBytes = 0;
+
+  /**
+   * The request body does not match the Content-Length sent upstream (a filter changed one and not the other):
+   * sending it would desynchronise the connection, so the request fails (500) and the connection is closed.
+   */
+  #lengthMismatch(what: string): void {
+    const afterHead = this.#headSeen;
+    this.cancel();
+    this.lastError = new ProxyError('INTERNAL', `The request body is ${what} than the Content-Length sent upstream (filters changed one and not the other)`);
+    this.#l.onUpstreamFailure(this.lastError, afterHead);
+  }
+
   /** Request trailers; they end the request. */
   trailers(trailers: HeaderMap): void {
+    if (this.#state === DONE) return;
+    if (this.#o.contentLength > this.#bodyBytes) {
+      this.#lengthMismatch('shorter');
+      return;
+    }
     this.#trailers = trailers;
     this.#endRequest();
   }
