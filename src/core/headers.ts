@@ -158,14 +158,18 @@ const BAD_PATH = /[\x00-\x20\x7f]/;
 /** Names that passed the token check; the same few names come back on every request. */
 const VALID_NAMES = new Set<string>();
 
+/** A status code as the status line carries it: three digits (RFC 9110 section 15). */
+const STATUS = /^[1-9][0-9][0-9]$/;
+
 /**
  * Throws when a header could not be written without breaking the message (header injection, response splitting):
- * a name that is not an HTTP token, a value with CR, LF or NUL, a `:method` that is not a token or a `:path` with
- * whitespace.
+ * a name that is not an HTTP token, a value with CR, LF or NUL, a `:method` that is not a token, a `:path` with
+ * whitespace or a `:status` that is not three digits.
  */
 export function checkHeader(name: string, value: string): void {
   if (name.charCodeAt(0) === 58 /* : */) {
-    if (name === ':method' ? !TOKEN.test(value) : name === ':path' ? BAD_PATH.test(value) : hasLineBreak(value)) {
+    const bad = name === ':method' ? !TOKEN.test(value) : name === ':path' ? BAD_PATH.test(value) : name === ':status' ? !STATUS.test(value) : hasLineBreak(value);
+    if (bad) {
       throw new Error(`invalid value for ${name}: ${JSON.stringify(value)}`);
     }
     return;

@@ -307,6 +307,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     this.responseCode = status;
     this.responseHeaders = headers;
     this.reason = reason;
+    this.#reasonStatus = status;
     if (this.upstream?.retriesExhausted && this.responseFlag === '-') this.responseFlag = ERRORS.RETRY_LIMIT_EXCEEDED.flag;
     const noBody = this.head.method === 'HEAD' || status === 204 || status === 304 || contentLength === 0;
     if (noBody) this.#responseEos = true;
@@ -317,6 +318,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   /** A custom HTTP/1 reason phrase for the response. */
   reason: string | undefined;
+  /** The status `reason` was given with: a filter that changes `:status` makes the phrase the standard one. */
+  #reasonStatus = 0;
 
   onResponseBody(chunk: Buffer, lent: boolean): void {
     if (this.done) return;
@@ -383,7 +386,13 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   writeResponseHead(h: HeaderMap, eos: boolean): void {
     this.responseHeaders = h;
     const status = Number(h.get(':status'));
+    if (!(status >= 200 && status <= 999)) {
+      // `:status` is checked to be three digits when set; a 1xx is still no final response (the client would wait).
+      this.localReply(ERRORS.INTERNAL, undefined, 0, `A filter set :status ${h.get(':status')} on the final response`);
+      return;
+    }
     this.responseCode = status;
+    if (status !== this.#reasonStatus) this.reason = undefined;
     const length = contentLengthOf(h.get('content-length'));
     h.frozen = true;
     const state = this.#filterState;
@@ -492,6 +501,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       return;
     }
     this.reason = opts?.reason;
+    this.#reasonStatus = status;
     this.#responseEos = true;
     const empty = buf === null || buf.length === 0;
     if (upTo === 0) {

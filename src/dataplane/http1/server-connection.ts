@@ -172,7 +172,8 @@ export class ServerConnection implements DownstreamConnection {
     if (headers.unchecked) checkHeaders(headers);
     let out = statusLine(status, reason) + headerLines(headers, true, status === 101);
     if (!headers.has('date')) out += 'date: ' + httpDate() + '\r\n';
-    this.#noBody = framing.noBody;
+    // 1xx, 204 and 304 have no body, whatever follows (a filter may have changed the status of one that had).
+    this.#noBody = framing.noBody || status < 200 || status === 204 || status === 304;
     const isHead = head.method === 'HEAD';
     if (status === 101) {
       out += 'connection: upgrade\r\n';
