@@ -1,7 +1,8 @@
 /**
- * A response filter that changes `:status`: a value that is not a status code is the script's error (500, the
- * process unharmed), a 1xx is no final response, a 204 or 304 drops the body that no longer fits, and the reason
- * phrase follows the new status.
+ * Filters that change pseudo-headers. A response filter that changes `:status`: a value that is not a status code
+ * is the script's error (500, the process unharmed), a 1xx is no final response, a 204 or 304 drops the body that
+ * no longer fits, and the reason phrase follows the new status. A request filter that removes `:authority`: the
+ * upstream gets an empty Host, as RFC 9112 has a client send for a target without an authority.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +16,12 @@ let weir: Weir;
 before(async () => {
   up = await startUpstream((req, res) => {
     const want = req.headers['x-want'];
-    res.writeHead(200, 'OK', { 'content-type': 'text/plain', 'content-length': '2', ...(want === undefined ? {} : { 'x-status': want }) });
+    res.writeHead(200, 'OK', {
+      'content-type': 'text/plain',
+      'content-length': '2',
+      'x-host': JSON.stringify(req.headers.host ?? null),
+      ...(want === undefined ? {} : { 'x-status': want }),
+    });
     res.end('ok');
   });
   weir = await startWeir(`
@@ -26,6 +32,9 @@ listeners:
       - name: status
         type: lua
         source: |
+          function envoy_on_request(handle)
+            if handle:headers():get("x-drop-authority") ~= nil then handle:headers():remove(":authority") end
+          end
           function envoy_on_response(handle)
             local v = handle:headers():get("x-status")
             if v ~= nil then handle:headers():replace(":status", v) end
@@ -52,7 +61,7 @@ for (const bad of ['abc', '99', '1000', '200 OK', '0']) {
     assert.equal(res.status, 500);
     await res.arrayBuffer();
     const line = await weir.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes(`invalid value for :status: ${JSON.stringify(bad)}`));
-    assert.match(line.msg, /Lua script "status" failed \(error\): status:3:/);
+    assert.match(line.msg, /Lua script "status" failed \(error\): status:6:/);
     const next = await fetch(`${weir.url('edge')}/next`);
     assert.equal(next.status, 200);
     assert.equal(await next.text(), 'ok');
@@ -92,4 +101,11 @@ test('the reason phrase follows a status the filter changed', async () => {
   assert.equal(r.status, 404);
   assert.equal(r.reason, 'Not Found');
   c.destroy();
+});
+
+test('a request filter that removes :authority: the upstream gets an empty Host', async () => {
+  const res = await fetch(`${weir.url('edge')}/no-authority`, { headers: { 'x-drop-authority': '1' } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-host'), '""');
+  assert.equal(await res.text(), 'ok');
 });

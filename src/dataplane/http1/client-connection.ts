@@ -119,7 +119,8 @@ export class ClientConnection implements UpstreamConnection {
     const method = headers.get(':method')!;
     this.#isHeadRequest = method === 'HEAD';
     if (headers.unchecked) checkHeaders(headers);
-    let out = method + ' ' + headers.get(':path') + ' HTTP/1.1\r\nhost: ' + headers.get(':authority') + '\r\n' + headerLines(headers, true, keepUpgrade);
+    // Without an :authority (a filter removed it) Host goes empty, as RFC 9112 section 3.2 has a client send it.
+    let out = method + ' ' + headers.get(':path') + ' HTTP/1.1\r\nhost: ' + (headers.get(':authority') ?? '') + '\r\n' + headerLines(headers, true, keepUpgrade);
     if (keepUpgrade) out += 'connection: upgrade\r\n';
     if (framing.contentLength > 0) out += 'content-length: ' + framing.contentLength + '\r\n';
     else if (framing.contentLength < 0) out += 'transfer-encoding: chunked\r\n';
