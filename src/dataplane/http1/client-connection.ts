@@ -5,9 +5,9 @@
 import { Buffer } from 'node:buffer';
 import type { UpstreamConnection } from '../codec.ts';
 import net, { type Socket } from 'node:net';
-import { HeaderMap, checkHeaders } from '../../core/headers.ts';
+import { HeaderMap, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
-import { createParser, readInto, type Parser, type ParseResult } from './llhttp.ts';
+import { createParser, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, lowerName, statusText } from './wire.ts';
 import { Coalescer, ioEnter, ioExit, takeLentKept } from './coalescer.ts';
 
@@ -67,18 +67,20 @@ export class ClientConnection implements UpstreamConnection {
   #refusal: string | null = null;
   /** Set when the upstream switched protocols unasked; the exchange fails once execute() returned. */
   #unasked101 = false;
-  /** True while the parser reads from the socket's handle (see `Parser.consume`). */
-  #consumed = false;
-  /** The socket's reads into a reused buffer, for a socket from `connect` (otherwise the parser reads, or 'data'). */
-  readonly #reads: ReusedReads | null;
+  /** The socket's reads, into a buffer reused from read to read (see `connect`). */
+  readonly #reads: ReusedReads;
   /** Bytes still to come of a body of known length that this connection reads itself (lends); -1 when none. */
   #lentLeft = -1;
   #paused = false;
   /** A 101 head seen during execute(), delivered once execute() returned. */
   #upgradeHead: { status: number; reason: string; headers: HeaderMap } | null = null;
 
+  /** `socket` comes from `connect`, which sets up its reads. */
   constructor(socket: Socket, address: string, owner: ConnectionOwner, maxHeaderSize: number) {
+    const reads = readsOf.get(socket);
+    if (reads === undefined) throw new Error('ClientConnection: the socket was not opened by connect()');
     this.socket = socket;
+    this.#reads = reads;
     this.#out = new Coalescer(socket, () => this.#writeFailed());
     this.address = address;
     this.#owner = owner;
@@ -90,10 +92,7 @@ export class ClientConnection implements UpstreamConnection {
       onComplete: () => this.#onComplete(),
     });
     socket.setNoDelay(true);
-    this.#reads = readsOf.get(socket) ?? null;
-    if (this.#reads !== null) this.#reads.onRead = (n, buf) => this.#onRead(n, buf);
-    // Otherwise the parser reads from the socket's handle itself; 'data' events only where it cannot.
-    else this.#consumed = readInto(this.#parser, socket, (ret, thrown) => this.#afterParse(ret, thrown, null), (d) => this.#onData(d));
+    reads.onRead = (n, buf) => this.#onRead(n, buf);
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => this.#onClose());
     socket.on('close', () => this.#onClose());
@@ -153,16 +152,14 @@ export class ClientConnection implements UpstreamConnection {
   /** Stops reading the response (back-pressure); `resume` undoes it. */
   pause(): void {
     this.#paused = true;
-    if (this.#consumed) this.#parser.pauseReads();
-    else this.socket.pause();
+    this.socket.pause();
   }
 
   /** Resumes reading the response. */
   resume(): void {
     this.#paused = false;
     if (this.#closed) return;
-    if (this.#consumed) this.#parser.resumeReads();
-    else this.socket.resume();
+    this.socket.resume();
   }
 
   /** Abandons the exchange and closes the connection (timeouts, downstream resets). */
@@ -182,7 +179,7 @@ export class ClientConnection implements UpstreamConnection {
     for (const event of ['data', 'drain', 'end', 'error', 'close']) this.socket.removeAllListeners(event);
     this.socket.once('close', () => this.#owner.closed(this));
     this.#parser.close();
-    if (this.#reads !== null) this.#reads.onRead = pushCopy(this.socket);
+    this.#reads.onRead = pushCopy(this.socket);
     const rest = this.#upgradeRest ?? Buffer.alloc(0);
     this.#upgradeRest = null;
     return rest;
@@ -196,18 +193,27 @@ export class ClientConnection implements UpstreamConnection {
       this.#unasked101 = true;
       return 1;
     }
+    const list = new Array<string>(raw.length + 2);
+    list[0] = ':status';
+    list[1] = statusText(status);
+    let contentLength = -1;
     for (let i = 0; i < raw.length; i += 2) {
-      const n = raw[i].length;
-      // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
-      if (n === 17 && raw[i].toLowerCase() === 'transfer-encoding' && raw[i + 1].trim().toLowerCase() !== 'chunked') {
-        this.#refusal = `Transfer-Encoding "${raw[i + 1]}" cannot be passed on`;
+      const name = lowerName(raw[i]);
+      const value = raw[i + 1];
+      if (name === 'content-length') {
+        // llhttp checked the digits and takes up to 2^64 - 1; past 2^53 - 1 a number would pass on another length.
+        contentLength = contentLengthOf(value);
+        if (contentLength < 0) {
+          this.#refusal = `Content-Length ${value.trim()} is larger than weir can frame`;
+          return -1;
+        }
+      } else if (name === 'transfer-encoding' && value.trim().toLowerCase() !== 'chunked') {
+        // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
+        this.#refusal = `Transfer-Encoding "${value}" cannot be passed on`;
         return -1;
       }
-      // llhttp takes lengths up to 2^64 - 1; past 2^53 - 1 a number would pass on another length than the one read.
-      if (n === 14 && raw[i].toLowerCase() === 'content-length' && !Number.isSafeInteger(Number(raw[i + 1]))) {
-        this.#refusal = `Content-Length ${raw[i + 1].trim()} is larger than weir can frame`;
-        return -1;
-      }
+      list[i + 2] = name;
+      list[i + 3] = value;
     }
     if (this.#sink === null) {
       // A second response after the exchange completed, in the same bytes: the connection is out of step.
@@ -216,36 +222,24 @@ export class ClientConnection implements UpstreamConnection {
     }
     this.#gotHead = true;
     this.#keepAlive = keepAlive;
-    const list = new Array<string>(raw.length + 2);
-    list[0] = ':status';
-    list[1] = statusText(status);
-    let contentLength = -1;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = lowerName(raw[i]);
-      if (name === 'content-length') contentLength = Number(raw[i + 1]);
-      list[i + 2] = name;
-      list[i + 3] = raw[i + 1];
-    }
     if (status === 101 && upgrade && this.#upgrade) {
       // The stream detaches the socket (and frees this parser) when it sees the 101: tell it only once
       // execute() has returned, with the bytes that followed the head in hand.
       this.#upgradeHead = { status, reason, headers: new HeaderMap(list) };
       return 2;
     }
-    if (this.#isHeadRequest || status === 204 || status === 304) {
-      this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
-      return 1;
-    }
-    if (this.#reads !== null && contentLength >= LEND_FROM) {
+    let next = 0;
+    // (A 1xx gets here only as a 101 without Upgrade, which llhttp frames itself.)
+    if (this.#isHeadRequest || status === 204 || status === 304) next = 1;
+    else if (contentLength >= LEND_FROM) {
       // A large body of known length: the parser stops after the head and this connection reads the body itself,
       // lending the read buffer to the sink instead of a copy per chunk (the copies' memory made V8 run full
       // collections). Small bodies stay with the parser: lending them would cost a parser reset and a copy anyway.
       this.#lentLeft = contentLength;
-      this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
-      return 2;
+      next = 2;
     }
-    this.#sink?.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
-    return 0;
+    this.#sink.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
+    return next;
   }
 
   /** A read into the socket's reused buffer: heads go through the parser, a body of known length is lent as it comes. */
@@ -274,7 +268,7 @@ export class ClientConnection implements UpstreamConnection {
           return;
         }
         const ret = this.#parser.execute(data);
-        this.#afterParse(ret, undefined, data);
+        this.#afterParse(ret, data);
         // The parser stops after a head whose body this connection reads itself; otherwise it took every byte.
         if (typeof ret !== 'number' || this.#lentLeft < 0) return;
         at += ret;
@@ -318,17 +312,8 @@ export class ClientConnection implements UpstreamConnection {
     if (this.#sink === null) this.socket.destroy();
   }
 
-  #onData(data: Buffer): void {
-    if (this.#sink === null) {
-      this.socket.destroy();
-      return;
-    }
-    this.#afterParse(this.#parser.execute(data), undefined, data);
-  }
-
-  /** After the parser went through one read (`data`, or null when it read the socket itself). */
-  #afterParse(ret: ParseResult, thrown: unknown, data: Buffer | null): void {
-    if (thrown !== undefined) throw thrown;
+  /** After the parser went through `data` (what remained of a read). */
+  #afterParse(ret: ParseResult, data: Buffer): void {
     if (typeof ret !== 'number' || this.#unasked101) {
       const sink = this.#sink;
       this.#sink = null;
@@ -340,14 +325,8 @@ export class ClientConnection implements UpstreamConnection {
     const up = this.#upgradeHead;
     if (up !== null) {
       this.#upgradeHead = null;
-      const bytes = data ?? this.#parser.currentBuffer();
-      // `data` may be a view of the reused read buffer: the rest is kept, so it is copied.
-      this.#upgradeRest = ret < bytes.length ? Buffer.from(bytes.subarray(ret)) : null;
-      if (this.#consumed) {
-        // The tunnel reads through the socket: hand the handle back to it.
-        this.#consumed = false;
-        this.#parser.unconsume();
-      }
+      // `data` is a view of the reused read buffer: the rest is kept, so it is copied.
+      this.#upgradeRest = ret < data.length ? Buffer.from(data.subarray(ret)) : null;
       this.socket.pause();
       this.#sink?.onUpstreamHead(up.status, up.reason, up.headers, -1);
     }

@@ -292,22 +292,6 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   };
 }
 
-/**
- * Feeds `parser` from `socket`: the parser reads the socket's handle itself when it can (`onRead` gets each result);
- * otherwise `onData` gets the socket's 'data' events, bracketed by ioEnter/ioExit so that writes batch per read.
- * Returns whether the handle is consumed.
- */
-export function readInto(
-  parser: Parser,
-  socket: Socket,
-  onRead: (result: ParseResult, thrown: unknown) => void,
-  onData: (data: Buffer) => void,
-): boolean {
-  if (parser.consume(socket, onRead)) return true;
-  socket.on('data', batchedListener(onData));
-  return false;
-}
-
 /** A 'data' listener that feeds `onData` with the writes it causes batched into one per read (see coalescer.ts). */
 export function batchedListener(onData: (data: Buffer) => void): (data: Buffer) => void {
   return (data: Buffer) => {
