@@ -218,6 +218,11 @@ export function isHopByHop(name: string): boolean {
   }
 }
 
+/** Whether a response with this status has no body, whatever its headers say (RFC 9110 sections 6.4.1, 15.3.5, 15.4.5). */
+export function bodilessStatus(status: number): boolean {
+  return status < 200 || status === 204 || status === 304;
+}
+
 /**
  * The length a Content-Length value declares, or -1 when it declares none weir can frame by: not a plain decimal
  * number (a filter may have set anything), or above 2^53 - 1.

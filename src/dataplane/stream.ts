@@ -12,7 +12,7 @@ import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { requestId } from '../core/request-id.ts';
 import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-list.ts';
-import { HeaderMap, contentLengthOf } from '../core/headers.ts';
+import { HeaderMap, bodilessStatus, contentLengthOf } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
 import type { DownstreamConnection, RequestHead, RequestSink } from './codec.ts';
@@ -309,7 +309,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     this.reason = reason;
     this.#reasonStatus = status;
     if (this.upstream?.retriesExhausted && this.responseFlag === '-') this.responseFlag = ERRORS.RETRY_LIMIT_EXCEEDED.flag;
-    const noBody = this.head.method === 'HEAD' || status === 204 || status === 304 || contentLength === 0;
+    const noBody = this.head.method === 'HEAD' || bodilessStatus(status) || contentLength === 0;
     if (noBody) this.#responseEos = true;
     // No filters: straight to the client, without a pipeline.
     if (this.filters.length === 0) this.writeResponseHead(headers, noBody);
@@ -403,7 +403,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       if (state.get('weir.drain_connection') === 'true') this.conn.closeWhenIdle(false);
     }
     this.conn.sendHead(status, h, { contentLength: length, noBody: eos }, this.reason);
-    const bodiless = eos || status < 200 || status === 204 || status === 304 || this.head.method === 'HEAD';
+    const bodiless = eos || bodilessStatus(status) || this.head.method === 'HEAD';
     this.#bodyLeft = bodiless ? -1 : length;
     if (eos) this.complete(null);
   }
@@ -473,7 +473,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       this.listener.countError(ERRORS[opts.code]);
     }
     // 1xx, 204 and 304 responses have no body, whatever the caller gave.
-    const bodyless = status < 200 || status === 204 || status === 304;
+    const bodyless = bodilessStatus(status);
     const buf = body === undefined || bodyless ? null : typeof body === 'string' ? Buffer.from(body) : body;
     const given = opts?.headers;
     let headers: HeaderMap;

@@ -7,7 +7,7 @@ import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
-import { HeaderMap, checkHeaders } from '../../core/headers.ts';
+import { HeaderMap, bodilessStatus, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine } from './wire.ts';
@@ -173,13 +173,13 @@ export class ServerConnection implements DownstreamConnection {
     let out = statusLine(status, reason) + headerLines(headers, true, status === 101);
     if (!headers.has('date')) out += 'date: ' + httpDate() + '\r\n';
     // 1xx, 204 and 304 have no body, whatever follows (a filter may have changed the status of one that had).
-    this.#noBody = framing.noBody || status < 200 || status === 204 || status === 304;
+    this.#noBody = framing.noBody || bodilessStatus(status);
     const isHead = head.method === 'HEAD';
     if (status === 101) {
       out += 'connection: upgrade\r\n';
     } else {
       if (framing.contentLength >= 0) {
-        if (status !== 204 && status !== 304 && !(status < 200)) out += 'content-length: ' + framing.contentLength + '\r\n';
+        if (!bodilessStatus(status)) out += 'content-length: ' + framing.contentLength + '\r\n';
       } else if (!framing.noBody || isHead) {
         if (head.versionMinor >= 1) {
           if (!isHead) this.#chunked = true;
@@ -222,7 +222,7 @@ export class ServerConnection implements DownstreamConnection {
   sendResponse(status: number, headers: HeaderMap, body: Buffer | null, reason?: string): void {
     const isHead = this.#activeHead?.method === 'HEAD';
     const len = body === null ? 0 : body.length;
-    const noBody = status === 204 || status === 304 || status < 200;
+    const noBody = bodilessStatus(status);
     if (!this.sendHead(status, headers, { contentLength: noBody ? -1 : len, noBody: true }, reason)) return;
     if (!isHead && !noBody && body !== null && len > 0) this.#out.bytes(body);
     this.#chunked = false;
@@ -308,7 +308,7 @@ export class ServerConnection implements DownstreamConnection {
       }
       if (name === 'content-length') {
         // llhttp takes lengths up to 2^64 - 1; past 2^53 - 1 weir would forward another length than the one it reads.
-        if (!Number.isSafeInteger(Number(value))) throw new ProxyError('REQUEST_BODY_TOO_LARGE', `Content-Length ${value.trim()} is larger than weir can frame`);
+        if (contentLengthOf(value) < 0) throw new ProxyError('REQUEST_BODY_TOO_LARGE', `Content-Length ${value.trim()} is larger than weir can frame`);
         hasBody = value !== '0';
       }
       else if (name === 'transfer-encoding') {
