@@ -87,7 +87,7 @@ export class Coalescer {
   /** Queues bytes. Large buffers go out at once, after whatever is queued, without a copy. */
   bytes(b: Buffer): void {
     if (this.#broken) return;
-    if (b.length >= FLUSH_AT && !this.#holding) {
+    if (b.length >= FLUSH_AT) {
       this.#flushWith(b);
       return;
     }
@@ -132,13 +132,11 @@ export class Coalescer {
     }
     this.#count = 0;
     this.#bytes = 0;
-    const req = this.#request(h);
-    const chunks = this.#gather(n, b);
-    this.#dispatched(req, h.writev(req, chunks, false), chunks);
+    this.#writeGathered(h, n, b);
   }
 
-  /** Takes the first `n` queued parts, and `extra` after them, as handle.writev's list of data and encodings. */
-  #gather(n: number, extra: Buffer | null): (string | Buffer)[] {
+  /** Writes the first `n` queued parts, and `extra` after them, in one gathered write (writev) on handle `h`. */
+  #writeGathered(h: Handle, n: number, extra: Buffer | null): void {
     const parts = this.#parts;
     const chunks = new Array<string | Buffer>(extra === null ? 2 * n : 2 * n + 2);
     for (let i = 0; i < n; i++) {
@@ -151,7 +149,8 @@ export class Coalescer {
       chunks[2 * n] = extra;
       chunks[2 * n + 1] = 'buffer';
     }
-    return chunks;
+    const req = this.#request(h);
+    this.#dispatched(req, h.writev(req, chunks, false), chunks);
   }
 
   /** True while the socket and the queue stay under the socket's high-water mark. */
@@ -186,9 +185,7 @@ export class Coalescer {
       // Large parts (what waited for a write in flight) go out gathered rather than copied together.
       const h = this.#directHandle();
       if (h !== null) {
-        const req = this.#request(h);
-        const chunks = this.#gather(n, null);
-        this.#dispatched(req, h.writev(req, chunks, false), chunks);
+        this.#writeGathered(h, n, null);
         return;
       }
     }
