@@ -35,6 +35,10 @@ export interface WeirStartOptions {
   bin?: string;
   /** Extra node flags (V8 options, say) put before the entry point. */
   nodeArgs?: readonly string[];
+  /** A command that runs node (valgrind and its options, say): node and its arguments follow it. */
+  wrapper?: readonly string[];
+  /** How long to wait for the listener to answer (default 15 s; a run under valgrind needs minutes). */
+  startTimeoutMs?: number;
 }
 
 /** Names the build being measured: its bin path and git commit, marked "+ uncommitted changes" when its tree differs from the commit. */
@@ -85,14 +89,15 @@ export async function startWeir(options: WeirStartOptions): Promise<WeirProcess>
     nodeArgs.push('--cpu-prof', '--cpu-prof-dir', dir);
   }
   const log = openSync(logPath, 'w');
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, options.bin ?? weirBin, 'run', configPath, '--workers', String(options.workers)], {
+  const command = [...(options.wrapper ?? []), process.execPath, ...nodeArgs, options.bin ?? weirBin, 'run', configPath, '--workers', String(options.workers)];
+  const child: ChildProcess = spawn(command[0], command.slice(1), {
     cwd: repoRoot,
     stdio: ['ignore', log, log],
   });
   closeSync(log);
   let exited = false;
   const exit = new Promise<void>((resolvePromise) => child.on('exit', () => { exited = true; resolvePromise(); }));
-  const failure = await waitForHttp(`http://127.0.0.1:${options.listenPort}/`, 15000, () => !exited);
+  const failure = await waitForHttp(`http://127.0.0.1:${options.listenPort}/`, options.startTimeoutMs ?? 15000, () => !exited);
   const stop = async (): Promise<void> => {
     if (exited) return;
     child.kill('SIGTERM');

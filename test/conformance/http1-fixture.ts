@@ -161,6 +161,11 @@ async function start(): Promise<void> {
       } else if (text.startsWith('GET /stray/interim ')) {
         socket.write('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n');
         socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal');
+      } else if (text.startsWith('GET /stray/glued ')) {
+        // An answer with a second, unasked-for response right behind it in the same write, a little later.
+        setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray'), 100);
+      } else if (text.startsWith('GET /stray/glued-chunked')) {
+        setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray'), 100);
       } else if (text.startsWith('GET /stray/1 ')) {
         socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst');
         setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nstray'), 50);
@@ -229,6 +234,11 @@ listeners:
     routes:
       - match: { prefix: / }
         cluster: limited
+  - name: single
+    address: 127.0.0.1:0
+    routes:
+      - match: { prefix: / }
+        cluster: stray-single
 clusters:
   - name: short
     endpoints: [${short.address}]
@@ -240,6 +250,9 @@ clusters:
     max_idle_connections: 0
   - name: stray
     endpoints: [127.0.0.1:${(stray.address() as import('node:net').AddressInfo).port}]
+  - name: stray-single
+    endpoints: [127.0.0.1:${(stray.address() as import('node:net').AddressInfo).port}]
+    circuit_breakers: { max_connections: 1 }
   - name: closer
     endpoints: [127.0.0.1:${(closer.address() as import('node:net').AddressInfo).port}]
   - name: up

@@ -95,6 +95,22 @@ test('an upstream connection that sends bytes while idle is not reused', async (
   assert.equal(strayConnections, 2, 'the confused connection was closed, a new one opened');
 });
 
+for (const kind of ['glued', 'glued-chunked']) {
+  test(`an upstream answer followed in the same read by one nobody asked for (${kind}): the request waiting for the connection gets its own`, async () => {
+    // One connection at most: the second request waits for the first one's, which must not be handed over with the
+    // stray response in it (the waiting request would be answered "stray").
+    const before = strayConnections;
+    const first = fetch(`${weir.url('single')}/stray/${kind}`);
+    await new Promise((r) => setTimeout(r, 30));
+    const second = fetch(`${weir.url('single')}/stray/after-${kind}`);
+    assert.equal(await (await first).text(), 'first');
+    const res = await second;
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'second', 'the waiting request got the answer to its own request');
+    assert.ok(strayConnections > before, 'the connection with the stray response was closed, a new one opened');
+  });
+}
+
 test('skips 1xx interim responses from the upstream and forwards the final one', async () => {
   const c = await RawConnection.open(weir.url('edge'));
   c.write(get('/stray/interim'));

@@ -89,7 +89,11 @@ export class ClientConnection implements UpstreamConnection {
       onHead: (minor, raw, _m, _u, status, reason, upgrade, keepAlive) => this.#onHead(minor, raw, status, reason, upgrade, keepAlive),
       onBody: (chunk) => this.#sink?.onUpstreamBody(chunk, false),
       onTrailers: (raw) => this.#sink?.onUpstreamTrailers(new HeaderMap(rawToList(raw))),
-      onComplete: () => this.#onComplete(),
+      onComplete: () => {
+        // Bytes after this response in the same read would be one nobody asked for: hear of its first byte.
+        this.#parser.watchBegin(true);
+        this.#onComplete();
+      },
     });
     socket.setNoDelay(true);
     reads.onRead = (n, buf) => this.#onRead(n, buf);
@@ -111,6 +115,8 @@ export class ClientConnection implements UpstreamConnection {
   startRequest(headers: HeaderMap, framing: RequestFraming, sink: ResponseSink, keepUpgrade: boolean): void {
     this.exchanges++;
     this.#sink = sink;
+    // A response that begins while an exchange is on is that exchange's: no need to hear of its first byte.
+    this.#parser.watchBegin(false);
     this.#gotHead = false;
     this.#requestDone = false;
     this.#responseDone = false;
@@ -231,10 +237,10 @@ export class ClientConnection implements UpstreamConnection {
     let next = 0;
     // (A 1xx gets here only as a 101 without Upgrade, which llhttp frames itself.)
     if (this.#isHeadRequest || status === 204 || status === 304) next = 1;
-    else if (contentLength >= LEND_FROM) {
-      // A large body of known length: the parser stops after the head and this connection reads the body itself,
-      // lending the read buffer to the sink instead of a copy per chunk (the copies' memory made V8 run full
-      // collections). Small bodies stay with the parser: lending them would cost a parser reset and a copy anyway.
+    else if (contentLength > 0) {
+      // A body of known length: the parser stops after the head and this connection reads the body itself, lending
+      // the read buffer to the sink instead of a copy per chunk (for large bodies, the copies' memory made V8 run
+      // full collections; for small ones, the parser's body and completion callbacks cost more than its reset).
       this.#lentLeft = contentLength;
       next = 2;
     }
@@ -245,6 +251,7 @@ export class ClientConnection implements UpstreamConnection {
   /** A read into the socket's reused buffer: heads go through the parser, a body of known length is lent as it comes. */
   #onRead(n: number, buf: Buffer): void {
     ioEnter();
+    this.#reading = true;
     try {
       let at = 0;
       while (at < n && !this.socket.destroyed) {
@@ -258,6 +265,8 @@ export class ClientConnection implements UpstreamConnection {
           if (this.#lentLeft === 0) {
             this.#lentLeft = -1;
             this.#parser.reset();
+            // Bytes after the body in the same read are a response nobody asked for: the connection is out of step.
+            if (at < n) this.#keepAlive = false;
             this.#onComplete();
           }
           continue;
@@ -274,14 +283,23 @@ export class ClientConnection implements UpstreamConnection {
         at += ret;
       }
     } finally {
+      this.#reading = false;
+      if (this.#handBackAfterRead) {
+        this.#handBackAfterRead = false;
+        this.#handBack();
+      }
       ioExit();
     }
   }
 
+  /** True while `#onRead` runs: an exchange that completes then goes back to the pool once the whole read was seen. */
+  #reading = false;
+  #handBackAfterRead = false;
+
   #onComplete(): void {
-    // llhttp completes an upgrade response right after its head: the tunnel, not the pool, takes the socket. It
-    // does the same after a head whose body this connection reads itself.
-    if (!this.#gotHead || this.#upgradeHead !== null || this.#lentLeft >= 0) return;
+    // A 1xx interim response completes without a head (see `#onHead`). An upgrade's head and a head whose body this
+    // connection reads itself end the parser's message without a completion (see `ParserHandler.onHead`).
+    if (!this.#gotHead) return;
     this.#responseDone = true;
     const sink = this.#sink;
     if (sink !== null) sink.onUpstreamEnd();
@@ -293,7 +311,14 @@ export class ClientConnection implements UpstreamConnection {
     this.#sink = null;
     // A pause belongs to the exchange (its client was slow): an idle connection reads, to see the server close it.
     if (this.#paused) this.resume();
-    if (this.#keepAlive && !this.#closed && !this.#out.broken) this.#owner.release(this);
+    // The rest of the read being parsed may hold such a response: the pool, which may hand the connection to a
+    // waiting request at once, gets it only after the read.
+    if (this.#reading) this.#handBackAfterRead = true;
+    else this.#handBack();
+  }
+
+  #handBack(): void {
+    if (this.#keepAlive && this.usable) this.#owner.release(this);
     else this.socket.destroy();
   }
 
@@ -353,9 +378,6 @@ export class ClientConnection implements UpstreamConnection {
     this.#owner.closed(this);
   }
 }
-
-/** Bodies of known length from this size on are lent (see `#onRead`); smaller ones are copied by the parser. */
-const LEND_FROM = 4096;
 
 /**
  * The first read buffer of a connection; a read that fills it moves the connection to one four times larger, up to

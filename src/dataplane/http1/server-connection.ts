@@ -293,6 +293,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#clearTimer();
     const method = METHODS[methodIndex];
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
+    const parserUpgrade = upgrade;
     const list = [':authority', '', ':path', url, ':method', method, ':scheme', 'http'];
     let hasBody = false;
     let chunked = false;
@@ -343,6 +344,11 @@ export class ServerConnection implements DownstreamConnection {
       this.#queue.push(q);
       this.#parsing = q;
       this.pause();
+    }
+    if (!hasBody && !parserUpgrade && !this.#pendingUpgrade) {
+      // The request ends with its head: completed here, without the parser's completion callback (see ParserHandler).
+      this.#event(null);
+      return 3;
     }
     return 0;
   }
