@@ -174,27 +174,28 @@ export class Pipeline {
     return this.#headerIndex >= this.length && this.#stopKind === null;
   }
 
-  /** No filter of this direction has a body or trailers hook; null until `bodyPassesThrough` first asks. */
-  #bodyBlind: boolean | null = null;
+  /** Once true: no filter of this direction looks at its body or trailers any more. */
+  #bodyBlind = false;
 
   /**
-   * True when body data fed now would reach the sink untouched and kept nowhere: the headers went past every
-   * filter, nothing is held, and no filter of this direction looks at bodies or trailers. The caller may then hand
-   * the data to the sink itself (a lent chunk, valid only during the call, without a copy).
+   * True when body data or trailers fed now would reach the sink untouched and kept nowhere: the headers went past
+   * every filter, nothing is held, and no filter of this direction looks at bodies or trailers (it has no such
+   * hooks, or `skipsBody` says it is done with them). The caller then hands the data to the sink itself (a lent
+   * chunk, valid only during the call, without a copy) and no hook runs for it.
    */
   get bodyPassesThrough(): boolean {
     if (!this.headersPassed || this.#heldBytes !== 0 || this.#sinkQueue !== null) return false;
-    if (this.#bodyBlind === null) {
-      let blind = true;
-      for (let i = 0; i < this.length && blind; i++) {
-        const f = this.#filter(i);
-        blind = this.#reversed
-          ? f.onResponseBody === undefined && f.onResponseTrailers === undefined
-          : f.onRequestBody === undefined && f.onRequestTrailers === undefined;
-      }
-      this.#bodyBlind = blind;
+    if (this.#bodyBlind) return true;
+    const direction = this.#reversed ? 'response' : 'request';
+    for (let i = 0; i < this.length; i++) {
+      const f = this.#filter(i);
+      const looks = this.#reversed
+        ? f.onResponseBody !== undefined || f.onResponseTrailers !== undefined
+        : f.onRequestBody !== undefined || f.onRequestTrailers !== undefined;
+      if (looks && (f.skipsBody === undefined || !f.skipsBody(direction))) return false;
     }
-    return this.#bodyBlind;
+    this.#bodyBlind = true;
+    return true;
   }
 
   /** Calls a hook, adding the time it took to the stream's per-filter timings. */

@@ -41,6 +41,12 @@ export interface Filter {
   onResponseHeaders?(headers: HeaderMap, endOfStream: boolean): HookResult;
   onResponseBody?(chunk: BodyChunk, endOfStream: boolean): HookResult;
   onResponseTrailers?(trailers: HeaderMap): HookResult;
+  /**
+   * Asked once the headers of `direction` went past every filter: true when this filter will not look at that
+   * direction's body or trailers again (a Lua handler that has ended, say), and stays true. The chain then passes
+   * them by without calling its body and trailer hooks, without a copy when no other filter looks either.
+   */
+  skipsBody?(direction: Direction): boolean;
   /** Called once when the stream is complete (or reset), after the response was sent: read-only access. */
   onLog?(): void;
   /** Called last, once, whether the stream completed or was reset; release per-request resources here. */

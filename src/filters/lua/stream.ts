@@ -131,6 +131,12 @@ export class LuaStream implements Filter {
     return this.#trailers(this.resp, trailers);
   }
 
+  skipsBody(direction: Direction): boolean {
+    // A handler that ended (or never ran) reads no more of its direction; one still suspended may ask for the body.
+    const d = direction === 'request' ? this.req : this.#resp;
+    return d === null || (d.co === null && !d.holding);
+  }
+
   onDestroy(): void {
     this.#destroyed = true;
     if (this.#listed) this.script.suspended.delete(this);
