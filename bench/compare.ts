@@ -17,7 +17,7 @@ import { scenarios } from './scenarios.ts';
 import { startWeir, type WeirProcess } from './weir-proxy.ts';
 import { runWrk } from './wrk.ts';
 
-interface Variant {
+export interface Variant {
   label: string;
   scenario: string;
   bin: string | undefined;
@@ -31,6 +31,16 @@ export function parseVariant(text: string): Variant {
   const [, label, scenario, bin, flags] = match;
   if (!scenario.startsWith('%') && !scenarios.some((s) => s.name === scenario)) throw new Error(`Unknown scenario "${scenario}" in variant "${text}"`);
   return { label, scenario, bin, nodeArgs: flags === '' ? [] : flags.slice(1).split('+') };
+}
+
+/** The path a variant requests and the filter chain it runs: its scenario's, or the chain in its JSON file. */
+export async function variantChain(v: Variant): Promise<{ path: string; filters: readonly object[] }> {
+  const scenario = v.scenario.startsWith('%')
+    ? { path: '/', weirFilters: async () => JSON.parse(readFileSync(v.scenario.slice(1), 'utf8')) as object[] }
+    : scenarios.find((s) => s.name === v.scenario)!;
+  const filters = await scenario.weirFilters();
+  if (typeof filters === 'string') throw new Error(`${v.label}: ${filters}`);
+  return { path: scenario.path, filters };
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -51,17 +61,13 @@ async function main(argv: string[]): Promise<void> {
   const started: { v: Variant; proc: WeirProcess; target: Target }[] = [];
   try {
     for (const [i, v] of variants.entries()) {
-      const scenario = v.scenario.startsWith('%')
-        ? { path: '/', weirFilters: async () => JSON.parse(readFileSync(v.scenario.slice(1), 'utf8')) as object[] }
-        : scenarios.find((s) => s.name === v.scenario)!;
-      const filters = await scenario.weirFilters();
-      if (typeof filters === 'string') throw new Error(`${v.label}: ${filters}`);
+      const { path, filters } = await variantChain(v);
       const listenPort = portBase + 200 + 2 * i;
       const proc = await startWeir({
         name: `compare-${v.label}`, listenPort, adminPort: listenPort + 1, upstreamPort: portBase + 920,
         filters, workers: 1, profileDir: null, bin: v.bin, nodeArgs: v.nodeArgs,
       });
-      const target: Target = { label: 'weir', rootPid: proc.pid, url: `http://127.0.0.1:${listenPort}${scenario.path}` };
+      const target: Target = { label: 'weir', rootPid: proc.pid, url: `http://127.0.0.1:${listenPort}${path}` };
       started.push({ v, proc, target });
       await runWrk({ url: target.url, seconds: 2, connections });
     }

@@ -15,9 +15,8 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxPeer } from './nginx-peer.ts';
-import { scenarios } from './scenarios.ts';
 import { startWeir } from './weir-proxy.ts';
-import { parseVariant } from './compare.ts';
+import { parseVariant, variantChain } from './compare.ts';
 
 /**
  * Sends `total` GETs over `connections` keep-alive connections, one at a time on each, as wrk does; resolves when all
@@ -98,11 +97,7 @@ async function main(argv: string[]): Promise<void> {
   const results: { label: string; all: number; busiest: number }[] = [];
   try {
     for (const [i, v] of variants.entries()) {
-      const scenario = v.scenario.startsWith('%')
-        ? { path: '/', weirFilters: async () => JSON.parse(readFileSync(v.scenario.slice(1), 'utf8')) as object[] }
-        : scenarios.find((s) => s.name === v.scenario)!;
-      const filters = await scenario.weirFilters();
-      if (typeof filters === 'string') throw new Error(`${v.label}: ${filters}`);
+      const { path, filters } = await variantChain(v);
       const dir = mkdtempSync(join(tmpdir(), 'weir-callgrind-'));
       const listenPort = portBase + 200 + 2 * i;
       const proc = await startWeir({
@@ -112,11 +107,11 @@ async function main(argv: string[]): Promise<void> {
         wrapper: ['valgrind', '--tool=callgrind', '--separate-threads=yes', `--callgrind-out-file=${join(dir, 'cg.%p')}`],
       });
       try {
-        await drive(listenPort, scenario.path, warmup, connections);
+        await drive(listenPort, path, warmup, connections);
         // valgrind runs node's threads one at a time; callgrind_control reaches them through its command file.
         if (spawnSync('callgrind_control', ['-z', String(proc.pid)]).status !== 0) throw new Error('callgrind_control -z failed');
         const before = new Set(readdirSync(dir));
-        await drive(listenPort, scenario.path, requests, connections);
+        await drive(listenPort, path, requests, connections);
         if (spawnSync('callgrind_control', ['-d', String(proc.pid)]).status !== 0) throw new Error('callgrind_control -d failed');
         let counted = { all: 0, busiest: 0 };
         for (let tries = 0; tries < 100 && counted.all === 0; tries++) {
