@@ -58,6 +58,13 @@ export class Supervisor {
   #nextId = 1;
   #applying: Promise<ApplyResult> = Promise.resolve({ ok: true, version: 0 });
   readonly #reloadsOk = this.metrics.counter('weir_config_reloads_total', 'Config loads and reloads, by result', ['result']);
+  readonly #restarts = this.metrics.counter('weir_worker_restarts_total', 'Worker threads started again after one exited');
+  #sharedStore: SharedArrayBuffer | null = null;
+  #logLevel = 'info';
+  /** What the running config was applied with: a worker started after a crash gets the same. */
+  #running: { version: number; config: RawConfig; baseDir: string; prepared: Record<string, unknown> } | null = null;
+  /** When workers exited unasked, the last minute's worth. */
+  #exits: number[] = [];
 
   constructor(file: string, workerCount: number) {
     this.file = path.resolve(file);
@@ -72,26 +79,94 @@ export class Supervisor {
     const parsed = parseConfig(text);
     if (!parsed.ok) throw new Error(formatProblems(this.file, parsed.problems));
     if (!this.#logLevelFromEnv) this.log.pino.level = parsed.config.log_level;
-    const shared = createSharedStore();
+    this.#sharedStore = createSharedStore().buffer;
+    this.#logLevel = parsed.config.log_level;
     for (let i = 0; i < this.workerCount; i++) {
-      const thread = new Worker(new URL('../worker/worker.ts', import.meta.url), {
-        workerData: { index: i, sharedStore: shared.buffer, logLevel: parsed.config.log_level },
-        resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
-      });
-      const h: WorkerHandle = { index: i, thread, waiters: new Map() };
-      thread.on('message', (msg: FromWorker) => this.#onMessage(h, msg));
-      thread.on('error', (err) => this.log.pino.fatal({ worker: i, err }, 'Worker thread crashed'));
-      thread.on('exit', (code) => {
-        if (!this.draining) {
-          this.log.pino.fatal({ worker: i, code }, 'Worker thread exited; stopping');
-          process.exit(1);
-        }
-      });
-      this.#workers.push(h);
-      await this.#wait(h, 'ready');
+      if (!(await this.#startWorker(i))) throw new Error(`Worker thread ${i} exited while starting`);
     }
     const result = await this.apply(parsed.config);
     if (!result.ok) throw new Error(result.error);
+  }
+
+  /** Starts worker `i` (in its slot of #workers); resolves with whether it came up. */
+  #startWorker(i: number): Promise<boolean> {
+    const thread = new Worker(new URL('../worker/worker.ts', import.meta.url), {
+      workerData: { index: i, sharedStore: this.#sharedStore, logLevel: this.#logLevel },
+      resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
+    });
+    const h: WorkerHandle = { index: i, thread, waiters: new Map() };
+    this.#workers[i] = h;
+    thread.on('message', (msg: FromWorker) => this.#onMessage(h, msg));
+    thread.on('error', (err) => this.log.pino.error({ worker: i, err }, 'Worker thread crashed'));
+    return new Promise((resolve) => {
+      void this.#wait(h, 'ready').then(() => resolve(true));
+      thread.on('exit', (code) => {
+        resolve(false);
+        this.#onExit(h, code);
+      });
+    });
+  }
+
+  /**
+   * A worker thread ended. Unless weir is stopping, a new one takes its place with the running config, as an nginx
+   * master starts a new worker process: the requests the old one was serving are lost, the listeners of the other
+   * workers (SO_REUSEPORT) go on serving. More than ten exits in a minute stop weir: something is wrong at start.
+   */
+  #onExit(h: WorkerHandle, code: number): void {
+    this.#failWaiters(h);
+    // Before the first config is running, start() fails instead (it waits for the worker).
+    if (this.draining || this.#workers[h.index] !== h || this.#running === null) return;
+    const now = Date.now();
+    this.#exits = this.#exits.filter((t) => now - t < 60_000);
+    this.#exits.push(now);
+    if (this.#exits.length > 10) {
+      this.log.pino.fatal({ worker: h.index, code, exits: this.#exits.length }, 'Worker threads keep exiting; stopping');
+      process.exit(1);
+    }
+    this.log.pino.error({ worker: h.index, code }, 'Worker thread exited; starting a new one');
+    this.#restarts.labels().inc();
+    // After any reload in progress, so that the new worker gets the config the others run.
+    this.#applying = this.#applying.then(() => this.#restart(h.index)).then(
+      () => ({ ok: true, version: this.version }),
+      (err: Error) => {
+        this.log.pino.error({ worker: h.index, err }, 'Cannot start a worker thread again');
+        return { ok: true, version: this.version };
+      },
+    );
+  }
+
+  async #restart(i: number): Promise<void> {
+    if (this.draining || !(await this.#startWorker(i))) return;
+    const w = this.#workers[i];
+    const r = this.#running;
+    if (r !== null) {
+      const prepared = this.#wait(w, `prepared:${r.version}`);
+      this.#send(w, { type: 'prepare', version: r.version, config: r.config, baseDir: r.baseDir, prepared: r.prepared });
+      const p = (await prepared) as Extract<FromWorker, { type: 'prepared' }>;
+      if (!p.ok) throw new Error(p.error);
+      const ports: Record<string, number> = {};
+      for (const [name, addr] of Object.entries(this.addresses)) ports[name] = Number(addr.slice(addr.lastIndexOf(':') + 1));
+      const committed = this.#wait(w, `committed:${r.version}`);
+      this.#send(w, { type: 'commit', version: r.version, ports });
+      const c = (await committed) as Extract<FromWorker, { type: 'committed' }>;
+      if (!c.ok) throw new Error(c.error);
+    }
+    this.log.pino.info({ worker: i, version: this.version }, 'Worker thread started again');
+  }
+
+  /** Answers what waits on a worker that is gone, as the worker would have when failing, so that nothing hangs. */
+  #failWaiters(h: WorkerHandle): void {
+    const error = `worker thread ${h.index} exited`;
+    for (const [key, waiter] of h.waiters) {
+      const [type, tag] = key.split(':');
+      const n = Number(tag);
+      if (type === 'prepared') waiter({ type: 'prepared', version: n, ok: false, error });
+      else if (type === 'committed') waiter({ type: 'committed', version: n, ok: false, error, addresses: {} });
+      else if (type === 'metrics') waiter({ type: 'metrics', id: n, snapshot: new Metrics().snapshot() });
+      else if (type === 'clusters') waiter({ type: 'clusters', id: n, clusters: [] });
+      else if (type === 'drained') waiter({ type: 'drained', open: 0 });
+    }
+    h.waiters.clear();
   }
 
   /** Re-reads the config file and applies it; the running config stays if anything fails. */
@@ -168,6 +243,7 @@ export class Supervisor {
     this.config = config;
     this.version = version;
     this.addresses = addresses;
+    this.#running = { version, config, baseDir, prepared };
     this.loadedAt = new Date().toISOString();
     this.lastReload = { ok: true, at: this.loadedAt, version };
     this.#reloadsOk.labels('ok').inc();
