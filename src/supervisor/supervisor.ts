@@ -58,7 +58,7 @@ export class Supervisor {
   #nextId = 1;
   #applying: Promise<ApplyResult> = Promise.resolve({ ok: true, version: 0 });
   readonly #reloadsOk = this.metrics.counter('weir_config_reloads_total', 'Config loads and reloads, by result', ['result']);
-  readonly #restarts = this.metrics.counter('weir_worker_restarts_total', 'Worker threads started again after one exited');
+  readonly #restarts = this.metrics.counter('weir_worker_restarts_total', 'Worker threads started again after one exited').labels();
   #sharedStore: SharedArrayBuffer | null = null;
   #logLevel = 'info';
   /** What the running config was applied with: a worker started after a crash gets the same. */
@@ -124,7 +124,7 @@ export class Supervisor {
       process.exit(1);
     }
     this.log.pino.error({ worker: h.index, code }, 'Worker thread exited; starting a new one');
-    this.#restarts.labels().inc();
+    this.#restarts.inc();
     // After any reload in progress, so that the new worker gets the config the others run.
     this.#applying = this.#applying.then(() => this.#restart(h.index)).then(
       () => ({ ok: true, version: this.version }),

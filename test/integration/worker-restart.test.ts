@@ -69,6 +69,7 @@ async function until200(path: string, ms: number): Promise<number> {
 
 test('a worker thread that dies is replaced with one running the same config; weir goes on serving', async () => {
   assert.equal((await fetch(`${weir.url('edge')}/`)).status, 200);
+  assert.match(await (await fetch(`${weir.admin}/metrics`)).text(), /^weir_worker_restarts_total 0$/m, 'the counter is there before any restart');
   for (let round = 1; round <= 2; round++) {
     await fetch(`${weir.url('edge')}/crash`).then((r) => r.text()).catch(() => undefined);
     await weir.waitForLine((l) => l.msg === 'Worker thread exited; starting a new one', 5000);
