@@ -180,8 +180,8 @@ export class Pipeline {
   /**
    * True when body data or trailers fed now would reach the sink untouched and kept nowhere: the headers went past
    * every filter, nothing is held, and no filter of this direction looks at bodies or trailers (it has no such
-   * hooks, or `skipsBody` says it is done with them). The caller then hands the data to the sink itself (a lent
-   * chunk, valid only during the call, without a copy) and no hook runs for it.
+   * hooks, or `skipsBody` says it is done with them). `data` and `trailers` then go to the sink without calling a
+   * hook, and the caller may hand a lent chunk (valid only during the call) to the sink itself, without a copy.
    */
   get bodyPassesThrough(): boolean {
     if (!this.headersPassed || this.#heldBytes !== 0 || this.#sinkQueue !== null) return false;
@@ -217,14 +217,16 @@ export class Pipeline {
     this.#runHeaders(0);
   }
 
-  /** Feeds body data at the head of the chain. */
+  /** Feeds body data at the head of the chain (straight to the sink while `bodyPassesThrough`). */
   data(chunk: Buffer, endOfStream: boolean): void {
-    this.#push(0, { data: chunk, eos: endOfStream, trailers: null });
+    if (this.bodyPassesThrough) this.#sink.data(chunk, endOfStream);
+    else this.#push(0, { data: chunk, eos: endOfStream, trailers: null });
   }
 
-  /** Feeds trailers (which end the stream) at the head of the chain. */
+  /** Feeds trailers (which end the stream) at the head of the chain (straight to the sink while `bodyPassesThrough`). */
   trailers(trailers: HeaderMap): void {
-    this.#push(0, { data: null, eos: true, trailers });
+    if (this.bodyPassesThrough) this.#sink.trailers(trailers);
+    else this.#push(0, { data: null, eos: true, trailers });
   }
 
   /** Resumes filter `index` (or the one that stopped last) after a `stop`. */

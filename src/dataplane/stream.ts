@@ -148,21 +148,21 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       this.#bodyTimer = this.#bodyTimers!.arm(this);
     }
     if (this.requestHalted) return;
-    if (this.#req !== null && !this.#req.bodyPassesThrough) this.#req.data(chunk, false);
+    if (this.#req !== null) this.#req.data(chunk, false);
     else this.upstream?.data(chunk, false);
   }
 
   onTrailers(trailers: HeaderMap): void {
     this.#stopBodyTimer();
     if (this.requestHalted) return;
-    if (this.#req !== null && !this.#req.bodyPassesThrough) this.#req.trailers(trailers);
+    if (this.#req !== null) this.#req.trailers(trailers);
     else this.upstream?.trailers(trailers);
   }
 
   onEnd(): void {
     this.#stopBodyTimer();
     if (this.requestHalted || !this.head.hasBody) return;
-    if (this.#req !== null && !this.#req.bodyPassesThrough) this.#req.data(EMPTY, true);
+    if (this.#req !== null) this.#req.data(EMPTY, true);
     else this.upstream?.data(EMPTY, true);
   }
 
@@ -326,23 +326,24 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     const res = this.#res;
     if (res !== null) {
       // Filters may keep what they see: they get a copy of a lent chunk, unless none of them looks at the body.
-      if (res.bodyPassesThrough) this.writeResponseBody(chunk, false, lent);
-      else res.data(lent ? Buffer.from(chunk) : chunk, false);
+      if (!lent) res.data(chunk, false);
+      else if (res.bodyPassesThrough) this.writeResponseBody(chunk, false, true);
+      else res.data(Buffer.from(chunk), false);
     } else if (this.filters.length === 0) this.writeResponseBody(chunk, false, lent);
   }
 
   onResponseTrailers(trailers: HeaderMap): void {
     if (this.done) return;
     this.#responseEos = true;
-    if (this.#res !== null && !this.#res.bodyPassesThrough) this.#res.trailers(trailers);
-    else if (this.#res !== null || this.filters.length === 0) this.complete(trailers);
+    if (this.#res !== null) this.#res.trailers(trailers);
+    else if (this.filters.length === 0) this.complete(trailers);
   }
 
   onResponseEnd(): void {
     if (this.done || this.#responseEos) return;
     this.#responseEos = true;
-    if (this.#res !== null && !this.#res.bodyPassesThrough) this.#res.data(EMPTY, true);
-    else if (this.#res !== null || this.filters.length === 0) this.writeResponseBody(EMPTY, true);
+    if (this.#res !== null) this.#res.data(EMPTY, true);
+    else if (this.filters.length === 0) this.writeResponseBody(EMPTY, true);
   }
 
   onUpstreamFailure(error: ProxyError, afterHead: boolean): void {

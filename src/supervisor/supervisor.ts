@@ -41,6 +41,11 @@ const reloadChannel = diagnostics.channel(CONFIG_RELOAD);
  */
 const YOUNG_GENERATION_MB = 16;
 
+/** The port of a bound address as workers report it ("127.0.0.1:8080", "[::1]:8080"). */
+function portOf(address: string): number {
+  return Number(address.slice(address.lastIndexOf(':') + 1));
+}
+
 /** Runs weir for one config file. */
 export class Supervisor {
   readonly file: string;
@@ -145,7 +150,7 @@ export class Supervisor {
       const p = (await prepared) as Extract<FromWorker, { type: 'prepared' }>;
       if (!p.ok) throw new Error(p.error);
       const ports: Record<string, number> = {};
-      for (const [name, addr] of Object.entries(this.addresses)) ports[name] = Number(addr.slice(addr.lastIndexOf(':') + 1));
+      for (const [name, addr] of Object.entries(this.addresses)) ports[name] = portOf(addr);
       const committed = this.#wait(w, `committed:${r.version}`);
       this.#send(w, { type: 'commit', version: r.version, ports });
       const c = (await committed) as Extract<FromWorker, { type: 'committed' }>;
@@ -237,7 +242,7 @@ export class Supervisor {
       }
       for (const [name, addr] of Object.entries(r.addresses)) {
         addresses[name] = addr;
-        ports[name] = Number(addr.slice(addr.lastIndexOf(':') + 1));
+        ports[name] = portOf(addr);
       }
     }
     this.config = config;
