@@ -92,7 +92,8 @@ async function main(argv: string[]): Promise<void> {
   }
   if (variants.length === 0) throw new Error('usage: npx node bench/instructions.ts [--requests N] [--warmup N] [--connections C] label=scenario[@bin]...');
   if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed (apt-get install valgrind)');
-  const portBase = 18080;
+  // PORT_BASE lets two runs go side by side (each needs its nginx peer and ports).
+  const portBase = Number(process.env.PORT_BASE ?? 18080);
   const peer = await startNginxPeer(portBase);
   const results: { label: string; all: number; busiest: number }[] = [];
   try {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseConfig, formatProblems } from '../config/parse.ts';
+import type { RawConfig } from '../config/types.ts';
 import { configSchema } from '../config/schema.ts';
 import { filterDefinitions } from '../filters/registry.ts';
 
@@ -89,7 +90,10 @@ async function validate(args: string[]): Promise<number> {
   }
   // What `run` would load before any worker starts: script files, Wasm modules (compiled and checked).
   const { prepareFilters } = await import('../config/prepare.ts');
-  const { problems } = await prepareFilters(r.config, path.dirname(path.resolve(file)), () => {});
+  const baseDir = path.dirname(path.resolve(file));
+  const { prepared, problems } = await prepareFilters(r.config, baseDir, () => {});
+  // Then what each worker does with them: build every filter once (a Lua script's top-level code runs here).
+  if (problems.length === 0) problems.push(...(await buildFilters(r.config, baseDir, prepared)));
   if (problems.length > 0) {
     for (const p of problems) process.stderr.write(`${file} ${p.path}: ${p.message}\n`);
     process.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} found\n`);
@@ -97,6 +101,30 @@ async function validate(args: string[]): Promise<number> {
   }
   process.stdout.write(`${file}: valid (${r.config.listeners.length} listener(s), ${r.config.clusters.length} cluster(s))\n`);
   return 0;
+}
+
+/** Builds every enabled filter as a worker would, then destroys it; returns the failures by filter path. */
+async function buildFilters(config: RawConfig, baseDir: string, prepared: Record<string, unknown>): Promise<{ path: string; message: string }[]> {
+  const { filtersOf } = await import('../config/prepare.ts');
+  const { filterDefinition } = await import('../filters/registry.ts');
+  const { Metrics } = await import('../telemetry/metrics.ts');
+  const clusterNames = new Set(config.clusters.map((c) => c.name));
+  const problems: { path: string; message: string }[] = [];
+  for (const { path: at, filter } of filtersOf(config)) {
+    const def = filterDefinition(filter.type);
+    if (def === undefined || filter.disabled) continue;
+    const { name: _n, type: _t, disabled: _d, ...own } = filter;
+    try {
+      const factory = await def.factory(own, {
+        name: filter.name, baseDir, path: at, workerIndex: 0, prepared: prepared[at], log: () => {}, metrics: new Metrics(), clusterNames,
+        httpCall: () => Promise.reject(new Error('no requests are sent while validating')),
+      });
+      factory.destroy?.();
+    } catch (err) {
+      problems.push({ path: at, message: `filter "${filter.name}": ${(err as Error).message}` });
+    }
+  }
+  return problems;
 }
 
 /** Runs the command line; resolves with the exit code, or -1 when the process keeps running. */

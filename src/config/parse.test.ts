@@ -54,6 +54,16 @@ clusters:
   assert.equal(r.problems.length, 5);
 });
 
+test("cluster names may be Istio's (outbound|8181||auth.local); a name with a space is refused at its line", () => {
+  const istio = ok.replaceAll('web', 'outbound|8181||auth.local').replace('cluster: outbound', 'cluster: "outbound').replace('auth.local\nclusters', 'auth.local"\nclusters').replace('- name: outbound|8181||auth.local', '- name: "outbound|8181||auth.local"');
+  const r = parseConfig(istio);
+  assert.ok(r.ok, r.ok ? '' : formatProblems('istio.yaml', r.problems));
+  assert.equal(r.config.clusters[0].name, 'outbound|8181||auth.local');
+  const spaced = parseConfig(ok.replace('  - name: web', '  - name: "web farm"').replace('cluster: web', 'cluster: "web farm"'));
+  assert.ok(!spaced.ok);
+  assert.match(formatProblems('c.yaml', spaced.problems), /^c\.yaml:9:5 clusters\[0\]\.name: must match pattern/m);
+});
+
 test('parseConfig() checks references between sections', () => {
   const r = parseConfig(ok.replace('cluster: web', 'cluster: wbe').replace('prefix: / }', 'prefix: /, path: /x }'));
   assert.ok(!r.ok);

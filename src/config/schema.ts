@@ -228,7 +228,8 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
           additionalProperties: false,
           required: ['name', 'endpoints'],
           properties: {
-            name: { type: 'string', pattern: '^[A-Za-z0-9_.:-]+$' },
+            // Also '|', '~', '+' and '@': Istio names clusters "outbound|8181||auth.local", and scripts pass those names.
+            name: { type: 'string', pattern: '^[A-Za-z0-9_.:|~+@-]+$' },
             endpoints: {
               type: 'array',
               items: {

@@ -49,7 +49,12 @@ export function httpCall(
   const headers = new HeaderMap(h.list.slice());
   headers.unchecked = h.unchecked;
   if (!headers.has(':scheme')) headers.add(':scheme', 'http');
-  if (options.sendXff && options.clientAddress) headers.add('x-forwarded-for', options.clientAddress);
+  if (options.sendXff && options.clientAddress) {
+    // Appended to a value the caller gave, as Envoy's async client does (one header line, not two).
+    const given = headers.getJoined('x-forwarded-for');
+    if (given === undefined) headers.add('x-forwarded-for', options.clientAddress);
+    else headers.set('x-forwarded-for', `${given}, ${options.clientAddress}`);
+  }
   const body = request.body ?? null;
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];

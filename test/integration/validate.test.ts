@@ -45,3 +45,33 @@ test('weir validate reports what run would refuse before starting: Lua syntax er
   assert.match(r.stderr, /listeners\[0\]\.filters\[3\]: filter "split": invalid value for header "x-a": it contains CR, LF or NUL/);
   assert.match(r.stderr, /4 problems found/);
 });
+
+test('weir validate runs each Lua script\'s top-level code as a worker would: an error there is reported with filter, script and line', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-validate-'));
+  fs.writeFileSync(
+    path.join(dir, 'weir.yaml'),
+    `listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: lib
+        type: lua
+        source: |
+          local lib = require("lib.mylibrary")
+          function envoy_on_request(h) lib.run(h) end
+      - name: env
+        type: lua
+        source: |
+          local tag = os.getenv("SERVICE_TAG") or "none"
+          function envoy_on_request(h) h:headers():add("x-tag", tag) end
+    routes:
+      - match: { prefix: / }
+        direct_response: { status: 200 }
+`,
+  );
+  const r = spawnSync(process.execPath, [BIN, 'validate', path.join(dir, 'weir.yaml')], { encoding: 'utf8' });
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "lib": Cannot run the top-level code of Lua script "lib": lib:1: require\(\) is not available in weir's Lua sandbox/);
+  assert.doesNotMatch(r.stderr, /filters\[1\]/);
+  assert.match(r.stderr, /^1 problem found$/m);
+});

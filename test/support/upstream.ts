@@ -10,7 +10,7 @@ export interface Upstream {
   readonly address: string;
   readonly server: http.Server;
   /** Requests received so far. */
-  readonly requests: { method: string; url: string; headers: http.IncomingHttpHeaders; body: Buffer }[];
+  readonly requests: { method: string; url: string; headers: http.IncomingHttpHeaders; rawHeaders: string[]; body: Buffer }[];
   close(): Promise<void>;
 }
 
@@ -32,7 +32,7 @@ export async function startUpstream(
   const requests: Upstream['requests'] = [];
   const server = http.createServer((req, res) => {
     if (opts.stream) {
-      requests.push({ method: req.method!, url: req.url!, headers: req.headers, body: Buffer.alloc(0) });
+      requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.alloc(0) });
       handler(req, res, Buffer.alloc(0));
       return;
     }
@@ -40,7 +40,7 @@ export async function startUpstream(
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      requests.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body });
       handler(req, res, body);
     });
   });

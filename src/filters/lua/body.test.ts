@@ -116,14 +116,34 @@ test('response body(): the response path buffers too', async () => {
   assert.equal(o.response!.body.toString(), 'response');
 });
 
-test('a header map kept across a yield is unbound, as Envoy wrappers do not survive a yield', async () => {
+test("a header map taken before body() is still the stream's after it returns (Envoy's first documented example)", async () => {
+  // Lua evaluates h:headers() before the argument that yields, so the map object is held across body().
   const f = await lua(`
     function envoy_on_request(h)
+      h:headers():add("request_body_size", h:body():length())
       local hd = h:headers()
-      h:body()
-      hd:add("x-stale", "1")
+      local b = h:body()
+      hd:add("x-len", tostring(b:length()))
+      hd:add("x-in", tostring(hd:get("x-in")))
     end`);
-  const o = await f.exchange({ method: 'POST', body: ['abc'] });
-  assert.equal(o.reply?.status, 500);
-  assert.match(o.logs.join('\n'), /lua-test:5: object used outside of proper scope/);
+  const o = await f.exchange({ method: 'POST', headers: { 'x-in': 'kept' }, body: ['abc', 'de'] });
+  assert.equal(o.reply, null, o.logs.join('\n'));
+  assert.equal(o.upstream!.headers.get('request_body_size'), '5');
+  assert.equal(o.upstream!.headers.get('x-len'), '5');
+  assert.equal(o.upstream!.headers.get('x-in'), 'kept');
+});
+
+test('a header map kept in a global raises when another request uses it, across a yield too', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      if kept then
+        h:body()
+        kept:add("x-stale", "1")
+      end
+      kept = h:headers()
+    end`);
+  assert.equal((await f.exchange({})).reply, null);
+  const second = await f.exchange({ method: 'POST', body: ['abc'] });
+  assert.equal(second.reply?.status, 500);
+  assert.match(second.logs.join('\n'), /lua-test:5: object used outside of proper scope/);
 });

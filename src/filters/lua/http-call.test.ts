@@ -16,6 +16,7 @@ before(async () => {
       const body = Buffer.concat(parts).toString();
       seen.push({ method: req.method, url: req.url, headers: req.headers, body });
       if (req.url === '/slow') return void setTimeout(() => res.end('late'), 2000);
+      if (req.url === '/wait') return void setTimeout(() => res.end('waited'), 50);
       if (req.url?.startsWith('/check')) {
         const token = req.headers.authorization;
         res.writeHead(token === 'Bearer good' ? 200 : 403, { 'x-user': token === 'Bearer good' ? 'alice' : 'nobody' });
@@ -186,4 +187,18 @@ test('a request suspended on a synchronous httpCall fails at once when its Lua s
   assert.equal(s.reply?.options?.details, 'lua_error');
   assert.equal(s.upstream, null);
   assert.match(f.logs.join('\n'), /failed \(error\): the Lua state this request was suspended on was recycled/);
+});
+
+test('header maps held across a synchronous httpCall() stay with their own stream while other streams run in between', async () => {
+  const f = await build(`
+    function envoy_on_request(h)
+      local hd = h:headers()
+      local me = hd:get("x-me")
+      local rh = h:httpCall("auth", {[":method"] = "GET", [":path"] = "/wait", [":authority"] = "auth"}, nil, 2000)
+      hd:add("x-after", me .. ":" .. rh[":status"] .. ":" .. hd:get("x-me"))
+    end`);
+  const [a, b] = await Promise.all([f.exchange({ headers: { 'x-me': 'a' } }), f.exchange({ headers: { 'x-me': 'b' } })]);
+  assert.equal(a.reply, null, a.logs.join('\n'));
+  assert.equal(a.upstream!.headers.get('x-after'), 'a:200:a');
+  assert.equal(b.upstream!.headers.get('x-after'), 'b:200:b');
 });

@@ -156,6 +156,9 @@ listeners:
             if mode == "on" then headers = h:httpCall("side", call, nil, { timeout_ms = 2000, send_xff = true })
             elseif mode == "off" then headers = h:httpCall("side", call, nil, { timeout_ms = 2000, send_xff = false })
             elseif mode == "default-options" then headers = h:httpCall("side", call, nil, { timeout_ms = 2000 })
+            elseif mode == "appended" then
+              call["x-forwarded-for"] = "10.0.0.1"
+              headers = h:httpCall("side", call, nil, 2000)
             else headers = h:httpCall("side", call, nil, 2000) end
             h:headers():add("x-side-status", headers[":status"])
           end
@@ -169,12 +172,15 @@ clusters:
     endpoints: [${s.address}]
 `);
   weir = w;
-  for (const mode of ['on', 'off', 'default-options', 'positional']) {
+  for (const mode of ['on', 'off', 'default-options', 'positional', 'appended']) {
     const res: Response = await fetch(`${w.url('edge')}/`, { headers: { 'x-mode': mode } });
     await res.arrayBuffer();
     assert.equal(res.status, 200, mode);
   }
   const seen = Object.fromEntries(s.requests.map((r) => [r.url.slice(1), r.headers['x-forwarded-for']]));
-  assert.deepEqual(seen, { on: '127.0.0.1', off: undefined, 'default-options': '127.0.0.1', positional: '127.0.0.1' });
-  assert.deepEqual(b.requests.map((r) => r.headers['x-side-status']), ['200', '200', '200', '200']);
+  assert.deepEqual(seen, { on: '127.0.0.1', off: undefined, 'default-options': '127.0.0.1', positional: '127.0.0.1', appended: '10.0.0.1, 127.0.0.1' });
+  // A value the script gave is appended to on its one line, as on Envoy.
+  const appended = s.requests.find((r) => r.url === '/appended')!.rawHeaders.filter((v, i) => i % 2 === 0 && v.toLowerCase() === 'x-forwarded-for');
+  assert.equal(appended.length, 1);
+  assert.deepEqual(b.requests.map((r) => r.headers['x-side-status']), ['200', '200', '200', '200', '200']);
 });

@@ -309,14 +309,20 @@ function STATS:histogram(n) return setmetatable({ _n = str(n, 1, "histogram") },
 -- never matches the running stream again: using it raises, as on Envoy.
 local HANDLE = addlog({})
 
--- The request and response header maps are one object each, re-bound to the running stream by headers(). A map
--- object kept across a yield is unbound when its coroutine resumes (as on Envoy, wrappers do not survive a yield;
--- call headers() again), so that it cannot act on another request's headers.
+-- The request and response header maps are one object each, bound to the running stream by headers(). Envoy keeps
+-- one headers wrapper per stream for the whole handler, so a map taken before body(), bodyChunks(), trailers() or
+-- httpCall() still works after it returns (Envoy's first documented example relies on it): `suspend` notes which
+-- maps the stream had bound before it yields and binds them to it again when it resumes. A map kept in a global
+-- and used by another request's run stays unbound there and raises.
 local REQH = setmetatable({ _id = 0, _w = 0 }, HM)
 local RESPH = setmetatable({ _id = 0, _w = 1 }, HM)
-local function unbind()
-  REQH._id = 0
-  RESPH._id = 0
+local function suspend(id)
+  local rq, rs = REQH._id == id, RESPH._id == id
+  local a, b = yield()
+  CUR = id
+  REQH._id = rq and id or 0
+  RESPH._id = rs and id or 0
+  return a, b
 end
 
 function HANDLE:headers()
@@ -336,9 +342,7 @@ function HANDLE:body(always)
   if id ~= CUR then error(DEAD, 2) end
   local r = h_body(d)
   if r == 2 then
-    yield()
-    CUR = id
-    unbind()
+    suspend(id)
     r = h_body(d)
   end
   if type(r) == "string" then error(r, 2) end
@@ -356,9 +360,7 @@ function HANDLE:bodyChunks()
     if id ~= CUR then error(DEAD, 2) end
     local r = h_next(d)
     if r == 2 then
-      yield()
-      CUR = id
-      unbind()
+      suspend(id)
       r = h_next(d)
     end
     if r == 1 then return nil end
@@ -371,9 +373,7 @@ function HANDLE:trailers()
   if id ~= CUR then error(DEAD, 2) end
   local r = h_trailers(d)
   if r == 2 then
-    yield()
-    CUR = id
-    unbind()
+    suspend(id)
     r = h_trailers(d)
   end
   if r == 1 then return nil end
@@ -414,10 +414,7 @@ function HANDLE:httpCall(cluster, headers, body, a4, a5)
   local r = H.httpcall(self % 2, cluster, headers, body, a4, a5)
   if type(r) == "string" then error(r, 2) end
   if r == 0 then return end
-  local h, b = yield()
-  CUR = id
-  unbind()
-  return h, b
+  return suspend(id)
 end
 
 function HANDLE:importPublicKey(der, len)

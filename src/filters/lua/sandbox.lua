@@ -28,7 +28,55 @@ end
 math.pow = math.pow or function(a, b) return a ^ b end
 math.ldexp = math.ldexp or function(m, e) return m * 2.0 ^ e end
 math.mod = math.fmod
+-- Lua 5.1 functions that 5.4 dropped (LuaJIT has them all).
+math.log10 = math.log10 or function(x) return math.log(x, 10) end
+math.atan2 = math.atan2 or function(y, x) return math.atan(y, x) end
+math.cosh = math.cosh or function(x) return (math.exp(x) + math.exp(-x)) / 2 end
+math.sinh = math.sinh or function(x) return (math.exp(x) - math.exp(-x)) / 2 end
+math.tanh = math.tanh or function(x)
+  if x > 20 then return 1.0 elseif x < -20 then return -1.0 end
+  local a, b = math.exp(x), math.exp(-x)
+  return (a - b) / (a + b)
+end
+math.frexp = math.frexp or function(x)
+  if x == 0 or x ~= x or x == math.huge or x == -math.huge then return x, 0 end
+  local e = floor(math.log(math.abs(x), 2)) + 1
+  local m = x / 2.0 ^ e
+  -- log() may be off by one at powers of two: bring |m| into [0.5, 1).
+  if math.abs(m) >= 1 then m, e = m / 2, e + 1 elseif math.abs(m) < 0.5 then m, e = m * 2, e - 1 end
+  return m, e
+end
 string.gfind = string.gmatch
+
+-- In a gsub replacement string, Lua 5.1 (and LuaJIT) read "%x" for any x but a digit as x itself ("%." is "."); Lua
+-- 5.4 raises "invalid use of '%' in replacement string". Such escapes are rewritten to the plain character first.
+do
+  local raw_gsub, find = string.gsub, string.find
+  local function unescape(c)
+    if c == "%" or find(c, "^%d$") then return "%" .. c end
+    return c
+  end
+  string.gsub = function(s, pattern, repl, n)
+    if type(repl) == "string" and find(repl, "%", 1, true) then repl = raw_gsub(repl, "%%(.)", unescape) end
+    return raw_gsub(s, pattern, repl, n)
+  end
+end
+
+-- table.insert(t, pos, v) with pos past the end sets t[pos] in Lua 5.1 and LuaJIT; Lua 5.4 raises "position out of
+-- bounds".
+do
+  local raw_insert = table.insert
+  table.insert = function(t, ...)
+    if select("#", ...) == 2 then
+      local pos, v = ...
+      if type(t) == "table" and math.type(pos) == "integer" and pos > #t + 1 then
+        t[pos] = v
+        return
+      end
+    end
+    return raw_insert(t, ...)
+  end
+end
 
 -- LuaJIT formats a float with %d (and %x, %o, %c, %i) by truncating it; Lua 5.4 raises "number has no integer
 -- representation". Scripts written for Envoy do string.format("%d", size / 2): truncate such arguments first.
@@ -200,9 +248,21 @@ weir = {
 ---------------------------------------------------------------------------------------------------------------
 -- The sandbox: no files, processes, environment, native modules, debug access or bytecode.
 io = nil
-os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
+-- os.getenv sees no environment: it answers nil, as for a variable that is not set (scripts written as
+-- `os.getenv("X") or default` load and take the default).
+os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime, getenv = function(name)
+  str(name, 1, "getenv")
+  return nil
+end }
 debug = { traceback = dtraceback }
-dofile, loadfile, require, package = nil, nil, nil, nil
+-- Called, these raise an error that says why (rather than "attempt to call a nil value").
+local function refused(name, why)
+  return function() error(name .. "() is not available in weir's Lua sandbox: " .. why, 2) end
+end
+dofile = refused("dofile", "scripts cannot read files; put the code in the script (or source_codes)")
+loadfile = refused("loadfile", "scripts cannot read files; put the code in the script (or source_codes)")
+require = refused("require", "scripts cannot load modules; put the module's code in the script")
+package = nil
 local gc = collectgarbage
 collectgarbage = function(opt, ...)
   if opt == nil or opt == "collect" or opt == "count" or opt == "step" or opt == "isrunning" then return gc(opt, ...) end

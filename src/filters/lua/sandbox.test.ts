@@ -4,22 +4,73 @@ import { buildLuaForTest } from './testing.ts';
 
 const lua = (source: string, extra: object = {}) => buildLuaForTest({ source, ...extra });
 
-test('the sandbox has no io, os.execute, os.getenv, loadfile, dofile, require, package, debug access or string.dump', async () => {
+test('the sandbox has no io, os.execute, environment, loadfile, dofile, require, package, debug access or string.dump', async () => {
   const f = await lua(`
     function envoy_on_request(h)
       local probes = {
-        io = io, execute = os.execute, getenv = os.getenv, remove = os.remove, exit = os.exit,
-        loadfile = loadfile, dofile = dofile, require = require, package = package,
+        io = io, execute = os.execute, remove = os.remove, exit = os.exit,
+        package = package,
         getinfo = debug.getinfo, sethook = debug.sethook, getregistry = debug.getregistry, dump = string.dump,
       }
       local present = {}
       for name, v in pairs(probes) do present[#present + 1] = name end
       h:headers():add("x-present", "[" .. table.concat(present, ",") .. "]")
       h:headers():add("x-kept", type(os.time()) .. "," .. type(os.clock()) .. "," .. type(os.date("%Y")) .. "," .. type(debug.traceback))
+      h:headers():add("x-env", tostring(os.getenv("PATH")) .. "," .. tostring(os.getenv("HOME") or "default"))
     end`);
   const h = (await f.exchange({})).upstream!.headers;
   assert.equal(h.get('x-present'), '[]');
   assert.equal(h.get('x-kept'), 'number,number,string,function');
+  // The process has PATH and HOME; the script sees no environment, as if neither were set.
+  assert.ok(process.env.PATH !== undefined);
+  assert.equal(h.get('x-env'), 'nil,default');
+});
+
+test('require, loadfile and dofile raise an error saying the sandbox has no files or modules', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local out = {}
+      for _, name in ipairs({ "require", "loadfile", "dofile" }) do
+        local ok, err = pcall(_G[name], "lib.mylibrary")
+        out[#out + 1] = tostring(ok) .. ":" .. err
+      end
+      h:headers():add("x-out", table.concat(out, "|"))
+    end`);
+  const out = (await f.exchange({})).upstream!.headers.get('x-out')!.split('|');
+  assert.match(out[0], /^false:require\(\) is not available in weir's Lua sandbox: scripts cannot load modules/);
+  assert.match(out[1], /^false:loadfile\(\) is not available in weir's Lua sandbox: scripts cannot read files/);
+  assert.match(out[2], /^false:dofile\(\) is not available in weir's Lua sandbox: scripts cannot read files/);
+});
+
+test('top-level code written as os.getenv(name) or default loads and takes the default', async () => {
+  const f = await lua(`
+    local tag = os.getenv("SERVICE_TAG") or "none"
+    function envoy_on_request(h) h:headers():add("x-tag", tag) end`);
+  assert.equal((await f.exchange({})).upstream!.headers.get('x-tag'), 'none');
+});
+
+test('LuaJIT/5.1 library functions Lua 5.4 dropped: math.log10, atan2, frexp, cosh/sinh/tanh; gsub "%." replacements; table.insert past the end', async () => {
+  const f = await lua(`
+    function envoy_on_request(h)
+      local m, e = math.frexp(12)
+      local m0, e0 = math.frexp(0)
+      local t = {}
+      table.insert(t, 5, "x")
+      table.insert(t, "y")
+      local u = {1, 2}
+      table.insert(u, 1, 0)
+      local out = {
+        math.log10(1000), string.format("%.4f", math.atan2(1, 1)), m .. ":" .. e, m0 .. ":" .. e0,
+        string.format("%.4f", math.cosh(1)), string.format("%.4f", math.sinh(1)), string.format("%.4f", math.tanh(0.5)),
+        (("a.b"):gsub("%.", "%.")), (("a.b"):gsub("(a)", "%1%%")), (("x"):gsub("x", "%%.")),
+        tostring(t[5]) .. tostring(t[1]), table.concat(u, ""),
+      }
+      h:headers():add("x-out", table.concat(out, "|"))
+      h:headers():add("x-bad", tostring(pcall(string.gsub, "a", "a", "%2")))
+    end`);
+  const h = (await f.exchange({})).upstream!.headers;
+  assert.equal(h.get('x-out'), '3.0|0.7854|0.75:4|0:0|1.5431|1.1752|0.4621|a.b|a%.b|%.|xy|012');
+  assert.equal(h.get('x-bad'), 'false');
 });
 
 test('load() and loadstring() accept text chunks only', async () => {
