@@ -145,7 +145,7 @@ test('an endless loop is stopped by the instruction limit while other requests f
   const [looped, ...others] = await Promise.all(runs);
   assert.equal(looped.reply?.status, 500);
   assert.equal(looped.reply?.options?.details, 'lua_budget');
-  assert.match(f.logs.join('\n'), /failed \(budget\): lua-test:[56]: instruction limit of 2000000 exceeded/);
+  assert.match(f.logs.join('\n'), /failed \(budget\): lua-test:[56]: instruction limit of 2000000 exceeded \(the filter's instruction_limit: raise it/);
   for (const o of others) assert.equal(o.upstream!.headers.get('x-ok'), '1');
   assert.equal(f.metrics.get('weir_lua_errors_total')!.labels('lua-test', 'budget').value, 1);
   const after = await f.exchange({});
