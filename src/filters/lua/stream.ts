@@ -116,10 +116,11 @@ export class LuaStream implements Filter {
   }
 
   onResponseHeaders(headers: HeaderMap, endOfStream: boolean): FilterStatus {
+    // Without envoy_on_response no Lua code sees the response: its side is not even made.
+    if (!this.script.hasResponse) return 'continue';
     const d = this.resp;
     d.headers = headers;
     d.ended = endOfStream;
-    if (!this.script.hasResponse) return 'continue';
     return this.#start(d);
   }
 
