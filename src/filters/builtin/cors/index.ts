@@ -1,6 +1,7 @@
 /** The `cors` filter: answers CORS preflight requests and adds CORS headers to responses for allowed origins. */
 import type { FilterDefinition, Filter, FilterCallbacks } from '../../contract.ts';
 import type { HeaderMap } from '../../../core/headers.ts';
+import { mergedOverrideSchema } from '../../override.ts';
 
 /** The config of a `cors` filter. */
 export interface CorsConfig {
@@ -99,7 +100,7 @@ class CorsFilter implements Filter {
 const definition: FilterDefinition<CorsConfig, CorsConfig> = {
   type: 'cors',
   schema: { properties },
-  perRouteSchema: { properties },
+  perRouteSchema: mergedOverrideSchema(properties),
   factory(config) {
     const policy = compile(config);
     const perRoute = new WeakMap<CorsConfig, Policy>();

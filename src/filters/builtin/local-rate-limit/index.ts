@@ -6,6 +6,7 @@ import type { FilterDefinition, Filter, FilterCallbacks } from '../../contract.t
 import type { HeaderMap } from '../../../core/headers.ts';
 import { parseDuration, DURATION_PATTERN } from '../../../core/units.ts';
 import { TokenBucket } from './token-bucket.ts';
+import { mergedOverrideSchema } from '../../override.ts';
 
 /** The config of a `local_rate_limit` filter (and of its per-route override). */
 export interface RateLimitConfig {
@@ -100,7 +101,7 @@ class RateLimitFilter implements Filter {
 const definition: FilterDefinition<RateLimitConfig, RateLimitConfig> = {
   type: 'local_rate_limit',
   schema: { required: ['max_tokens'], properties },
-  perRouteSchema: { properties },
+  perRouteSchema: mergedOverrideSchema(properties),
   factory(config) {
     const base = limiter(config);
     const perRoute = new WeakMap<RateLimitConfig, Limiter>();
