@@ -226,6 +226,7 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     }
   };
   p[kOnMessageComplete] = onMessageComplete;
+  let executing = 0;
   let closed = false;
   let wasConsumed = false;
   let consumedHandle: StreamHandle | null = null;
@@ -253,7 +254,13 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   }
   return {
     execute(data) {
-      const ret = p.execute(data);
+      executing++;
+      let ret;
+      try {
+        ret = p.execute(data);
+      } finally {
+        executing--;
+      }
       leave();
       if (thrown !== undefined) throw takeThrown();
       return ret;
@@ -311,10 +318,12 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     close: () => {
       if (closed) return;
       closed = true;
-      if (consumedHandle === null && !wasConsumed) {
+      if (consumedHandle === null && !wasConsumed && executing === 0) {
         p.close();
         return;
       }
+      // Freed from inside its own execute() (a handler callback tearing the connection down, e.g. a 101 that
+      // llhttp did not take as an upgrade): freeing it now would crash the process when execute() goes on.
       // The native parser must stop listening to the handle before it is freed, and must not be freed while
       // it is reading (a close from its own callback, or from a tick run inside one): free it on a later turn.
       release(false);

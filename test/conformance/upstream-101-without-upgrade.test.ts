@@ -1,0 +1,45 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { startWeir } from '../support/weir.ts';
+
+test('an upstream 101 without an Upgrade header to an upgrade request does not take the proxy down', async () => {
+  const upstream = net.createServer((s) => {
+    s.once('data', (d) => {
+      if (d.toString('latin1').includes('upgrade')) s.end('HTTP/1.1 101 Switching Protocols\r\n\r\nRAW');
+      else s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  const weir = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [127.0.0.1:${(upstream.address() as AddressInfo).port}]
+`);
+  try {
+    const { hostname, port } = new URL(weir.url('edge'));
+    await new Promise<void>((resolve) => {
+      const c = net.connect(Number(port), hostname, () => {
+        c.write('GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      });
+      c.on('data', () => {});
+      c.on('close', () => resolve());
+      c.on('error', () => resolve());
+      setTimeout(() => c.destroy(), 1000);
+    });
+    // The process is alive and serves the next request (it died with SIGSEGV before).
+    const res = await fetch(`${weir.url('edge')}/after`);
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'ok');
+  } finally {
+    await weir.stop();
+    upstream.close();
+  }
+});
