@@ -105,7 +105,7 @@ async function validate(args: string[]): Promise<number> {
 
 /** Builds every enabled filter as a worker would, then destroys it; returns the failures by filter path. */
 async function buildFilters(config: RawConfig, baseDir: string, prepared: Record<string, unknown>): Promise<{ path: string; message: string }[]> {
-  const { filtersOf } = await import('../config/prepare.ts');
+  const { filtersOf, filterOwnConfig } = await import('../config/prepare.ts');
   const { filterDefinition } = await import('../filters/registry.ts');
   const { Metrics } = await import('../telemetry/metrics.ts');
   const clusterNames = new Set(config.clusters.map((c) => c.name));
@@ -113,9 +113,8 @@ async function buildFilters(config: RawConfig, baseDir: string, prepared: Record
   for (const { path: at, filter } of filtersOf(config)) {
     const def = filterDefinition(filter.type);
     if (def === undefined || filter.disabled) continue;
-    const { name: _n, type: _t, disabled: _d, ...own } = filter;
     try {
-      const factory = await def.factory(own, {
+      const factory = await def.factory(filterOwnConfig(filter), {
         name: filter.name, baseDir, path: at, workerIndex: 0, prepared: prepared[at], log: () => {}, metrics: new Metrics(), clusterNames,
         httpCall: () => Promise.reject(new Error('no requests are sent while validating')),
       });

@@ -19,6 +19,12 @@ export function filtersOf(config: RawConfig): { path: string; filter: RawFilter 
   return out;
 }
 
+/** A filter entry's own keys: everything but `name`, `type` and `disabled`, which the chain itself reads. */
+export function filterOwnConfig(f: RawFilter): Record<string, unknown> {
+  const { name: _n, type: _t, disabled: _d, ...own } = f;
+  return own;
+}
+
 /** Prepares every filter; resolves with the results, or rejects with every problem found. */
 export async function prepareFilters(
   config: RawConfig,
@@ -32,9 +38,8 @@ export async function prepareFilters(
     filtersOf(config).map(async ({ path, filter }) => {
       const def = filterDefinition(filter.type);
       if (def?.prepare === undefined || filter.disabled) return;
-      const { name: _n, type: _t, disabled: _d, ...own } = filter;
       try {
-        prepared[path] = await def.prepare(own, { name: filter.name, baseDir, path, log: (level, m) => log(level, filter.name, m), requestReload });
+        prepared[path] = await def.prepare(filterOwnConfig(filter), { name: filter.name, baseDir, path, log: (level, m) => log(level, filter.name, m), requestReload });
       } catch (err) {
         problems.push({ path, message: `filter "${filter.name}": ${(err as Error).message}` });
       }

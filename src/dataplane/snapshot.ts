@@ -6,6 +6,7 @@
 import type { RawConfig, RawFilter, RawListener } from '../config/types.ts';
 import type { FilterFactory, FactoryContext, LogLevel } from '../filters/contract.ts';
 import { filterDefinition } from '../filters/registry.ts';
+import { filterOwnConfig } from '../config/prepare.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import { parseDuration, parseSize, parseAddress } from '../core/units.ts';
 import { Cluster } from './upstream/cluster.ts';
@@ -82,11 +83,6 @@ export class Snapshot {
       }
     }
   }
-}
-
-function filterOwnConfig(f: RawFilter): Record<string, unknown> {
-  const { name: _n, type: _t, disabled: _d, ...rest } = f;
-  return rest;
 }
 
 /** Builds the snapshot for one worker. Throws with a message naming the config path on failure. */

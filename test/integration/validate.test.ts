@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,12 +8,17 @@ import { fileURLToPath } from 'node:url';
 
 const BIN = fileURLToPath(new URL('../../bin/weir.js', import.meta.url));
 
-test('weir validate reports what run would refuse before starting: Lua syntax errors with script and line, missing files, headers that could not be written', () => {
+/** Writes `files` (weir.yaml among them) to a new folder and runs `weir validate` on its weir.yaml. */
+function validate(files: Record<string, string>): SpawnSyncReturns<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-validate-'));
-  fs.writeFileSync(path.join(dir, 'bad.lua'), 'function envoy_on_request(handle)\n  local t = { a = 1\n  handle:headers():add("x", "1")\nend\n');
-  fs.writeFileSync(
-    path.join(dir, 'weir.yaml'),
-    `listeners:
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+  return spawnSync(process.execPath, [BIN, 'validate', path.join(dir, 'weir.yaml')], { encoding: 'utf8' });
+}
+
+test('weir validate reports what run would refuse before starting: Lua syntax errors with script and line, missing files, headers that could not be written', () => {
+  const r = validate({
+    'bad.lua': 'function envoy_on_request(handle)\n  local t = { a = 1\n  handle:headers():add("x", "1")\nend\n',
+    'weir.yaml': `listeners:
   - name: edge
     address: 127.0.0.1:0
     filters:
@@ -36,8 +41,7 @@ test('weir validate reports what run would refuse before starting: Lua syntax er
       - match: { prefix: / }
         direct_response: { status: 200 }
 `,
-  );
-  const r = spawnSync(process.execPath, [BIN, 'validate', path.join(dir, 'weir.yaml')], { encoding: 'utf8' });
+  });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "bad": Cannot compile Lua script "\.\/bad\.lua": \.\/bad\.lua:3: '}' expected/);
   assert.match(r.stderr, /listeners\[0\]\.filters\[1\]: filter "inline": Cannot compile Lua script "inline": inline:2: '\)' expected/);
@@ -47,10 +51,8 @@ test('weir validate reports what run would refuse before starting: Lua syntax er
 });
 
 test('weir validate runs each Lua script\'s top-level code as a worker would: an error there is reported with filter, script and line', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-validate-'));
-  fs.writeFileSync(
-    path.join(dir, 'weir.yaml'),
-    `listeners:
+  const r = validate({
+    'weir.yaml': `listeners:
   - name: edge
     address: 127.0.0.1:0
     filters:
@@ -68,8 +70,7 @@ test('weir validate runs each Lua script\'s top-level code as a worker would: an
       - match: { prefix: / }
         direct_response: { status: 200 }
 `,
-  );
-  const r = spawnSync(process.execPath, [BIN, 'validate', path.join(dir, 'weir.yaml')], { encoding: 'utf8' });
+  });
   assert.equal(r.status, 1, r.stdout + r.stderr);
   assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "lib": Cannot run the top-level code of Lua script "lib": lib:1: require\(\) is not available in weir's Lua sandbox/);
   assert.doesNotMatch(r.stderr, /filters\[1\]/);

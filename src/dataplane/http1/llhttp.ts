@@ -322,10 +322,9 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
         p.close();
         return;
       }
-      // Freed from inside its own execute() (a handler callback tearing the connection down, e.g. a 101 that
-      // llhttp did not take as an upgrade): freeing it now would crash the process when execute() goes on.
-      // The native parser must stop listening to the handle before it is freed, and must not be freed while
-      // it is reading (a close from its own callback, or from a tick run inside one): free it on a later turn.
+      // The native parser must stop listening to the handle before it is freed, and must not be freed while it
+      // is reading or parsing (a close from its own callback, or from a tick run inside one; e.g. a 101 that llhttp
+      // did not take as an upgrade): freed then, it crashes the process. Free it on a later turn.
       release(false);
       setImmediate(closeNative, p);
     },
