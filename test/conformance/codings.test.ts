@@ -45,6 +45,25 @@ test('a request with a transfer coding other than chunked gets 501 and never rea
   assert.equal(up.requests.length, before);
 });
 
+test('a transfer coding in a Transfer-Encoding field of its own, before chunked in another, gets 501 too', async () => {
+  const before = up.requests.length;
+  const { text, closed } = await rawExchange(weir.url('edge'), 'POST /te-two HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+  assert.match(text, /^HTTP\/1\.1 501 Not Implemented\r\n/);
+  assert.equal(closed, true);
+  assert.equal(up.requests.length, before);
+});
+
+test('an HTTP/1.0 request with Transfer-Encoding is served, then the connection closes (its framing is faulty)', async () => {
+  const { text, closed } = await rawExchange(
+    weir.url('edge'),
+    'POST /te-10 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /te-10-next HTTP/1.0\r\nHost: x\r\n\r\n',
+  );
+  assert.match(text, /^HTTP\/1\.1 200 /);
+  assert.match(text, /"body":"hi"/);
+  assert.doesNotMatch(text, /te-10-next/, 'nothing after it on the connection is read');
+  assert.equal(closed, true);
+});
+
 test('an HTTP/2.0 request line on an HTTP/1.1 listener gets 505', async () => {
   const { text } = await rawExchange(weir.url('edge'), 'GET / HTTP/2.0\r\nHost: x\r\n\r\n');
   assert.match(text, /^HTTP\/1\.1 505 HTTP Version Not Supported\r\n/);

@@ -142,6 +142,9 @@ async function start(): Promise<void> {
       const text = d.toString('latin1');
       if (text.startsWith('GET /stray/unasked101')) {
         socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw bytes');
+      } else if (text.startsWith('GET /stray/status0')) {
+        // A status below 100 is no HTTP status; its body is framed as a response the client could take for its next.
+        socket.write('HTTP/1.1 099 Odd\r\nContent-Length: 53\r\n\r\nHTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 0\r\n\r\n');
       } else if (text.startsWith('GET /stray/drip')) {
         // A chunked answer with a trailer, one byte per write.
         const answer = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n4\r\ndrip\r\n3;e=1\r\nped\r\n0\r\nX-Sum: 7\r\n\r\n';

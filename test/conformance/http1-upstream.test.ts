@@ -162,3 +162,16 @@ test('a 101 the client did not ask for is an invalid upstream response: 502, nev
   assert.equal(r.body.toString(), 'invalid upstream response');
   c.destroy();
 });
+
+test('an upstream status below 100 is an invalid upstream response: 502, and nothing of it reaches the client', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/stray/status0'));
+  const r = await c.readResponse();
+  assert.equal(r.status, 502);
+  assert.equal(r.body.toString(), 'invalid upstream response');
+  c.write(get('/echo?after=status0'));
+  const next = await c.readResponse();
+  assert.equal(JSON.parse(next.body.toString()).url, '/echo?after=status0', 'the next answer on the connection is its own');
+  assert.equal(next.headers.some(([n]) => n === 'x-injected'), false);
+  c.destroy();
+});

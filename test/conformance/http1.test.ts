@@ -139,6 +139,28 @@ test('removes hop-by-hop headers and the headers Connection nominates, both ways
   c.destroy();
 });
 
+for (const method of ['QUERY', 'PURGE', 'M-SEARCH', 'PROPFIND']) {
+  test(`forwards the ${method} method by its name`, async () => {
+    const c = await RawConnection.open(weir.url('edge'));
+    c.write(`${method} /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: 2\r\n\r\nq=`);
+    const echo = JSON.parse((await c.readResponse()).body.toString());
+    assert.equal(echo.method, method);
+    assert.equal(echo.body, 'q=');
+    c.destroy();
+  });
+}
+
+test('a client nominating the headers weir adds does not remove them: nominated headers go on receipt', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(get('/echo', 'Connection: X-Forwarded-For, x-forwarded-proto,x-request-id, X-Mine\r\nX-Forwarded-For: 203.0.113.9\r\nX-Mine: 1\r\n'));
+  const echo = JSON.parse((await c.readResponse()).body.toString());
+  assert.equal(echo.headers['x-forwarded-for'], '127.0.0.1', "the client's own value went, weir's is there");
+  assert.equal(echo.headers['x-forwarded-proto'], 'http');
+  assert.match(echo.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+  assert.equal(echo.headers['x-mine'], undefined);
+  c.destroy();
+});
+
 test('answers an HTTP/1.0 client with a close-delimited body when the length is unknown', async () => {
   const c = await RawConnection.open(weir.url('edge'));
   c.write('GET /chunked HTTP/1.0\r\nHost: test.local\r\n\r\n');

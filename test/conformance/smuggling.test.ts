@@ -97,6 +97,9 @@ const vectors: [string, string, number][] = [
   ['an absolute-form target of another scheme', 'GET ftp://origin.example/smuggle-ftp HTTP/1.1\r\nHost: a\r\n\r\n', 400],
   ['a Content-Length past 2^53 - 1 (it would be forwarded as another number)', 'POST /smuggle-cl-huge HTTP/1.1\r\nHost: a\r\nContent-Length: 9007199254740993\r\n\r\nab', 413],
   ['oversized headers', `GET /smuggle-big HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(16 * 1024)}\r\n\r\n`, 431],
+  ['a Host with a space (two hosts in one field)', 'GET /smuggle-host-list HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n', 400],
+  ['a Host with a path in it', 'GET /smuggle-host-path HTTP/1.1\r\nHost: a.example/admin\r\n\r\n', 400],
+  ['a Host with a query in it', 'GET /smuggle-host-query HTTP/1.1\r\nHost: a.example?x=1\r\n\r\n', 400],
   ['a URI over max_uri_size', `GET /smuggle-uri?${'u'.repeat(2048)} HTTP/1.1\r\nHost: a\r\n\r\n`, 414],
 ];
 

@@ -8,7 +8,7 @@ import net, { type Socket } from 'node:net';
 import { HeaderMap, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
 import { createParser, type Parser, type ParseResult } from './llhttp.ts';
-import { headerLines, chunkedEnd, rawToList, lowerName, statusText } from './wire.ts';
+import { headerLines, chunkedEnd, rawToList, lowerName, statusText, nominatesHeaders, dropNominated } from './wire.ts';
 import { Coalescer, ioEnter, ioExit, takeLentKept } from './coalescer.ts';
 
 /** Where the response of an upstream exchange goes. */
@@ -192,6 +192,11 @@ export class ClientConnection implements UpstreamConnection {
   }
 
   #onHead(_minor: number, raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
+    if (status < 100) {
+      // Not an HTTP status (RFC 9110 section 15): llhttp frames it as a final response, weir would take it for an interim one.
+      this.#refusal = `status ${String(status).padStart(3, '0')} is not an HTTP status`;
+      return -1;
+    }
     if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
     if (status === 101 && !this.#upgrade) {
       // A server may switch protocols only when asked (RFC 9110 section 15.2.2). Failing the callback would not
@@ -203,6 +208,7 @@ export class ClientConnection implements UpstreamConnection {
     list[0] = ':status';
     list[1] = statusText(status);
     let contentLength = -1;
+    let nominating = false;
     for (let i = 0; i < raw.length; i += 2) {
       const name = lowerName(raw[i]);
       const value = raw[i + 1];
@@ -217,10 +223,11 @@ export class ClientConnection implements UpstreamConnection {
         // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
         this.#refusal = `Transfer-Encoding "${value}" cannot be passed on`;
         return -1;
-      }
+      } else if (name === 'connection' && !nominating) nominating = nominatesHeaders(value);
       list[i + 2] = name;
       list[i + 3] = value;
     }
+    if (nominating) dropNominated(list);
     if (this.#sink === null) {
       // A second response after the exchange completed, in the same bytes: the connection is out of step.
       this.socket.destroy();

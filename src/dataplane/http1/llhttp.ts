@@ -22,8 +22,17 @@ const kOnMessageComplete: number = HTTPParser.kOnMessageComplete;
 const kOnMessageBegin: number = HTTPParser.kOnMessageBegin;
 const kOnExecute: number = HTTPParser.kOnExecute;
 
-/** Method names by llhttp's method index. */
-export const METHODS: readonly string[] = common.methods;
+/**
+ * Method names by llhttp's method enum. Node's `methods` lists the HTTP methods in enum order, but the enum numbers
+ * PRI and RTSP's methods (34 to 45) in between, which that list leaves out: QUERY is 46, not 34.
+ */
+export const METHODS: readonly string[] = methodsByEnum(common.methods);
+
+function methodsByEnum(names: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const name of names) out[name === 'QUERY' ? 46 : out.length] = name;
+  return out;
+}
 
 /** What a parser calls; `this` is not used. */
 export interface ParserHandler {

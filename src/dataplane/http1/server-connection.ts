@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { HeaderMap, bodilessStatus, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
-import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine } from './wire.ts';
+import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated } from './wire.ts';
 import { Coalescer, exchangeOpened, exchangeClosed } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
 
@@ -292,6 +292,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#headPending = false;
     this.#clearTimer();
     const method = METHODS[methodIndex];
+    if (method === undefined) throw new ProxyError('NOT_IMPLEMENTED', `Method number ${methodIndex} of the parser has no name in weir`);
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
     const parserUpgrade = upgrade;
     const list = [':authority', '', ':path', url, ':method', method, ':scheme', 'http'];
@@ -299,6 +300,8 @@ export class ServerConnection implements DownstreamConnection {
     let chunked = false;
     let expectContinue = false;
     let hosts = 0;
+    let nominating = false;
+    let transferEncoding = '';
     for (let i = 0; i < raw.length; i += 2) {
       const name = lowerName(raw[i]);
       const value = raw[i + 1];
@@ -313,12 +316,7 @@ export class ServerConnection implements DownstreamConnection {
         hasBody = value !== '0';
       }
       else if (name === 'transfer-encoding') {
-        // llhttp rejects codings that do not end in chunked (400, RFC 9112 6.1) and accepts "gzip, chunked"; weir
-        // only decodes chunked, so other codings get 501, as in nginx.
-        const codings = value.toLowerCase().split(',').map((c) => c.trim());
-        if (codings.length > 1 && codings[codings.length - 1] === 'chunked') {
-          throw new ProxyError('NOT_IMPLEMENTED', `Transfer-Encoding "${value}" is not supported`);
-        }
+        transferEncoding = transferEncoding === '' ? value : transferEncoding + ', ' + value;
         hasBody = chunked = true;
       }
       else if (name === 'expect' && value.toLowerCase() === '100-continue') expectContinue = true;
@@ -329,10 +327,22 @@ export class ServerConnection implements DownstreamConnection {
         this.#pendingUpgrade = true;
         continue;
       } else if (name === 'http2-settings') continue;
+      else if (name === 'connection' && !nominating) nominating = nominatesHeaders(value);
       list.push(name, value);
+    }
+    if (nominating) dropNominated(list);
+    if (chunked) {
+      // llhttp rejects codings that do not end in chunked (400, RFC 9112 section 6.1) but accepts "gzip, chunked",
+      // in one field or in two; weir decodes only chunked, so other codings get 501, as in nginx.
+      const codings = transferEncoding.toLowerCase().split(',').map((c) => c.trim());
+      if (codings.length > 1) throw new ProxyError('NOT_IMPLEMENTED', `Transfer-Encoding "${transferEncoding}" is not supported`);
+      // An HTTP/1.0 message with Transfer-Encoding has faulty framing: serve it, then close (RFC 9112 section 6.1).
+      if (minor === 0) keepAlive = false;
     }
     if (minor >= 1 && hosts === 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'HTTP/1.1 request without a Host header');
     if (url.charCodeAt(0) !== 47 /* / */) absoluteForm(list, url);
+    // Host is uri-host [":" port] (RFC 9110 section 7.2): the characters Envoy allows in an authority, nothing else.
+    if (!AUTHORITY.test(list[1])) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', `Invalid Host "${list[1].slice(0, 100)}"`);
     if (method === 'CONNECT') throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'CONNECT is not supported');
     if (upgrade) this.#pendingUpgrade = true;
     const head: RequestHead = { method, versionMinor: minor, headers: new HeaderMap(list), keepAlive, upgrade, hasBody, expectContinue };
@@ -685,6 +695,9 @@ const ABSOLUTE_FORM = /^https?:\/\/([^/?#@]+)((?:[/?][^#]*)?)$/i;
  * An absolute-form request target (`GET http://host/path`): its authority replaces Host and the upstream gets
  * the origin form, as RFC 9112 section 3.2.2 requires of servers. Other targets are left to routing.
  */
+/** An authority's characters: unreserved, sub-delims, ':', '@', '[', ']' and '%' (empty is allowed: RFC 9112 section 3.2). */
+const AUTHORITY = /^[A-Za-z0-9\-._~!$&'()*+,;=:@[\]%]*$/;
+
 function absoluteForm(list: string[], url: string): void {
   const m = ABSOLUTE_FORM.exec(url);
   if (m === null) {

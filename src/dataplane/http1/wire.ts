@@ -47,24 +47,43 @@ export function reasonPhrase(status: number): string {
   return STATUS_TEXT[status] ?? '';
 }
 
+/** Whether a Connection value nominates headers beyond close, keep-alive and upgrade (the usual values are not split). */
+export function nominatesHeaders(value: string): boolean {
+  if (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close' || value === 'Upgrade' || value === 'upgrade') return false;
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') return true;
+  }
+  return false;
+}
+
 /**
- * Appends the regular (non-pseudo) headers as "name: value\r\n" lines, leaving out hop-by-hop headers,
- * the headers that `Connection` nominates, and the names in `skip` (set by the caller for framing headers).
+ * Removes from a received head's list the headers its Connection headers nominate (RFC 9110 section 7.6.1), once,
+ * on receipt: what weir or a filter adds later under a nominated name (x-forwarded-for, say) is not the peer's to
+ * remove. Framing headers stay: weir frames from what it parsed, and writes its own framing.
+ */
+export function dropNominated(list: string[]): void {
+  const nominated = new Set<string>();
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i] !== 'connection') continue;
+    for (const token of list[i + 1].split(',')) nominated.add(token.trim().toLowerCase());
+  }
+  for (const keep of ['', 'close', 'keep-alive', 'upgrade', 'content-length', 'transfer-encoding', 'host']) nominated.delete(keep);
+  let to = 0;
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i].charCodeAt(0) !== 58 && nominated.has(list[i])) continue;
+    list[to++] = list[i];
+    list[to++] = list[i + 1];
+  }
+  list.length = to;
+}
+
+/**
+ * Appends the regular (non-pseudo) headers as "name: value\r\n" lines, leaving out hop-by-hop headers (and with
+ * `skipFraming`, Content-Length, which the caller writes itself). Nominated headers went on receipt (`dropNominated`).
  */
 export function headerLines(headers: HeaderMap, skipFraming: boolean, keepUpgrade: boolean): string {
   const list = headers.list;
-  let nominated: string[] | null = null;
-  for (let i = 0; i < list.length; i += 2) {
-    if (list[i] === 'connection') {
-      const value = list[i + 1];
-      // The usual values nominate nothing: no need to split them.
-      if (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') continue;
-      for (const token of value.split(',')) {
-        const t = token.trim().toLowerCase();
-        if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (nominated ??= []).push(t);
-      }
-    }
-  }
   let out = '';
   for (let i = 0; i < list.length; i += 2) {
     const name = list[i];
@@ -73,7 +92,6 @@ export function headerLines(headers: HeaderMap, skipFraming: boolean, keepUpgrad
       if (!(keepUpgrade && name === 'upgrade')) continue;
     }
     if (skipFraming && name === 'content-length') continue;
-    if (nominated !== null && nominated.includes(name)) continue;
     out += name + ': ' + list[i + 1] + '\r\n';
   }
   return out;
