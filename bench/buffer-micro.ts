@@ -26,6 +26,7 @@ const sink = {
   },
   block() {},
   unblock() {},
+  stopped() {},
   halted: false,
 };
 const buffering = { onRequestBody: (_c: unknown, eos: boolean) => (eos ? 'continue' : 'stop-and-buffer') } as const;

@@ -214,6 +214,7 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
             max_uri_size: { ...size, default: '8KiB' },
             request_header_timeout: { ...duration, default: '10s' },
             idle_timeout: { ...duration, default: '60s' },
+            stream_idle_timeout: { ...duration, default: '5m', description: 'A stream a filter holds with nothing happening for this long gets 408 (0s: no limit)' },
             generate_request_id: { type: 'boolean', default: true },
             preserve_host: { type: 'boolean', default: true },
             xff_trusted_hops: { type: 'integer', minimum: 0, default: 0 },

@@ -91,6 +91,7 @@ export interface RawListener {
   max_uri_size: SizeText;
   request_header_timeout: DurationText;
   idle_timeout: DurationText;
+  stream_idle_timeout: DurationText;
   generate_request_id: boolean;
   preserve_host: boolean;
   xff_trusted_hops: number;

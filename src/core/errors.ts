@@ -33,6 +33,7 @@ export const ERRORS = Object.freeze({
   NOT_IMPLEMENTED: kind('NOT_IMPLEMENTED', 'downstream', 501, 'DPE', false, 'not implemented'),
   HTTP_VERSION_NOT_SUPPORTED: kind('HTTP_VERSION_NOT_SUPPORTED', 'downstream', 505, 'DPE', false, 'http version not supported'),
   REQUEST_TIMEOUT: kind('REQUEST_TIMEOUT', 'downstream', 408, 'DT', false, 'request timeout'),
+  STREAM_IDLE_TIMEOUT: kind('STREAM_IDLE_TIMEOUT', 'filter', 408, 'SI', false, 'stream timeout'),
   DOWNSTREAM_RESET: kind('DOWNSTREAM_RESET', 'downstream', 0, 'DC', false, ''),
   REQUEST_BODY_TOO_LARGE: kind('REQUEST_BODY_TOO_LARGE', 'downstream', 413, 'DPE', false, 'payload too large'),
   RESPONSE_BODY_TOO_LARGE: kind('RESPONSE_BODY_TOO_LARGE', 'internal', 500, 'LR', false, 'response body too large'),

@@ -17,6 +17,7 @@ function recorder() {
     overflow: (i) => events.push(`overflow ${i}`),
     block: () => events.push('block'),
     unblock: () => events.push('unblock'),
+    stopped: () => {},
     get halted() {
       return halted;
     },

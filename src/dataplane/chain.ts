@@ -20,6 +20,8 @@ export interface PipelineSink {
   /** Held data grew past the limit: stop reading from the source until `unblock`. */
   block(): void;
   unblock(): void;
+  /** A filter stopped iteration: it holds the stream until it resumes. */
+  stopped(): void;
   /** True once the stream is finished, reset or answered locally: iteration stops at once. */
   readonly halted: boolean;
 }
@@ -210,6 +212,11 @@ export class Pipeline {
     }
   }
 
+  #stopped(i: number): void {
+    this.lastStopped = i;
+    this.#sink.stopped();
+  }
+
   /** Starts the direction with its headers. */
   headers(headers: HeaderMap, endOfStream: boolean): void {
     this.#headers = headers;
@@ -264,12 +271,12 @@ export class Pipeline {
         // A header hook still at work sees no body: a body hook returning continue must not let the
         // request past a check that has not finished (an async auth filter, say).
         this.#stopKind = 'stop-all';
-        this.lastStopped = i;
+        this.#stopped(i);
         this.#await(i, r, true);
         return;
       }
       this.#stopKind = r === 'stop-all' ? 'stop-all' : 'stop';
-      this.lastStopped = i;
+      this.#stopped(i);
       // A filter that stops on headers may still see the body (Envoy's StopIteration): deliver what waits.
       if (this.#stopKind === 'stop') this.#drainQueue(i);
       return;
@@ -347,7 +354,7 @@ export class Pipeline {
           if (r === null) return;
           whole = { data: chunk.data, eos: false, trailers: null, chunk, passed: true };
           if (r === 'stop') {
-            this.lastStopped = i;
+            this.#stopped(i);
             this.#setHeld(i, [whole, p]);
             this.#hold(whole);
             return;
@@ -367,7 +374,7 @@ export class Pipeline {
         }
         if (sink.halted) return;
         if (r !== undefined && r !== 'continue') {
-          this.lastStopped = i;
+          this.#stopped(i);
           const t: Pending = { data: null, eos: true, trailers: p.trailers, passed: true };
           this.#setHeld(i, whole === null ? [t] : [whole, t]);
           if (whole !== null) this.#hold(whole);
@@ -411,7 +418,7 @@ export class Pipeline {
       }
       // 'stop' (or buffering at the end of the stream): hold everything until the filter resumes.
       this.#setBuffer(i, null, 0);
-      this.lastStopped = i;
+      this.#stopped(i);
       const stopped: Pending = { data: chunk.data, eos: p.eos, trailers: null, chunk };
       this.#setHeld(i, [stopped]);
       this.#hold(stopped);

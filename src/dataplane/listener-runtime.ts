@@ -19,6 +19,8 @@ export interface ListenerSettings {
   maxUriSize: number;
   headerTimeoutMs: number;
   idleTimeoutMs: number;
+  /** How long a filter may hold a stream with nothing happening (Envoy's stream_idle_timeout); 0: no limit. */
+  streamIdleTimeoutMs: number;
   generateRequestId: boolean;
   preserveHost: boolean;
   xffTrustedHops: number;

@@ -179,6 +179,7 @@ async function buildListener(snap: Snapshot, l: RawListener, path: string, ctx: 
     maxUriSize: parseSize(l.max_uri_size),
     headerTimeoutMs: parseDuration(l.request_header_timeout),
     idleTimeoutMs: parseDuration(l.idle_timeout),
+    streamIdleTimeoutMs: parseDuration(l.stream_idle_timeout),
     generateRequestId: l.generate_request_id,
     preserveHost: l.preserve_host,
     xffTrustedHops: l.xff_trusted_hops,

@@ -31,6 +31,9 @@ export class RouterSink implements PipelineSink {
   block(): void {
     this.#s.conn.pause();
   }
+  stopped(): void {
+    this.#s.filterStopped();
+  }
   unblock(): void {
     this.#s.conn.resume();
   }
@@ -65,6 +68,9 @@ export class ClientSink implements PipelineSink {
   }
   block(): void {
     this.#s.upstream?.pauseResponse(true);
+  }
+  stopped(): void {
+    this.#s.filterStopped();
   }
   unblock(): void {
     this.#s.upstream?.pauseResponse(false);

@@ -143,6 +143,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   onBody(chunk: Buffer): void {
     this.bytesIn += chunk.length;
+    this.progress++;
     if (this.#bodyTimer >= 0) {
       this.#bodyTimers!.cancel(this.#bodyTimer);
       this.#bodyTimer = this.#bodyTimers!.arm(this);
@@ -154,6 +155,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   onTrailers(trailers: HeaderMap): void {
     this.#stopBodyTimer();
+    this.progress++;
     if (this.requestHalted) return;
     if (this.#req !== null) this.#req.trailers(trailers);
     else this.upstream?.trailers(trailers);
@@ -161,6 +163,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   onEnd(): void {
     this.#stopBodyTimer();
+    this.progress++;
     if (this.requestHalted || !this.head.hasBody) return;
     if (this.#req !== null) this.#req.data(EMPTY, true);
     else this.upstream?.data(EMPTY, true);
@@ -173,6 +176,36 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   #stopBodyTimer(): void {
     if (this.#bodyTimer >= 0) this.#bodyTimers!.cancel(this.#bodyTimer);
     this.#bodyTimer = -1;
+  }
+
+  /** Events the stream carried since it began; the stream idle watch reads it to tell a held stream from a quiet one. */
+  progress = 0;
+  #idleWatch: IdleWatch | null = null;
+
+  /**
+   * A filter stopped iteration (called by the pipelines' sinks). A filter that never resumes would hold the request,
+   * and its client, forever: as Envoy's stream_idle_timeout, the stream ends once nothing happened on it for the
+   * listener's `stream_idle_timeout`. Only streams that a filter held pay for the watch.
+   */
+  filterStopped(): void {
+    this.progress++;
+    if (this.#idleWatch !== null || this.done) return;
+    const ms = this.listener.settings.streamIdleTimeoutMs;
+    if (ms > 0) this.#idleWatch = new IdleWatch(this, timeoutList(ms));
+  }
+
+  /** Nothing happened on the stream for `stream_idle_timeout` since a filter held it (called by its IdleWatch). */
+  idleExpired(): void {
+    if (this.done) return;
+    const ms = this.listener.settings.streamIdleTimeoutMs;
+    this.localReply(ERRORS.STREAM_IDLE_TIMEOUT, `Nothing happened on the stream for ${ms}ms while filter "${this.#holder()}" held it`, this.filters.length);
+  }
+
+  /** The name of the filter that stopped last, for the idle timeout's message. */
+  #holder(): string {
+    const res = this.#res;
+    const i = res !== null && res.lastStopped >= 0 ? this.filters.length - 1 - res.lastStopped : this.#req?.lastStopped ?? -1;
+    return this.entries[i]?.name ?? '?';
   }
 
   /** The client sent no request body bytes for the listener's idle_timeout (called by the TimeoutList). */
@@ -300,6 +333,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   // --- the upstream's answers ---
 
   onResponseHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void {
+    this.progress++;
     if (status === 101 && this.head.upgrade) {
       this.#upgrade(headers);
       return;
@@ -323,6 +357,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   onResponseBody(chunk: Buffer, lent: boolean): void {
     if (this.done) return;
+    this.progress++;
     const res = this.#res;
     if (res !== null) {
       // Filters may keep what they see: they get a copy of a lent chunk, unless none of them looks at the body.
@@ -334,6 +369,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   onResponseTrailers(trailers: HeaderMap): void {
     if (this.done) return;
+    this.progress++;
     this.#responseEos = true;
     if (this.#res !== null) this.#res.trailers(trailers);
     else if (this.filters.length === 0) this.complete(trailers);
@@ -444,6 +480,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   /** Resumes a direction at chain filter `i`. */
   resumeAt(i: number, direction: 'request' | 'response'): void {
     if (this.done) return;
+    this.progress++;
     if (direction === 'request') {
       if (!this.requestHalted) this.#req?.resume(i);
     } else if (this.#res !== null) this.#res.resume(this.responseIndex(i));
@@ -548,6 +585,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   #upgrade(headers: HeaderMap): void {
     const upstreamConn = this.upstream!.connection!;
+    // A tunnel is quiet as long as its ends are: the stream idle watch is for filters that hold a request.
+    this.#idleWatch?.cancel();
     this.responseCode = 101;
     this.conn.sendHead(101, headers, { contentLength: -1, noBody: true });
     const downRest = this.conn.upgrade();
@@ -577,6 +616,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     if (this.done) return;
     this.done = true;
     this.#stopBodyTimer();
+    this.#idleWatch?.cancel();
     this.requestHalted = true;
     if (reset && this.upstream !== null) this.upstream.cancel();
     if (reset && this.responseFlag === '-') this.responseFlag = 'DC';
@@ -664,4 +704,35 @@ const STATUS_TEXT: string[] = [];
 /** The decimal text of a status code, made once per code. */
 function statusText(status: number): string {
   return (STATUS_TEXT[status] ??= String(status));
+}
+
+/** Watches a stream a filter held: expires it after a full `stream_idle_timeout` without progress. */
+class IdleWatch implements Expirable {
+  readonly #stream: Stream;
+  readonly #list: TimeoutList;
+  #seen: number;
+  #ticket: number;
+
+  constructor(stream: Stream, list: TimeoutList) {
+    this.#stream = stream;
+    this.#list = list;
+    this.#seen = stream.progress;
+    this.#ticket = list.arm(this);
+  }
+
+  /** Stops watching (the stream ended or became a tunnel): the list lets go of the stream at once. */
+  cancel(): void {
+    this.#list.cancel(this.#ticket);
+  }
+
+  expire(): void {
+    const s = this.#stream;
+    if (s.done) return;
+    if (s.progress !== this.#seen) {
+      this.#seen = s.progress;
+      this.#ticket = this.#list.arm(this);
+      return;
+    }
+    s.idleExpired();
+  }
 }

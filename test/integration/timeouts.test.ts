@@ -40,3 +40,73 @@ clusters:
     await up.close();
   }
 });
+
+test('a filter that holds a request and never resumes: 408 after stream_idle_timeout, others flow (Envoy stream_idle_timeout)', async () => {
+  const up = await startUpstream();
+  const hold = `
+export default (callbacks) => ({
+  onRequestHeaders(h) {
+    const path = h.get(':path');
+    if (path === '/hold') return 'stop';
+    if (path === '/late') {
+      // Resumes in two steps, each shorter than the timeout: a stream that moves is not idle.
+      setTimeout(() => callbacks.resume(), 200);
+      return 'stop';
+    }
+  },
+  onResponseHeaders(h) {
+    if (callbacks.info.originalPath === '/hold-response') return 'stop';
+  },
+});
+`;
+  const weir = await startWeir(
+    `
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    stream_idle_timeout: 300ms
+    filters:
+      - { name: hold, type: module, file: hold.mjs }
+      - { name: late, type: module, file: late.mjs }
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`,
+    {
+      files: {
+        'hold.mjs': hold,
+        'late.mjs': `export default (callbacks) => ({ onRequestHeaders(h) { if (h.get(':path') === '/late') { setTimeout(() => callbacks.resume(), 200); return 'stop'; } } });`,
+      },
+    },
+  );
+  try {
+    const started = Date.now();
+    const held = fetch(`${weir.url('edge')}/hold`);
+    const meanwhile = await fetch(`${weir.url('edge')}/other`);
+    assert.equal(meanwhile.status, 200, 'other requests flow while one is held');
+    await meanwhile.arrayBuffer();
+    const res = await held;
+    assert.equal(res.status, 408);
+    assert.equal(await res.text(), 'stream timeout');
+    assert.ok(Date.now() - started >= 250, 'not before the timeout');
+    const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/hold');
+    assert.equal(line.flags, 'SI');
+    assert.match(line.details, /filter "hold" held it/);
+    assert.equal(up.requests.filter((r) => r.url === '/hold').length, 0, 'the held request never reached the upstream');
+
+    const late = await fetch(`${weir.url('edge')}/late`);
+    assert.equal(late.status, 200, 'two filters that each resume within the timeout: 400 ms in all, not a timeout');
+    await late.arrayBuffer();
+
+    const heldResponse = await fetch(`${weir.url('edge')}/hold-response`);
+    assert.equal(heldResponse.status, 408, 'a response head a filter holds times out too');
+    const resLine = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/hold-response');
+    assert.equal(resLine.flags, 'SI');
+  } finally {
+    await weir.stop();
+    await up.close();
+  }
+});
