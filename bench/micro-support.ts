@@ -8,7 +8,7 @@ export function idleCallbacks(onReply: () => void = () => {}): FilterCallbacks {
   return {
     info, requestHeaders: null, responseHeaders: null,
     resume() {}, sendLocalReply: onReply, reset() {}, httpCall: () => Promise.reject(new Error('none')),
-    clearRouteCache() {}, setUpstreamOverrideHost() {}, log() {},
+    clearRouteCache() {}, setUpstreamOverrideHost() {}, log() {}, failed() {},
   };
 }
 

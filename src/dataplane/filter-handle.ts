@@ -43,6 +43,10 @@ export class FilterHandle implements FilterCallbacks {
     this.#stream.reset();
   }
 
+  failed(message: string): void {
+    this.#stream.listener.filterError(this.#name, message, this.#stream);
+  }
+
   httpCall(cluster: string, request: HttpCallRequest, options?: HttpCallOptions): Promise<HttpCallResponse> {
     const s = this.#stream;
     return httpCall(s.snapshot, cluster, request, { ...options, clientAddress: s.downstreamClientAddress });

@@ -128,6 +128,11 @@ export interface FilterCallbacks {
   sendLocalReply(status: number, body?: string | Buffer, options?: LocalReplyOptions): void;
   /** Resets the stream: both connections of this request are closed without a response. */
   reset(): void;
+  /**
+   * Reports a failure the filter's runtime handled itself, by its own policy (a Lua error answered 500 or passed on
+   * fail-open, a Wasm trap): one `error` log line, counted in `weir_filter_errors_total` as a hook that threw is.
+   */
+  failed(message: string): void;
   /** Sends a request to a configured cluster; resolves with the response or a failure, never rejects. */
   httpCall(cluster: string, request: HttpCallRequest, options?: HttpCallOptions): Promise<HttpCallResponse>;
   /** Re-runs route matching when the request headers change (Envoy's clearRouteCache). */

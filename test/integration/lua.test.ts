@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
 import { rawExchange } from '../support/raw.ts';
+import { metric, sample } from '../support/metrics.ts';
 
 let backend: Upstream;
 let auth: Upstream;
@@ -210,6 +211,7 @@ test('lua e2e: a header value with CR LF is refused at the add(): 500, logged wi
 });
 
 test('lua e2e: an endless loop costs only its own request while others flow', async () => {
+  const failuresBefore = await metric(weir.admin, 'weir_filter_errors_total', { filter: 'main' });
   const loop = get('/loop');
   const others = [];
   for (let i = 0; i < 20; i++) others.push(get(`/ok${i}`).then(async (r) => [r.status, await r.text()] as const));
@@ -218,6 +220,7 @@ test('lua e2e: an endless loop costs only its own request while others flow', as
   for (const [status] of rest) assert.equal(status, 200);
   const metrics = await (await fetch(`${weir.admin}/metrics`)).text();
   assert.match(metrics, /weir_lua_errors_total\{filter="main",reason="budget"\} 1/);
+  assert.equal(sample(metrics, 'weir_filter_errors_total', { filter: 'main' }) - failuresBefore, 1, 'counted as a filter failure too');
 });
 
 test('lua e2e: unbounded allocation hits the memory cap: 500, and the next request works', async () => {

@@ -226,10 +226,12 @@ test('wasm e2e: a reload with unchanged modules compiles nothing; a new module r
 
 test('wasm e2e: a trapping request fails alone; the next one is served (fail_reload)', async () => {
   assert.equal((await weir.reload(config())).status, 200);
+  const failuresBefore = await metric(weir.admin, 'weir_filter_errors_total', { filter: 'swap' });
   const trapped = await get('/swap/trap', { 'x-edge-action': 'trap' });
   assert.equal(trapped.status, 503);
   assert.equal((await get('/swap/after')).echo!.headers['x-edge'], 'ok');
   assert.ok((await metric(weir.admin, 'weir_wasm_vm_failures_total', { filter: 'swap', reason: 'trap' })) >= 1);
+  assert.equal((await metric(weir.admin, 'weir_filter_errors_total', { filter: 'swap' })) - failuresBefore, 1, 'counted as a filter failure too');
 });
 
 test('wasm e2e: an endless loop fails only its own request; concurrent requests are served', async () => {

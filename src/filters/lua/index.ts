@@ -97,7 +97,7 @@ async function factory(config: LuaConfig, ctx: FactoryContext): Promise<FilterFa
         errorChildren.set(reason, child);
       }
       child.inc();
-      cb.log('error', `Lua script "${script.name}" failed (${reason}): ${message}${reason === 'budget' ? " (the filter's instruction_limit: raise it for a script that loops over large bodies)" : ''}`);
+      cb.failed(`Lua script "${script.name}" failed (${reason}): ${message}${reason === 'budget' ? " (the filter's instruction_limit: raise it for a script that loops over large bodies)" : ''}`);
       if (script.broken || reason === 'memory') {
         const slot = held.find((s) => s.current === script);
         // Memory the state cannot get back after a collection means a leak in its globals: start it afresh.
@@ -177,7 +177,7 @@ function deferredStream(slot: Promise<ScriptSlot>, setup: StreamSetup, cb: Filte
     try {
       inner = new LuaStream((await slot).current, setup, cb, context);
     } catch (err) {
-      cb.log('error', `Lua route script failed to load: ${(err as Error).message}`);
+      cb.failed(`Lua route script failed to load: ${(err as Error).message}`);
       if (!setup.failOpen) cb.sendLocalReply(setup.failureStatus, 'lua filter failure', { details: 'lua_load' });
     }
     return destroyed ? null : inner;

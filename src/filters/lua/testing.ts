@@ -219,6 +219,9 @@ export async function exchangeForTest(built: LuaFilterForTest, spec: ExchangeSpe
     log(level, message) {
       logs.push(`${level} [${'lua-test'}] ${message}`);
     },
+    failed(message) {
+      logs.push(`error [${'lua-test'}] ${message}`);
+    },
   };
   const filter = built.factory.create(cb, spec.perRoute);
   const finished = () => reply !== null || reset;

@@ -117,6 +117,10 @@ export class CallbacksForTest implements FilterCallbacks {
   log(level: LogLevel, message: string): void {
     this.logs.push([level, message]);
   }
+
+  failed(message: string): void {
+    this.logs.push(['error', message]);
+  }
 }
 
 /** What `runForTest` saw. */

@@ -100,7 +100,7 @@ class VmSlot {
     for (const plugin of this.plugins) plugin.countFailure(failure);
     const names = [...this.plugins].map((p) => `"${p.info.name}"`).join(', ');
     const line = `Wasm VM of filter ${names} failed (${failure.reason}): ${failure.message}`;
-    if (callbacks !== null) callbacks.log('error', line);
+    if (callbacks !== null) callbacks.failed(line);
     else this.host.log('error', line);
   }
 
