@@ -188,14 +188,16 @@ export function checkHeaders(headers: HeaderMap): void {
   headers.unchecked = false;
 }
 
-/** Headers that apply to one connection only and are never forwarded (RFC 9110 section 7.6.1). */
+/**
+ * Headers that apply to one connection only and are never forwarded (RFC 9110 section 7.6.1). Not `Trailer`: it
+ * announces the trailer fields end to end (RFC 9110 section 6.6.2), as RFC 2616 did not say.
+ */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
   'transfer-encoding',
   'te',
-  'trailer',
   'upgrade',
   'proxy-authenticate',
   'proxy-authorization',
@@ -208,7 +210,7 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 export function isHopByHop(name: string): boolean {
   switch (name.length) {
     case 2: return name === 'te';
-    case 7: return name === 'upgrade' || name === 'trailer';
+    case 7: return name === 'upgrade';
     case 10: return name === 'connection' || name === 'keep-alive';
     case 16: return name === 'proxy-connection';
     case 17: return name === 'transfer-encoding';
@@ -230,11 +232,16 @@ export function bodilessStatus(status: number): boolean {
 export function contentLengthOf(value: string | undefined): number {
   if (value === undefined) return -1;
   const v = value.trim();
-  if (v.length === 0 || v.length > 16) return -1;
+  if (v.length === 0) return -1;
+  // 1*DIGIT (RFC 9110 section 8.6): leading zeros are allowed, so only the significant digits are bounded.
+  let first = -1;
   for (let i = 0; i < v.length; i++) {
     const c = v.charCodeAt(i);
     if (c < 48 || c > 57) return -1;
+    if (first < 0 && c !== 48) first = i;
   }
-  const n = Number(v);
+  if (first < 0) return 0;
+  if (v.length - first > 16) return -1;
+  const n = Number(v.slice(first));
   return Number.isSafeInteger(n) ? n : -1;
 }

@@ -145,9 +145,13 @@ export function startAccessLog(target: string, file: string | undefined, onError
   if (file !== undefined) {
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true });
-      fd = fs.openSync(file, 'a');
+      // Non-blocking: opening a named pipe that no process reads would otherwise block the worker, and its start or
+      // reload, until one does. Writes that find a pipe full wait in `flush`.
+      const { O_WRONLY, O_APPEND, O_CREAT, O_NONBLOCK } = fs.constants;
+      fd = fs.openSync(file, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK);
     } catch (err) {
-      onError(err as Error);
+      const e = err as NodeJS.ErrnoException;
+      onError(e.code === 'ENXIO' ? new Error(`it is a named pipe that no process reads (${e.code})`) : e);
       return { flush() {}, stop() {} };
     }
   }

@@ -104,10 +104,12 @@ test('forwards trailers on chunked responses and chunked requests', async () => 
   assert.equal(r.framing, 'chunked');
   assert.equal(r.body.toString(), 'body');
   assert.deepEqual(r.trailers, [['x-checksum', 'abc123']]);
+  assert.equal(r.get('trailer'), 'x-checksum', 'Trailer is end to end (RFC 9110 section 6.6.2)');
 
   c.write('POST /echo HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\nTrailer: x-req-sum\r\n\r\n3\r\nabc\r\n0\r\nX-Req-Sum: 42\r\n\r\n');
   const echo = JSON.parse((await c.readResponse()).body.toString());
   assert.equal(echo.body, 'abc');
+  assert.equal(echo.headers.trailer, 'x-req-sum');
   assert.deepEqual(echo.trailers, { 'x-req-sum': '42' });
   c.destroy();
 });
@@ -149,6 +151,15 @@ for (const method of ['QUERY', 'PURGE', 'M-SEARCH', 'PROPFIND']) {
     c.destroy();
   });
 }
+
+test('a Content-Length with leading zeros is its number, however long the zeros run', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write(`POST /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: ${'0'.repeat(30)}5\r\n\r\nhello`);
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  assert.equal(JSON.parse(r.body.toString()).body, 'hello');
+  c.destroy();
+});
 
 test('a client nominating the headers weir adds does not remove them: nominated headers go on receipt', async () => {
   const c = await RawConnection.open(weir.url('edge'));

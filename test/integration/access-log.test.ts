@@ -5,8 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import http from 'node:http';
+import net from 'node:net';
 import { startWeir } from '../support/weir.ts';
 import { startUpstream } from '../support/upstream.ts';
 
@@ -96,5 +99,33 @@ test('an access log file that cannot be opened is reported with its path, and re
   } finally {
     await weir.stop();
     await up.close();
+  }
+});
+
+test('an access log on a named pipe that nobody reads does not hold weir up: reported, and a reload once a reader is there writes to it', async () => {
+  const up = await startUpstream((_q, res) => res.end('ok'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weir-fifo-'));
+  const fifo = path.join(dir, 'access.pipe');
+  execFileSync('mkfifo', [fifo]);
+  const weir = await startWeir(config(fifo, up.address));
+  try {
+    const line = await weir.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('Cannot write the access log'));
+    assert.match(line.msg, /access\.pipe.*named pipe that no process reads/);
+    assert.equal(await (await fetch(`${weir.url('edge')}/unlogged`)).text(), 'ok');
+    // Opened without blocking (a plain open waits for a writer), and read as a pipe by the event loop.
+    const reader = new net.Socket({ fd: fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK), readable: true, writable: false });
+    let text = '';
+    reader.setEncoding('utf8');
+    reader.on('data', (d) => (text += d));
+    assert.equal((await weir.reload()).status, 200);
+    await (await fetch(`${weir.url('edge')}/logged`)).text();
+    const deadline = Date.now() + 5000;
+    while (!text.includes('/logged') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(JSON.parse(text.trim().split('\n')[0]).path, '/logged');
+    reader.destroy();
+  } finally {
+    await weir.stop();
+    await up.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
