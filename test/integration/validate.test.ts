@@ -76,3 +76,23 @@ test('weir validate runs each Lua script\'s top-level code as a worker would: an
   assert.doesNotMatch(r.stderr, /filters\[1\]/);
   assert.match(r.stderr, /^1 problem found$/m);
 });
+
+test('a module filter with a syntax error is reported with its file and line (JavaScript and TypeScript)', () => {
+  const r = validate({
+    'bad.mjs': 'export default (cb) => ({\n  onRequestHeaders(h) {\n    return ;;; }}}\n  },\n});\n',
+    'bad.ts': 'export default () => ({});\nconst n: number = ;\n',
+    'weir.yaml': `listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - { name: js, type: module, file: bad.mjs }
+      - { name: ts, type: module, file: bad.ts }
+    routes:
+      - match: { prefix: / }
+        direct_response: { status: 200 }
+`,
+  });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "js": Cannot load module filter "js": \S*bad\.mjs:3: Unexpected token '}'/);
+  assert.match(r.stderr, /listeners\[0\]\.filters\[1\]: filter "ts": Cannot load module filter "ts": \S*bad\.ts:2: /);
+});

@@ -4,6 +4,7 @@
  * or an object `{ create(callbacks, config, perRoute) }`, with optional `init(config, context)` run once per worker.
  */
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import type { FilterDefinition, Filter, FilterCallbacks, FactoryContext } from '../../contract.ts';
 
@@ -38,7 +39,13 @@ const definition: FilterDefinition<ModuleConfig, Record<string, unknown>> = {
     const { mtimeMs } = await import('node:fs').then((fs) => fs.promises.stat(file)).catch(() => {
       throw new Error(`Cannot load module filter "${ctx.name}": file "${file}" not found`);
     });
-    const mod = (await import(`${pathToFileURL(file).href}?v=${mtimeMs}`)) as { default?: ModuleExport };
+    let mod: { default?: ModuleExport };
+    try {
+      mod = (await import(`${pathToFileURL(file).href}?v=${mtimeMs}`)) as { default?: ModuleExport };
+    } catch (err) {
+      if (!(err instanceof SyntaxError)) throw err;
+      throw new Error(`Cannot load module filter "${ctx.name}": ${syntaxErrorPlace(file, err)}: ${err.message}`);
+    }
     const exp = mod.default;
     if (typeof exp !== 'function' && (typeof exp !== 'object' || exp === null || typeof exp.create !== 'function')) {
       throw new Error(`Cannot load module filter "${ctx.name}": "${file}" must export default a function or an object with create()`);
@@ -55,3 +62,19 @@ const definition: FilterDefinition<ModuleConfig, Record<string, unknown>> = {
 };
 
 export default definition;
+
+/**
+ * "file:line" of a syntax error in a module file. Node writes the place of a JavaScript syntax error only when it is
+ * uncaught, not in the error: `node --check` finds it (run only when loading already failed). A TypeScript error
+ * from type stripping has it at the start of its stack.
+ */
+function syntaxErrorPlace(file: string, err: SyntaxError): string {
+  const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const place = new RegExp(`^${escaped}:(\\d+)$`, 'm');
+  let line = place.exec(err.stack ?? '')?.[1];
+  if (line === undefined) {
+    const check = spawnSync(process.execPath, ['--check', file], { encoding: 'utf8', timeout: 10_000 });
+    line = place.exec(check.stderr ?? '')?.[1];
+  }
+  return line === undefined ? file : `${file}:${line}`;
+}
