@@ -61,7 +61,17 @@ test("cluster names may be Istio's (outbound|8181||auth.local); a name with a sp
   assert.equal(r.config.clusters[0].name, 'outbound|8181||auth.local');
   const spaced = parseConfig(ok.replace('  - name: web', '  - name: "web farm"').replace('cluster: web', 'cluster: "web farm"'));
   assert.ok(!spaced.ok);
-  assert.match(formatProblems('c.yaml', spaced.problems), /^c\.yaml:9:5 clusters\[0\]\.name: must match pattern/m);
+  assert.match(formatProblems('c.yaml', spaced.problems), /^c\.yaml:9:5 clusters\[0\]\.name: invalid value "web farm": expected a name of letters, digits, /m);
+});
+
+test("a bad value is told what was expected, never the key's description or a raw pattern", () => {
+  const bad = parseConfig(ok.replace('    endpoints: [127.0.0.1:9003]', '    endpoints: [127.0.0.1:9003]\n    timeout: soon\n    idle_timeout: later').replace('- name: edge', '- name: "edge one"'));
+  assert.ok(!bad.ok);
+  const text = formatProblems('c.yaml', bad.problems);
+  assert.match(text, /clusters\[0\]\.timeout: invalid value "soon": expected a duration such as "250ms"/);
+  assert.match(text, /clusters\[0\]\.idle_timeout: invalid value "later": expected a duration/);
+  assert.match(text, /listeners\[0\]\.name: invalid value "edge one": expected a name of letters, digits, "_", "\.", ":" and "-"/);
+  assert.doesNotMatch(text, /Default route timeout|Pooled connections|\^\[A-Za-z/);
 });
 
 test('parseConfig() checks references between sections', () => {

@@ -4,7 +4,7 @@
  */
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Node } from 'yaml';
-import { configSchema } from './schema.ts';
+import { configSchema, PATTERN_EXPECTS } from './schema.ts';
 import { filterDefinitions, filterDefinition } from '../filters/registry.ts';
 import type { RawConfig } from './types.ts';
 import { parseDuration, parseSize } from '../core/units.ts';
@@ -97,8 +97,10 @@ function describe(e: ErrorObject): { extra: string; message: string } {
       return { extra: '', message: e.message ?? 'must match exactly one schema' };
     case 'pattern':
     case 'type': {
-      const description = (e.parentSchema as { description?: string } | undefined)?.description;
-      if (description !== undefined && e.keyword === 'pattern') return { extra: '', message: `invalid value ${JSON.stringify(e.data)}: expected ${description}` };
+      if (e.keyword === 'pattern') {
+        const expects = PATTERN_EXPECTS.get((e.params as { pattern: string }).pattern) ?? (e.parentSchema as { description?: string } | undefined)?.description;
+        if (expects !== undefined) return { extra: '', message: `invalid value ${JSON.stringify(e.data)}: expected ${expects}` };
+      }
       return { extra: '', message: e.message ?? String(e.keyword) };
     }
     default:

@@ -5,9 +5,28 @@
 import type { JsonSchema, FilterDefinition } from '../filters/contract.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../core/units.ts';
 
+const ADDRESS_PATTERN = '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):\\d{1,5}$';
+const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
+// Also '|', '~', '+' and '@': Istio names clusters "outbound|8181||auth.local", and scripts pass those names.
+const CLUSTER_NAME_PATTERN = '^[A-Za-z0-9_.:|~+@-]+$';
+
+/**
+ * What a value that fails each pattern should look like, for error messages: a key's `description` documents the
+ * key (the cluster's `timeout` is "Default route timeout for this cluster"), which is no answer to a bad value.
+ */
+export const PATTERN_EXPECTS: ReadonlyMap<string, string> = new Map([
+  [DURATION_PATTERN, 'a duration such as "250ms", "5s" or "1m"'],
+  [SIZE_PATTERN, 'a size such as "64KiB" or "1MiB"'],
+  [ADDRESS_PATTERN, '"host:port"'],
+  ['^/', 'a path starting with "/"'],
+  ['^[A-Z]+$', 'an upper-case method name such as "GET"'],
+  [NAME_PATTERN, 'a name of letters, digits, "_", ".", ":" and "-"'],
+  [CLUSTER_NAME_PATTERN, 'a name of letters, digits, "_", ".", ":", "|", "~", "+", "@" and "-"'],
+]);
+
 const duration = { type: ['string', 'number'], pattern: DURATION_PATTERN, minimum: 0, description: 'a duration such as "250ms", "5s" or "1m"' };
 const size = { type: ['string', 'integer'], pattern: SIZE_PATTERN, minimum: 0, description: 'a size such as "64KiB" or "1MiB"' };
-const address = { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):\\d{1,5}$', description: '"host:port"' };
+const address = { type: 'string', pattern: ADDRESS_PATTERN, description: '"host:port"' };
 const stringMap = { type: 'object', additionalProperties: { type: 'string' } };
 const strings = { type: 'array', items: { type: 'string' } };
 
@@ -143,7 +162,7 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
     type: 'object',
     required: ['name', 'type'],
     properties: {
-      name: { type: 'string', pattern: '^[A-Za-z0-9_.:-]+$' },
+      name: { type: 'string', pattern: NAME_PATTERN },
       type: { enum: types },
       disabled: { type: 'boolean', default: false },
     },
@@ -192,7 +211,7 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
           additionalProperties: false,
           required: ['name', 'address'],
           properties: {
-            name: { type: 'string', pattern: '^[A-Za-z0-9_.:-]+$' },
+            name: { type: 'string', pattern: NAME_PATTERN },
             address,
             filters: { type: 'array', items: filterItem, default: [] },
             routes: { type: 'array', items: route },
@@ -229,8 +248,7 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
           additionalProperties: false,
           required: ['name', 'endpoints'],
           properties: {
-            // Also '|', '~', '+' and '@': Istio names clusters "outbound|8181||auth.local", and scripts pass those names.
-            name: { type: 'string', pattern: '^[A-Za-z0-9_.:|~+@-]+$' },
+            name: { type: 'string', pattern: CLUSTER_NAME_PATTERN },
             endpoints: {
               type: 'array',
               items: {
