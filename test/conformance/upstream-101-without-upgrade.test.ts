@@ -4,7 +4,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { startWeir } from '../support/weir.ts';
 
-test('an upstream 101 without an Upgrade header to an upgrade request does not take the proxy down', async () => {
+test('an upstream 101 without an Upgrade header to an upgrade request is a 502, and does not take the proxy down', async () => {
   const upstream = net.createServer((s) => {
     s.once('data', (d) => {
       if (d.toString('latin1').includes('upgrade')) s.end('HTTP/1.1 101 Switching Protocols\r\n\r\nRAW');
@@ -25,15 +25,22 @@ clusters:
 `);
   try {
     const { hostname, port } = new URL(weir.url('edge'));
-    await new Promise<void>((resolve) => {
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
       const c = net.connect(Number(port), hostname, () => {
         c.write('GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
       });
-      c.on('data', () => {});
-      c.on('close', () => resolve());
-      c.on('error', () => resolve());
+      c.on('data', (d) => (text += d.toString('latin1')));
+      c.on('close', () => resolve(text));
+      c.on('error', () => resolve(text));
       setTimeout(() => c.destroy(), 1000);
     });
+    // A switch without saying to what is an invalid response (RFC 9110 section 7.8): 502, and the bytes after it are not passed on.
+    assert.match(answer, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    assert.doesNotMatch(answer, /RAW/);
+    const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/chat');
+    assert.equal(line.flags, 'UPE');
+    assert.match(line.details, /a 101 without an Upgrade header/);
     // The process is alive and serves the next request (it died with SIGSEGV before).
     const res = await fetch(`${weir.url('edge')}/after`);
     assert.equal(res.status, 200);

@@ -198,9 +198,11 @@ export class ClientConnection implements UpstreamConnection {
       return -1;
     }
     if (status < 200 && status !== 101) return 0; // 1xx interim responses: weir answers 100-continue itself
-    if (status === 101 && !this.#upgrade) {
-      // A server may switch protocols only when asked (RFC 9110 section 15.2.2). Failing the callback would not
-      // do: Node's parser ignores errors once it sees an upgrade, so the exchange fails after execute().
+    if (status === 101 && (!this.#upgrade || !upgrade)) {
+      // A server may switch protocols only when asked, and says to what in Upgrade (RFC 9110 sections 15.2.2 and
+      // 7.8). Failing the callback would not do: Node's parser ignores errors once it sees an upgrade, so the
+      // exchange fails after execute().
+      this.#refusal = this.#upgrade ? 'a 101 without an Upgrade header' : null;
       this.#unasked101 = true;
       return 1;
     }
@@ -242,7 +244,6 @@ export class ClientConnection implements UpstreamConnection {
       return 2;
     }
     let next = 0;
-    // (A 1xx gets here only as a 101 without Upgrade, which llhttp frames itself.)
     if (this.#isHeadRequest || status === 204 || status === 304) next = 1;
     else if (contentLength > 0) {
       // A body of known length: the parser stops after the head and this connection reads the body itself, lending
