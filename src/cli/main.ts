@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { parseConfig, formatProblems } from '../config/parse.ts';
 import type { RawConfig } from '../config/types.ts';
 import { configSchema } from '../config/schema.ts';
+import { watchConfigFile } from '../config/watch-config-file.ts';
 import { filterDefinitions } from '../filters/registry.ts';
 
 const USAGE = `Usage:
@@ -41,23 +42,20 @@ async function run(args: string[]): Promise<number> {
   });
   if (admin === null) process.exit(1);
   process.on('SIGHUP', () => void sup.reload().catch((err: Error) => sup.log.pino.error({ err }, 'Reload failed')));
-  let watcher: fs.FSWatcher | null = null;
+  let stopWatching: (() => void) | null = null;
   if (sup.config!.watch) {
-    // Watch the folder, not the file: editors and `sed -i` replace the file, which ends a watch on it.
-    let timer: NodeJS.Timeout | null = null;
-    const name = path.basename(sup.file);
-    watcher = fs.watch(path.dirname(sup.file), (_event, changed) => {
-      if (changed !== null && changed !== name) return;
-      if (timer !== null) clearTimeout(timer);
-      timer = setTimeout(() => void sup.reload().catch((err: Error) => sup.log.pino.error({ err }, 'Reload failed')), 200);
-    });
+    stopWatching = watchConfigFile(
+      sup.file,
+      () => void sup.reload().catch((err: Error) => sup.log.pino.error({ err }, 'Reload failed')),
+      (err) => sup.log.pino.error({ err }, `Stopped watching "${sup.file}" (watch: true): ${err.message}; SIGHUP and the admin API still reload`),
+    );
   }
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     sup.log.pino.info({ signal }, 'Draining before exit');
-    watcher?.close();
+    stopWatching?.();
     admin.server.close();
     await sup.shutdown();
     sup.log.pino.info('Stopped');

@@ -8,6 +8,7 @@ import { configSchema, PATTERN_EXPECTS } from './schema.ts';
 import { filterDefinitions, filterDefinition } from '../filters/registry.ts';
 import type { RawConfig } from './types.ts';
 import { parseDuration, parseSize } from '../core/units.ts';
+import { addressesOverlap } from './addresses-overlap.ts';
 
 /** One problem found in a config file. */
 export interface ConfigProblem {
@@ -179,13 +180,19 @@ function checkReferences(cfg: RawConfig, add: (pointer: string, message: string,
     }
   });
   const listenerNames = new Set<string>();
-  const addresses = new Set<string>();
   cfg.listeners.forEach((l, li) => {
     const lp = `/listeners/${li}`;
     if (listenerNames.has(l.name)) add(`${lp}/name`, `duplicate listener name "${l.name}"`);
     listenerNames.add(l.name);
-    if (!l.address.endsWith(':0') && addresses.has(l.address)) add(`${lp}/address`, `address "${l.address}" is used by another listener`);
-    addresses.add(l.address);
+    const oi = cfg.listeners.slice(0, li).findIndex((o) => addressesOverlap(o.address, l.address));
+    if (oi >= 0) {
+      const o = cfg.listeners[oi];
+      const other = `listener "${o.name}" (listeners[${oi}].address)`;
+      const message = o.address === l.address
+        ? `address "${l.address}" is already used by ${other}`
+        : `address "${l.address}" overlaps "${o.address}" of ${other}: both would accept the same connections`;
+      add(`${lp}/address`, message);
+    }
     if (l.routes === undefined && l.virtual_hosts === undefined) add(lp, 'a listener needs "routes" or "virtual_hosts"');
     if (l.routes !== undefined && l.virtual_hosts !== undefined) add(lp, 'give either "routes" or "virtual_hosts", not both');
     const filterNames = new Map<string, string>();

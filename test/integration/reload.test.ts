@@ -1,6 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
@@ -99,6 +101,47 @@ test('watch: true reloads when the file changes', async () => {
     weir.writeConfig('watch: true\n' + config('b', 'watched'));
     await weir.waitForLine((l) => l.msg === 'Config reloaded');
     assert.equal((await get(weir.url('edge'))).tag, 'watched');
+    // As editors and `sed -i` save: a new file renamed over the old one.
+    fs.writeFileSync(`${weir.configPath}.tmp`, fs.readFileSync(weir.configPath, 'utf8').replace('"watched"', '"replaced"'));
+    fs.renameSync(`${weir.configPath}.tmp`, weir.configPath);
+    await weir.waitForLine((l) => l.msg === 'Config reloaded' && l.version === 3);
+    assert.equal((await get(weir.url('edge'))).tag, 'replaced');
+  } finally {
+    await weir.stop();
+  }
+});
+
+test('watch: true reloads on a Kubernetes ConfigMap update, which swaps the "..data" symlink to a new folder, and not when the file stays the same', async () => {
+  const yaml = (cluster: string, tag: string) => 'admin:\n  address: 127.0.0.1:0\nwatch: true\n' + config(cluster, tag);
+  // The layout kubelet mounts: weir.yaml -> ..data/weir.yaml, ..data -> ..<timestamp>, a folder holding the files.
+  const weir = await startWeir(yaml('a', 'v1'), {
+    setup(dir) {
+      fs.mkdirSync(path.join(dir, '..2026_12_02_10_00_00.1'));
+      fs.symlinkSync('..2026_12_02_10_00_00.1', path.join(dir, '..data'));
+      fs.symlinkSync('..data/weir.yaml', path.join(dir, 'weir.yaml'));
+    },
+  });
+  // How kubelet updates it: a new folder, "..data_tmp" pointing to it renamed over "..data", the old folder removed.
+  const update = (folder: string, text: string) => {
+    const old = fs.readlinkSync(path.join(weir.dir, '..data'));
+    fs.mkdirSync(path.join(weir.dir, folder));
+    fs.writeFileSync(path.join(weir.dir, folder, 'weir.yaml'), text);
+    fs.symlinkSync(folder, path.join(weir.dir, '..data_tmp'));
+    fs.renameSync(path.join(weir.dir, '..data_tmp'), path.join(weir.dir, '..data'));
+    fs.rmSync(path.join(weir.dir, old), { recursive: true });
+  };
+  try {
+    assert.ok(fs.lstatSync(weir.configPath).isSymbolicLink());
+    assert.equal((await get(weir.url('edge'))).tag, 'v1');
+    // Another key of the ConfigMap changed: a new folder, the same weir.yaml.
+    update('..2026_12_02_10_05_00.2', yaml('a', 'v1'));
+    await sleep(1000);
+    update('..2026_12_02_10_10_00.3', yaml('b', 'swapped'));
+    await weir.waitForLine((l) => l.msg === 'Config reloaded');
+    const r = await get(weir.url('edge'));
+    assert.deepEqual([r.body, r.tag], ['b', 'swapped']);
+    const cfg = await (await fetch(`${weir.admin}/config`)).json();
+    assert.equal(cfg.version, 2, 'the update that left weir.yaml as it was did not reload');
   } finally {
     await weir.stop();
   }

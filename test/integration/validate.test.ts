@@ -2,9 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startWeir } from '../support/weir.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/weir.js', import.meta.url));
 
@@ -95,4 +97,56 @@ test('a module filter with a syntax error is reported with its file and line (Ja
   assert.equal(r.status, 1);
   assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "js": Cannot load module filter "js": \S*bad\.mjs:3: Unexpected token '}'/);
   assert.match(r.stderr, /listeners\[0\]\.filters\[1\]: filter "ts": Cannot load module filter "ts": \S*bad\.ts:2: /);
+});
+
+/** A listener on `address` that answers 200 itself, as a YAML list item. */
+const listener = (name: string, address: string) => `  - name: ${name}
+    address: "${address}"
+    routes:
+      - match: { prefix: / }
+        direct_response: { status: 200 }
+`;
+
+test('weir validate refuses two listeners on one port whose addresses name the same socket, naming both; port 0 and distinct addresses pass', () => {
+  const pairs: [string, string, boolean][] = [
+    ['127.0.0.1:8080', 'localhost:8080', true],
+    ['0.0.0.0:8081', '127.0.0.1:8081', true],
+    ['[::1]:8082', 'localhost:8082', true],
+    ['[::]:8083', '0.0.0.0:8083', true],
+    ['[0:0:0:0:0:0:0:1]:8084', '[::1]:8084', true],
+    ['127.0.0.1:8085', '127.0.0.1:8085', true],
+    ['127.0.0.1:0', 'localhost:0', false],
+    ['127.0.0.1:8086', '127.0.0.2:8086', false],
+    ['0.0.0.0:8087', '[::1]:8087', false],
+    ['127.0.0.1:8088', 'localhost:8089', false],
+  ];
+  const r = validate({ 'weir.yaml': `listeners:\n${pairs.map(([a, b], i) => listener(`a${i}`, a) + listener(`b${i}`, b)).join('')}` });
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  pairs.forEach(([a, b, clash], i) => {
+    if (!clash) return;
+    const other = `listener "a${i}" (listeners[${2 * i}].address)`;
+    const message = a === b ? `address "${b}" is already used by ${other}` : `address "${b}" overlaps "${a}" of ${other}: both would accept the same connections`;
+    assert.ok(r.stderr.includes(` listeners[${2 * i + 1}].address: ${message}\n`), `pair ${i}:\n${r.stderr}`);
+  });
+  assert.match(r.stderr, /^6 problems found$/m);
+});
+
+test('weir run refuses to start with listeners on "127.0.0.1" and "localhost" of one port, which the kernel would split connections between', async () => {
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+  const outcome = await startWeir(`listeners:\n${listener('edge', `127.0.0.1:${port}`)}${listener('side', `localhost:${port}`)}`).then(
+    async (weir) => {
+      await weir.stop();
+      return 'started';
+    },
+    (err: Error) => err.message,
+  );
+  assert.ok(
+    outcome.includes(`listeners[1].address: address "localhost:${port}" overlaps "127.0.0.1:${port}" of listener "edge" (listeners[0].address)`),
+    outcome,
+  );
 });

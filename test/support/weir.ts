@@ -39,6 +39,8 @@ export interface StartOptions {
   /** Extra files written next to the config (scripts, modules). */
   files?: Record<string, string | Buffer>;
   env?: Record<string, string>;
+  /** Runs in the new folder before the config is written to weir.yaml (through any symlink it makes there). */
+  setup?: (dir: string) => void;
 }
 
 /** Starts weir. The config gets `admin.address: 127.0.0.1:0` unless it sets one. */
@@ -49,6 +51,7 @@ export async function startWeir(yamlText: string, opts: StartOptions = {}): Prom
     fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
     fs.writeFileSync(path.join(dir, name), content);
   }
+  opts.setup?.(dir);
   const withAdmin = (y: string) => (/^admin:/m.test(y) ? y : `admin:\n  address: 127.0.0.1:0\n${y}`);
   fs.writeFileSync(configPath, withAdmin(yamlText));
   const child = spawn(process.execPath, [BIN, 'run', configPath, '--workers', String(opts.workers ?? 1)], {
