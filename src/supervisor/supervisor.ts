@@ -24,6 +24,20 @@ export interface ApplyResult {
   ok: boolean;
   version: number;
   error?: string;
+  /** Keys the reload changed that take a restart: the running values stay. */
+  notApplied?: string[];
+}
+
+/** Config keys read once at start: a reload that changes them keeps the running value, and says so. */
+function restartOnlyChanges(running: RawConfig, next: RawConfig): string[] {
+  const out: string[] = [];
+  const say = (key: string, was: unknown, now: unknown) => {
+    if (was !== now) out.push(`${key} changed from ${JSON.stringify(was)} to ${JSON.stringify(now)}: it takes a restart, weir keeps ${JSON.stringify(was)}`);
+  };
+  say('admin.address', running.admin.address, next.admin.address);
+  say('log_level', running.log_level, next.log_level);
+  say('watch', running.watch, next.watch);
+  return out;
 }
 
 interface WorkerHandle {
@@ -245,6 +259,11 @@ export class Supervisor {
         ports[name] = portOf(addr);
       }
     }
+    const notApplied = this.config === null ? [] : restartOnlyChanges(this.config, config);
+    if (this.config !== null) {
+      // What runs is what /config shows.
+      config = { ...config, admin: this.config.admin, log_level: this.config.log_level, watch: this.config.watch };
+    }
     this.config = config;
     this.version = version;
     this.addresses = addresses;
@@ -254,7 +273,8 @@ export class Supervisor {
     this.#reloadsOk.labels('ok').inc();
     if (reloadChannel.hasSubscribers) reloadChannel.publish({ ok: true, version });
     this.log.pino.info({ version, listeners: addresses }, version === 1 ? 'Config loaded' : 'Config reloaded');
-    return { ok: true, version };
+    for (const line of notApplied) this.log.pino.warn({ version }, `Not applied by the reload: ${line}`);
+    return notApplied.length > 0 ? { ok: true, version, notApplied } : { ok: true, version };
   }
 
   /**

@@ -83,6 +83,25 @@ test('POST /reload swaps the config; a bad config is rejected with its problems 
   }
 });
 
+test('a reload that changes admin.address or log_level applies the rest and says those take a restart', async () => {
+  const weir = await startWeir(config('a', 'v1'));
+  try {
+    const res = await weir.reload(`admin:\n  address: 127.0.0.2:0\nlog_level: debug\n${config('b', 'v2')}`);
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.ok, true);
+    assert.equal(body.notApplied.length, 2);
+    assert.match(body.notApplied[0], /^admin\.address changed from "127\.0\.0\.1:0" to "127\.0\.0\.2:0": it takes a restart/);
+    assert.match(body.notApplied[1], /^log_level changed from "info" to "debug"/);
+    assert.equal((await get(weir.url('edge'))).body, 'b', 'the rest of the config runs');
+    const cfg = await (await fetch(`${weir.admin}/config`)).json();
+    assert.equal(cfg.config.admin.address, '127.0.0.1:0', '/config shows what runs');
+    await weir.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('Not applied by the reload: admin.address'));
+  } finally {
+    await weir.stop();
+  }
+});
+
 test('SIGHUP reloads the config file', async () => {
   const weir = await startWeir(config('a', 'v1'));
   try {
