@@ -1,7 +1,7 @@
 /** The `weir` command line: run, validate, schema. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { parseConfig, formatProblems } from '../config/parse.ts';
 import type { RawConfig } from '../config/types.ts';
 import { configSchema } from '../config/schema.ts';
@@ -12,10 +12,23 @@ const USAGE = `Usage:
   weir run <config> [--workers N]   run the proxy (N defaults to the number of cores)
   weir validate <config>            check a config file; exits 1 on any problem
   weir schema                       print the config file's JSON Schema
+  weir --version                    print weir's version
 `;
 
+/** parseArgs, with a bad option answered as a usage error (exit 2) instead of a stack trace. */
+function parseOptions(command: string, args: string[], options: ParseArgsOptionsConfig): ReturnType<typeof parseArgs> | null {
+  try {
+    return parseArgs({ args, allowPositionals: true, options });
+  } catch (err) {
+    process.stderr.write(`weir ${command}: ${(err as Error).message.split('. ')[0]}\n${USAGE}`);
+    return null;
+  }
+}
+
 async function run(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { workers: { type: 'string', short: 'w' } } });
+  const parsed = parseOptions('run', args, { workers: { type: 'string', short: 'w' } });
+  if (parsed === null) return 2;
+  const { values, positionals } = parsed;
   const file = positionals[0];
   if (file === undefined) {
     process.stderr.write(USAGE);
@@ -68,7 +81,9 @@ async function run(args: string[]): Promise<number> {
 }
 
 async function validate(args: string[]): Promise<number> {
-  const file = args[0];
+  const parsed = parseOptions('validate', args, {});
+  if (parsed === null) return 2;
+  const file = parsed.positionals[0];
   if (file === undefined) {
     process.stderr.write(USAGE);
     return 2;
@@ -137,6 +152,13 @@ export async function main(argv: string[]): Promise<number> {
       return run(rest);
     case 'validate':
       return validate(rest);
+    case '-v':
+    case '--version':
+    case 'version': {
+      const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+      process.stdout.write(`weir ${pkg.version} (Node.js ${process.versions.node})\n`);
+      return 0;
+    }
     case 'schema':
       process.stdout.write(JSON.stringify(configSchema(filterDefinitions()), null, 2) + '\n');
       return 0;

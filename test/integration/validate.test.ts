@@ -150,3 +150,17 @@ test('weir run refuses to start with listeners on "127.0.0.1" and "localhost" of
     outcome,
   );
 });
+
+test('the command line answers a bad option with its usage (exit 2, no stack trace), and --version with the version', () => {
+  for (const args of [['run', '--bogus', 'weir.yaml'], ['validate', '--strict', 'weir.yaml'], ['run', '--workers']]) {
+    const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, args.join(' '));
+    assert.match(r.stderr, new RegExp(`^weir ${args[0]}: (Unknown option|Option .* argument missing)`));
+    assert.match(r.stderr, /Usage:/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+  const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  const v = spawnSync(process.execPath, [BIN, '--version'], { encoding: 'utf8' });
+  assert.equal(v.status, 0);
+  assert.equal(v.stdout, `weir ${pkg.version} (Node.js ${process.versions.node})\n`);
+});
