@@ -54,6 +54,7 @@ async function run(args: string[]): Promise<number> {
     return null;
   });
   if (admin === null) process.exit(1);
+  sup.adminBound = admin.address;
   process.on('SIGHUP', () => void sup.reload().catch((err: Error) => sup.log.pino.error({ err }, 'Reload failed')));
   let stopWatching: (() => void) | null = null;
   if (sup.config!.watch) {

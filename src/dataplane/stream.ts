@@ -204,7 +204,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   /** The name of the filter that stopped last, for the idle timeout's message. */
   #holder(): string {
     const res = this.#res;
-    const i = res !== null && res.lastStopped >= 0 ? this.filters.length - 1 - res.lastStopped : this.#req?.lastStopped ?? -1;
+    const i = res !== null && res.lastStopped >= 0 ? res.length - 1 - res.lastStopped : this.#req?.lastStopped ?? -1;
     return this.entries[i]?.name ?? '?';
   }
 

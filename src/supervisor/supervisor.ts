@@ -29,12 +29,13 @@ export interface ApplyResult {
 }
 
 /** Config keys read once at start: a reload that changes them keeps the running value, and says so. */
-function restartOnlyChanges(running: RawConfig, next: RawConfig): string[] {
+function restartOnlyChanges(running: RawConfig, next: RawConfig, adminBound: string | null): string[] {
   const out: string[] = [];
-  const say = (key: string, was: unknown, now: unknown) => {
-    if (was !== now) out.push(`${key} changed from ${JSON.stringify(was)} to ${JSON.stringify(now)}: it takes a restart, weir keeps ${JSON.stringify(was)}`);
+  const say = (key: string, was: unknown, now: unknown, same = false) => {
+    if (was !== now && !same) out.push(`${key} changed from ${JSON.stringify(was)} to ${JSON.stringify(now)}: it takes a restart, weir keeps ${JSON.stringify(was)}`);
   };
-  say('admin.address', running.admin.address, next.admin.address);
+  // Port 0 bound some port: naming that port is no change.
+  say('admin.address', running.admin.address, next.admin.address, next.admin.address === adminBound);
   say('log_level', running.log_level, next.log_level);
   say('watch', running.watch, next.watch);
   return out;
@@ -67,6 +68,8 @@ export class Supervisor {
   readonly log: Logger;
   readonly metrics = new Metrics();
   config: RawConfig | null = null;
+  /** The admin API's bound "host:port", once it listens (its config address may say port 0). */
+  adminBound: string | null = null;
   version = 0;
   loadedAt = '';
   lastReload: { ok: boolean; at: string; version: number; error?: string } | null = null;
@@ -259,7 +262,7 @@ export class Supervisor {
         ports[name] = portOf(addr);
       }
     }
-    const notApplied = this.config === null ? [] : restartOnlyChanges(this.config, config);
+    const notApplied = this.config === null ? [] : restartOnlyChanges(this.config, config, this.adminBound);
     if (this.config !== null) {
       // What runs is what /config shows.
       config = { ...config, admin: this.config.admin, log_level: this.config.log_level, watch: this.config.watch };

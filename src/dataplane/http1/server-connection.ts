@@ -689,15 +689,15 @@ function httpDate(): string {
   return dateText;
 }
 
+/** An authority's characters: unreserved, sub-delims, ':', '@', '[', ']' and '%' (empty is allowed: RFC 9112 section 3.2). */
+const AUTHORITY = /^[A-Za-z0-9\-._~!$&'()*+,;=:@[\]%]*$/;
+
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#@]+)((?:[/?][^#]*)?)$/i;
 
 /**
  * An absolute-form request target (`GET http://host/path`): its authority replaces Host and the upstream gets
  * the origin form, as RFC 9112 section 3.2.2 requires of servers. Other targets are left to routing.
  */
-/** An authority's characters: unreserved, sub-delims, ':', '@', '[', ']' and '%' (empty is allowed: RFC 9112 section 3.2). */
-const AUTHORITY = /^[A-Za-z0-9\-._~!$&'()*+,;=:@[\]%]*$/;
-
 function absoluteForm(list: string[], url: string): void {
   const m = ABSOLUTE_FORM.exec(url);
   if (m === null) {
