@@ -6,6 +6,7 @@ import type { JsonSchema, FilterDefinition } from '../filters/contract.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../core/units.ts';
 
 const ADDRESS_PATTERN = '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):\\d{1,5}$';
+const PATH_PATTERN = '^/';
 const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
 // Also '|', '~', '+' and '@': Istio names clusters "outbound|8181||auth.local", and scripts pass those names.
 const CLUSTER_NAME_PATTERN = '^[A-Za-z0-9_.:|~+@-]+$';
@@ -18,15 +19,16 @@ export const PATTERN_EXPECTS: ReadonlyMap<string, string> = new Map([
   [DURATION_PATTERN, 'a duration such as "250ms", "5s" or "1m"'],
   [SIZE_PATTERN, 'a size such as "64KiB" or "1MiB"'],
   [ADDRESS_PATTERN, '"host:port"'],
-  ['^/', 'a path starting with "/"'],
+  [PATH_PATTERN, 'a path starting with "/"'],
   ['^[A-Z]+$', 'an upper-case method name such as "GET"'],
   [NAME_PATTERN, 'a name of letters, digits, "_", ".", ":" and "-"'],
   [CLUSTER_NAME_PATTERN, 'a name of letters, digits, "_", ".", ":", "|", "~", "+", "@" and "-"'],
 ]);
 
-const duration = { type: ['string', 'number'], pattern: DURATION_PATTERN, minimum: 0, description: 'a duration such as "250ms", "5s" or "1m"' };
-const size = { type: ['string', 'integer'], pattern: SIZE_PATTERN, minimum: 0, description: 'a size such as "64KiB" or "1MiB"' };
-const address = { type: 'string', pattern: ADDRESS_PATTERN, description: '"host:port"' };
+const duration = { type: ['string', 'number'], pattern: DURATION_PATTERN, minimum: 0, description: PATTERN_EXPECTS.get(DURATION_PATTERN) };
+const size = { type: ['string', 'integer'], pattern: SIZE_PATTERN, minimum: 0, description: PATTERN_EXPECTS.get(SIZE_PATTERN) };
+const address = { type: 'string', pattern: ADDRESS_PATTERN, description: PATTERN_EXPECTS.get(ADDRESS_PATTERN) };
+const pathValue = { type: 'string', pattern: PATH_PATTERN, description: PATTERN_EXPECTS.get(PATH_PATTERN) };
 const stringMap = { type: 'object', additionalProperties: { type: 'string' } };
 const strings = { type: 'array', items: { type: 'string' } };
 
@@ -83,8 +85,8 @@ function routeSchema(filterItem: JsonSchema): JsonSchema {
         type: 'object',
         additionalProperties: false,
         properties: {
-          prefix: { type: 'string', pattern: '^/', description: 'a path starting with "/"' },
-          path: { type: 'string', pattern: '^/', description: 'a path starting with "/"' },
+          prefix: pathValue,
+          path: pathValue,
           regex: { type: 'string' },
           methods: { type: 'array', items: { type: 'string', pattern: '^[A-Z]+$' } },
           headers: { type: 'array', items: stringMatcher },
@@ -276,7 +278,7 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
               additionalProperties: false,
               required: ['path'],
               properties: {
-                path: { type: 'string', pattern: '^/', description: 'a path starting with "/"' },
+                path: pathValue,
                 host: { type: 'string' },
                 interval: { ...duration, default: '5s' },
                 timeout: { ...duration, default: '1s' },

@@ -31,11 +31,11 @@ export interface ApplyResult {
 /** Config keys read once at start: a reload that changes them keeps the running value, and says so. */
 function restartOnlyChanges(running: RawConfig, next: RawConfig, adminBound: string | null): string[] {
   const out: string[] = [];
-  const say = (key: string, was: unknown, now: unknown, same = false) => {
-    if (was !== now && !same) out.push(`${key} changed from ${JSON.stringify(was)} to ${JSON.stringify(now)}: it takes a restart, weir keeps ${JSON.stringify(was)}`);
+  const say = (key: string, was: unknown, now: unknown) => {
+    if (was !== now) out.push(`${key} changed from ${JSON.stringify(was)} to ${JSON.stringify(now)}: it takes a restart, weir keeps ${JSON.stringify(was)}`);
   };
   // Port 0 bound some port: naming that port is no change.
-  say('admin.address', running.admin.address, next.admin.address, next.admin.address === adminBound);
+  if (next.admin.address !== adminBound) say('admin.address', running.admin.address, next.admin.address);
   say('log_level', running.log_level, next.log_level);
   say('watch', running.watch, next.watch);
   return out;

@@ -47,12 +47,16 @@ export function reasonPhrase(status: number): string {
   return STATUS_TEXT[status] ?? '';
 }
 
+/** Connection tokens that are options of the connection, not names of headers to remove. */
+const CONNECTION_OPTIONS: ReadonlySet<string> = new Set(['', 'close', 'keep-alive', 'upgrade']);
+/** Names a Connection header never removes: weir frames from what it parsed, and Host became `:authority`. */
+const NEVER_NOMINATED: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host']);
+
 /** Whether a Connection value nominates headers beyond close, keep-alive and upgrade (the usual values are not split). */
 export function nominatesHeaders(value: string): boolean {
   if (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close' || value === 'Upgrade' || value === 'upgrade') return false;
   for (const token of value.split(',')) {
-    const t = token.trim().toLowerCase();
-    if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') return true;
+    if (!CONNECTION_OPTIONS.has(token.trim().toLowerCase())) return true;
   }
   return false;
 }
@@ -60,15 +64,17 @@ export function nominatesHeaders(value: string): boolean {
 /**
  * Removes from a received head's list the headers its Connection headers nominate (RFC 9110 section 7.6.1), once,
  * on receipt: what weir or a filter adds later under a nominated name (x-forwarded-for, say) is not the peer's to
- * remove. Framing headers stay: weir frames from what it parsed, and writes its own framing.
+ * remove.
  */
 export function dropNominated(list: string[]): void {
   const nominated = new Set<string>();
   for (let i = 0; i < list.length; i += 2) {
     if (list[i] !== 'connection') continue;
-    for (const token of list[i + 1].split(',')) nominated.add(token.trim().toLowerCase());
+    for (const token of list[i + 1].split(',')) {
+      const name = token.trim().toLowerCase();
+      if (!CONNECTION_OPTIONS.has(name) && !NEVER_NOMINATED.has(name)) nominated.add(name);
+    }
   }
-  for (const keep of ['', 'close', 'keep-alive', 'upgrade', 'content-length', 'transfer-encoding', 'host']) nominated.delete(keep);
   let to = 0;
   for (let i = 0; i < list.length; i += 2) {
     if (list[i].charCodeAt(0) !== 58 && nominated.has(list[i])) continue;
