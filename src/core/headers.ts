@@ -245,3 +245,8 @@ export function contentLengthOf(value: string | undefined): number {
   const n = Number(v.slice(first));
   return Number.isSafeInteger(n) ? n : -1;
 }
+
+/** True when a reason phrase can go on a status line: tab, space, visible and obs-text bytes only (RFC 9112 §4). */
+export function validReasonPhrase(phrase: string): boolean {
+  return !/[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]/.test(phrase);
+}

@@ -273,6 +273,37 @@ test('Pipeline holds a buffered body and trailers while a trailers hook stops, a
   assert.equal(trailerCalls, 1);
 });
 
+
+test('Pipeline: a filter that stopped its headers and buffered the body continues the headers when its trailers hook continues', () => {
+  const a: Filter = {
+    onRequestHeaders: () => 'stop',
+    onRequestBody: () => 'stop-and-buffer',
+    onRequestTrailers: () => 'continue',
+  };
+  const b: Filter = { onRequestHeaders: () => 'continue' };
+  const sink = recorder();
+  const p = new Pipeline([a, b], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('ab'), false);
+  assert.deepEqual(sink.events, []);
+  p.trailers(new HeaderMap(['t', 'end']));
+  assert.deepEqual(sink.events, ['headers ', 'data ab', 'trailers end']);
+});
+
+test('Pipeline: a filter that stopped its headers continues them when the whole body it gets at the trailers continues', () => {
+  let calls = 0;
+  const a: Filter = {
+    onRequestHeaders: () => 'stop',
+    onRequestBody: () => (calls++ === 0 ? 'stop-and-buffer' : 'continue'),
+  };
+  const sink = recorder();
+  const p = new Pipeline([a], 'request', sink, 1024);
+  p.headers(headers(), false);
+  p.data(Buffer.from('ab'), false);
+  p.trailers(new HeaderMap(['t', 'end']));
+  assert.deepEqual(sink.events, ['headers ', 'data ab', 'trailers end']);
+});
+
 test('Pipeline resume releases held headers and a body held meanwhile by the same filter', () => {
   let calls = 0;
   const a: Filter = {

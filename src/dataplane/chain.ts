@@ -360,6 +360,7 @@ export class Pipeline {
             return;
           }
           if (r === 'continue') {
+            if (!this.#continueHeldHeaders(i)) return;
             this.#forward(i + 1, { data: chunk.data, eos: false, trailers: null });
             whole = null;
           }
@@ -381,6 +382,7 @@ export class Pipeline {
           if (isPromise(r)) this.#await(i, r, false);
           return;
         }
+        if (!this.#continueHeldHeaders(i)) return;
         if (whole !== null) this.#forward(i + 1, { data: whole.chunk!.data, eos: false, trailers: null });
         continue;
       }
@@ -402,12 +404,7 @@ export class Pipeline {
       if (r === 'continue') {
         this.#setBuffer(i, null, 0);
         p = { data: chunk.data, eos: p.eos, trailers: null };
-        if (i === this.#headerIndex && this.#stopKind !== null) {
-          // Continuing the body of a filter that held the headers continues the headers too (as in Envoy).
-          this.#stopKind = null;
-          this.#runHeaders(i + 1);
-          if (sink.halted) return;
-        }
+        if (!this.#continueHeldHeaders(i)) return;
         continue;
       }
       if (r === 'stop-and-buffer' && !p.eos) {
@@ -425,6 +422,17 @@ export class Pipeline {
       return;
     }
     this.#forward(n, p);
+  }
+
+  /**
+   * Continuing the body or trailers of a filter that held the headers continues the headers too (as in Envoy).
+   * Returns false when the stream halted meanwhile.
+   */
+  #continueHeldHeaders(i: number): boolean {
+    if (i !== this.#headerIndex || this.#stopKind === null) return true;
+    this.#stopKind = null;
+    this.#runHeaders(i + 1);
+    return !this.#sink.halted;
   }
 
   /** Calls a body hook; returns its status, or null when the stream halted or the hook failed. */

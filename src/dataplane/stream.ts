@@ -12,7 +12,7 @@ import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { requestId } from '../core/request-id.ts';
 import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-list.ts';
-import { HeaderMap, bodilessStatus, contentLengthOf } from '../core/headers.ts';
+import { HeaderMap, bodilessStatus, contentLengthOf, validReasonPhrase } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
 import type { DownstreamConnection, RequestHead, RequestSink } from './codec.ts';
@@ -435,7 +435,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     if (state !== null) {
       // Set by Lua's setHttp1ReasonPhrase and drainConnectionUponCompletion.
       const phrase = state.get('weir.http1_reason_phrase');
-      if (typeof phrase === 'string') this.reason = phrase;
+      if (typeof phrase === 'string' && validReasonPhrase(phrase)) this.reason = phrase;
       if (state.get('weir.drain_connection') === 'true') this.conn.closeWhenIdle(false);
     }
     this.conn.sendHead(status, h, { contentLength: length, noBody: eos }, this.reason);

@@ -2,6 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
+import { rawExchange } from '../support/raw.ts';
 
 let up: Upstream;
 let weir: Weir;
@@ -44,6 +45,15 @@ export default function createUpper(callbacks) {
     onResponseBody(chunk, end) {
       if (!end) return 'stop-and-buffer';
       chunk.data = Buffer.from('[' + chunk.data.toString() + ']');
+    },
+  };
+}
+`,
+  'filters/reason.ts': `
+export default function createReason(callbacks) {
+  return {
+    onResponseHeaders() {
+      callbacks.info.filterState.set('weir.http1_reason_phrase', decodeURIComponent(callbacks.requestHeaders.get('x-reason')));
     },
   };
 }
@@ -120,6 +130,15 @@ listeners:
             max_tokens: 2
             tokens_per_fill: 1
             fill_interval: 1h
+      - name: reason
+        match: { prefix: /reason }
+        cluster: up
+        filter_overrides:
+          auth: { disabled: true }
+        filters:
+          - name: reason
+            type: module
+            file: filters/reason.ts
       - name: broken
         match: { prefix: /broken }
         cluster: up
@@ -216,4 +235,15 @@ test('admin /metrics reports time spent in each filter', async () => {
   await fetch(`${weir.url('edge')}/open`);
   const metrics = await (await fetch(`${weir.admin}/metrics`)).text();
   assert.match(metrics, /weir_filter_duration_ms_count\{listener="edge",filter="meta",type="module"\} \d+/);
+});
+
+test('a reason phrase a module filter sets in filter state goes on the status line, unless it holds a CR, LF or control character', async () => {
+  const ask = async (reason: string) =>
+    (await rawExchange(weir.url('edge'), `GET /reason HTTP/1.1\r\nhost: x\r\nx-reason: ${reason}\r\nconnection: close\r\n\r\n`, 3000)).text;
+  assert.match(await ask('Quite%20Fine'), /^HTTP\/1\.1 200 Quite Fine\r\n/);
+  for (const bad of ['OK%0D%0Ax-injected:%201', 'OK%0A', 'OK%00', 'Euro%E2%82%AC']) {
+    const text = await ask(bad);
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/, bad);
+    assert.doesNotMatch(text, /x-injected/, bad);
+  }
 });

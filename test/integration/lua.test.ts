@@ -332,6 +332,44 @@ test('lua e2e: bodyChunks() on the request streams the body to the upstream as i
   assert.equal(line.msg, 'streamed 200000 bytes');
 });
 
+test('lua e2e: envoy_on_response body() on an upstream response with trailers sends the response and the trailers', async () => {
+  const up = await startUpstream((_q, res) => {
+    res.writeHead(200, { 'transfer-encoding': 'chunked', trailer: 'x-sum' });
+    res.write('abc');
+    res.addTrailers({ 'x-sum': '42' });
+    res.end('def');
+  });
+  const w = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: resp-body
+        type: lua
+        source: |
+          function envoy_on_response(handle)
+            local b = handle:body()
+            handle:headers():add("x-len", tostring(b:length()))
+          end
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`);
+  try {
+    const { text } = await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n', 3000);
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(text, /\r\nx-len: 6\r\n/);
+    assert.match(text, /abcdef/);
+    assert.match(text, /\r\n0\r\nx-sum: 42\r\n\r\n$/);
+  } finally {
+    await w.stop();
+    await up.close();
+  }
+});
+
 test('lua e2e: setHttp1ReasonPhrase sets the status line, drainConnectionUponCompletion closes the connection', async () => {
   const up = await startUpstream((_q, res) => res.end('ok'));
   const w = await startWeir(`

@@ -119,3 +119,31 @@ test('a bad argument raises a Lua error naming the method', async () => {
   assert.equal(o.reply?.status, 500);
   assert.match(o.logs.join('\n'), /bad argument #1 to 'get' \(string expected, got table\)/);
 });
+
+test('setHttp1ReasonPhrase() raises on CR, LF, NUL or another control character (no response splitting)', async () => {
+  for (const bad of ['"OK\\r\\nx-injected: 1"', '"OK\\n"', '"OK\\0"', '"OK\\1"', '"OK\\127"']) {
+    const f = await lua(`
+      function envoy_on_response(h)
+        h:headers():setHttp1ReasonPhrase(${bad})
+      end`);
+    const o = await f.exchange({});
+    assert.equal(o.reply?.status, 500, bad);
+    assert.match(o.logs.join('\n'), /lua-test:3: invalid reason phrase/, bad);
+    assert.equal(o.info.filterState.get('weir.http1_reason_phrase'), undefined, bad);
+  }
+  const ok = await lua(`function envoy_on_response(h) h:headers():setHttp1ReasonPhrase("Fine\\tand \\128\\255") end`);
+  const o = await ok.exchange({});
+  assert.equal(o.info.filterState.get('weir.http1_reason_phrase'), 'Fine\tand \x80\xff');
+});
+
+test('setHttp1ReasonPhrase() once the response headers were passed on raises "header map can no longer be modified"', async () => {
+  const f = await lua(`
+    function envoy_on_response(h)
+      for chunk in h:bodyChunks() do
+        h:headers():setHttp1ReasonPhrase("Late")
+      end
+    end`);
+  const o = await f.exchange({ response: { body: ['abc'] } });
+  assert.match(o.logs.join('\n'), /lua-test:4: header map can no longer be modified/);
+  assert.equal(o.info.filterState.get('weir.http1_reason_phrase'), undefined);
+});

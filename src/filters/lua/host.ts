@@ -5,7 +5,7 @@
  * caller's line, so no JS exception crosses the Wasm boundary.
  */
 import { Buffer } from 'node:buffer';
-import { HeaderMap } from '../../core/headers.ts';
+import { HeaderMap, validReasonPhrase } from '../../core/headers.ts';
 import { T_NIL, T_NUMBER, T_STRING, T_TABLE, type LuaVm, type RawLua } from './vm.ts';
 import type { LuaScript } from './script.ts';
 import { WAIT_BODY, WAIT_CHUNK, WAIT_HTTP, WAIT_RESPONDED, WAIT_TRAILERS, type DirState, type LuaStream } from './stream.ts';
@@ -185,7 +185,13 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
 
     hreason(L) {
       const s = stream();
-      if (num(L, 1) === 1) s.setReason(vm.readLatin1(L, 2)!);
+      const w = num(L, 1);
+      if (w === 1 && (s.resp.continued || s.map(1)?.frozen !== false)) return fail(L, 'header map can no longer be modified');
+      const phrase = vm.readLatin1(L, 2)!;
+      // A CR or LF would split the response.
+      if (!validReasonPhrase(phrase)) return fail(L, 'invalid reason phrase: only tab, space and visible characters are allowed');
+      // On request headers it does nothing, as in Envoy (a request has no status line).
+      if (w === 1) s.setReason(phrase);
       return 0;
     },
 
