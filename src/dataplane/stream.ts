@@ -498,17 +498,18 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   /** Sends a local reply through the response filters of chain filters [0, upTo). */
   sendLocalReply(status: number, body: string | Buffer | undefined, opts: LocalReplyOptions | undefined, upTo: number): void {
     if (this.done) return;
-    if (this.conn.responseStarted) {
-      this.#reset();
-      return;
-    }
-    this.requestHalted = true;
-    if (this.upstream !== null) this.upstream.cancel();
     if (opts?.details !== undefined && this.details === '') this.details = opts.details;
     if (opts?.code !== undefined && this.responseFlag === '-') {
       this.responseFlag = ERRORS[opts.code].flag;
       this.listener.countError(ERRORS[opts.code]);
     }
+    if (this.conn.responseStarted) {
+      // Too late for a reply: the client gets a reset, and the access log says why.
+      this.#reset();
+      return;
+    }
+    this.requestHalted = true;
+    if (this.upstream !== null) this.upstream.cancel();
     // 1xx, 204 and 304 responses have no body, whatever the caller gave.
     const bodyless = bodilessStatus(status);
     const buf = body === undefined || bodyless ? null : typeof body === 'string' ? Buffer.from(body) : body;

@@ -370,6 +370,90 @@ clusters:
   }
 });
 
+test('lua e2e: setBytes() on a chunked response sets content-length (transfer-encoding goes); with trailers the body stays chunked', async () => {
+  const up = await startUpstream((q, res) => {
+    res.writeHead(200, q.url === '/trailers' ? { 'transfer-encoding': 'chunked', trailer: 'x-sum' } : { 'transfer-encoding': 'chunked' });
+    res.write('abc');
+    if (q.url === '/trailers') res.addTrailers({ 'x-sum': '42' });
+    res.end('def');
+  });
+  const w = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: rewrite
+        type: lua
+        source: |
+          function envoy_on_response(handle)
+            local n = handle:body():setBytes("rewritten")
+            local h = handle:headers()
+            h:add("x-seen", tostring(n) .. "/" .. tostring(h:get("content-length")) .. "/" .. tostring(h:get("transfer-encoding")))
+          end
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`);
+  try {
+    const plain = (await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 3000)).text;
+    assert.match(plain, /\r\nx-seen: 9\/9\/nil\r\n/);
+    assert.match(plain, /\r\ncontent-length: 9\r\n/);
+    assert.doesNotMatch(plain, /transfer-encoding/);
+    assert.match(plain, /\r\n\r\nrewritten$/);
+    const withTrailers = (await rawExchange(w.url('edge'), 'GET /trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n', 3000)).text;
+    assert.match(withTrailers, /\r\nx-seen: 9\/nil\/chunked\r\n/);
+    assert.match(withTrailers, /\r\n\r\n9\r\nrewritten\r\n0\r\nx-sum: 42\r\n\r\n$/);
+  } finally {
+    await w.stop();
+    await up.close();
+  }
+});
+
+test('lua e2e: a script error after the response head was sent resets the stream; the access log says FF and names the filter', async () => {
+  const up = await startUpstream((_q, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('fine ');
+    setTimeout(() => res.end('boom'), 50);
+  });
+  const w = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - name: chunky
+        type: lua
+        source: |
+          function envoy_on_response(handle)
+            for chunk in handle:bodyChunks() do
+              if chunk:getBytes(0, chunk:length()):find("boom") then error("bad chunk") end
+            end
+          end
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`);
+  try {
+    const { text, closed } = await rawExchange(w.url('edge'), 'GET /late-error HTTP/1.1\r\nhost: x\r\n\r\n', 3000);
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.equal(closed, true);
+    assert.doesNotMatch(text, /boom/);
+    const line = await w.waitForLine((l) => l.msg === 'access' && l.path === '/late-error');
+    assert.equal(line.flags, 'FF');
+    assert.equal(line.details, 'lua_error');
+    const error = await w.waitForLine((l) => l.filter === 'chunky' && /bad chunk/.test(String(l.msg)));
+    assert.match(String(error.msg), /:3: bad chunk/);
+  } finally {
+    await w.stop();
+    await up.close();
+  }
+});
+
 test('lua e2e: setHttp1ReasonPhrase sets the status line, drainConnectionUponCompletion closes the connection', async () => {
   const up = await startUpstream((_q, res) => res.end('ok'));
   const w = await startWeir(`

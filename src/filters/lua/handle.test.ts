@@ -218,6 +218,17 @@ test('log methods exist on every object and write through the filter log', async
   ]);
 });
 
+test('a log message is a string or a number (written as LuaJIT prints it); nil, a table or a boolean raises at the line', async () => {
+  const ok = await lua(`function envoy_on_request(h) h:logInfo(10 / 2) h:logWarn(1e15) end`);
+  assert.deepEqual((await ok.exchange({})).logs, ['info [lua-test] 5', 'warn [lua-test] 1e+15']);
+  for (const [arg, type] of [['nil', 'nil'], ['{}', 'table'], ['true', 'boolean']]) {
+    const f = await lua(`function envoy_on_request(h)\n  h:streamInfo():logErr(${arg})\nend`);
+    const o = await f.exchange({});
+    assert.equal(o.reply?.status, 500, arg);
+    assert.match(o.logs.join('\n'), new RegExp(`lua-test:2: bad argument #1 to 'logErr' \\(string expected, got ${type}\\)`), arg);
+  }
+});
+
 test('base64Escape() encodes bytes; base64Decode() decodes and returns nil on bad input', async () => {
   const f = await lua(`
     function envoy_on_request(h)

@@ -32,6 +32,7 @@ export interface HostContext {
 }
 
 const MAX_NAMES = 8192;
+const REQUEST_PSEUDO = [':method', ':path', ':authority', ':scheme'];
 const TYPE_NAMES = ['nil', 'boolean', 'userdata', 'number', 'string', 'table', 'function', 'userdata', 'thread'];
 
 /** Builds the host function table for one script's Lua state: header maps, bodies, respond and httpCall here, the rest in host-info.ts. */
@@ -72,8 +73,43 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     return String(x.lua_tonumberx(L, -2, 0));
   };
   /** The string or number at the top as header text (numbers as LuaJIT prints them: 5, not 5.0). */
-  const scalar = (L: number, t: number): string => (t === T_STRING ? vm.readLatin1(L, -1)! : String(x.lua_tonumberx(L, -1, 0)));
+  const scalar = (L: number, t: number): string => (t === T_STRING ? vm.readLatin1(L, -1)! : luajitNumber(x.lua_tonumberx(L, -1, 0)));
   const typeName = (t: number): string => TYPE_NAMES[t] ?? 'userdata';
+  /**
+   * Reads the header table at stack index `index` as Envoy's buildHeadersFromTable does: every entry is added with
+   * its name lower-cased, a value is a string or a number, a table value adds one entry per element. `:status` is
+   * handed back apart. Returns the error text to raise for anything else.
+   */
+  const headerTable = (L: number, index: number, what: string): { map: HeaderMap; status: string | undefined } | string => {
+    const map = new HeaderMap();
+    let status: string | undefined;
+    x.lua_pushnil(L);
+    try {
+      while (x.lua_next(L, index) !== 0) {
+        const name = tableKey(L);
+        if (name === undefined) return `${what} header names must be strings, got ${typeName(x.lua_type(L, -2))}`;
+        const key = name.toLowerCase();
+        const t = x.lua_type(L, -1);
+        if (t === T_STRING || t === T_NUMBER) {
+          if (key === ':status') status = scalar(L, t);
+          else map.add(key, scalar(L, t));
+        } else if (t === T_TABLE && key !== ':status') {
+          if (x.lua_checkstack(L, 2) === 0) return `Lua stack overflow while reading ${what} headers`;
+          x.lua_pushnil(L);
+          while (x.lua_next(L, -2) !== 0) {
+            const et = x.lua_type(L, -1);
+            if (et !== T_STRING && et !== T_NUMBER) return `${what} header "${key}" must hold strings, got ${typeName(et)}`;
+            map.add(key, scalar(L, et));
+            x.lua_settop(L, -2);
+          }
+        } else return `${what} header "${key}" must be a string, a number or a table of them, got ${typeName(t)}`;
+        x.lua_settop(L, -2);
+      }
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return { map, status };
+  };
 
   const ctx: HostContext = { script, vm, x, num, fail, nil, stream, dirOf };
   const fns: Record<string, (L: number) => number> = {
@@ -267,33 +303,10 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     respond(L) {
       const d = dirOf(L, 1);
       if (d.continued) return fail(L, 'respond() cannot be called if headers have been continued');
-      // As Envoy's buildHeadersFromTable: every entry is added (lower-cased), a table value adds one entry per element.
-      const map = new HeaderMap();
-      let status = Number.NaN;
-      x.lua_pushnil(L);
-      try {
-        while (x.lua_next(L, 2) !== 0) {
-          const name = tableKey(L);
-          if (name === undefined) return fail(L, `respond() header names must be strings, got ${typeName(x.lua_type(L, -2))}`);
-          const key = name.toLowerCase();
-          const t = x.lua_type(L, -1);
-          if (key === ':status') status = t === T_STRING || t === T_NUMBER ? Number(scalar(L, t)) : Number.NaN;
-          else if (t === T_STRING || t === T_NUMBER) map.add(key, scalar(L, t));
-          else if (t === T_TABLE) {
-            if (x.lua_checkstack(L, 2) === 0) return fail(L, 'Lua stack overflow while reading respond() headers');
-            x.lua_pushnil(L);
-            while (x.lua_next(L, -2) !== 0) {
-              const et = x.lua_type(L, -1);
-              if (et !== T_STRING && et !== T_NUMBER) return fail(L, `respond() header "${key}" must hold strings, got ${typeName(et)}`);
-              map.add(key, scalar(L, et));
-              x.lua_settop(L, -2);
-            }
-          } else return fail(L, `respond() header "${key}" must be a string, a number or a table of them, got ${typeName(t)}`);
-          x.lua_settop(L, -2);
-        }
-      } catch (err) {
-        return fail(L, (err as Error).message);
-      }
+      const read = headerTable(L, 2, 'respond()');
+      if (typeof read === 'string') return fail(L, read);
+      const map = read.map;
+      const status = read.status === undefined ? Number.NaN : Number(read.status);
       if (!Number.isInteger(status) || status < 200 || status > 599) return fail(L, ':status must be between 200 and 599');
       const body = x.lua_type(L, 3) === T_STRING ? vm.readBytes(L, 3) : undefined;
       d.reply = { status, headers: map, body };
@@ -313,23 +326,23 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
       const cluster = x.lua_type(L, 2) === T_STRING ? vm.readString(L, 2)! : '';
       if (!s.setup.clusterNames.has(cluster)) return fail(L, 'http call cluster invalid. Must be configured');
       if (x.lua_type(L, 3) !== T_TABLE) return fail(L, "http call headers must include ':path', ':method', and ':authority'");
-      const table = vm.readValue(L, 3) as Record<string, unknown>;
-      if (table[':path'] === undefined || table[':method'] === undefined || table[':authority'] === undefined) {
+      const read = headerTable(L, 3, 'httpCall()');
+      if (typeof read === 'string') return fail(L, read);
+      if (read.status !== undefined) return fail(L, "http call headers must not include ':status'");
+      const table = read.map;
+      if (!table.has(':path') || !table.has(':method') || !table.has(':authority')) {
         return fail(L, "http call headers must include ':path', ':method', and ':authority'");
       }
+      // The pseudo-headers go first, as on a request.
       const headers = new HeaderMap();
-      try {
-        for (const k of [':method', ':path', ':authority', ':scheme']) if (table[k] !== undefined) headers.add(k, String(table[k]));
-        for (const [k, v] of Object.entries(table)) {
-          if (k === ':method' || k === ':path' || k === ':authority' || k === ':scheme') continue;
-          if (Array.isArray(v)) for (const one of v) headers.add(k, String(one));
-          else headers.add(k, String(v));
-        }
-      } catch (err) {
-        return fail(L, (err as Error).message);
+      for (const k of REQUEST_PSEUDO) {
+        const v = table.get(k);
+        if (v !== undefined) headers.add(k, v);
       }
+      const list = table.list;
+      for (let i = 0; i < list.length; i += 2) if (!REQUEST_PSEUDO.includes(list[i])) headers.add(list[i], list[i + 1]);
       const bodyType = x.lua_type(L, 4);
-      const body = bodyType === T_STRING || bodyType === T_NUMBER ? vm.readBytes(L, 4) : undefined;
+      const body = bodyType === T_STRING ? vm.readBytes(L, 4) : bodyType === T_NUMBER ? Buffer.from(luajitNumber(x.lua_tonumberx(L, 4, 0))) : undefined;
       if (body !== undefined) headers.set('content-length', String(body.length));
       let timeoutMs = 0;
       let asynchronous = false;
@@ -384,4 +397,18 @@ export function makeHostFunctions(script: LuaScript): Record<string, (L: number)
     };
   }
   return fns;
+}
+
+/**
+ * A number as LuaJIT (Envoy's Lua) prints it: C's "%.14g" (5, 0.3, 1e+15, 1e-05, inf, nan), where Lua 5.4 writes
+ * integral floats as "5.0" and integers with all their digits.
+ */
+export function luajitNumber(n: number): string {
+  if (Number.isInteger(n) && Math.abs(n) < 1e14) return Object.is(n, -0) ? '-0' : String(n);
+  if (!Number.isFinite(n)) return Number.isNaN(n) ? 'nan' : n > 0 ? 'inf' : '-inf';
+  const [mantissa, e] = n.toExponential(13).split('e');
+  const exp = Number(e);
+  const trim = (digits: string) => (digits.includes('.') ? digits.replace(/\.?0+$/, '') : digits);
+  if (exp < -4 || exp >= 14) return `${trim(mantissa)}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`;
+  return trim(n.toFixed(13 - exp));
 }

@@ -133,6 +133,36 @@ test('httpCall() argument errors: unknown cluster, missing pseudo-headers, negat
   }
 });
 
+test('httpCall() header values must be strings, numbers or tables of them, as respond() (a boolean, function or nested table raises)', async () => {
+  const base = `[":method"]="GET", [":path"]="/typed", [":authority"]="a"`;
+  const cases: [string, RegExp][] = [
+    [`{${base}, ["x-flag"]=true}`, /httpCall\(\) header "x-flag" must be a string, a number or a table of them, got boolean/],
+    [`{${base}, ["x-fn"]=print}`, /httpCall\(\) header "x-fn" must be a string, a number or a table of them, got function/],
+    [`{${base}, ["x-t"]={"a", {"b"}}}`, /httpCall\(\) header "x-t" must hold strings, got table/],
+    [`{${base}, [true]="v"}`, /httpCall\(\) header names must be strings, got boolean/],
+  ];
+  const before = seen.filter((r) => r.url === '/typed').length;
+  for (const [table, message] of cases) {
+    const f = await build(`function envoy_on_request(h) h:httpCall("auth", ${table}, nil, 1000) end`);
+    const o = await f.exchange({});
+    assert.equal(o.reply?.status, 500, table);
+    assert.match(o.logs.join('\n'), message, table);
+  }
+  assert.equal(seen.filter((r) => r.url === '/typed').length, before, 'no call went out');
+  // Numbers are written as LuaJIT prints them; a table adds one entry per element; names are lower-cased.
+  const f = await build(`
+    function envoy_on_request(h)
+      local headers, body = h:httpCall("auth", {${base}, ["X-N"]=10/2, ["x-big"]=1e15, ["x-list"]={"a", 7}}, nil, 1000)
+      h:headers():add("x-result", headers[":status"])
+    end`);
+  const o = await f.exchange({});
+  assert.equal(o.upstream!.headers.get('x-result'), '200');
+  const sent = seen.filter((r) => r.url === '/typed').at(-1)!;
+  assert.equal(sent.headers['x-n'], '5');
+  assert.equal(sent.headers['x-big'], '1e+15');
+  assert.equal(sent.headers['x-list'], 'a, 7');
+});
+
 test('httpCall() on the response path', async () => {
   const f = await build(`
     function envoy_on_response(h)

@@ -20,10 +20,10 @@ local function argerr(n, fname, v, level)
   error("bad argument #" .. n .. " to '" .. fname .. "' (string expected, got " .. type(v) .. ")", level or 3)
 end
 
--- Numbers become strings as LuaJIT prints them: an integral float has no ".0" (Lua 5.4 would write "5.0").
+-- Numbers become strings as LuaJIT prints them, with C's "%.14g": 5, 0.3, 1e+15 (Lua 5.4 would write "5.0", and an
+-- integer with all its digits). host.ts luajitNumber is the same rule for numbers the host reads from tables.
 local function numstr(v)
-  if math.type(v) == "float" and v == floor(v) and v > -2^53 and v < 2^53 then return string.format("%d", v) end
-  return tostring(v)
+  return string.format("%.14g", v)
 end
 
 local function str(v, n, fname)
@@ -54,13 +54,12 @@ local function nameid(k, fname)
   return n
 end
 
+-- As Envoy's luaL_checkstring: a message is a string or a number; anything else raises at the caller's line.
+local LOG_METHODS = { "logTrace", "logDebug", "logInfo", "logWarn", "logErr", "logCritical" }
 local function addlog(mt)
-  mt.logTrace = function(_, m) H.log(0, tostring(m)) end
-  mt.logDebug = function(_, m) H.log(1, tostring(m)) end
-  mt.logInfo = function(_, m) H.log(2, tostring(m)) end
-  mt.logWarn = function(_, m) H.log(3, tostring(m)) end
-  mt.logErr = function(_, m) H.log(4, tostring(m)) end
-  mt.logCritical = function(_, m) H.log(5, tostring(m)) end
+  for level, fname in ipairs(LOG_METHODS) do
+    mt[fname] = function(_, m) H.log(level - 1, str(m, 1, fname)) end
+  end
   return mt
 end
 

@@ -184,7 +184,10 @@ export class LuaStream implements Filter {
     const target = b < 2 ? d.body : d.chunk;
     if (target !== null) target.data = data;
     const h = d.headers;
-    if (b < 2 && h !== null && !d.continued && !h.frozen && !h.has('transfer-encoding')) {
+    // A chunked message whose whole body is now known becomes a fixed-length one, as Envoy's setBytes sets
+    // content-length; one with trailers stays chunked, since a fixed-length HTTP/1 message cannot carry them.
+    if (b < 2 && h !== null && !d.continued && !h.frozen && d.trailers === null) {
+      h.remove('transfer-encoding');
       h.set('content-length', String(data.length));
     }
   }
@@ -415,8 +418,8 @@ export class LuaStream implements Filter {
     }
     if (this.setup.failOpen) return this.#proceed(d, phase);
     d.holding = false;
-    if (d.dir === 1 && d.continued) this.cb.reset();
-    else this.cb.sendLocalReply(this.setup.failureStatus, 'lua filter failure', { details: `lua_${reason}`, code: 'FILTER_FAILURE' });
+    // Once the response head went to the client this resets the stream (flag FF, details lua_<reason>).
+    this.cb.sendLocalReply(this.setup.failureStatus, 'lua filter failure', { details: `lua_${reason}`, code: 'FILTER_FAILURE' });
     return 'stop';
   }
 }
