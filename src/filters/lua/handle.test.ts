@@ -353,6 +353,22 @@ test('a handle kept in a global raises when another request uses it', async () =
   assert.match(second.logs.join('\n'), /object used outside of proper scope/);
 });
 
+test('the request handle and the objects it gave out raise in envoy_on_response of the same request, as on Envoy', async () => {
+  for (const use of ['req:headers():get("x")', 'reqHeaders:get(":path")', 'reqInfo:protocol()', 'req:streamInfo()']) {
+    const f = await lua(`
+      function envoy_on_request(h)
+        req, reqHeaders, reqInfo = h, h:headers(), h:streamInfo()
+      end
+      function envoy_on_response(h)
+        h:headers():add("x-before", "1")
+        ${use}
+      end`);
+    const o = await f.exchange({});
+    assert.match(o.logs.join('\n'), /lua-test:7: object used outside of proper scope/, use);
+    assert.equal(o.reply?.status, 500, use);
+  }
+});
+
 test('a script may not yield on its own', async () => {
   const f = await lua(`function envoy_on_request(h) coroutine.yield() end`);
   const o = await f.exchange({});

@@ -11,8 +11,9 @@ local dsetmetatable = debug.setmetatable
 local raw_gc = collectgarbage
 local G = _G
 
--- The id of the stream whose coroutine runs now; every object checks it so that a handle kept in a global and
--- used by another request, or after its own coroutine ended, raises as on Envoy.
+-- The handle (stream id * 2 + direction) whose coroutine runs now; every object checks it so that a handle or an
+-- object kept in a global and used by another request, or by the other direction's handler of its own request,
+-- raises as on Envoy.
 local CUR = 0
 local DEAD = "object used outside of proper scope"
 
@@ -304,8 +305,8 @@ function STATS:histogram(n) return setmetatable({ _n = str(n, 1, "histogram") },
 
 ---------------------------------------------------------------------------------------------------------------
 -- Stream handles are numbers: stream id * 2 + direction (0 request, 1 response). Numbers share one metatable whose
--- methods are the handle's, so a handle costs no allocation, and a handle kept past its request (in a global, say)
--- never matches the running stream again: using it raises, as on Envoy.
+-- methods are the handle's, so a handle costs no allocation, and a handle kept past its handler (in a global, say)
+-- never matches the running one again: using it raises, as on Envoy.
 local HANDLE = addlog({})
 
 -- The request and response header maps are one object each, bound to the running stream by headers(). Envoy keeps
@@ -325,7 +326,7 @@ local function suspend(id)
 end
 
 function HANDLE:headers()
-  if self // 2 ~= CUR then error(DEAD, 2) end
+  if self ~= CUR then error(DEAD, 2) end
   if self % 2 == 0 then
     REQH._id = CUR
     return REQH
@@ -337,7 +338,7 @@ end
 local h_body, h_chunks, h_next, h_trailers = H.body, H.chunks, H.nextchunk, H.trailers
 
 function HANDLE:body(always)
-  local id, d = self // 2, self % 2
+  local id, d = self, self % 2
   if id ~= CUR then error(DEAD, 2) end
   local r = h_body(d)
   if r == 2 then
@@ -350,7 +351,7 @@ function HANDLE:body(always)
 end
 
 function HANDLE:bodyChunks()
-  local id, d = self // 2, self % 2
+  local id, d = self, self % 2
   if id ~= CUR then error(DEAD, 2) end
   local e = h_chunks(d)
   if e then error(e, 2) end
@@ -368,7 +369,7 @@ function HANDLE:bodyChunks()
 end
 
 function HANDLE:trailers()
-  local id, d = self // 2, self % 2
+  local id, d = self, self % 2
   if id ~= CUR then error(DEAD, 2) end
   local r = h_trailers(d)
   if r == 2 then
@@ -381,7 +382,7 @@ end
 
 local function scoped(mt, k)
   return function(self)
-    local id = self // 2
+    local id = self
     if id ~= CUR then error(DEAD, 2) end
     return setmetatable({ _id = id, _d = self % 2, _k = k }, mt)
   end
@@ -395,7 +396,7 @@ HANDLE.connection = scoped(CONN)
 HANDLE.connectionStreamInfo = scoped(CSI)
 
 function HANDLE:respond(headers, body)
-  if self // 2 ~= CUR then error(DEAD, 2) end
+  if self ~= CUR then error(DEAD, 2) end
   if self % 2 == 1 then error("respond() is not available on the response path", 2) end
   if type(headers) ~= "table" then error("bad argument #1 to 'respond' (table expected, got " .. type(headers) .. ")", 2) end
   if body ~= nil then body = str(body, 2, "respond") end
@@ -408,7 +409,7 @@ function HANDLE:respond(headers, body)
 end
 
 function HANDLE:httpCall(cluster, headers, body, a4, a5)
-  local id = self // 2
+  local id = self
   if id ~= CUR then error(DEAD, 2) end
   local r = H.httpcall(self % 2, cluster, headers, body, a4, a5)
   if type(r) == "string" then error(r, 2) end
@@ -441,18 +442,18 @@ function HANDLE:timestampString(res)
 end
 
 function HANDLE:clearRouteCache()
-  if self // 2 ~= CUR then error(DEAD, 2) end
+  if self ~= CUR then error(DEAD, 2) end
   H.clearroute(self % 2)
 end
 
 function HANDLE:setUpstreamOverrideHost(host, strict)
-  if self // 2 ~= CUR then error(DEAD, 2) end
+  if self ~= CUR then error(DEAD, 2) end
   local e = H.override(self % 2, str(host, 1, "setUpstreamOverrideHost"), strict == true)
   if e then error(e, 2) end
 end
 
 function HANDLE:filterContext()
-  if self // 2 ~= CUR then error(DEAD, 2) end
+  if self ~= CUR then error(DEAD, 2) end
   return H.filterctx(self % 2) or {}
 end
 
@@ -461,7 +462,7 @@ function HANDLE:stats()
 end
 
 function HANDLE:downstreamRequestHeaders()
-  local id = self // 2
+  local id = self
   if id ~= CUR then error(DEAD, 2) end
   if self % 2 == 0 then error("downstreamRequestHeaders() is only available on the response path", 2) end
   return setmetatable({ _id = id, _w = 4 }, RO)
@@ -471,12 +472,12 @@ dsetmetatable(0, { __index = HANDLE })
 
 -- What the host calls: run(id, dir) starts a handler in a fresh coroutine; gc(full) reports memory.
 local function run(id, d)
-  -- The host pushes floats; handles are integers so that `// 2` and `% 2` stay integer operations (on floats they
-  -- call floor and fmod).
-  id = id | 0
-  CUR = id
-  if d == 0 then return G.envoy_on_request(id * 2) end
-  return G.envoy_on_response(id * 2 + 1)
+  -- The host pushes floats; handles are integers so that `% 2` stays an integer operation (on floats it
+  -- calls fmod).
+  local h = (id | 0) * 2 + d
+  CUR = h
+  if d == 0 then return G.envoy_on_request(h) end
+  return G.envoy_on_response(h)
 end
 
 local function collect()
