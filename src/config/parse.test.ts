@@ -153,3 +153,33 @@ clusters:
   ]) assert.match(text, expected);
   assert.equal(r.problems.length, 8, text);
 });
+
+test('YAML aliases: an anchor reused by many routes is fine; an unknown alias and an alias bomb are problems at their line', () => {
+  const routes = Array.from({ length: 300 }, (_, i) => `      - { match: { prefix: /r${i} }, cluster: web, retry: *retry }`).join('\n');
+  const many = `
+listeners:
+  - name: edge
+    address: 127.0.0.1:8080
+    routes:
+      - { match: { prefix: /first }, cluster: web, retry: &retry { retry_on: [gateway-error], num_retries: 2 } }
+${routes}
+clusters:
+  - name: web
+    endpoints: [127.0.0.1:9003]
+`;
+  const r = parseConfig(many);
+  assert.ok(r.ok, r.ok ? '' : formatProblems('c.yaml', r.problems));
+  assert.equal(r.config.listeners[0].routes[300].retry?.num_retries, 2);
+
+  const unknown = parseConfig(ok.replace('match: { prefix: / }', 'match: *nope'));
+  assert.ok(!unknown.ok);
+  assert.deepEqual(unknown.problems, [{ path: '', line: 6, column: 16, message: 'unknown alias *nope: no anchor &nope is set before it' }]);
+
+  const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
+  for (let i = 1; i < 9; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+  const exhausted = parseConfig(bomb.join('\n'));
+  assert.ok(!exhausted.ok);
+  assert.equal(exhausted.problems.length, 1);
+  assert.match(exhausted.problems[0].message, /^aliases expand to more than 10000 nodes/);
+  assert.equal(exhausted.problems[0].line, 2);
+});

@@ -3,7 +3,7 @@
  * (defaults filled in from the schema) or the complete list of problems, each with its path and line.
  */
 import { Ajv, type ErrorObject } from 'ajv';
-import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Node } from 'yaml';
+import { parseDocument, visit, LineCounter, isMap, isSeq, isScalar, type Document, type Node } from 'yaml';
 import { configSchema, PATTERN_EXPECTS } from './schema.ts';
 import { filterDefinitions, filterDefinition } from '../filters/registry.ts';
 import type { RawConfig } from './types.ts';
@@ -126,7 +126,12 @@ export function parseConfig(text: string): ParseResult {
     problems.push({ path: '', ...at(err.pos[0]), message: err.message.split('\n')[0] });
   }
   if (problems.length > 0) return { ok: false, problems };
-  const data = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_ALIAS_EXPANSIONS });
+  } catch (err) {
+    return { ok: false, problems: [aliasProblem(doc, err as Error, at)] };
+  }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     return { ok: false, problems: [{ path: '', line: 1, column: 1, message: 'the config must be a mapping (an object) at the top level' }] };
   }
@@ -165,6 +170,34 @@ export function parseConfig(text: string): ParseResult {
   }
   problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   return problems.length > 0 ? { ok: false, problems } : { ok: true, config: data as RawConfig };
+}
+
+/**
+ * How many nodes aliases may expand to in all (yaml's guard against "billion laughs"): each use of an anchor counts
+ * once per alias inside it, so a config may reuse a plain anchor (`retry: *retry`) this many times.
+ */
+const MAX_ALIAS_EXPANSIONS = 10_000;
+
+/** What the yaml library threw while resolving aliases, as a problem at the alias it concerns. */
+function aliasProblem(doc: Document, err: Error, at: (offset: number | undefined) => { line?: number; column?: number }): ConfigProblem {
+  let unresolved: { source: string; offset?: number } | null = null;
+  let first: number | undefined;
+  visit(doc, {
+    Alias(_key, node) {
+      first ??= node.range?.[0];
+      if (node.resolve(doc) === undefined) {
+        unresolved = { source: node.source, offset: node.range?.[0] };
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  const found = unresolved as { source: string; offset?: number } | null;
+  if (found !== null) return { path: '', ...at(found.offset), message: `unknown alias *${found.source}: no anchor &${found.source} is set before it` };
+  if (/excessive alias count/i.test(err.message)) {
+    return { path: '', ...at(first), message: `aliases expand to more than ${MAX_ALIAS_EXPANSIONS} nodes (a resource exhaustion guard); write the repeated parts out, or use fewer aliases` };
+  }
+  return { path: '', ...at(first), message: `the YAML could not be read: ${err.message.split('\n')[0]}` };
 }
 
 type Locate = (pointer: string, extraKey?: string) => { line?: number; column?: number };

@@ -72,11 +72,16 @@ test('POST /reload swaps the config; a bad config is rejected with its problems 
     assert.match(body.error, /listeners\[0\]\.routes\[0\]\.cluster: unknown cluster "nope"/);
     assert.match(body.error, /weir\.yaml:\d+:\d+/, 'problems name the file and line');
     assert.equal((await get(weir.url('edge'))).body, 'b', 'the running config stays');
+    // An alias to no anchor: the yaml library throws while resolving it, which must be a problem, not a crash.
+    const alias = await weir.reload(config('a', 'v4').replace('match: { prefix: / }', 'match: *nope'));
+    assert.equal(alias.status, 400);
+    assert.match((await alias.json()).error, /weir\.yaml:\d+:\d+ unknown alias \*nope/);
+    assert.equal((await get(weir.url('edge'))).body, 'b', 'the running config stays');
     const cfg = await (await fetch(`${weir.admin}/config`)).json();
     assert.equal(cfg.version, 2);
     assert.equal(cfg.last_reload.ok, false);
     const metrics = await (await fetch(`${weir.admin}/metrics`)).text();
-    assert.match(metrics, /weir_config_reloads_total\{result="failed"\} 1/);
+    assert.match(metrics, /weir_config_reloads_total\{result="failed"\} 2/);
     assert.match(metrics, /weir_config_reloads_total\{result="ok"\} 2/);
   } finally {
     await weir.stop();
