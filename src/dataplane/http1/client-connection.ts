@@ -10,6 +10,7 @@ import { ProxyError } from '../../core/errors.ts';
 import { createParser, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, lowerName, statusText, nominatesHeaders, dropNominated } from './wire.ts';
 import { Coalescer, ioEnter, ioExit, takeLentKept } from './coalescer.ts';
+import { readUsualResponseHead } from './response-head.ts';
 
 /** Where the response of an upstream exchange goes. */
 export interface ResponseSink {
@@ -74,6 +75,11 @@ export class ClientConnection implements UpstreamConnection {
   #paused = false;
   /** A 101 head seen during execute(), delivered once execute() returned. */
   #upgradeHead: { status: number; reason: string; headers: HeaderMap } | null = null;
+  readonly #maxHeaderSize: number;
+  /** The parser is at the start of a message (it has none of the next response's bytes): a head may be read in JS. */
+  #parserFresh = true;
+  /** The body being lent follows a head read in JS: the parser never saw it, so it needs no reset after it. */
+  #headReadHere = false;
 
   /** `socket` comes from `connect`, which sets up its reads. */
   constructor(socket: Socket, address: string, owner: ConnectionOwner, maxHeaderSize: number) {
@@ -84,12 +90,14 @@ export class ClientConnection implements UpstreamConnection {
     this.#out = new Coalescer(socket, () => this.#writeFailed());
     this.address = address;
     this.#owner = owner;
+    this.#maxHeaderSize = maxHeaderSize;
     this.#parser = createParser('response', maxHeaderSize, {
       onBegin: () => this.#onBegin(),
       onHead: (minor, raw, _m, _u, status, reason, upgrade, keepAlive) => this.#onHead(minor, raw, status, reason, upgrade, keepAlive),
       onBody: (chunk) => this.#sink?.onUpstreamBody(chunk, false),
       onTrailers: (raw) => this.#sink?.onUpstreamTrailers(new HeaderMap(rawToList(raw))),
       onComplete: () => {
+        this.#parserFresh = true;
         // Bytes after this response in the same read would be one nobody asked for: hear of its first byte.
         this.#parser.watchBegin(true);
         this.#onComplete();
@@ -272,18 +280,35 @@ export class ClientConnection implements UpstreamConnection {
           this.#sink?.onUpstreamBody(chunk, true);
           if (this.#lentLeft === 0) {
             this.#lentLeft = -1;
-            this.#parser.reset();
+            if (this.#headReadHere) this.#headReadHere = false;
+            else this.#parser.reset();
+            this.#parserFresh = true;
             // Bytes after the body in the same read are a response nobody asked for: the connection is out of step.
             if (at < n) this.#keepAlive = false;
             this.#onComplete();
           }
           continue;
         }
-        const data = buf.subarray(at, n);
         if (this.#sink === null) {
           this.socket.destroy();
           return;
         }
+        if (this.#parserFresh && !this.#isHeadRequest && !this.#upgrade && !this.#gotHead) {
+          // The usual head (a final status, a Content-Length body, nothing unusual) is read here; llhttp reads the rest.
+          const head = readUsualResponseHead(buf, at, n, this.#maxHeaderSize);
+          if (head !== null) {
+            at = head.end;
+            // Such a head always has its body lent (2); a refusal (-1) fails the exchange as llhttp's would.
+            if (this.#onHead(1, head.raw, head.status, head.reason, false, head.keepAlive) === 2) {
+              this.#headReadHere = true;
+              continue;
+            }
+            this.#protocolError(this.#refusal ?? 'a head that could not be read');
+            return;
+          }
+        }
+        const data = buf.subarray(at, n);
+        this.#parserFresh = false;
         const ret = this.#parser.execute(data);
         this.#afterParse(ret, data);
         // The parser stops after a head whose body this connection reads itself; otherwise it took every byte.
@@ -348,11 +373,7 @@ export class ClientConnection implements UpstreamConnection {
   /** After the parser went through `data` (what remained of a read). */
   #afterParse(ret: ParseResult, data: Buffer): void {
     if (typeof ret !== 'number' || this.#unasked101) {
-      const sink = this.#sink;
-      this.#sink = null;
-      this.socket.destroy();
-      const reason = this.#refusal ?? (typeof ret !== 'number' ? ret.code : 'a 101 to a request that did not ask to upgrade');
-      sink?.onUpstreamError(new ProxyError('UPSTREAM_PROTOCOL_ERROR', `Invalid response from upstream "${this.address}": ${reason}`), this.#gotHead);
+      this.#protocolError(this.#refusal ?? (typeof ret !== 'number' ? ret.code : 'a 101 to a request that did not ask to upgrade'));
       return;
     }
     const up = this.#upgradeHead;
@@ -363,6 +384,14 @@ export class ClientConnection implements UpstreamConnection {
       this.socket.pause();
       this.#sink?.onUpstreamHead(up.status, up.reason, up.headers, -1);
     }
+  }
+
+  /** The response cannot be read: the connection closes and the exchange fails (502 before a head, a reset after). */
+  #protocolError(reason: string): void {
+    const sink = this.#sink;
+    this.#sink = null;
+    this.socket.destroy();
+    sink?.onUpstreamError(new ProxyError('UPSTREAM_PROTOCOL_ERROR', `Invalid response from upstream "${this.address}": ${reason}`), this.#gotHead);
   }
 
   #onEnd(): void {

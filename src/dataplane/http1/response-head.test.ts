@@ -1,0 +1,147 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
+import { readUsualResponseHead } from './response-head.ts';
+import { createParser } from './llhttp.ts';
+
+interface Seen {
+  raw: string[];
+  status: number;
+  reason: string;
+  keepAlive: boolean;
+  minor: number;
+  major: number;
+}
+
+/** What llhttp makes of a head: the onHead arguments and where it stopped, or its error code. */
+function llhttpReads(bytes: Buffer, maxHeaderSize: number): { ok: true; end: number; head: Seen | null } | { ok: false; code: string } {
+  let seen: Seen | null = null;
+  const parser = createParser('response', maxHeaderSize, {
+    onHead(minor, raw, _m, _u, status, reason, _upgrade, keepAlive, major) {
+      seen = { raw: [...raw], status, reason, keepAlive, minor, major };
+      return 2;
+    },
+    onBody() {},
+    onTrailers() {},
+    onComplete() {},
+  });
+  try {
+    const ret = parser.execute(bytes);
+    return typeof ret === 'number' ? { ok: true, end: ret, head: seen as Seen | null } : { ok: false, code: ret.code };
+  } finally {
+    parser.close();
+  }
+}
+
+const NGINX =
+  'HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 19:00:00 GMT\r\nContent-Type: text/plain\r\n' +
+  'Content-Length: 12\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\nConnection: keep-alive\r\nETag: "6930-c"\r\n' +
+  'Accept-Ranges: bytes\r\n\r\nhello world\n';
+
+test('the usual head (nginx) is read as llhttp reads it; the body starts after the empty line', () => {
+  const bytes = Buffer.from(NGINX, 'latin1');
+  const head = readUsualResponseHead(bytes, 0, bytes.length, 16384);
+  assert.ok(head !== null);
+  const ll = llhttpReads(bytes, 16384);
+  assert.ok(ll.ok && ll.head !== null);
+  assert.deepEqual(
+    { raw: head.raw, status: head.status, reason: head.reason, keepAlive: head.keepAlive, end: head.end },
+    { raw: ll.head.raw, status: ll.head.status, reason: ll.head.reason, keepAlive: ll.head.keepAlive, end: ll.end },
+  );
+  assert.equal(head.contentLength, 12);
+  assert.equal(bytes.subarray(head.end).toString(), 'hello world\n');
+});
+
+test('heads outside the usual case are left to llhttp', () => {
+  const cases = [
+    'HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 100 Continue\r\n\r\n',
+    'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 204 No Content\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 304 Not Modified\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 1 \r\n\r\n',
+    'HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nX-Bare: a\nb\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nX-Nul: a\0b\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 200 Caf\xe9\r\nContent-Length: 1\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 1234567890123456\r\n\r\n',
+  ];
+  for (const text of cases) {
+    const bytes = Buffer.from(text, 'latin1');
+    assert.equal(readUsualResponseHead(bytes, 0, bytes.length, 16384), null, JSON.stringify(text));
+  }
+  const big = Buffer.from(`HTTP/1.1 200 OK\r\nX-Big: ${'a'.repeat(200)}\r\nContent-Length: 1\r\n\r\n`, 'latin1');
+  assert.equal(readUsualResponseHead(big, 0, big.length, 100), null, 'over maxHeaderSize');
+  assert.notEqual(readUsualResponseHead(big, 0, big.length, 16384), null);
+});
+
+test('only the bytes in [start, end) count: a head whose end lies past them, in stale bytes of the buffer, is not read', () => {
+  const bytes = Buffer.from('xxHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n', 'latin1');
+  assert.equal(readUsualResponseHead(bytes, 2, bytes.length - 2, 16384), null);
+  assert.equal(readUsualResponseHead(bytes, 2, bytes.length, 16384)?.end, bytes.length);
+});
+
+/** A small seeded generator, so that a failure repeats. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test('whatever head the JavaScript reader accepts, llhttp accepts and reads the same way (20 000 random mutations)', () => {
+  const bases = [
+    NGINX.slice(0, NGINX.indexOf('\r\n\r\n') + 4),
+    'HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\n',
+    'HTTP/1.1 503\r\nContent-Length: 3\r\nConnection: Keep-Alive, Close\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nProxy-Connection: close\r\nContent-Length: 2\r\nX-Empty:\r\nX-Tab:\tv\tw\r\n\r\n',
+  ];
+  const pieces = ['\r', '\n', '\r\n', '\t', ' ', ':', ',', '\0', '\x7f', '\x80', '\xff', 'a', 'Z', '0', '9', '-', '"', '(',
+    'close', 'keep-alive', 'Content-Length: 7\r\n', 'Transfer-Encoding: chunked\r\n', 'Upgrade: h2c\r\n', '\r\n ',
+    'Connection: close\r\n', 'HTTP/1.0', '1', ' OK'];
+  const next = random(20261202);
+  let accepted = 0;
+  let mutatedAccepted = 0;
+  for (let n = 0; n < 20000; n++) {
+    let text = bases[n % bases.length];
+    const edits = Math.floor(next() * 4);
+    for (let e = 0; e < edits; e++) {
+      const at = Math.floor(next() * text.length);
+      const piece = pieces[Math.floor(next() * pieces.length)];
+      const kind = next();
+      if (kind < 0.4) text = text.slice(0, at) + piece + text.slice(at);
+      else if (kind < 0.8) text = text.slice(0, at) + piece + text.slice(at + 1);
+      else text = text.slice(0, at) + text.slice(at + 1);
+    }
+    const bytes = Buffer.from(text + 'body', 'latin1');
+    const head = readUsualResponseHead(bytes, 0, bytes.length, 16384);
+    if (head === null) continue;
+    accepted++;
+    if (edits > 0) mutatedAccepted++;
+    const ll = llhttpReads(bytes, 16384);
+    const where = JSON.stringify(text);
+    assert.ok(ll.ok, `llhttp refused (${ll.ok ? '' : ll.code}) what the reader accepted: ${where}`);
+    assert.ok(ll.head !== null, where);
+    assert.equal(ll.head.major * 10 + ll.head.minor, 11, where);
+    assert.deepEqual(head.raw, ll.head.raw, where);
+    assert.equal(head.status, ll.head.status, where);
+    assert.equal(head.reason, ll.head.reason, where);
+    assert.equal(head.keepAlive, ll.head.keepAlive, where);
+    assert.equal(head.end, ll.end, where);
+  }
+  // The comparison means something only if many heads, mutated ones among them, went through it.
+  assert.ok(accepted > 5000, `only ${accepted} heads accepted`);
+  assert.ok(mutatedAccepted > 1000, `only ${mutatedAccepted} mutated heads accepted`);
+});
