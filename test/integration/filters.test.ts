@@ -93,6 +93,7 @@ listeners:
       - name: cors
         type: cors
         allow_origins: [https://app.example]
+        allow_origin_regex: ['https://[a-z0-9-]+\\.preview\\.example']
         allow_headers: [authorization]
         max_age: 600
       - name: meta
@@ -229,6 +230,15 @@ test('cors answers a preflight locally and decorates responses for allowed origi
   assert.equal(simple.headers.get('access-control-allow-origin'), 'https://app.example');
   const other = await fetch(`${weir.url('edge')}/open`, { headers: { origin: 'https://evil.example' } });
   assert.equal(other.headers.get('access-control-allow-origin'), null);
+});
+
+test('cors allow_origin_regex must match the whole origin, as Envoy safe_regex does', async () => {
+  const allow = async (origin: string) =>
+    (await fetch(`${weir.url('edge')}/open`, { headers: { origin } })).headers.get('access-control-allow-origin');
+  assert.equal(await allow('https://pr-1.preview.example'), 'https://pr-1.preview.example');
+  for (const origin of ['https://pr-1.preview.example.attacker.net', 'https://attacker.net?https://x.preview.example', 'xhttps://pr-1.preview.example']) {
+    assert.equal(await allow(origin), null, origin);
+  }
 });
 
 test('admin /metrics reports time spent in each filter', async () => {

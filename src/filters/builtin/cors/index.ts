@@ -39,7 +39,8 @@ function compile(c: CorsConfig): Policy {
   return {
     exact: new Set(c.allow_origins.filter((o) => o !== '*')),
     any: c.allow_origins.includes('*'),
-    regexes: (c.allow_origin_regex ?? []).map((r) => new RegExp(r)),
+    // As Envoy's safe_regex (and weir's route regexes): the whole origin must match.
+    regexes: (c.allow_origin_regex ?? []).map((r) => new RegExp(`^(?:${r})$`)),
     methods: c.allow_methods.join(', '),
     headers: c.allow_headers.join(', '),
     expose: c.expose_headers.join(', '),
