@@ -169,7 +169,7 @@ clusters:
 `;
   const r = parseConfig(many);
   assert.ok(r.ok, r.ok ? '' : formatProblems('c.yaml', r.problems));
-  assert.equal(r.config.listeners[0].routes[300].retry?.num_retries, 2);
+  assert.equal(r.config.listeners[0].routes![300].retry?.num_retries, 2);
 
   const unknown = parseConfig(ok.replace('match: { prefix: / }', 'match: *nope'));
   assert.ok(!unknown.ok);

@@ -238,6 +238,8 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
             stream_idle_timeout: { ...duration, default: '5m', description: 'A stream a filter holds with nothing happening for this long gets 408 (0s: no limit)' },
             generate_request_id: { type: 'boolean', default: true },
             preserve_host: { type: 'boolean', default: true },
+            normalize_path: { type: 'boolean', default: true, description: 'Remove dot segments and decode unreserved %XX in the request path before routing (as Envoy normalize_path)' },
+            merge_slashes: { type: 'boolean', default: false, description: 'Collapse runs of "/" in the request path before routing (as Envoy merge_slashes)' },
             xff_trusted_hops: { type: 'integer', minimum: 0, default: 0 },
           },
         },

@@ -94,6 +94,8 @@ export interface RawListener {
   stream_idle_timeout: DurationText;
   generate_request_id: boolean;
   preserve_host: boolean;
+  normalize_path: boolean;
+  merge_slashes: boolean;
   xff_trusted_hops: number;
 }
 

@@ -23,6 +23,8 @@ export interface ListenerSettings {
   streamIdleTimeoutMs: number;
   generateRequestId: boolean;
   preserveHost: boolean;
+  normalizePath: boolean;
+  mergeSlashes: boolean;
   xffTrustedHops: number;
 }
 

@@ -182,6 +182,8 @@ async function buildListener(snap: Snapshot, l: RawListener, path: string, ctx: 
     streamIdleTimeoutMs: parseDuration(l.stream_idle_timeout),
     generateRequestId: l.generate_request_id,
     preserveHost: l.preserve_host,
+    normalizePath: l.normalize_path,
+    mergeSlashes: l.merge_slashes,
     xffTrustedHops: l.xff_trusted_hops,
   };
   return new ListenerRuntime({ name: l.name, host, port, settings, router: new Router(vhosts), defaultChain, snapshot: snap, metrics: ctx.metrics, log: ctx.log });

@@ -65,6 +65,8 @@ export class ListenerSocket {
     const conn = new ServerConnection(socket, {
       maxHeaderSize: s.maxHeaderSize,
       maxUriSize: s.maxUriSize,
+      normalizePath: s.normalizePath,
+      mergeSlashes: s.mergeSlashes,
       headerTimeoutMs: s.headerTimeoutMs,
       idleTimeoutMs: s.idleTimeoutMs,
       onRequest: (c, head) => new Stream(this.runtime, c, head),

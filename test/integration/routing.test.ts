@@ -2,6 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWeir, type Weir } from '../support/weir.ts';
 import { startUpstream, type Upstream } from '../support/upstream.ts';
+import { rawExchange } from '../support/raw.ts';
 
 let one: Upstream;
 let two: Upstream;
@@ -199,5 +200,46 @@ ${clusters()}`);
     assert.equal(await where('paths', '/to-canary'), 'one /to-canary');
   } finally {
     await w.stop();
+  }
+});
+
+test('the request path is normalised before routing (dot segments, %2e, unreserved %XX); a fragment is a 400', async () => {
+  const up = await startUpstream((req, res) => res.end(req.url));
+  const w = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes:
+      - match: { prefix: /admin }
+        direct_response: { status: 403, body: "admin is closed" }
+      - match: { prefix: / }
+        cluster: up
+  - name: raw
+    address: 127.0.0.1:0
+    normalize_path: false
+    merge_slashes: true
+    routes:
+      - match: { prefix: / }
+        cluster: up
+clusters:
+  - name: up
+    endpoints: [${up.address}]
+`);
+  try {
+    const ask = async (listener: string, target: string) => {
+      const { text } = await rawExchange(w.url(listener), `GET ${target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`, 3000);
+      return `${text.slice(9, 12)} ${text.slice(text.indexOf('\r\n\r\n') + 4)}`;
+    };
+    for (const target of ['/public/../admin', '/%2e%2e/admin', '/./admin/x', '/%61dmin', '/a/b/../../admin']) {
+      assert.equal(await ask('edge', target), '403 admin is closed', target);
+    }
+    assert.equal(await ask('edge', '/public/./a/../b?next=../admin'), '200 /public/b?next=../admin');
+    assert.equal(await ask('edge', '/a%2Fb//c'), '200 /a%2Fb//c', 'an encoded slash stays; slashes are not merged by default');
+    assert.match(await ask('edge', '/admin#x'), /^400 /);
+    assert.match(await ask('edge', '/public#../admin'), /^400 /);
+    assert.equal(await ask('raw', '//a/../b'), '200 /a/../b', 'normalize_path: false, merge_slashes: true');
+  } finally {
+    await w.stop();
+    await up.close();
   }
 });

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import { HeaderMap, bodilessStatus, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
+import { normalizePath } from '../../core/path.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated } from './wire.ts';
 import { Coalescer, exchangeOpened, exchangeClosed } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
@@ -51,6 +52,9 @@ export interface ResponseFraming {
 export interface ServerOptions {
   maxHeaderSize: number;
   maxUriSize: number;
+  /** Normalise the request path (dot segments, unreserved %XX) before anything sees it; `mergeSlashes`: also "//". */
+  normalizePath: boolean;
+  mergeSlashes: boolean;
   headerTimeoutMs: number;
   idleTimeoutMs: number;
   /** Called for each request; returns the sink for its body. */
@@ -341,6 +345,11 @@ export class ServerConnection implements DownstreamConnection {
     }
     if (minor >= 1 && hosts === 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'HTTP/1.1 request without a Host header');
     if (url.charCodeAt(0) !== 47 /* / */) absoluteForm(list, url);
+    // A fragment is not part of a request (RFC 9112 section 3.2); forwarded, "/admin#x" would pass a route for
+    // "/admin" that the upstream then serves. Envoy refuses it too.
+    if (list[3].includes('#')) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', `Invalid request target "${list[3].slice(0, 100)}": it has a fragment ("#")`);
+    const opts = this.#opts;
+    if ((opts.normalizePath || opts.mergeSlashes) && list[3].charCodeAt(0) === 47) list[3] = normalizePath(list[3], opts.normalizePath, opts.mergeSlashes);
     // Host is uri-host [":" port] (RFC 9110 section 7.2): the characters Envoy allows in an authority, nothing else.
     if (!AUTHORITY.test(list[1])) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', `Invalid Host "${list[1].slice(0, 100)}"`);
     if (method === 'CONNECT') throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'CONNECT is not supported');
