@@ -7,7 +7,8 @@ import type { Router } from './router.ts';
 import type { ChainEntry, Snapshot } from './snapshot.ts';
 import type { Metrics, Value, Distribution, Family } from '../telemetry/metrics.ts';
 import type { Logger } from '../telemetry/log.ts';
-import type { ErrorKind } from '../core/errors.ts';
+import type { ErrorKind, ProxyError } from '../core/errors.ts';
+import { publishStreamComplete, RejectedRequest } from '../telemetry/channels.ts';
 import type { LogLevel } from '../filters/contract.ts';
 import type { Stream } from './stream.ts';
 import { formatAddress } from '../core/units.ts';
@@ -108,6 +109,13 @@ export class ListenerRuntime {
         h.observe(ms[i]);
       }
     }
+  }
+
+  /** A request the codec refused before it became a stream: counted as a request and an error, and published. */
+  rejected(err: ProxyError, status: number, downstream: string, head: { method: string; path: string } | null): void {
+    this.countError(err.kind);
+    this.#requests.labels(this.name, '', `${Math.min(5, Math.floor(status / 100))}xx`).inc();
+    publishStreamComplete(new RejectedRequest(this.name, status, err.kind.flag, err.message, downstream, head?.method ?? null, head?.path ?? null));
   }
 
   /** Counts an error local reply. */

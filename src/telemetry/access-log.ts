@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import diagnostics from 'node:diagnostics_channel';
 import fs from 'node:fs';
 import path from 'node:path';
-import { STREAM_COMPLETE } from './channels.ts';
+import { STREAM_COMPLETE, RejectedRequest } from './channels.ts';
 import type { Stream } from '../dataplane/stream.ts';
 
 /**
@@ -44,6 +44,26 @@ export function accessLogLine(s: Stream): string {
     retries: s.upstream?.retries ?? 0,
     downstream: s.downstreamRemoteAddress,
     user_agent: h.get('user-agent'),
+    msg: 'access',
+  }) + '\n';
+}
+
+/** The line of a request the codec refused before it became a stream: the same fields, those it has. */
+export function rejectedLine(r: RejectedRequest): string {
+  return JSON.stringify({
+    level: 30,
+    time: isoTime(),
+    request_id: null,
+    listener: r.listener,
+    route: null,
+    method: r.method,
+    path: r.path,
+    authority: null,
+    protocol: 'HTTP/1.1',
+    status: r.status,
+    flags: r.flags,
+    details: r.details,
+    downstream: r.downstream,
     msg: 'access',
   }) + '\n';
 }
@@ -156,7 +176,7 @@ export function startAccessLog(target: string, file: string | undefined, onError
     }
   }
   const writer = new BatchWriter(fd, onError);
-  const onStream = (message: unknown) => writer.write(accessLogLine(message as Stream));
+  const onStream = (message: unknown) => writer.write(message instanceof RejectedRequest ? rejectedLine(message) : accessLogLine(message as Stream));
   diagnostics.subscribe(STREAM_COMPLETE, onStream);
   return {
     flush: () => writer.flush(),

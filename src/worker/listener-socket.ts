@@ -74,6 +74,7 @@ export class ListenerSocket {
         this.connections.delete(c);
         this.#active.dec();
       },
+      onRejected: (c, err, status, head) => this.runtime.rejected(err, status, c.remoteAddress, head),
     });
     this.connections.add(conn);
     if (this.#draining) conn.closeWhenIdle(false);

@@ -292,3 +292,49 @@ test(
     assert.equal(outcome, 'failed');
   },
 );
+
+test('a request the codec refuses (bad head, framing, too large, too late) gets an access log line and is counted', async () => {
+  const w = await startWeir(`
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    request_header_timeout: 300ms
+    routes:
+      - match: { prefix: / }
+        direct_response: { status: 200 }
+`);
+  const { rawExchange } = await import('../support/raw.ts');
+  try {
+    const cases: [string, string, number, string][] = [
+      ['two-hosts', 'GET /two-hosts HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n', 400, 'DOWNSTREAM_PROTOCOL_ERROR'],
+      ['cl-te', 'POST /cl-te HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n', 400, 'DOWNSTREAM_PROTOCOL_ERROR'],
+      ['long-uri', `GET /long-uri${'x'.repeat(9000)} HTTP/1.1\r\nhost: a\r\n\r\n`, 414, 'URI_TOO_LONG'],
+      ['codings', 'POST /codings HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n', 501, 'NOT_IMPLEMENTED'],
+      ['late', 'GET /late HTTP/1.1\r\nhost: a\r\n', 408, 'REQUEST_TIMEOUT'],
+    ];
+    for (const [name, bytes, status] of cases) {
+      const { text } = await rawExchange(w.url('edge'), bytes, 2000);
+      assert.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), name);
+    }
+    // Refused once its head was read: the line has the request line.
+    for (const [name, , status] of [cases[0], cases[2], cases[3]]) {
+      const line = await w.waitForLine((l) => l.msg === 'access' && typeof l.path === 'string' && l.path.startsWith(`/${name}`));
+      assert.equal(line.status, status, name);
+      assert.equal(line.flags, 'DPE', name);
+      assert.equal(line.listener, 'edge', name);
+      assert.match(String(line.downstream), /^127\.0\.0\.1:\d+$/, name);
+    }
+    // Refused by the parser inside the head, or a head that never ended: no request line, the status and the reason.
+    const smuggle = await w.waitForLine((l) => l.msg === 'access' && /HPE_INVALID_TRANSFER_ENCODING/.test(String(l.details)));
+    assert.deepEqual([smuggle.status, smuggle.flags, smuggle.path], [400, 'DPE', null]);
+    const late = await w.waitForLine((l) => l.msg === 'access' && l.status === 408);
+    assert.deepEqual([late.flags, late.path, late.details], ['DT', null, 'Client sent no complete request head in time']);
+    const text = await (await fetch(`${w.admin}/metrics`)).text();
+    const { sample } = await import('../support/metrics.ts');
+    for (const [name, , , code] of cases) assert.ok(sample(text, 'weir_errors_total', { listener: 'edge', code }) >= 1, name);
+    assert.equal(sample(text, 'weir_downstream_requests_total', { listener: 'edge', status_class: '4xx' }), 4);
+    assert.equal(sample(text, 'weir_downstream_requests_total', { listener: 'edge', status_class: '5xx' }), 1);
+  } finally {
+    await w.stop();
+  }
+});

@@ -61,6 +61,11 @@ export interface ServerOptions {
   onRequest(conn: ServerConnection, head: RequestHead): RequestSink;
   /** Counts connections in and out (active connections gauge). */
   onConnectionClose?(conn: ServerConnection): void;
+  /**
+   * A request was refused before it became a stream (a bad head or body framing, a head that came too late):
+   * `head` is its request line when it was read. Called once per refusal, for the access log and the counters.
+   */
+  onRejected?(conn: ServerConnection, err: ProxyError, status: number, head: { method: string; path: string } | null): void;
 }
 
 interface Queued {
@@ -93,6 +98,9 @@ export class ServerConnection implements DownstreamConnection {
   #deferred: Queued | null = null;
   /** A malformed request pipelined behind ones being answered: its error reply goes out once they are done. */
   #failAfter: ProxyError | null = null;
+  /** The request line of the last head parsed, for the access log of a request refused later (its body framing). */
+  #lastMethod = '';
+  #lastUrl = '';
   /** The exchange whose response is being written. */
   #active: RequestSink | null = null;
   #activeHead: RequestHead | null = null;
@@ -295,8 +303,10 @@ export class ServerConnection implements DownstreamConnection {
     if (major !== 1) throw new ProxyError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${major}.${minor} is not supported on an HTTP/1.1 listener`);
     this.#headPending = false;
     this.#clearTimer();
+    this.#lastUrl = url;
     const method = METHODS[methodIndex];
     if (method === undefined) throw new ProxyError('NOT_IMPLEMENTED', `Method number ${methodIndex} of the parser has no name in weir`);
+    this.#lastMethod = method;
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
     const parserUpgrade = upgrade;
     const list = [':authority', '', ':path', url, ':method', method, ':scheme', 'http'];
@@ -543,14 +553,22 @@ export class ServerConnection implements DownstreamConnection {
       return;
     }
     if (sink !== null && !('events' in sink)) sink.onAbort(err);
+    const wasClosed = this.#closed;
     // Between exchanges the previous response is complete: the error reply may follow it.
-    if (!this.#closed && (this.#active === null || (this.#active === sink && !this.#responseStarted))) {
+    const reply = !this.#closed && (this.#active === null || (this.#active === sink && !this.#responseStarted));
+    if (reply) {
       this.#responseStarted = true;
       const body = err.kind.body;
       this.#out.flush();
       this.socket.end(`HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, 'latin1');
     } else this.socket.destroy();
     this.#closed = true;
+    // A stream that was under way logs itself (its sink was aborted); the refusal of a request that never became
+    // one is logged here, with its request line when the head had been read.
+    if (!wasClosed && (sink === null || 'events' in sink)) {
+      const head = this.#headPending || this.#lastMethod === '' ? null : { method: this.#lastMethod, path: this.#lastUrl };
+      this.#opts.onRejected?.(this, err, reply ? status : 0, head);
+    }
   }
 
   #finishExchange(): void {
