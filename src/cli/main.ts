@@ -85,7 +85,8 @@ async function validate(args: string[]): Promise<number> {
   const parsed = parseOptions('validate', args, {});
   if (parsed === null) return 2;
   const file = parsed.positionals[0];
-  if (file === undefined) {
+  if (file === undefined || parsed.positionals.length > 1) {
+    if (file !== undefined) process.stderr.write(`weir validate: one config file, not ${parsed.positionals.length} ("${parsed.positionals.slice(1).join('", "')}" too)\n`);
     process.stderr.write(USAGE);
     return 2;
   }
@@ -106,10 +107,13 @@ async function validate(args: string[]): Promise<number> {
   const { prepareFilters } = await import('../config/prepare.ts');
   const baseDir = path.dirname(path.resolve(file));
   const { prepared, problems } = await prepareFilters(r.config, baseDir, () => {});
-  // Then what each worker does with them: build every filter once (a Lua script's top-level code runs here).
-  if (problems.length === 0) problems.push(...(await buildFilters(r.config, baseDir, prepared)));
+  // Then what each worker does with them: build every filter once (a Lua script's top-level code runs here), all
+  // but those whose preparation failed, so that every problem is found at once.
+  const failed = new Set(problems.map((p) => p.path));
+  problems.push(...(await buildFilters(r.config, baseDir, prepared, failed)));
   if (problems.length > 0) {
-    for (const p of problems) process.stderr.write(`${file} ${p.path}: ${p.message}\n`);
+    const located = problems.map((p) => ({ ...p, ...r.locate(p.path) })).sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    process.stderr.write(formatProblems(file, located) + '\n');
     process.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} found\n`);
     return 1;
   }
@@ -118,7 +122,7 @@ async function validate(args: string[]): Promise<number> {
 }
 
 /** Builds every enabled filter as a worker would, then destroys it; returns the failures by filter path. */
-async function buildFilters(config: RawConfig, baseDir: string, prepared: Record<string, unknown>): Promise<{ path: string; message: string }[]> {
+async function buildFilters(config: RawConfig, baseDir: string, prepared: Record<string, unknown>, skip: ReadonlySet<string>): Promise<{ path: string; message: string }[]> {
   const { filtersOf, filterOwnConfig } = await import('../config/prepare.ts');
   const { filterDefinition } = await import('../filters/registry.ts');
   const { Metrics } = await import('../telemetry/metrics.ts');
@@ -126,7 +130,7 @@ async function buildFilters(config: RawConfig, baseDir: string, prepared: Record
   const problems: { path: string; message: string }[] = [];
   for (const { path: at, filter } of filtersOf(config)) {
     const def = filterDefinition(filter.type);
-    if (def === undefined || filter.disabled) continue;
+    if (def === undefined || filter.disabled || skip.has(at)) continue;
     try {
       const factory = await def.factory(filterOwnConfig(filter), {
         name: filter.name, baseDir, path: at, workerIndex: 0, prepared: prepared[at], log: () => {}, metrics: new Metrics(), clusterNames,

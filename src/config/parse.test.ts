@@ -183,3 +183,50 @@ clusters:
   assert.match(exhausted.problems[0].message, /^aliases expand to more than 10000 nodes/);
   assert.equal(exhausted.problems[0].line, 2);
 });
+
+test('values that would fail every request or do nothing are refused at their line: header names and values, URL parts, prefix_rewrite without a prefix, backoffs, statuses, fill intervals', () => {
+  const r = parseConfig(`listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    filters:
+      - { name: rl, type: local_rate_limit, max_tokens: 1, fill_interval: 0s }
+      - { name: cors, type: cors, allow_origins: ["*"], expose_headers: ["x-a\\r\\nb"] }
+    routes:
+      - match: { prefix: /a, headers: [{ name: "x bad", exact: "1" }] }
+        direct_response: { status: 200, headers: { "bad name": "v", x-ok: "a\\r\\nInjected: 1" } }
+        filter_overrides: { rl: { fill_interval: 10ms } }
+      - match: { path: /b }
+        cluster: c
+        prefix_rewrite: /d
+        host_rewrite: "evil\\r\\nx: 1"
+        retry: { backoff_base: 1s, backoff_max: 100ms }
+      - match: { prefix: /r }
+        redirect: { location: "http://x/\\r\\nSet-Cookie: a=1" }
+      - match: { path: /p }
+        redirect: { prefix_rewrite: /q }
+clusters:
+  - name: c
+    endpoints: [127.0.0.1:9]
+    health_check: { path: /h, expected_statuses: [999] }
+`);
+  assert.ok(!r.ok);
+  const got = r.problems.map((p) => `${p.line} ${p.path}: ${p.message}`);
+  const want: [number, string, RegExp][] = [
+    [5, 'listeners[0].filters[0].fill_interval', /shorter than 50ms/],
+    [6, 'listeners[0].filters[1].expose_headers[0]', /expected an HTTP header name/],
+    [8, 'listeners[0].routes[0].match.headers[0].name', /invalid value "x bad": expected an HTTP header name/],
+    [9, 'listeners[0].routes[0].direct_response.headers', /invalid value "bad name": expected an HTTP header name/],
+    [9, 'listeners[0].routes[0].direct_response.headers.x-ok', /expected a header value without CR, LF or NUL/],
+    [10, 'listeners[0].routes[0].filter_overrides.rl.fill_interval', /fill_interval "10ms" is shorter than 50ms/],
+    [13, 'listeners[0].routes[1].prefix_rewrite', /this route has none/],
+    [14, 'listeners[0].routes[1].host_rewrite', /expected text without spaces or control characters/],
+    [15, 'listeners[0].routes[1].retry.backoff_base', /backoff_base "1s" is longer than backoff_max "100ms"/],
+    [17, 'listeners[0].routes[2].redirect.location', /expected text without spaces or control characters/],
+    [19, 'listeners[0].routes[3].redirect.prefix_rewrite', /this route has none/],
+    [23, 'clusters[0].health_check.expected_statuses[0]', /must be <= 599/],
+  ];
+  for (const [line, path, message] of want) {
+    assert.ok(got.some((g) => g.startsWith(`${line} ${path}: `) && message.test(g)), `${line} ${path} ${message}\n${got.join('\n')}`);
+  }
+  assert.equal(got.length, want.length, got.join('\n'));
+});

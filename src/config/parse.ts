@@ -21,7 +21,14 @@ export interface ConfigProblem {
 }
 
 /** The outcome of parsing: a config, or every problem. */
-export type ParseResult = { ok: true; config: RawConfig } | { ok: false; problems: ConfigProblem[] };
+/**
+ * A parsed config, or its problems. `locate` gives the line and column of a path ("listeners[0].filters[1]"), for
+ * the problems found later (a filter that fails to build).
+ */
+export type ParseResult = { ok: true; config: RawConfig; locate: LocatePath } | { ok: false; problems: ConfigProblem[] };
+
+/** The 1-based line and column of a config path in the parsed text ({} when not found). */
+export type LocatePath = (path: string) => { line?: number; column?: number };
 
 let compiled: ReturnType<Ajv['compile']> | undefined;
 const perRouteValidators = new Map<string, ReturnType<Ajv['compile']>>();
@@ -45,6 +52,12 @@ function perRouteValidator(type: string): ReturnType<Ajv['compile']> | undefined
     perRouteValidators.set(type, v);
   }
   return v;
+}
+
+/** "listeners[0].filters[1]" as the JSON pointer "/listeners/0/filters/1" (the inverse of pointerToPath). */
+export function pathToPointer(path: string): string {
+  if (path === '') return '';
+  return '/' + path.replace(/\[(\d+)\]/g, '.$1').replace(/^\./, '').split('.').map((s) => s.replace(/~/g, '~0').replace(/\//g, '~1')).join('/');
 }
 
 /** Renders a JSON pointer ("/listeners/0/name") as a config path ("listeners[0].name"). */
@@ -147,6 +160,8 @@ export function parseConfig(text: string): ParseResult {
     const seen = new Set<string>();
     for (const e of validate.errors ?? []) {
       if (e.keyword === 'if') continue;
+      // A bad property name comes with its own pattern error, which says what the name should look like.
+      if (e.keyword === 'propertyNames') continue;
       // oneOf on routes reports one error per branch; the summary line says it all.
       if (e.keyword === 'required' && /\/oneOf\/\d+\/required$/.test(e.schemaPath)) continue;
       // an endpoint given as a string fails the object branch of its oneOf, and vice versa
@@ -169,7 +184,8 @@ export function parseConfig(text: string): ParseResult {
     }
   }
   problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-  return problems.length > 0 ? { ok: false, problems } : { ok: true, config: data as RawConfig };
+  if (problems.length > 0) return { ok: false, problems };
+  return { ok: true, config: data as RawConfig, locate: (path) => locate(pathToPointer(path)) };
 }
 
 /**
@@ -232,6 +248,7 @@ function checkReferences(cfg: RawConfig, add: (pointer: string, message: string,
     l.filters.forEach((f, fi) => {
       if (filterNames.has(f.name)) add(`${lp}/filters/${fi}/name`, `duplicate filter name "${f.name}" in listener "${l.name}"`);
       filterNames.set(f.name, f.type);
+      checkFilter(f.type, f, `${lp}/filters/${fi}`, add);
     });
     const checkRoutes = (routes: RawConfig['listeners'][number]['routes'], rp: string) => {
       routes?.forEach((r, ri) => {
@@ -250,12 +267,18 @@ function checkReferences(cfg: RawConfig, add: (pointer: string, message: string,
           });
         }
         if (r.regex_rewrite !== undefined) checkRegex(r.regex_rewrite.pattern, `${p}/regex_rewrite/pattern`, add);
+        // prefix_rewrite replaces the matched prefix: without one it would be ignored.
+        if (m.prefix === undefined) {
+          if (r.prefix_rewrite !== undefined) add(`${p}/prefix_rewrite`, 'prefix_rewrite replaces the matched "match.prefix": this route has none (use regex_rewrite with "path" or "regex")');
+          if (r.redirect?.prefix_rewrite !== undefined) add(`${p}/redirect/prefix_rewrite`, 'prefix_rewrite replaces the matched "match.prefix": this route has none (use redirect.path)');
+        }
         const routeFilterNames = new Set<string>();
         r.filters?.forEach((f, fi) => {
           if (filterNames.has(f.name) || routeFilterNames.has(f.name)) {
             add(`${p}/filters/${fi}/name`, `filter name "${f.name}" is already used in this chain; use filter_overrides to change a listener filter`);
           }
           routeFilterNames.add(f.name);
+          checkFilter(f.type, f, `${p}/filters/${fi}`, add);
         });
         for (const [name, override] of Object.entries(r.filter_overrides ?? {})) {
           const type = filterNames.get(name);
@@ -273,6 +296,9 @@ function checkReferences(cfg: RawConfig, add: (pointer: string, message: string,
               const ptr = `${p}/filter_overrides/${name}${e.instancePath}`;
               add(ptr, message, extra || undefined);
             }
+          } else {
+            const base = l.filters.find((f) => f.name === name)!;
+            checkFilter(type, { ...base, ...override }, `${p}/filter_overrides/${name}`, add);
           }
         }
       });
@@ -295,6 +321,7 @@ function checkValues(cfg: RawConfig, add: (pointer: string, message: string, key
       add(pointer, `invalid value ${JSON.stringify(value)}: must be greater than zero`);
     }
   };
+  const backoff = backoffCheck(add);
   port(cfg.admin.address, '/admin/address', true);
   cfg.listeners.forEach((l, li) => {
     const lp = `/listeners/${li}`;
@@ -308,6 +335,7 @@ function checkValues(cfg: RawConfig, add: (pointer: string, message: string, key
         if (r.weighted_clusters !== undefined && r.weighted_clusters.every((w) => w.weight === 0)) {
           add(`${p}/weighted_clusters`, 'the weights add up to zero: give at least one cluster a weight above zero');
         }
+        backoff(r.retry, `${p}/retry`);
         const d = r.direct_response;
         if (d !== undefined && d.body !== undefined && d.body !== '' && (d.status === 204 || d.status === 304)) {
           add(`${p}/direct_response/body`, `a ${d.status} response has no body: remove "body" or use another status`);
@@ -324,7 +352,25 @@ function checkValues(cfg: RawConfig, add: (pointer: string, message: string, key
     positive(c.health_check?.interval, `${cp}/health_check/interval`, parseDuration);
     positive(c.health_check?.timeout, `${cp}/health_check/timeout`, parseDuration);
     positive(c.outlier_detection?.interval, `${cp}/outlier_detection/interval`, parseDuration);
+    backoff(c.retry, `${cp}/retry`);
   });
+}
+
+/** A retry policy whose first backoff is longer than its longest would wait backoff_max every time: say so. */
+function backoffCheck(add: (pointer: string, message: string) => void) {
+  return (r: RawConfig['clusters'][number]['retry'], pointer: string) => {
+    if (r === undefined) return;
+    const base = parseDuration(r.backoff_base);
+    const max = parseDuration(r.backoff_max);
+    if (base > max) add(`${pointer}/backoff_base`, `backoff_base ${JSON.stringify(r.backoff_base)} is longer than backoff_max ${JSON.stringify(r.backoff_max)}`);
+  };
+}
+
+/** Runs a filter type's own `check` on a config (or a merged override); problems go at their key. */
+function checkFilter(type: string, config: Record<string, unknown>, pointer: string, add: (pointer: string, message: string, key?: string) => void): void {
+  const check = filterDefinition(type)?.check;
+  if (check === undefined) return;
+  for (const p of check(config)) add(pointer, p.message, p.key);
 }
 
 function checkRegex(source: string, pointer: string, add: (pointer: string, message: string) => void): void {

@@ -10,6 +10,13 @@ const PATH_PATTERN = '^/';
 const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
 // Also '|', '~', '+' and '@': Istio names clusters "outbound|8181||auth.local", and scripts pass those names.
 const CLUSTER_NAME_PATTERN = '^[A-Za-z0-9_.:|~+@-]+$';
+/** An HTTP field name (RFC 9110 token). */
+const HEADER_NAME_PATTERN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/** A field value that cannot break the head: no CR, LF or NUL. */
+const HEADER_VALUE_PATTERN = '^[^\\r\\n\\x00]*$';
+/** What goes into a URL or a Host: no whitespace and no control characters. */
+const URL_PART_PATTERN = '^[^\\s\\x00-\\x1f\\x7f]*$';
+const SCHEME_PATTERN = '^[A-Za-z][A-Za-z0-9+.-]*$';
 
 /**
  * What a value that fails each pattern should look like, for error messages: a key's `description` documents the
@@ -23,7 +30,16 @@ export const PATTERN_EXPECTS: ReadonlyMap<string, string> = new Map([
   ['^[A-Z]+$', 'an upper-case method name such as "GET"'],
   [NAME_PATTERN, 'a name of letters, digits, "_", ".", ":" and "-"'],
   [CLUSTER_NAME_PATTERN, 'a name of letters, digits, "_", ".", ":", "|", "~", "+", "@" and "-"'],
+  [HEADER_NAME_PATTERN, 'an HTTP header name (letters, digits and !#$%&\'*+-.^_`|~, no spaces)'],
+  [HEADER_VALUE_PATTERN, 'a header value without CR, LF or NUL'],
+  [URL_PART_PATTERN, 'text without spaces or control characters'],
+  [SCHEME_PATTERN, 'a URL scheme such as "https"'],
 ]);
+
+/** A header name and a header value, as schema pieces (exported for the filters' own schemas). */
+export const headerName = { type: 'string', pattern: HEADER_NAME_PATTERN, description: PATTERN_EXPECTS.get(HEADER_NAME_PATTERN) };
+export const headerValue = { type: 'string', pattern: HEADER_VALUE_PATTERN, description: PATTERN_EXPECTS.get(HEADER_VALUE_PATTERN) };
+const urlPart = { type: 'string', pattern: URL_PART_PATTERN, description: PATTERN_EXPECTS.get(URL_PART_PATTERN) };
 
 const duration = { type: ['string', 'number'], pattern: DURATION_PATTERN, minimum: 0, description: PATTERN_EXPECTS.get(DURATION_PATTERN) };
 const size = { type: ['string', 'integer'], pattern: SIZE_PATTERN, minimum: 0, description: PATTERN_EXPECTS.get(SIZE_PATTERN) };
@@ -89,7 +105,7 @@ function routeSchema(filterItem: JsonSchema): JsonSchema {
           path: pathValue,
           regex: { type: 'string' },
           methods: { type: 'array', items: { type: 'string', pattern: '^[A-Z]+$' } },
-          headers: { type: 'array', items: stringMatcher },
+          headers: { type: 'array', items: { ...stringMatcher, properties: { ...stringMatcher.properties, name: headerName } } },
           query: { type: 'array', items: stringMatcher },
         },
       },
@@ -111,18 +127,18 @@ function routeSchema(filterItem: JsonSchema): JsonSchema {
         properties: {
           status: { type: 'integer', minimum: 200, maximum: 599 },
           body: { type: 'string' },
-          headers: stringMap,
+          headers: { type: 'object', propertyNames: headerName, additionalProperties: headerValue },
         },
       },
       redirect: {
         type: 'object',
         additionalProperties: false,
         properties: {
-          location: { type: 'string' },
-          scheme: { type: 'string' },
-          host: { type: 'string' },
-          path: { type: 'string' },
-          prefix_rewrite: { type: 'string' },
+          location: urlPart,
+          scheme: { type: 'string', pattern: SCHEME_PATTERN },
+          host: urlPart,
+          path: urlPart,
+          prefix_rewrite: urlPart,
           status: { enum: [301, 302, 303, 307, 308], default: 301 },
           strip_query: { type: 'boolean', default: false },
         },
@@ -134,7 +150,7 @@ function routeSchema(filterItem: JsonSchema): JsonSchema {
         required: ['pattern', 'substitution'],
         properties: { pattern: { type: 'string' }, substitution: { type: 'string' } },
       },
-      host_rewrite: { type: 'string' },
+      host_rewrite: { ...urlPart, minLength: 1 },
       auto_host_rewrite: { type: 'boolean', default: false },
       timeout: duration,
       idle_timeout: duration,
@@ -286,7 +302,7 @@ export function configSchema(filters: readonly FilterDefinition[]): JsonSchema {
                 timeout: { ...duration, default: '1s' },
                 healthy_threshold: { type: 'integer', minimum: 1, default: 2 },
                 unhealthy_threshold: { type: 'integer', minimum: 1, default: 3 },
-                expected_statuses: { type: 'array', items: { type: 'integer' } },
+                expected_statuses: { type: 'array', items: { type: 'integer', minimum: 100, maximum: 599 } },
               },
             },
             outlier_detection: {

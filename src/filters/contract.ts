@@ -209,6 +209,12 @@ export interface FilterDefinition<C = any, R = any> {
   /** The schema of a route's override (`routes[].filters.<name>`), if the filter accepts one. */
   readonly perRouteSchema?: JsonSchema;
   /**
+   * Checks what the schema cannot express, on a config that passed it (for a route's override: the filter's config
+   * with the override merged in). Returns problems by key; `weir validate` and a reload report them at that key's
+   * line, before anything is built.
+   */
+  check?(config: C): { key: string; message: string }[];
+  /**
    * Runs once per config load in the main thread, before any worker builds the snapshot: the place for
    * expensive work that can be shared across workers (read files, fetch and compile Wasm). Throw to reject the
    * config; the message is reported with the filter's path. The result must be structured-cloneable.

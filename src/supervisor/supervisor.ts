@@ -7,7 +7,7 @@ import path from 'node:path';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import diagnostics from 'node:diagnostics_channel';
-import { parseConfig, formatProblems } from '../config/parse.ts';
+import { parseConfig, formatProblems, type LocatePath } from '../config/parse.ts';
 import { prepareFilters } from '../config/prepare.ts';
 import type { RawConfig } from '../config/types.ts';
 import { createSharedStore } from '../core/shared-store.ts';
@@ -106,7 +106,7 @@ export class Supervisor {
     for (let i = 0; i < this.workerCount; i++) {
       if (!(await this.#startWorker(i))) throw new Error(`Worker thread ${i} exited while starting`);
     }
-    const result = await this.apply(parsed.config);
+    const result = await this.apply(parsed.config, parsed.locate);
     if (!result.ok) throw new Error(result.error);
   }
 
@@ -201,14 +201,14 @@ export class Supervisor {
     }
     const parsed = parseConfig(text);
     if (!parsed.ok) return Promise.resolve(this.#rejected(formatProblems(this.file, parsed.problems)));
-    return this.apply(parsed.config);
+    return this.apply(parsed.config, parsed.locate);
   }
 
   /** Applies a validated config to every worker, or to none. Reloads run one at a time. */
-  apply(config: RawConfig): Promise<ApplyResult> {
+  apply(config: RawConfig, locate?: LocatePath): Promise<ApplyResult> {
     // Whatever goes wrong in one reload is that reload's answer: the chain of reloads must never break.
     this.#applying = this.#applying.then(() =>
-      this.#apply(config).catch((err: Error) => this.#rejected(`${this.file}: ${err.message}`)),
+      this.#apply(config, locate).catch((err: Error) => this.#rejected(`${this.file}: ${err.message}`)),
     );
     void this.#applying.then(() => this.#releaseSoon());
     return this.#applying;
@@ -226,11 +226,11 @@ export class Supervisor {
     this.#releaseTimer.unref();
   }
 
-  async #apply(config: RawConfig): Promise<ApplyResult> {
+  async #apply(config: RawConfig, locate: LocatePath | undefined): Promise<ApplyResult> {
     const version = this.version + 1;
     const baseDir = path.dirname(this.file);
     const { prepared, problems } = await prepareFilters(config, baseDir, (level, filter, m) => this.log.filter(level, filter, m), (reason) => this.#reapply(reason));
-    if (problems.length > 0) return this.#rejected(problems.map((p) => `${this.file} ${p.path}: ${p.message}`).join('\n'));
+    if (problems.length > 0) return this.#rejected(formatProblems(this.file, problems.map((p) => ({ ...p, ...locate?.(p.path) }))));
     const busy = await this.#probeNewAddresses(config);
     if (busy.length > 0) return this.#rejected(busy.join('\n'));
     const results = await Promise.all(
@@ -243,7 +243,9 @@ export class Supervisor {
     const failed = results.find((r) => r.type === 'prepared' && !r.ok) as { error?: string } | undefined;
     if (failed !== undefined) {
       for (const w of this.#workers) this.#send(w, { type: 'abort', version });
-      return this.#rejected(`${this.file}: ${failed.error}`);
+      // A filter that failed to build names its path ("listeners[0].filters[1] (filter ...)"): say at which line.
+      const at = locate?.(/^([A-Za-z_][\w.[\]]*) \(filter /.exec(failed.error ?? '')?.[1] ?? '') ?? {};
+      return this.#rejected(`${this.file}${at.line !== undefined ? `:${at.line}:${at.column}` : ''}: ${failed.error}`);
     }
     // The first worker binds first, so that port 0 becomes one concrete port that every worker shares.
     const ports: Record<string, number> = {};

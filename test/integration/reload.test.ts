@@ -76,12 +76,16 @@ test('POST /reload swaps the config; a bad config is rejected with its problems 
     const alias = await weir.reload(config('a', 'v4').replace('match: { prefix: / }', 'match: *nope'));
     assert.equal(alias.status, 400);
     assert.match((await alias.json()).error, /weir\.yaml:\d+:\d+ unknown alias \*nope/);
+    // A filter that fails to build in the workers: the answer names its line too.
+    const build = await weir.reload(config('a', 'v5').replace('type: headers\n        response_add: { x-config: "v5" }', 'type: module\n        file: ./nope.ts'));
+    assert.equal(build.status, 400);
+    assert.match((await build.json()).error, /weir\.yaml:\d+:9: listeners\[0\]\.filters\[0\] \(filter "tag"\): .*nope\.ts/);
     assert.equal((await get(weir.url('edge'))).body, 'b', 'the running config stays');
     const cfg = await (await fetch(`${weir.admin}/config`)).json();
     assert.equal(cfg.version, 2);
     assert.equal(cfg.last_reload.ok, false);
     const metrics = await (await fetch(`${weir.admin}/metrics`)).text();
-    assert.match(metrics, /weir_config_reloads_total\{result="failed"\} 2/);
+    assert.match(metrics, /weir_config_reloads_total\{result="failed"\} 3/);
     assert.match(metrics, /weir_config_reloads_total\{result="ok"\} 2/);
   } finally {
     await weir.stop();

@@ -39,17 +39,26 @@ test('weir validate reports what run would refuse before starting: Lua syntax er
       - name: split
         type: headers
         response_add: { x-a: "one\\r\\nInjected: yes" }
+      - name: nofile
+        type: module
+        file: ./missing.ts
+      - name: cors
+        type: cors
+        allow_origin_regex: ["("]
     routes:
       - match: { prefix: / }
         direct_response: { status: 200 }
 `,
   });
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /listeners\[0\]\.filters\[0\]: filter "bad": Cannot compile Lua script "\.\/bad\.lua": \.\/bad\.lua:3: '}' expected/);
-  assert.match(r.stderr, /listeners\[0\]\.filters\[1\]: filter "inline": Cannot compile Lua script "inline": inline:2: '\)' expected/);
-  assert.match(r.stderr, /listeners\[0\]\.filters\[2\]: filter "gone": Cannot read Wasm module ".*missing\.wasm"/);
-  assert.match(r.stderr, /listeners\[0\]\.filters\[3\]: filter "split": invalid value for header "x-a": it contains CR, LF or NUL/);
-  assert.match(r.stderr, /4 problems found/);
+  // Every problem at once, each at the line of its filter in weir.yaml.
+  assert.match(r.stderr, /weir\.yaml:5:9 listeners\[0\]\.filters\[0\]: filter "bad": Cannot compile Lua script "\.\/bad\.lua": \.\/bad\.lua:3: '}' expected/);
+  assert.match(r.stderr, /weir\.yaml:8:9 listeners\[0\]\.filters\[1\]: filter "inline": Cannot compile Lua script "inline": inline:2: '\)' expected/);
+  assert.match(r.stderr, /weir\.yaml:14:9 listeners\[0\]\.filters\[2\]: filter "gone": Cannot read Wasm module ".*missing\.wasm"/);
+  assert.match(r.stderr, /weir\.yaml:17:9 listeners\[0\]\.filters\[3\]: filter "split": invalid value for header "x-a": it contains CR, LF or NUL/);
+  assert.match(r.stderr, /weir\.yaml:20:9 listeners\[0\]\.filters\[4\]: filter "nofile": /);
+  assert.match(r.stderr, /weir\.yaml:23:9 listeners\[0\]\.filters\[5\]: filter "cors": /);
+  assert.match(r.stderr, /6 problems found/);
 });
 
 test('weir validate runs each Lua script\'s top-level code as a worker would: an error there is reported with filter, script and line', () => {

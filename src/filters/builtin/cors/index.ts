@@ -2,6 +2,7 @@
 import type { FilterDefinition, Filter, FilterCallbacks } from '../../contract.ts';
 import type { HeaderMap } from '../../../core/headers.ts';
 import { mergedOverrideSchema } from '../../override.ts';
+import { headerName } from '../../../config/schema.ts';
 
 /** The config of a `cors` filter. */
 export interface CorsConfig {
@@ -17,9 +18,9 @@ export interface CorsConfig {
 const properties = {
   allow_origins: { type: 'array', items: { type: 'string' }, default: [], description: 'Exact origins, or "*"' },
   allow_origin_regex: { type: 'array', items: { type: 'string' } },
-  allow_methods: { type: 'array', items: { type: 'string' }, default: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] },
-  allow_headers: { type: 'array', items: { type: 'string' }, default: [] },
-  expose_headers: { type: 'array', items: { type: 'string' }, default: [] },
+  allow_methods: { type: 'array', items: headerName, default: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] },
+  allow_headers: { type: 'array', items: headerName, default: [] },
+  expose_headers: { type: 'array', items: headerName, default: [] },
   max_age: { type: 'integer', minimum: 0 },
   allow_credentials: { type: 'boolean', default: false },
 };
@@ -40,13 +41,23 @@ function compile(c: CorsConfig): Policy {
     exact: new Set(c.allow_origins.filter((o) => o !== '*')),
     any: c.allow_origins.includes('*'),
     // As Envoy's safe_regex (and weir's route regexes): the whole origin must match.
-    regexes: (c.allow_origin_regex ?? []).map((r) => new RegExp(`^(?:${r})$`)),
+    regexes: (c.allow_origin_regex ?? []).map(wholeMatch),
     methods: c.allow_methods.join(', '),
     headers: c.allow_headers.join(', '),
     expose: c.expose_headers.join(', '),
     maxAge: c.max_age === undefined ? undefined : String(c.max_age),
     credentials: c.allow_credentials,
   };
+}
+
+/** A regex that must match the whole origin; a bad one is reported as the user wrote it. */
+function wholeMatch(source: string): RegExp {
+  try {
+    new RegExp(source);
+  } catch (err) {
+    throw new Error(`allow_origin_regex "${source}" is not a valid regular expression: ${(err as Error).message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /, '')}`);
+  }
+  return new RegExp(`^(?:${source})$`);
 }
 
 function allowed(p: Policy, origin: string): boolean {

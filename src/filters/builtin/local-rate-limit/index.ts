@@ -7,6 +7,7 @@ import type { HeaderMap } from '../../../core/headers.ts';
 import { parseDuration, DURATION_PATTERN } from '../../../core/units.ts';
 import { TokenBucket } from './token-bucket.ts';
 import { mergedOverrideSchema } from '../../override.ts';
+import { headerName } from '../../../config/schema.ts';
 
 /** The config of a `local_rate_limit` filter (and of its per-route override). */
 export interface RateLimitConfig {
@@ -28,7 +29,7 @@ const properties = {
     additionalProperties: false,
     minProperties: 1,
     maxProperties: 1,
-    properties: { header: { type: 'string' }, source_ip: { const: true } },
+    properties: { header: headerName, source_ip: { const: true } },
   },
   status: { type: 'integer', minimum: 400, maximum: 599, default: 429 },
   headers: { type: 'boolean', default: true, description: 'Add x-ratelimit-limit, -remaining and -reset' },
@@ -40,6 +41,9 @@ interface Limiter {
   intervalMs: number;
   buckets: Map<string, TokenBucket>;
 }
+
+/** Envoy's floor for a fill interval; a shorter one (0s above all) would never limit. */
+const MIN_FILL_INTERVAL_MS = 50;
 
 function limiter(config: RateLimitConfig): Limiter {
   return { config, intervalMs: parseDuration(config.fill_interval), buckets: new Map() };
@@ -102,6 +106,10 @@ const definition: FilterDefinition<RateLimitConfig, RateLimitConfig> = {
   type: 'local_rate_limit',
   schema: { required: ['max_tokens'], properties },
   perRouteSchema: mergedOverrideSchema(properties),
+  check(config) {
+    if (parseDuration(config.fill_interval) >= MIN_FILL_INTERVAL_MS) return [];
+    return [{ key: 'fill_interval', message: `fill_interval ${JSON.stringify(config.fill_interval)} is shorter than ${MIN_FILL_INTERVAL_MS}ms, as Envoy requires (a bucket refilled that often does not limit)` }];
+  },
   factory(config) {
     const base = limiter(config);
     const perRoute = new WeakMap<RateLimitConfig, Limiter>();
