@@ -274,7 +274,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       h.set(':path', p.replace(route.regexRewrite.re, route.regexRewrite.substitution) + (q < 0 ? '' : path.slice(q)));
     }
     let newHost: string | undefined = route.hostRewrite;
-    if (newHost === undefined && (route.autoHostRewrite || !this.listener.settings.preserveHost)) newHost = '';
+    // An HTTP/1.0 request may come without Host: the upstream gets its own address then, as NGINX sends $proxy_host.
+    if (newHost === undefined && (route.autoHostRewrite || !this.listener.settings.preserveHost || h.get(':authority') === '')) newHost = '';
     if (this.head.expectContinue) {
       h.remove('expect');
       if (!eos) this.conn.sendContinue();

@@ -82,6 +82,15 @@ test('bytes after a refused upgrade are not parsed as a request (no WebSocket sm
   assert.ok(!up.requests.some((q) => q.url === '/echo?smuggled=1'), 'the upstream never saw the smuggled request');
 });
 
+test('an HTTP/1.0 request with Upgrade is not tunnelled: Upgrade is ignored in HTTP/1.0 (RFC 9110 section 7.8)', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  c.write('GET /ws?v10=1 HTTP/1.0\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  const r = await c.readResponse();
+  assert.notEqual(r.status, 101);
+  assert.ok(up.requests.some((q) => q.url === '/ws?v10=1' && q.headers.upgrade === undefined), 'the upstream got it without Upgrade');
+  c.destroy();
+});
+
 test('an h2c upgrade is not tunnelled: the request goes upstream as plain HTTP/1.1 (h2c smuggling), as Envoy does', async () => {
   const c = await RawConnection.open(weir.url('edge'));
   c.write(

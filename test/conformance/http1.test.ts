@@ -183,12 +183,14 @@ test('answers an HTTP/1.0 client with a close-delimited body when the length is 
   assert.equal(await c.waitClosed(), true);
 });
 
-test('answers an HTTP/1.0 client without Host', async () => {
+test('answers an HTTP/1.0 client without Host; the upstream gets its own address as Host, as NGINX sends', async () => {
   const c = await RawConnection.open(weir.url('edge'));
   c.write('GET /echo?v=10 HTTP/1.0\r\n\r\n');
   const r = await c.readResponse();
   assert.equal(r.status, 200);
-  assert.equal(JSON.parse(r.body.toString()).url, '/echo?v=10');
+  const echo = JSON.parse(r.body.toString());
+  assert.equal(echo.url, '/echo?v=10');
+  assert.equal(echo.headers.host, up.address);
   assert.equal(await c.waitClosed(), true, 'HTTP/1.0 without keep-alive closes');
 });
 

@@ -309,6 +309,12 @@ export class ServerConnection implements DownstreamConnection {
     this.#lastMethod = method;
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
     const parserUpgrade = upgrade;
+    if (upgrade && minor === 0) {
+      // Upgrade is ignored in HTTP/1.0 (RFC 9110 section 7.8): the request goes on without it. llhttp stopped after
+      // the head, so the connection closes after the response, as after a refused upgrade.
+      upgrade = false;
+      this.#pendingUpgrade = true;
+    }
     const list = [':authority', '', ':path', url, ':method', method, ':scheme', 'http'];
     let hasBody = false;
     let chunked = false;
