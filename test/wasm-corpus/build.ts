@@ -35,6 +35,8 @@ export interface Corpus {
   headerRw: string;
   /** on_done answers false; proxy_done comes from a later tick. */
   lateDone: string;
+  /** Sends an http call from proxy_on_log and logs "answered" when its answer comes. */
+  calloutAfterEnd: string;
   /** About 1 MiB: the edge module plus padding functions and data. */
   big: string;
   /** Host calls whose values matrix.test.ts checks (log level, time, sizes, gRPC, metrics, foreign, shims). */
@@ -125,7 +127,7 @@ let built: Promise<Corpus> | undefined;
 export function buildCorpus(): Promise<Corpus> {
   built ??= (async () => {
     await mkdir(outDir, { recursive: true });
-    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010] = await Promise.all([
+    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010, calloutAfterEnd] = await Promise.all([
       buildAs(),
       buildWat('edge.wat'),
       buildWat('abi-0-1-0.wat'),
@@ -140,8 +142,9 @@ export function buildCorpus(): Promise<Corpus> {
       buildWat('edge.wat', padToOneMiB, '-big'),
       buildWat('matrix.wat'),
       buildWat('clear-route-cache-0-1-0.wat'),
+      buildWat('callout-after-end.wat'),
     ]);
-    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010 };
+    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010, calloutAfterEnd };
   })();
   return built;
 }

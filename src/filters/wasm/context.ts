@@ -54,8 +54,6 @@ export class ContextState {
   resumeRequest = false;
   resumeResponse = false;
   deferredClose = false;
-  /** Tokens of http calls this context started and that have not answered (made on first use). */
-  pendingCalls: Set<number> | null = null;
   /** Set by the stream filter: applies the failure policy when a VM call outside its hooks fails. */
   owner: { failOutside(failure: Error): void } | null = null;
   /** Set while a root context's on_done answered false: what proxy_done runs (on_delete and cleanup). */

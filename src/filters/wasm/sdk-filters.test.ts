@@ -217,7 +217,7 @@ test('a failed http call answers with no headers, and proxy_get_status reports B
   const { factory } = await buildFilterForTest(as('http_call', { configuration: 'dead' }), { clusters: dead });
   const r = await runForTest(factory, { headers: { ':path': '/allowed' } }, {}, new CallbacksForTest({ clusters: dead }));
   assert.equal(r.response!.status, 502);
-  assert.equal(r.response!.body.toString(), 'call failed: 11 connect\n');
+  assert.equal(r.response!.body.toString(), 'call failed: 11 reset\n');
 });
 
 test('allow_on_headers_stop_iteration: a paused header callback holds only the headers; the body still reaches the filter', async () => {
@@ -247,4 +247,15 @@ test('a module without body callbacks gives a filter without body hooks (the cha
   const withBody = sdk.create(new CallbacksForTest(), undefined);
   assert.equal(typeof withBody.onResponseBody, 'function');
   withBody.onDestroy!();
+});
+
+test('an http call made after its stream ended (from proxy_on_log) is answered through the root context, as in Envoy', async () => {
+  const clusters = { collector: authAddress };
+  const { factory, ctx } = await buildFilterForTest({ file: corpus.calloutAfterEnd, vm_id: `callout-after-end-${Date.now()}` }, { clusters });
+  for (let i = 0; i < 3; i++) await runForTest(factory, { headers: {} }, {}, new CallbacksForTest({ clusters }));
+  const answered = () => ctx.logs.filter(([, m]) => m === 'answered').length;
+  for (let i = 0; i < 200 && answered() < 3; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(answered(), 3, 'every call answered, none dropped with its stream');
+  assert.deepEqual(ctx.logs.filter(([, m]) => m === 'call refused'), []);
+  factory.destroy!();
 });

@@ -121,8 +121,6 @@ export class WasmStream implements Filter {
     }
     ctx.deleted = true;
     this.#vm.deleteContext(ctx);
-    if (ctx.pendingCalls !== null) for (const token of ctx.pendingCalls) this.#vm.httpCalls.delete(token);
-    ctx.pendingCalls = null;
     if (!this.#failed && this.#vm.failure === null) this.#plugin.streamSucceeded(this.#vm);
   }
 

@@ -353,20 +353,23 @@ export class WasmVm {
     const cb = caller.callbacks;
     const options = { timeoutMs };
     const pending = cb !== null ? cb.httpCall(cluster, request, options) : this.options.host.httpCall(cluster, request, options);
-    (caller.pendingCalls ??= new Set()).add(token);
     this.httpCalls.set(token, caller);
     pending.then((res) => {
-      if (!this.httpCalls.delete(token) || caller.deleted) return;
-      if (this.failure !== null) return caller.owner?.failOutside(this.failure);
-      caller.pendingCalls?.delete(token);
+      if (!this.httpCalls.delete(token)) return;
+      // The call belongs to the root context, as in Envoy: when the stream that made it has ended, the answer still
+      // comes, through the root, so that the SDK forgets the token (its map of pending calls would grow otherwise).
+      const target = caller.deleted ? this.#roots.get(caller.rootId) : caller;
+      if (target === undefined || target.deleted) return;
+      if (this.failure !== null) return target.owner?.failOutside(this.failure);
       const failed = res.failure !== undefined;
-      this.lastStatus = failed ? { code: Status.BROKEN_CONNECTION, message: res.failure! } : { code: Status.OK, message: '' };
-      caller.callResponse = failed ? null : res;
+      // Envoy says "reset" for every failure (a timeout, a refused connection), and so does weir.
+      this.lastStatus = failed ? { code: Status.BROKEN_CONNECTION, message: 'reset' } : { code: Status.OK, message: '' };
+      target.callResponse = failed ? null : res;
       const counts = failed ? [0, 0, 0] : [Math.max(1, res.headers.size), res.body.length, res.trailers?.size ?? 0];
       try {
-        this.#callOutside(caller, 'proxy_on_http_call_response', [caller.rootId, token, ...counts]);
+        this.#callOutside(target, 'proxy_on_http_call_response', [caller.rootId, token, ...counts]);
       } finally {
-        caller.callResponse = null;
+        target.callResponse = null;
       }
     });
   }
