@@ -11,7 +11,7 @@ import { guestIo, stateFunctions } from './state-functions.ts';
 import { WASI_ALLOWED_AT_START, WASI_FUNCTIONS, wasiImports } from './wasi.ts';
 import type { ContextState } from './context.ts';
 import { VmFailure, type WasmVm } from './vm.ts';
-import { HeaderMap } from '../../core/headers.ts';
+import { HeaderMap, checkHeader } from '../../core/headers.ts';
 import type { LogLevel } from '../contract.ts';
 
 const LEVELS: LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'critical'];
@@ -208,13 +208,15 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
       const pairs = decodePairs(bytes);
       if (pairs === undefined) return Status.BAD_ARGUMENT;
       const map = writableMap(type);
-      if (map === null) return Status.BAD_ARGUMENT;
+      if (map === null || map.frozen) return Status.BAD_ARGUMENT;
+      // Every pair is checked before the map changes: a refused call leaves the headers as they were.
       try {
-        map.clear();
-        for (const [k, v] of pairs) map.add(k, v);
+        for (const [k, v] of pairs) checkHeader(k.toLowerCase(), v);
       } catch {
         return Status.BAD_ARGUMENT;
       }
+      map.clear();
+      for (const [k, v] of pairs) map.add(k, v);
       return changed(type);
     },
     proxy_get_header_map_size(type: number, sizePtr: number): number {
@@ -257,6 +259,8 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     proxy_continue_stream(type: number): number {
       if (type === StreamType.HTTP_REQUEST) return resume('request');
       if (type === StreamType.HTTP_RESPONSE) return resume('response');
+      // DOWNSTREAM continues reading a TCP connection in Envoy; on an HTTP stream it is a no-op that succeeds.
+      if (type === StreamType.DOWNSTREAM) return Status.OK;
       return type > StreamType.UPSTREAM ? Status.BAD_ARGUMENT : Status.UNIMPLEMENTED;
     },
     proxy_close_stream(type: number): number {

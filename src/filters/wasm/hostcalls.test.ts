@@ -25,6 +25,8 @@ const EXPECTED: [string, string][] = [
   ['get_shared_data of a missing key: NOT_FOUND', 'B'], ['set_header_map_pairs of response headers during the request: BAD_ARGUMENT', 'C'],
   ['done on a context that is not finishing: NOT_FOUND', 'B'], ['get_property plugin_root_id', 'A'], ['get_header_map_value of unavailable response headers: BAD_ARGUMENT', 'C'],
   ['add_header_map_value with CR LF in the value (weir refuses it; Envoy would write it): BAD_ARGUMENT', 'C'],
+  ['set_header_map_pairs of request headers with a LF in a value: BAD_ARGUMENT, and the headers stay', 'C'],
+  ['continue_stream DOWNSTREAM (a no-op on an HTTP stream)', 'A'],
 ];
 
 test('host calls answer the statuses Envoy answers (hostcalls.wat)', async () => {
@@ -39,6 +41,7 @@ test('host calls answer the statuses Envoy answers (hostcalls.wat)', async () =>
   assert.equal(r.upstream!.trailers!.get('x-trailer-added'), 'yes');
   assert.equal(cb.responseHeaders!.get(':status'), '299', 'set_header_map_pairs replaced the response headers');
   assert.equal(cb.responseHeaders!.get('x-only'), '1');
+  assert.ok(r.upstream!.headers.get(':path') !== undefined && r.upstream!.headers.get('x-bad') === undefined, 'a refused set_header_map_pairs changed nothing');
   assert.equal(cb.resets, 1, 'close_stream reset the stream after the body callback returned');
   assert.equal(r.response, null);
 });

@@ -102,6 +102,14 @@ test('timers: proxy_on_tick runs on the root context every period', async () => 
   factory.destroy!();
 });
 
+test('timers: a period past 2^31 - 1 ms (30 days) does not tick at once (Node timers would fire every millisecond)', async () => {
+  const { factory } = await buildFilterForTest(as('tick', { vm_id: `tick-30d-${Date.now()}`, configuration: '30d' }));
+  await new Promise((r) => setTimeout(r, 100));
+  const r = await runForTest(factory, { headers: {} });
+  assert.equal(r.upstream!.headers.get('x-ticks'), '0');
+  factory.destroy!();
+});
+
 test('shared data: values and compare-and-swap counters are shared by the filters of one vm_id', async () => {
   const vm_id = `shared-${Date.now()}`;
   const a = await buildFilterForTest(as('shared', { vm_id }), { name: 'a' });

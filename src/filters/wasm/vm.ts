@@ -29,6 +29,9 @@ export interface VmOptions {
 }
 
 /** Why a VM stopped: a trap, a fuel overrun, proc_exit, or a start or configure failure. */
+/** The longest delay Node's timers take. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class VmFailure extends Error {
   readonly reason: 'trap' | 'cpu-budget' | 'exit' | 'start';
   constructor(reason: VmFailure['reason'], message: string, options?: { cause?: unknown }) {
@@ -340,10 +343,17 @@ export class WasmVm {
     if (old !== undefined) clearInterval(old);
     this.tickTimers.delete(root.id);
     if (ms === 0) return;
+    // Node's timers take at most 2^31 - 1 ms (about 24.8 days) and fire at once past it: a longer period is counted
+    // in steps of that size.
+    const step = Math.min(ms, MAX_TIMER_MS);
+    let elapsed = 0;
     const timer = setInterval(() => {
       if (this.failure !== null || root.deleted) return clearInterval(timer);
+      elapsed += step;
+      if (elapsed < ms) return;
+      elapsed = 0;
       this.#callOutside(root, 'proxy_on_tick', [root.id]);
-    }, ms);
+    }, step);
     timer.unref();
     this.tickTimers.set(root.id, timer);
   }

@@ -218,12 +218,12 @@ class RootCallFilter extends Context {
 registerRootContext((id: u32): RootContext => new RootCallRoot(id), "root_call");
 registerRootContext((id: u32): RootContext => new CallRoot(id), "http_call");
 
-// tick: a 10 ms timer counts ticks in shared data; requests read the count.
+// tick: a 10 ms timer (30 days with the configuration "30d") counts ticks in shared data; requests read the count.
 class TickRoot extends RootContext {
   createContext(context_id: u32): Context { return new TickFilter(context_id, this); }
   onConfigure(size: u32): bool {
     super.onConfigure(size);
-    set_tick_period_milliseconds(10);
+    set_tick_period_milliseconds(this.getConfiguration() == "30d" ? 2592000000 : 10);
     return true;
   }
   onTick(): void {

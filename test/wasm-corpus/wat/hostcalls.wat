@@ -54,6 +54,8 @@
   (data (i32.const 1400) "plugin_root_id")
   (data (i32.const 1420) "x-bad")
   (data (i32.const 1430) "a\0d\0aInjected: 1")
+  ;; One pair whose value holds a LF: x-bad "a\nb" (22 bytes).
+  (data (i32.const 1460) "\01\00\00\00\05\00\00\00\03\00\00\00x-bad\00a\0ab\00")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32) (local $p i32)
     (local.set $p (global.get $heap))
@@ -100,6 +102,8 @@
     (call $rec (call $get_property (i32.const 1400) (i32.const 14) (i32.const 4104) (i32.const 4108)))
     (call $rec (call $get_value (i32.const 2) (i32.const 1180) (i32.const 11) (i32.const 4112) (i32.const 4116)))
     (call $rec (call $add (i32.const 0) (i32.const 1420) (i32.const 5) (i32.const 1430) (i32.const 14)))
+    (call $rec (call $set_pairs (i32.const 0) (i32.const 1460) (i32.const 22)))
+    (call $rec (call $continue (i32.const 2)))
     (drop (call $add (i32.const 0) (i32.const 1024) (i32.const 10) (i32.const 5000) (global.get $n)))
     (i32.const 0))
   (func (export "proxy_on_request_trailers") (param $ctx i32) (param $count i32) (result i32)
