@@ -67,6 +67,8 @@ function mapOf(ctx: ContextState | null, type: number): HeaderMap | null {
     case MapType.HTTP_REQUEST_HEADERS:
       return ctx.maps[0] ?? cb?.requestHeaders ?? null;
     case MapType.HTTP_RESPONSE_HEADERS:
+      // In the log phase: the headers sent, which a local reply may have replaced after this filter saw the upstream's.
+      if (ctx.logPhase) return cb?.responseHeaders ?? ctx.maps[2] ?? null;
       return ctx.maps[2] ?? cb?.responseHeaders ?? null;
     case MapType.HTTP_REQUEST_TRAILERS:
     case MapType.HTTP_RESPONSE_TRAILERS:
@@ -167,9 +169,9 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     },
     proxy_get_buffer_bytes(type: number, start: number, max: number, ptrPtr: number, sizePtr: number): number {
       if (type < 0 || type > BufferType.CALL_DATA) return Status.BAD_ARGUMENT;
+      // proxy-wasm-cpp-host adds start and max in 64 bits, so 32-bit arguments never overflow: the slice is clamped.
       start >>>= 0;
       max >>>= 0;
-      if (start + max > 0xffffffff && max !== 0xffffffff) return Status.BAD_ARGUMENT;
       const buf = bufferOf(vm.effective, type);
       if (buf === undefined) return Status.NOT_FOUND;
       return ok(vm.writeResult(ptrPtr, sizePtr, buf.subarray(Math.min(start, buf.length), Math.min(buf.length, start + max))));

@@ -27,6 +27,8 @@ const EXPECTED: [string, string][] = [
   ['add_header_map_value with CR LF in the value (weir refuses it; Envoy would write it): BAD_ARGUMENT', 'C'],
   ['set_header_map_pairs of request headers with a LF in a value: BAD_ARGUMENT, and the headers stay', 'C'],
   ['continue_stream DOWNSTREAM (a no-op on an HTTP stream)', 'A'],
+  ['get_buffer_bytes of the plugin configuration from 2, max 2^32 - 2 (clamped: cpp-host adds in 64 bits)', 'A'],
+  ['define_metric gauge with the name of the counter defined above (Envoy keeps the kinds apart)', 'A'],
 ];
 
 test('host calls answer the statuses Envoy answers (hostcalls.wat)', async () => {

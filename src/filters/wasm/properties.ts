@@ -16,8 +16,14 @@ function int64(n: number): Uint8Array {
   return b;
 }
 
+/** A config string (a name) as UTF-8. */
 function text(s: string | null | undefined): Uint8Array | undefined {
   return s === null || s === undefined ? undefined : Buffer.from(s);
+}
+
+/** A string from the wire (a header, the request line) as the bytes that came: weir holds those as latin1. */
+function wire(s: string | null | undefined): Uint8Array | undefined {
+  return s === null || s === undefined ? undefined : Buffer.from(s, 'latin1');
 }
 
 function splitAddress(addr: string | null | undefined): { address: string; port: number } | undefined {
@@ -79,31 +85,32 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
   const cb = ctx.callbacks!;
   const info = cb.info;
   const req = ctx.maps[0] ?? cb.requestHeaders;
-  const res = ctx.maps[2] ?? cb.responseHeaders;
+  // In the log phase the response is the one sent (a local reply may have replaced the upstream's).
+  const res = ctx.logPhase ? cb.responseHeaders ?? ctx.maps[2] : ctx.maps[2] ?? cb.responseHeaders;
   const sub = rest[0];
   if (head === 'request') {
     const p = req?.get(':path');
     switch (sub) {
       case 'path':
-        return text(p);
+        return wire(p);
       case 'url_path':
-        return text(p?.split('?')[0]);
+        return wire(p?.split('?')[0]);
       case 'query':
-        return p === undefined ? undefined : text(p.includes('?') ? p.slice(p.indexOf('?') + 1) : '');
+        return p === undefined ? undefined : wire(p.includes('?') ? p.slice(p.indexOf('?') + 1) : '');
       case 'host':
-        return text(req?.get(':authority'));
+        return wire(req?.get(':authority'));
       case 'scheme':
-        return text(req?.get(':scheme'));
+        return wire(req?.get(':scheme'));
       case 'method':
-        return text(req?.get(':method'));
+        return wire(req?.get(':method'));
       case 'headers':
         return headersValue(req, rest.slice(1));
       case 'referer':
-        return text(req?.get('referer'));
+        return wire(req?.get('referer'));
       case 'useragent':
-        return text(req?.get('user-agent'));
+        return wire(req?.get('user-agent'));
       case 'id':
-        return text(req?.get('x-request-id') ?? info.requestId);
+        return wire(req?.get('x-request-id') ?? info.requestId);
       case 'protocol':
         return text(info.protocol);
       case 'time':
@@ -116,7 +123,7 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
   if (head === 'response') {
     switch (sub) {
       case 'code': {
-        const code = Number(res?.get(':status') ?? info.responseCode);
+        const code = ctx.logPhase && info.responseCode > 0 ? info.responseCode : Number(res?.get(':status') ?? info.responseCode);
         return code > 0 ? int64(code) : undefined;
       }
       case 'headers':

@@ -29,6 +29,9 @@ export interface VmOptions {
 }
 
 /** Why a VM stopped: a trap, a fuel overrun, proc_exit, or a start or configure failure. */
+/** Metric kinds by `proxy_metric_type_t`, for names. */
+const KIND_NAMES = ['counter', 'gauge', 'histogram'];
+
 /** The longest delay Node's timers take. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -395,13 +398,19 @@ export class WasmVm {
     const metricName = 'wasmcustom_' + name.replace(/[^a-zA-Z0-9_:]/g, '_');
     const help = `Proxy-Wasm metric "${name}"`;
     const registry = this.options.host.metrics;
+    const make = (n: string): Value | Distribution =>
+      kind === MetricKind.COUNTER ? registry.counter(n, help).labels() : kind === MetricKind.GAUGE ? registry.gauge(n, help).labels() : registry.histogram(n, help).labels();
     let child: Value | Distribution;
     try {
-      if (kind === MetricKind.COUNTER) child = registry.counter(metricName, help).labels();
-      else if (kind === MetricKind.GAUGE) child = registry.gauge(metricName, help).labels();
-      else child = registry.histogram(metricName, help).labels();
+      child = make(metricName);
     } catch {
-      return -1;
+      // Envoy keeps counters, gauges and histograms apart, so a module may use one name for two kinds; Prometheus
+      // cannot: the second kind gets its kind as a suffix (wasmcustom_<name>_gauge).
+      try {
+        child = make(`${metricName}_${KIND_NAMES[kind]}`);
+      } catch {
+        return -1;
+      }
     }
     const existing = this.metrics.findIndex((m) => m.child === child);
     if (existing >= 0) return (existing << 2) | kind;
