@@ -304,6 +304,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#headPending = false;
     this.#clearTimer();
     this.#lastUrl = url;
+    this.#lastMethod = '';
     const method = METHODS[methodIndex];
     if (method === undefined) throw new ProxyError('NOT_IMPLEMENTED', `Method number ${methodIndex} of the parser has no name in weir`);
     this.#lastMethod = method;
