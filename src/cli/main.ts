@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
-import { parseConfig, formatProblems } from '../config/parse.ts';
+import { parseConfig, formatProblems, locateProblems } from '../config/parse.ts';
 import type { RawConfig } from '../config/types.ts';
 import { configSchema } from '../config/schema.ts';
 import { watchConfigFile } from '../config/watch-config-file.ts';
@@ -112,8 +112,7 @@ async function validate(args: string[]): Promise<number> {
   const failed = new Set(problems.map((p) => p.path));
   problems.push(...(await buildFilters(r.config, baseDir, prepared, failed)));
   if (problems.length > 0) {
-    const located = problems.map((p) => ({ ...p, ...r.locate(p.path) })).sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-    process.stderr.write(formatProblems(file, located) + '\n');
+    process.stderr.write(formatProblems(file, locateProblems(problems, r.locate)) + '\n');
     process.stderr.write(`${problems.length} problem${problems.length === 1 ? '' : 's'} found\n`);
     return 1;
   }

@@ -20,9 +20,8 @@ export interface ConfigProblem {
   message: string;
 }
 
-/** The outcome of parsing: a config, or every problem. */
 /**
- * A parsed config, or its problems. `locate` gives the line and column of a path ("listeners[0].filters[1]"), for
+ * The outcome of parsing: a config, or its problems. `locate` gives the line and column of a path ("listeners[0].filters[1]"), for
  * the problems found later (a filter that fails to build).
  */
 export type ParseResult = { ok: true; config: RawConfig; locate: LocatePath } | { ok: false; problems: ConfigProblem[] };
@@ -379,6 +378,11 @@ function checkRegex(source: string, pointer: string, add: (pointer: string, mess
   } catch (err) {
     add(pointer, `invalid regex "${source}": ${(err as Error).message.replace(/^Invalid regular expression: /, '')}`);
   }
+}
+
+/** Problems found after parsing (a filter that failed to prepare or build), at their lines, in line order. */
+export function locateProblems(problems: readonly { path: string; message: string }[], locate: LocatePath | undefined): ConfigProblem[] {
+  return problems.map((p) => ({ ...p, ...locate?.(p.path) })).sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
 }
 
 /** Formats problems as "file:line:col path: message" lines, as `weir validate` prints them. */

@@ -4,14 +4,15 @@
  */
 import type { JsonSchema, FilterDefinition } from '../filters/contract.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../core/units.ts';
+import { TOKEN } from '../core/headers.ts';
 
 const ADDRESS_PATTERN = '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):\\d{1,5}$';
 const PATH_PATTERN = '^/';
 const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
 // Also '|', '~', '+' and '@': Istio names clusters "outbound|8181||auth.local", and scripts pass those names.
 const CLUSTER_NAME_PATTERN = '^[A-Za-z0-9_.:|~+@-]+$';
-/** An HTTP field name (RFC 9110 token). */
-const HEADER_NAME_PATTERN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/** An HTTP field name: the token HeaderMap checks names with. */
+const HEADER_NAME_PATTERN = TOKEN.source;
 /** A field value that cannot break the head: no CR, LF or NUL. */
 const HEADER_VALUE_PATTERN = '^[^\\r\\n\\x00]*$';
 /** What goes into a URL or a Host: no whitespace and no control characters. */

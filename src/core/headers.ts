@@ -143,7 +143,8 @@ export class HeaderMap {
   }
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** An HTTP token (RFC 9110 section 5.6.2): what a header name is (the config schema uses the same pattern). */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** True when `v` holds a character that would end a header line or the head: CR, LF or NUL (a loop: values are short). */
 function hasLineBreak(v: string): boolean {
   for (let i = 0; i < v.length; i++) {

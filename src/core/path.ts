@@ -38,7 +38,7 @@ export function normalizePath(target: string, dotSegments: boolean, mergeSlashes
     if (seg === '' && mergeSlashes && !last) continue;
     out.push(seg);
   }
-  let result = '/' + out.join('/');
-  if (mergeSlashes) result = result.replace(/\/{2,}/g, '/');
+  // With mergeSlashes the empty segments were skipped above, so no "//" is left to merge.
+  const result = '/' + out.join('/');
   return q < 0 ? result : result + target.slice(q);
 }

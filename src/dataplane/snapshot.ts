@@ -15,6 +15,15 @@ import { ListenerRuntime, type ListenerSettings } from './listener-runtime.ts';
 import { httpCall } from './http-call.ts';
 import type { Logger } from '../telemetry/log.ts';
 
+/** A filter that failed to build; `path` is its config path ("listeners[0].filters[1]"), so that its line can be told. */
+export class FilterBuildError extends Error {
+  readonly path: string;
+  constructor(path: string, message: string, cause: unknown) {
+    super(message, { cause });
+    this.path = path;
+  }
+}
+
 /** One filter of a chain, ready to instantiate per request. */
 export interface ChainEntry {
   readonly name: string;
@@ -129,7 +138,7 @@ async function makeFactory(snap: Snapshot, f: RawFilter, path: string, ctx: Buil
     snap.factories.push(factory);
     return factory;
   } catch (err) {
-    throw new Error(`${path} (filter "${f.name}"): ${(err as Error).message}`, { cause: err });
+    throw new FilterBuildError(path, `${path} (filter "${f.name}"): ${(err as Error).message}`, err);
   }
 }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import diagnostics from 'node:diagnostics_channel';
-import { parseConfig, formatProblems, type LocatePath } from '../config/parse.ts';
+import { parseConfig, formatProblems, locateProblems, type LocatePath } from '../config/parse.ts';
 import { prepareFilters } from '../config/prepare.ts';
 import type { RawConfig } from '../config/types.ts';
 import { createSharedStore } from '../core/shared-store.ts';
@@ -230,7 +230,7 @@ export class Supervisor {
     const version = this.version + 1;
     const baseDir = path.dirname(this.file);
     const { prepared, problems } = await prepareFilters(config, baseDir, (level, filter, m) => this.log.filter(level, filter, m), (reason) => this.#reapply(reason));
-    if (problems.length > 0) return this.#rejected(formatProblems(this.file, problems.map((p) => ({ ...p, ...locate?.(p.path) }))));
+    if (problems.length > 0) return this.#rejected(formatProblems(this.file, locateProblems(problems, locate)));
     const busy = await this.#probeNewAddresses(config);
     if (busy.length > 0) return this.#rejected(busy.join('\n'));
     const results = await Promise.all(
@@ -240,11 +240,11 @@ export class Supervisor {
         return reply;
       }),
     );
-    const failed = results.find((r) => r.type === 'prepared' && !r.ok) as { error?: string } | undefined;
+    const failed = results.find((r) => r.type === 'prepared' && !r.ok) as { error?: string; path?: string } | undefined;
     if (failed !== undefined) {
       for (const w of this.#workers) this.#send(w, { type: 'abort', version });
-      // A filter that failed to build names its path ("listeners[0].filters[1] (filter ...)"): say at which line.
-      const at = locate?.(/^([A-Za-z_][\w.[\]]*) \(filter /.exec(failed.error ?? '')?.[1] ?? '') ?? {};
+      // A filter that failed to build says its path: say at which line.
+      const at = failed.path !== undefined ? locate?.(failed.path) ?? {} : {};
       return this.#rejected(`${this.file}${at.line !== undefined ? `:${at.line}:${at.column}` : ''}: ${failed.error}`);
     }
     // The first worker binds first, so that port 0 becomes one concrete port that every worker shares.

@@ -15,7 +15,7 @@ export type ToWorker =
 /** From a worker to the main thread. */
 export type FromWorker =
   | { type: 'ready' }
-  | { type: 'prepared'; version: number; ok: boolean; error?: string }
+  | { type: 'prepared'; version: number; ok: boolean; error?: string; /** The config path of a filter that failed to build. */ path?: string }
   | { type: 'committed'; version: number; ok: boolean; error?: string; addresses: Record<string, string> }
   | { type: 'metrics'; id: number; snapshot: MetricsSnapshot }
   | { type: 'clusters'; id: number; clusters: object[] }

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { RawConfig } from '../config/types.ts';
-import { buildSnapshot, type Snapshot } from '../dataplane/snapshot.ts';
+import { buildSnapshot, FilterBuildError, type Snapshot } from '../dataplane/snapshot.ts';
 import { Metrics } from '../telemetry/metrics.ts';
 import { createLogger } from '../telemetry/log.ts';
 import { attachSharedStore } from '../core/shared-store.ts';
@@ -37,7 +37,7 @@ async function prepare(version: number, config: RawConfig, baseDir: string, prep
     pending.set(version, { snap, baseDir });
     send({ type: 'prepared', version, ok: true });
   } catch (err) {
-    send({ type: 'prepared', version, ok: false, error: (err as Error).message });
+    send({ type: 'prepared', version, ok: false, error: (err as Error).message, path: err instanceof FilterBuildError ? err.path : undefined });
   }
 }
 
