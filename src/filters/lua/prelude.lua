@@ -6,7 +6,6 @@ local H = ...
 local type, error, setmetatable, tostring, tonumber, select, rawget, rawset, next = type, error, setmetatable, tostring, tonumber, select, rawget, rawset, next
 local yield = coroutine.yield
 local running = coroutine.running
-local floor = math.floor
 local dsetmetatable = debug.setmetatable
 local raw_gc = collectgarbage
 local G = _G

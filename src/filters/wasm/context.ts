@@ -76,6 +76,20 @@ export class ContextState {
     return this.id === this.rootId;
   }
 
+  /** The request headers the module sees: those of its current hook, else the stream's. */
+  requestHeaders(): HeaderMap | null {
+    return this.maps[0] ?? this.callbacks?.requestHeaders ?? null;
+  }
+
+  /**
+   * The response headers the module sees: those of its current hook, else the stream's; in the log phase the ones
+   * sent, which a local reply may have replaced after this filter saw the upstream's.
+   */
+  responseHeaders(): HeaderMap | null {
+    const sent = this.callbacks?.responseHeaders ?? null;
+    return this.logPhase ? sent ?? this.maps[2] : this.maps[2] ?? sent;
+  }
+
   /** Applies deferred actions of a stream outside its own hooks (e.g. after a root callback resumed it). */
   flushDeferred(): void {
     const cb = this.callbacks;

@@ -62,14 +62,11 @@ function streamOf(vm: WasmVm): ContextState | null {
 
 function mapOf(ctx: ContextState | null, type: number): HeaderMap | null {
   if (ctx === null) return null;
-  const cb = ctx.callbacks;
   switch (type) {
     case MapType.HTTP_REQUEST_HEADERS:
-      return ctx.maps[0] ?? cb?.requestHeaders ?? null;
+      return ctx.requestHeaders();
     case MapType.HTTP_RESPONSE_HEADERS:
-      // In the log phase: the headers sent, which a local reply may have replaced after this filter saw the upstream's.
-      if (ctx.logPhase) return cb?.responseHeaders ?? ctx.maps[2] ?? null;
-      return ctx.maps[2] ?? cb?.responseHeaders ?? null;
+      return ctx.responseHeaders();
     case MapType.HTTP_REQUEST_TRAILERS:
     case MapType.HTTP_RESPONSE_TRAILERS:
       return ctx.maps[type];

@@ -84,9 +84,8 @@ export function getProperty(vm: WasmVm, ctx: ContextState | null, path: string[]
 function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8Array | undefined {
   const cb = ctx.callbacks!;
   const info = cb.info;
-  const req = ctx.maps[0] ?? cb.requestHeaders;
-  // In the log phase the response is the one sent (a local reply may have replaced the upstream's).
-  const res = ctx.logPhase ? cb.responseHeaders ?? ctx.maps[2] : ctx.maps[2] ?? cb.responseHeaders;
+  const req = ctx.requestHeaders();
+  const res = ctx.responseHeaders();
   const sub = rest[0];
   if (head === 'request') {
     const p = req?.get(':path');
