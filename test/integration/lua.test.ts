@@ -332,25 +332,27 @@ test('lua e2e: bodyChunks() on the request streams the body to the upstream as i
   assert.equal(line.msg, 'streamed 200000 bytes');
 });
 
-test('lua e2e: envoy_on_response body() on an upstream response with trailers sends the response and the trailers', async () => {
-  const up = await startUpstream((_q, res) => {
-    res.writeHead(200, { 'transfer-encoding': 'chunked', trailer: 'x-sum' });
-    res.write('abc');
-    res.addTrailers({ 'x-sum': '42' });
-    res.end('def');
-  });
+/**
+ * Starts an upstream answering with `handler` and a weir whose listener runs one Lua filter `name` with `source`
+ * before routing everything to that upstream; runs `body` against them, then stops both.
+ */
+async function withLuaFilter(
+  name: string,
+  source: string,
+  handler: Parameters<typeof startUpstream>[0],
+  body: (w: Weir) => Promise<void>,
+): Promise<void> {
+  const up = await startUpstream(handler);
+  const script = source.trim().split('\n').map((line) => `          ${line}`).join('\n');
   const w = await startWeir(`
 listeners:
   - name: edge
     address: 127.0.0.1:0
     filters:
-      - name: resp-body
+      - name: ${name}
         type: lua
         source: |
-          function envoy_on_response(handle)
-            local b = handle:body()
-            handle:headers():add("x-len", tostring(b:length()))
-          end
+${script}
     routes:
       - match: { prefix: / }
         cluster: up
@@ -359,131 +361,113 @@ clusters:
     endpoints: [${up.address}]
 `);
   try {
-    const { text } = await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n', 3000);
-    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
-    assert.match(text, /\r\nx-len: 6\r\n/);
-    assert.match(text, /abcdef/);
-    assert.match(text, /\r\n0\r\nx-sum: 42\r\n\r\n$/);
+    await body(w);
   } finally {
     await w.stop();
     await up.close();
   }
+}
+
+test('lua e2e: envoy_on_response body() on an upstream response with trailers sends the response and the trailers', async () => {
+  await withLuaFilter(
+    'resp-body',
+    `
+function envoy_on_response(handle)
+  local b = handle:body()
+  handle:headers():add("x-len", tostring(b:length()))
+end
+`,
+    (_q, res) => {
+      res.writeHead(200, { 'transfer-encoding': 'chunked', trailer: 'x-sum' });
+      res.write('abc');
+      res.addTrailers({ 'x-sum': '42' });
+      res.end('def');
+    },
+    async (w) => {
+      const { text } = await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n', 3000);
+      assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.match(text, /\r\nx-len: 6\r\n/);
+      assert.match(text, /abcdef/);
+      assert.match(text, /\r\n0\r\nx-sum: 42\r\n\r\n$/);
+    },
+  );
 });
 
 test('lua e2e: setBytes() on a chunked response sets content-length (transfer-encoding goes); with trailers the body stays chunked', async () => {
-  const up = await startUpstream((q, res) => {
-    res.writeHead(200, q.url === '/trailers' ? { 'transfer-encoding': 'chunked', trailer: 'x-sum' } : { 'transfer-encoding': 'chunked' });
-    res.write('abc');
-    if (q.url === '/trailers') res.addTrailers({ 'x-sum': '42' });
-    res.end('def');
-  });
-  const w = await startWeir(`
-listeners:
-  - name: edge
-    address: 127.0.0.1:0
-    filters:
-      - name: rewrite
-        type: lua
-        source: |
-          function envoy_on_response(handle)
-            local n = handle:body():setBytes("rewritten")
-            local h = handle:headers()
-            h:add("x-seen", tostring(n) .. "/" .. tostring(h:get("content-length")) .. "/" .. tostring(h:get("transfer-encoding")))
-          end
-    routes:
-      - match: { prefix: / }
-        cluster: up
-clusters:
-  - name: up
-    endpoints: [${up.address}]
-`);
-  try {
-    const plain = (await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 3000)).text;
-    assert.match(plain, /\r\nx-seen: 9\/9\/nil\r\n/);
-    assert.match(plain, /\r\ncontent-length: 9\r\n/);
-    assert.doesNotMatch(plain, /transfer-encoding/);
-    assert.match(plain, /\r\n\r\nrewritten$/);
-    const withTrailers = (await rawExchange(w.url('edge'), 'GET /trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n', 3000)).text;
-    assert.match(withTrailers, /\r\nx-seen: 9\/nil\/chunked\r\n/);
-    assert.match(withTrailers, /\r\n\r\n9\r\nrewritten\r\n0\r\nx-sum: 42\r\n\r\n$/);
-  } finally {
-    await w.stop();
-    await up.close();
-  }
+  await withLuaFilter(
+    'rewrite',
+    `
+function envoy_on_response(handle)
+  local n = handle:body():setBytes("rewritten")
+  local h = handle:headers()
+  h:add("x-seen", tostring(n) .. "/" .. tostring(h:get("content-length")) .. "/" .. tostring(h:get("transfer-encoding")))
+end
+`,
+    (q, res) => {
+      res.writeHead(200, q.url === '/trailers' ? { 'transfer-encoding': 'chunked', trailer: 'x-sum' } : { 'transfer-encoding': 'chunked' });
+      res.write('abc');
+      if (q.url === '/trailers') res.addTrailers({ 'x-sum': '42' });
+      res.end('def');
+    },
+    async (w) => {
+      const plain = (await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n', 3000)).text;
+      assert.match(plain, /\r\nx-seen: 9\/9\/nil\r\n/);
+      assert.match(plain, /\r\ncontent-length: 9\r\n/);
+      assert.doesNotMatch(plain, /transfer-encoding/);
+      assert.match(plain, /\r\n\r\nrewritten$/);
+      const withTrailers = (await rawExchange(w.url('edge'), 'GET /trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n', 3000)).text;
+      assert.match(withTrailers, /\r\nx-seen: 9\/nil\/chunked\r\n/);
+      assert.match(withTrailers, /\r\n\r\n9\r\nrewritten\r\n0\r\nx-sum: 42\r\n\r\n$/);
+    },
+  );
 });
 
 test('lua e2e: a script error after the response head was sent resets the stream; the access log says FF and names the filter', async () => {
-  const up = await startUpstream((_q, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    res.write('fine ');
-    setTimeout(() => res.end('boom'), 50);
-  });
-  const w = await startWeir(`
-listeners:
-  - name: edge
-    address: 127.0.0.1:0
-    filters:
-      - name: chunky
-        type: lua
-        source: |
-          function envoy_on_response(handle)
-            for chunk in handle:bodyChunks() do
-              if chunk:getBytes(0, chunk:length()):find("boom") then error("bad chunk") end
-            end
-          end
-    routes:
-      - match: { prefix: / }
-        cluster: up
-clusters:
-  - name: up
-    endpoints: [${up.address}]
-`);
-  try {
-    const { text, closed } = await rawExchange(w.url('edge'), 'GET /late-error HTTP/1.1\r\nhost: x\r\n\r\n', 3000);
-    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
-    assert.equal(closed, true);
-    assert.doesNotMatch(text, /boom/);
-    const line = await w.waitForLine((l) => l.msg === 'access' && l.path === '/late-error');
-    assert.equal(line.flags, 'FF');
-    assert.equal(line.details, 'lua_error');
-    const error = await w.waitForLine((l) => l.filter === 'chunky' && /bad chunk/.test(String(l.msg)));
-    assert.match(String(error.msg), /:3: bad chunk/);
-  } finally {
-    await w.stop();
-    await up.close();
-  }
+  await withLuaFilter(
+    'chunky',
+    `
+function envoy_on_response(handle)
+  for chunk in handle:bodyChunks() do
+    if chunk:getBytes(0, chunk:length()):find("boom") then error("bad chunk") end
+  end
+end
+`,
+    (_q, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('fine ');
+      setTimeout(() => res.end('boom'), 50);
+    },
+    async (w) => {
+      const { text, closed } = await rawExchange(w.url('edge'), 'GET /late-error HTTP/1.1\r\nhost: x\r\n\r\n', 3000);
+      assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.equal(closed, true);
+      assert.doesNotMatch(text, /boom/);
+      const line = await w.waitForLine((l) => l.msg === 'access' && l.path === '/late-error');
+      assert.equal(line.flags, 'FF');
+      assert.equal(line.details, 'lua_error');
+      const error = await w.waitForLine((l) => l.filter === 'chunky' && /bad chunk/.test(String(l.msg)));
+      assert.match(String(error.msg), /:3: bad chunk/);
+    },
+  );
 });
 
 test('lua e2e: setHttp1ReasonPhrase sets the status line, drainConnectionUponCompletion closes the connection', async () => {
-  const up = await startUpstream((_q, res) => res.end('ok'));
-  const w = await startWeir(`
-listeners:
-  - name: edge
-    address: 127.0.0.1:0
-    filters:
-      - name: phrase
-        type: lua
-        source: |
-          function envoy_on_response(handle)
-            handle:headers():setHttp1ReasonPhrase("Very Fine")
-            handle:streamInfo():drainConnectionUponCompletion()
-          end
-    routes:
-      - match: { prefix: / }
-        cluster: up
-clusters:
-  - name: up
-    endpoints: [${up.address}]
-`);
-  try {
-    const { text, closed } = await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', 2000);
-    assert.match(text, /^HTTP\/1\.1 200 Very Fine\r\n/);
-    assert.match(text, /\r\nconnection: close\r\n/);
-    assert.equal(closed, true);
-  } finally {
-    await w.stop();
-    await up.close();
-  }
+  await withLuaFilter(
+    'phrase',
+    `
+function envoy_on_response(handle)
+  handle:headers():setHttp1ReasonPhrase("Very Fine")
+  handle:streamInfo():drainConnectionUponCompletion()
+end
+`,
+    (_q, res) => res.end('ok'),
+    async (w) => {
+      const { text, closed } = await rawExchange(w.url('edge'), 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', 2000);
+      assert.match(text, /^HTTP\/1\.1 200 Very Fine\r\n/);
+      assert.match(text, /\r\nconnection: close\r\n/);
+      assert.equal(closed, true);
+    },
+  );
 });
 
 test('lua e2e: downstreamRemoteAddress is the peer "ip:port", or the trusted x-forwarded-for client', async () => {
