@@ -11,6 +11,7 @@
  * headers and keep-alive.
  */
 import type { Buffer } from 'node:buffer';
+import { TOKEN } from '../../core/headers.ts';
 
 /** A head read by `readUsualResponseHead`. The object is reused from call to call: read it before the next call. */
 export interface UsualHead {
@@ -27,9 +28,9 @@ export interface UsualHead {
 const head: UsualHead = { raw: [], status: 0, reason: '', keepAlive: true, contentLength: -1, end: 0 };
 const END_OF_HEAD = '\r\n\r\n';
 
-/** RFC 9110 tchar: the characters of a header name. */
+/** RFC 9110 tchar, the characters of a header name, as a byte table made from HeaderMap's TOKEN. */
 const TCHAR = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 0; c < 128; c++) if (TOKEN.test(String.fromCharCode(c))) TCHAR[c] = 1;
 
 /** A value character accepted here: HTAB, SP and visible ASCII (obs-text and controls are left to llhttp). */
 function valueChar(c: number): boolean {
