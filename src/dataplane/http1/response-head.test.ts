@@ -73,6 +73,8 @@ test('heads outside the usual case are left to llhttp', () => {
     'HTTP/1.1 200 Caf\xe9\r\nContent-Length: 1\r\n\r\n',
     'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n',
     'HTTP/1.1 200 OK\r\nContent-Length: 1234567890123456\r\n\r\n',
+    // More header lines than the reader keeps offsets for.
+    'HTTP/1.1 200 OK\r\n' + 'X-A: 1\r\n'.repeat(64) + 'Content-Length: 1\r\n\r\n',
   ];
   for (const text of cases) {
     const bytes = Buffer.from(text, 'latin1');
