@@ -12,10 +12,14 @@
  */
 import { Buffer } from 'node:buffer';
 import { TOKEN } from '../../core/headers.ts';
+import { COMMON_LOWER_NAMES } from './wire.ts';
 
 /** A head read by `readUsualResponseHead`. The object is reused from call to call: read it before the next call. */
 export interface UsualHead {
-  /** Names (as sent) and values interleaved, as llhttp gives them. */
+  /**
+   * Names and values interleaved, as llhttp gives them, except that the common names (wire.ts) come in lower case
+   * whatever their case on the wire: the same strings each time, with no slice made for them.
+   */
   raw: string[];
   status: number;
   reason: string;
@@ -48,6 +52,18 @@ const UPGRADE = Buffer.from('upgrade', 'latin1');
 const CONNECTION = Buffer.from('connection', 'latin1');
 const PROXY_CONNECTION = Buffer.from('proxy-connection', 'latin1');
 
+/** The common names by length, as lower-case bytes and the string given for them. */
+const KNOWN: { bytes: Buffer; name: string }[][] = [];
+for (const name of COMMON_LOWER_NAMES) (KNOWN[name.length] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
+
+/** The common name spelled (in any case) at `buf[at, at + n)`, or null. */
+function knownName(buf: Buffer, at: number, n: number): string | null {
+  const candidates = KNOWN[n];
+  if (candidates === undefined) return null;
+  for (const k of candidates) if (nameIs(buf, at, k.bytes)) return k.name;
+  return null;
+}
+
 /** Whether the header name at `buf[at, at + lower.length)` is `lower`, ignoring ASCII case (the bytes are tchars). */
 function nameIs(buf: Buffer, at: number, lower: Buffer): boolean {
   for (let k = 0; k < lower.length; k++) if ((buf[at + k] | 0x20) !== lower[k]) return false;
@@ -59,7 +75,7 @@ function nameIs(buf: Buffer, at: number, lower: Buffer): boolean {
  * otherwise. A head longer than `maxHeaderSize` bytes is left to llhttp, which refuses it.
  *
  * The bytes are scanned as they are (indexing a Buffer is cheaper than charCodeAt on a string just made from it);
- * one latin1 string of the head is made at the end, and the names and values are slices of it.
+ * one latin1 string of the head is made at the end, and the values and the uncommon names are slices of it.
  */
 export function readUsualResponseHead(buf: Buffer, start: number, end: number, maxHeaderSize: number): UsualHead | null {
   // Every byte looked at is below `limit`: a head that does not end there is partial or too long for this reader.
@@ -144,7 +160,7 @@ export function readUsualResponseHead(buf: Buffer, start: number, end: number, m
   const raw = new Array<string>(fields * 2);
   for (let f = 0; f < fields; f++) {
     const m = f * 4;
-    raw[2 * f] = s.slice(marks[m], marks[m + 1]);
+    raw[2 * f] = knownName(buf, start + marks[m], marks[m + 1] - marks[m]) ?? s.slice(marks[m], marks[m + 1]);
     raw[2 * f + 1] = s.slice(marks[m + 2], marks[m + 3]);
   }
   if (connection) {

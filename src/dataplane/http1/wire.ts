@@ -19,7 +19,9 @@ const COMMON_NAMES = [
   'Last-Modified', 'Location', 'Origin', 'Pragma', 'Referer', 'Server', 'Set-Cookie', 'Transfer-Encoding', 'Upgrade',
   'Vary', 'X-Forwarded-For', 'X-Request-Id', 'If-Modified-Since', 'If-None-Match',
 ];
-const LOWER = new Map(COMMON_NAMES.map((n) => [n, n.toLowerCase()]));
+/** The common names in lower case, as received heads usually spell them or as response-head.ts gives them. */
+export const COMMON_LOWER_NAMES: readonly string[] = COMMON_NAMES.map((n) => n.toLowerCase());
+const LOWER = new Map([...COMMON_NAMES.map((n) => [n, n.toLowerCase()] as const), ...COMMON_LOWER_NAMES.map((n) => [n, n] as const)]);
 
 /** A header name in lower case; the usual capitalised names come from a table instead of a new string each time. */
 export function lowerName(name: string): string {
