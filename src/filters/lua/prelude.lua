@@ -473,7 +473,7 @@ dsetmetatable(0, { __index = HANDLE })
 local function run(id, d)
   -- The host pushes floats; handles are integers so that `% 2` stays an integer operation (on floats it
   -- calls fmod).
-  local h = (id | 0) * 2 + d
+  local h = (id | 0) * 2 + (d | 0)
   CUR = h
   if d == 0 then return G.envoy_on_request(h) end
   return G.envoy_on_response(h)
