@@ -43,6 +43,15 @@ export const ERRORS = Object.freeze({
   INTERNAL: kind('INTERNAL', 'internal', 500, 'LR', false, 'internal error'),
 });
 
+/**
+ * Envoy's bit (`1 << CoreResponseFlag`) for each response flag above that Envoy also has, as the Proxy-Wasm property
+ * `response.flags` reports them. FF (a filter failed) is weir's own and has no bit.
+ */
+export const ENVOY_FLAG_BITS: Readonly<Record<string, number>> = Object.freeze({
+  UH: 0x2, UT: 0x4, LR: 0x8, UR: 0x10, UF: 0x20, UO: 0x80, NR: 0x100, RL: 0x800, DC: 0x4000, URX: 0x8000,
+  SI: 0x10000, DPE: 0x40000, DT: 0x400000, UPE: 0x800000,
+});
+
 /** A catalogued error key. */
 export type ErrorCode = keyof typeof ERRORS;
 

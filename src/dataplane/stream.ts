@@ -25,6 +25,7 @@ import type { Snapshot, ChainEntry } from './snapshot.ts';
 import { tunnel } from './tunnel.ts';
 import { publishStreamComplete } from '../telemetry/channels.ts';
 import { RouterSink, ClientSink } from './stream-sinks.ts';
+import { connectionId } from './connection-id.ts';
 
 const EMPTY = Buffer.alloc(0);
 const NO_FILTERS: readonly Filter[] = Object.freeze([]);
@@ -689,6 +690,9 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   }
   get attemptCount(): number {
     return this.upstream === null ? 0 : this.upstream.retries + 1;
+  }
+  get connectionId(): number {
+    return connectionId(this.conn);
   }
 }
 

@@ -43,6 +43,8 @@ export interface Corpus {
   matrix: string;
   /** ABI 0.1.0: the proxy_clear_route_cache hostcall. */
   clearRouteCache010: string;
+  /** Logs stream properties (sizes, flags, code details, connection id) in each phase. */
+  properties: string;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -127,7 +129,7 @@ let built: Promise<Corpus> | undefined;
 export function buildCorpus(): Promise<Corpus> {
   built ??= (async () => {
     await mkdir(outDir, { recursive: true });
-    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010, calloutAfterEnd] = await Promise.all([
+    const [as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010, calloutAfterEnd, properties] = await Promise.all([
       buildAs(),
       buildWat('edge.wat'),
       buildWat('abi-0-1-0.wat'),
@@ -143,8 +145,9 @@ export function buildCorpus(): Promise<Corpus> {
       buildWat('matrix.wat'),
       buildWat('clear-route-cache-0-1-0.wat'),
       buildWat('callout-after-end.wat'),
+      buildWat('properties.wat'),
     ]);
-    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010, calloutAfterEnd };
+    return { as, edge, abi010, wasi, unknownImport, noAbiMarker, noMalloc, restrictedStart, hostcalls, headerRw, lateDone, big, matrix, clearRouteCache010, calloutAfterEnd, properties };
   })();
   return built;
 }

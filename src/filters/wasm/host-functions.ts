@@ -8,6 +8,7 @@ import { Buffer } from 'node:buffer';
 import { BufferType, MapType, Status, StreamType } from './abi.ts';
 import { decodePairs, encodePairs } from './pairs.ts';
 import { guestIo, stateFunctions } from './state-functions.ts';
+import { headerBytes } from './properties.ts';
 import { WASI_ALLOWED_AT_START, WASI_FUNCTIONS, wasiImports } from './wasi.ts';
 import type { ContextState } from './context.ts';
 import { VmFailure, type WasmVm } from './vm.ts';
@@ -95,13 +96,6 @@ function bufferOf(ctx: ContextState | null, type: number): Uint8Array | undefine
     default:
       return undefined;
   }
-}
-
-/** Envoy's `HeaderMap::byteSize()`: the bytes of every name and value (header strings hold one byte per character). */
-function mapByteSize(map: HeaderMap): number {
-  let n = 0;
-  for (const [k, v] of map) n += k.length + v.length;
-  return n;
 }
 
 function envFunctions(vm: WasmVm): Record<string, Fn> {
@@ -221,7 +215,7 @@ function envFunctions(vm: WasmVm): Record<string, Fn> {
     proxy_get_header_map_size(type: number, sizePtr: number): number {
       const map = mapOf(vm.effective, type);
       if (map === null) return Status.BAD_ARGUMENT;
-      return u32(sizePtr, mapByteSize(map));
+      return u32(sizePtr, headerBytes(map));
     },
     proxy_get_header_map_value(type: number, kPtr: number, kSize: number, vPtrPtr: number, vSizePtr: number): number {
       const key = hstr(kPtr, kSize);

@@ -7,7 +7,8 @@
 import { Buffer } from 'node:buffer';
 import type { ContextState } from './context.ts';
 import { encodePairs } from './pairs.ts';
-import type { HeaderMap } from '../../core/headers.ts';
+import { contentLengthOf, type HeaderMap } from '../../core/headers.ts';
+import { ENVOY_FLAG_BITS } from '../../core/errors.ts';
 import type { WasmVm } from './vm.ts';
 
 function int64(n: number): Uint8Array {
@@ -24,6 +25,21 @@ function text(s: string | null | undefined): Uint8Array | undefined {
 /** A string from the wire (a header, the request line) as the bytes that came: weir holds those as latin1. */
 function wire(s: string | null | undefined): Uint8Array | undefined {
   return s === null || s === undefined ? undefined : Buffer.from(s, 'latin1');
+}
+
+/** Envoy's `HeaderMap::byteSize()`: the bytes of every name and value (header strings hold one byte per character). */
+export function headerBytes(map: HeaderMap | null): number {
+  if (map === null) return 0;
+  let n = 0;
+  for (const [k, v] of map) n += k.length + v.length;
+  return n;
+}
+
+/** Envoy's bit set of the access log's flags ("UF,URX"); flags Envoy does not have add nothing. */
+function envoyFlags(flags: string): number {
+  let bits = 0;
+  if (flags !== '-') for (const f of flags.split(',')) bits |= ENVOY_FLAG_BITS[f] ?? 0;
+  return bits;
 }
 
 function splitAddress(addr: string | null | undefined): { address: string; port: number } | undefined {
@@ -116,6 +132,15 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
         return int64(info.startTime * 1e6);
       case 'duration':
         return int64((Date.now() - info.startTime) * 1e6);
+      case 'size': {
+        // Envoy: the Content-Length when there is one (none if it is not a number), else the body bytes so far.
+        if (info.bytesIn === undefined) return undefined;
+        const cl = req?.get('content-length');
+        const n = cl === undefined ? info.bytesIn : contentLengthOf(cl);
+        return n < 0 ? undefined : int64(n);
+      }
+      case 'total_size':
+        return info.bytesIn === undefined ? undefined : int64(info.bytesIn + headerBytes(req));
     }
     return undefined;
   }
@@ -133,6 +158,18 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
         const g = res?.get('grpc-status');
         return g === undefined ? undefined : int64(Number(g));
       }
+      case 'size':
+        return info.bytesOut === undefined ? undefined : int64(info.bytesOut);
+      case 'total_size':
+        return info.bytesOut === undefined ? undefined : int64(info.bytesOut + headerBytes(res) + headerBytes(ctx.maps[3]));
+      case 'flags':
+        return info.responseFlag === undefined ? undefined : int64(envoyFlags(info.responseFlag));
+      case 'code_details': {
+        // The access log's details; without any, a response that came from an upstream is Envoy's "via_upstream".
+        const d = info.details;
+        if (d === undefined) return undefined;
+        return text(d !== '' ? d : info.responseCode > 0 && info.upstreamAddress !== null ? 'via_upstream' : undefined);
+      }
     }
     return undefined;
   }
@@ -147,6 +184,7 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
   if (head === 'connection') {
     if (sub === 'requested_server_name') return text(info.requestedServerName);
     if (sub === 'mtls') return Uint8Array.of(0);
+    if (sub === 'id') return info.connectionId === undefined ? undefined : int64(info.connectionId);
     return undefined;
   }
   const xds = head === 'xds' ? sub : head;
