@@ -108,17 +108,16 @@ export interface StreamInfo {
   /** The endpoint the request was sent to, "host:port", once chosen. */
   readonly upstreamAddress: string | null;
   readonly attemptCount: number;
-  // The members below are optional so that stand-ins for a stream (test doubles) may leave them out.
   /** Request body bytes received from the client so far (the access log's `bytes_in`). */
-  readonly bytesIn?: number;
+  readonly bytesIn: number;
   /** Response body bytes sent to the client so far (the access log's `bytes_out`). */
-  readonly bytesOut?: number;
+  readonly bytesOut: number;
   /** The access log's `flags`: Envoy-style short names joined by commas ("UF,URX"), or "-". */
-  readonly responseFlag?: string;
+  readonly responseFlag: string;
   /** The access log's `details` (an error message, `direct_response`, a filter's reason), or '' while there are none. */
-  readonly details?: string;
+  readonly details: string;
   /** The downstream connection's id, unique in the process. */
-  readonly connectionId?: number;
+  readonly connectionId: number;
 }
 
 /** Log levels shared by every filter runtime. */

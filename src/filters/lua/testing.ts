@@ -183,6 +183,11 @@ export async function exchangeForTest(built: LuaFilterForTest, spec: ExchangeSpe
     filterState: new Map(Object.entries(spec.filterState ?? {})),
     upstreamAddress: null,
     attemptCount: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    responseFlag: '-',
+    details: '',
+    connectionId: 1,
   };
   if (spec.tls !== undefined) (info as unknown as { tls: unknown }).tls = spec.tls;
   const cb: FilterCallbacks & { routeCleared: number; override: [string, boolean] | null } = {

@@ -76,6 +76,7 @@ export class CallbacksForTest implements FilterCallbacks {
       downstreamRemoteAddress: '127.0.0.1:54321', downstreamClientAddress: '127.0.0.1', requestedServerName: '',
       routeName: 'default', clusterName: 'backend', routeMetadata: {}, startTime: Date.now(), responseCode: 0,
       dynamicMetadata: new Map(), filterState: new Map(), upstreamAddress: null, attemptCount: 1,
+      bytesIn: 0, bytesOut: 0, responseFlag: '-', details: '', connectionId: 1,
       ...opts.info,
     };
   }

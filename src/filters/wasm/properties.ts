@@ -134,13 +134,12 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
         return int64((Date.now() - info.startTime) * 1e6);
       case 'size': {
         // Envoy: the Content-Length when there is one (none if it is not a number), else the body bytes so far.
-        if (info.bytesIn === undefined) return undefined;
         const cl = req?.get('content-length');
         const n = cl === undefined ? info.bytesIn : contentLengthOf(cl);
         return n < 0 ? undefined : int64(n);
       }
       case 'total_size':
-        return info.bytesIn === undefined ? undefined : int64(info.bytesIn + headerBytes(req));
+        return int64(info.bytesIn + headerBytes(req));
     }
     return undefined;
   }
@@ -159,15 +158,14 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
         return g === undefined ? undefined : int64(Number(g));
       }
       case 'size':
-        return info.bytesOut === undefined ? undefined : int64(info.bytesOut);
+        return int64(info.bytesOut);
       case 'total_size':
-        return info.bytesOut === undefined ? undefined : int64(info.bytesOut + headerBytes(res) + headerBytes(ctx.maps[3]));
+        return int64(info.bytesOut + headerBytes(res) + headerBytes(ctx.maps[3]));
       case 'flags':
-        return info.responseFlag === undefined ? undefined : int64(envoyFlags(info.responseFlag));
+        return int64(envoyFlags(info.responseFlag));
       case 'code_details': {
         // The access log's details; without any, a response that came from an upstream is Envoy's "via_upstream".
         const d = info.details;
-        if (d === undefined) return undefined;
         return text(d !== '' ? d : info.responseCode > 0 && info.upstreamAddress !== null ? 'via_upstream' : undefined);
       }
     }
@@ -184,7 +182,7 @@ function streamProperty(ctx: ContextState, head: string, rest: string[]): Uint8A
   if (head === 'connection') {
     if (sub === 'requested_server_name') return text(info.requestedServerName);
     if (sub === 'mtls') return Uint8Array.of(0);
-    if (sub === 'id') return info.connectionId === undefined ? undefined : int64(info.connectionId);
+    if (sub === 'id') return int64(info.connectionId);
     return undefined;
   }
   const xds = head === 'xds' ? sub : head;
