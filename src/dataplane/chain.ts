@@ -5,6 +5,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
+import { advanceClock } from '../core/clock.ts';
 import type { HeaderMap } from '../core/headers.ts';
 import type { Filter, FilterStatus, HookResult, BodyChunk } from '../filters/contract.ts';
 
@@ -208,7 +209,10 @@ export class Pipeline {
     try {
       return hook.call(filter, a, b);
     } finally {
-      timing[this.#reversed ? this.length - 1 - i : i] += performance.now() - t0;
+      const t1 = performance.now();
+      timing[this.#reversed ? this.length - 1 - i : i] += t1 - t0;
+      // The event's later timestamps (the upstream attempt, say) come after the filter's work.
+      advanceClock(t1);
     }
   }
 

@@ -2,7 +2,6 @@
  * A listener as one snapshot compiled it: its router, its default filter chain, its settings and the
  * metric children its streams update. Streams hold the ListenerRuntime they started with.
  */
-import { performance } from 'node:perf_hooks';
 import type { Router } from './router.ts';
 import type { ChainEntry, Snapshot } from './snapshot.ts';
 import type { Metrics, Value, Distribution, Family } from '../telemetry/metrics.ts';
@@ -12,6 +11,7 @@ import { publishStreamComplete, RejectedRequest } from '../telemetry/channels.ts
 import type { LogLevel } from '../filters/contract.ts';
 import type { Stream } from './stream.ts';
 import { formatAddress } from '../core/units.ts';
+import { monoNow } from '../core/clock.ts';
 
 /** Per-listener settings, durations and sizes in ms and bytes. */
 export interface ListenerSettings {
@@ -96,7 +96,7 @@ export class ListenerRuntime {
     }
     const cls = Math.min(5, Math.floor(s.responseCode / 100));
     st.byClass[cls].inc();
-    st.duration.observe(performance.now() - s.startMono);
+    st.duration.observe(monoNow() - s.startMono);
     const ms = s.filterMs;
     if (ms !== null) {
       for (let i = 0; i < ms.length; i++) {

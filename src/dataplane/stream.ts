@@ -9,7 +9,6 @@
  * A local reply (from a filter, the router or an error) leaves the request path and enters the response path.
  */
 import { Buffer } from 'node:buffer';
-import { performance } from 'node:perf_hooks';
 import { requestId } from '../core/request-id.ts';
 import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-list.ts';
 import { HeaderMap, bodilessStatus, contentLengthOf, validReasonPhrase } from '../core/headers.ts';
@@ -26,6 +25,7 @@ import { tunnel } from './tunnel.ts';
 import { publishStreamComplete } from '../telemetry/channels.ts';
 import { RouterSink, ClientSink } from './stream-sinks.ts';
 import { connectionId } from './connection-id.ts';
+import { monoNow, wallNow } from '../core/clock.ts';
 
 const EMPTY = Buffer.alloc(0);
 const NO_FILTERS: readonly Filter[] = Object.freeze([]);
@@ -37,8 +37,8 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   readonly snapshot: Snapshot;
   readonly conn: DownstreamConnection;
   readonly head: RequestHead;
-  readonly startTime = Date.now();
-  readonly startMono = performance.now();
+  readonly startTime = wallNow();
+  readonly startMono = monoNow();
   requestId = '';
   /** The path and Host as the client sent them, before filters and rewrites. */
   originalPath = '';

@@ -3,7 +3,6 @@
  * request, and retries on another endpoint when the policy allows, within per-try and overall timeouts.
  * The stream sees one response (or one failure), whatever the number of attempts.
  */
-import { performance } from 'node:perf_hooks';
 import type { HeaderMap } from '../core/headers.ts';
 import { ProxyError } from '../core/errors.ts';
 import { timeoutList, type TimeoutList, type TimeoutTicket, type Expirable } from '../core/timeout-list.ts';
@@ -12,6 +11,7 @@ import type { Cluster } from './upstream/cluster.ts';
 import type { Endpoint, AttemptResult } from './upstream/endpoint.ts';
 import type { RetrySettings } from './router.ts';
 import type { AttemptFailure } from './upstream/retry-policy.ts';
+import { monoNow } from '../core/clock.ts';
 
 /** What the stream receives. */
 export interface UpstreamListener {
@@ -263,7 +263,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     (this.#tried ??= []).push(ep);
     this.#state = 1;
     this.#headSeen = false;
-    this.#attemptStart = performance.now();
+    this.#attemptStart = monoNow();
     if (this.#firstAttempt === 0) this.#firstAttempt = this.#attemptStart;
     o.cluster.endpointMetrics(ep).requests.inc();
     if (this.#requestEnded) this.#armTryTimer();
@@ -328,12 +328,12 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
       this.#clearTimers();
       o.cluster.report(ep, 'success', status);
       this.#endAttempt();
-      this.upstreamMs = performance.now() - this.#firstAttempt;
+      this.upstreamMs = monoNow() - this.#firstAttempt;
       this.#l.onResponseHead(status, reason, headers, contentLength);
       return;
     }
     this.#clearTimers();
-    const now = performance.now();
+    const now = monoNow();
     this.upstreamMs = now - this.#firstAttempt;
     o.cluster.endpointMetrics(ep).latency.observe(now - this.#attemptStart);
     o.cluster.report(ep, status >= 500 ? '5xx' : 'success', status);

@@ -3,12 +3,12 @@
  * It subscribes to the stream-complete channel, so the request path never calls it directly.
  */
 import { Buffer } from 'node:buffer';
-import { performance } from 'node:perf_hooks';
 import diagnostics from 'node:diagnostics_channel';
 import fs from 'node:fs';
 import path from 'node:path';
 import { STREAM_COMPLETE, RejectedRequest } from './channels.ts';
 import type { Stream } from '../dataplane/stream.ts';
+import { monoNow, wallNow } from '../core/clock.ts';
 
 /**
  * One access log line: pino's layout (`level`, `time` first, `msg` last) and the stable fields docs/configuration.md
@@ -36,7 +36,7 @@ export function accessLogLine(s: Stream): string {
     details: s.details || undefined,
     bytes_in: s.bytesIn,
     bytes_out: s.bytesOut,
-    duration_ms: round(performance.now() - s.startMono),
+    duration_ms: round(monoNow() - s.startMono),
     upstream_ms: s.upstream !== null && s.upstream.upstreamMs >= 0 ? round(s.upstream.upstreamMs) : null,
     filter_ms: round(filterMs),
     cluster: s.clusterName,
@@ -77,7 +77,7 @@ let isoText = '';
 
 /** The current time in ISO 8601, formatted at most once a millisecond. */
 function isoTime(): string {
-  const now = Date.now();
+  const now = wallNow();
   if (now !== isoMs) {
     isoMs = now;
     isoText = new Date(now).toISOString();

@@ -2,7 +2,7 @@
  * A listening socket of one worker. It outlives snapshots: a reload that keeps a listener's name and
  * address keeps the socket and only points it at the new ListenerRuntime.
  */
-import { performance } from 'node:perf_hooks';
+import { monoNow } from '../core/clock.ts';
 import net from 'node:net';
 import { ServerConnection } from '../dataplane/http1/server-connection.ts';
 import { Stream } from '../dataplane/stream.ts';
@@ -87,7 +87,7 @@ export class ListenerSocket {
       this.#sweep = null;
       return;
     }
-    const before = performance.now() - PARK_AFTER_MS;
+    const before = monoNow() - PARK_AFTER_MS;
     for (const c of this.connections) c.park(before);
   }
 

@@ -49,7 +49,7 @@ export class ClientConnection implements UpstreamConnection {
   readonly address: string;
   /** Exchanges carried so far; > 0 means the connection was reused. */
   exchanges = 0;
-  /** Date.now() when the pool last put it in its idle list. */
+  /** wallNow() when the pool last put it in its idle list. */
   idleSince = 0;
   readonly #owner: ConnectionOwner;
   readonly #out: Coalescer;

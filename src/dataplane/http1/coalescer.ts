@@ -5,6 +5,7 @@
 import { Buffer } from 'node:buffer';
 import process from 'node:process';
 import type { Socket } from 'node:net';
+import { enterEvent, leaveEvent } from '../../core/clock.ts';
 
 /** Above this many pending bytes the coalescer writes at once instead of copying more. */
 const FLUSH_AT = 16 * 1024;
@@ -360,12 +361,15 @@ function flushDirty(): void {
  * batch, and the writes go out at the end of the callback as before. Every `ioEnter()` must be followed by one `ioExit()` (try/finally).
  */
 export function ioEnter(): void {
-  ioDepth++;
+  // The outermost enter is one I/O event for the clock too: its timestamps share one reading.
+  if (ioDepth++ === 0) enterEvent();
 }
 
 /** Ends what `ioEnter` began; the outermost exit writes every queued batch, now or after the turn's other I/O callbacks. */
 export function ioExit(): void {
-  if (--ioDepth !== 0 || dirty.length === 0) return;
+  if (--ioDepth !== 0) return;
+  leaveEvent();
+  if (dirty.length === 0) return;
   // A lone exchange has nothing to share a turn with: waiting would only add the setImmediate's delay
   // (measured with wrk -c1: p50 +6 us, -8 % req/s).
   if (exchanges <= 1) flushDirty();

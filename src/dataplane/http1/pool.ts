@@ -6,6 +6,7 @@ import { ProxyError } from '../../core/errors.ts';
 import { ClientConnection, connect, type ConnectionOwner } from './client-connection.ts';
 import type { ConnectionSource } from '../codec.ts';
 import { formatAddress } from '../../core/units.ts';
+import { wallNow } from '../../core/clock.ts';
 
 /** Who waits for a connection. */
 export interface PoolWaiter {
@@ -114,7 +115,7 @@ export class Pool implements ConnectionOwner, ConnectionSource {
       return;
     }
     this.#idle.push(conn);
-    conn.idleSince = Date.now();
+    conn.idleSince = wallNow();
     if (this.#sweeper === null && this.#opts.idleTimeoutMs > 0) {
       this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#opts.idleTimeoutMs, 1000));
       this.#sweeper.unref();
@@ -170,7 +171,7 @@ export class Pool implements ConnectionOwner, ConnectionSource {
   }
 
   #sweep(): void {
-    const cutoff = Date.now() - this.#opts.idleTimeoutMs;
+    const cutoff = wallNow() - this.#opts.idleTimeoutMs;
     // Destroying closes later (the 'close' event takes it out of #idle), so the list can be walked as it is.
     for (const conn of this.#idle) if (conn.idleSince <= cutoff) conn.socket.destroy();
     if (this.#idle.length === 0 && this.#sweeper !== null) {

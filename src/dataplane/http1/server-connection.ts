@@ -4,7 +4,6 @@
  * Responses go out in request order; a pipelined request waits (reading paused) until the one before it is done.
  */
 import { Buffer } from 'node:buffer';
-import { performance } from 'node:perf_hooks';
 import type { DownstreamConnection } from '../codec.ts';
 import type { Socket } from 'node:net';
 import { HeaderMap, bodilessStatus, checkHeaders, contentLengthOf } from '../../core/headers.ts';
@@ -14,6 +13,7 @@ import { normalizePath } from '../../core/path.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated } from './wire.ts';
 import { Coalescer, exchangeOpened, exchangeClosed } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
+import { monoNow, wallNow } from '../../core/clock.ts';
 
 /** A parsed request head. `headers` starts with :authority, :path, :method, :scheme. */
 export interface RequestHead {
@@ -85,7 +85,7 @@ export class ServerConnection implements DownstreamConnection {
   /** The request parser; null while the connection is parked (idle between requests, see `park`). */
   #parser: Parser | null;
   readonly #handler: ParserHandler;
-  /** performance.now() when the connection last became idle between requests. */
+  /** monoNow() when the connection last became idle between requests. */
   #idleSince: number;
   /** The sink receiving body events of the request being parsed (null between requests). */
   #parsing: RequestSink | Queued | null = null;
@@ -125,7 +125,7 @@ export class ServerConnection implements DownstreamConnection {
   #executing = false;
   #parkAfterRead = false;
   /**
-   * The header or idle timeout: `#deadline` (performance.now() ms) is when it expires. One pending native timer
+   * The header or idle timeout: `#deadline` (monoNow() ms) is when it expires. One pending native timer
    * serves many deadlines: moving the deadline later leaves it alone, and when it fires early it waits out the
    * rest, so a keep-alive request costs no timer of its own.
    */
@@ -153,7 +153,7 @@ export class ServerConnection implements DownstreamConnection {
     };
     // The parser comes with the first bytes (see `#unpark`): a connection that sends nothing costs no parser.
     this.#parser = null;
-    this.#idleSince = performance.now();
+    this.#idleSince = monoNow();
     socket.setNoDelay(true);
     socket.on('data', this.#unpark);
     socket.on('end', () => this.#onEnd());
@@ -434,7 +434,7 @@ export class ServerConnection implements DownstreamConnection {
   }
 
   /**
-   * Releases the parser of a connection idle between requests since before `idleBefore` (performance.now() ms):
+   * Releases the parser of a connection idle between requests since before `idleBefore` (monoNow() ms):
    * the native parser (about 6 KB) is most of what an idle keep-alive connection would cost. The next bytes get a
    * new parser (`#unpark`). Returns true if it parked.
    */
@@ -654,9 +654,9 @@ export class ServerConnection implements DownstreamConnection {
     this.#opts.onConnectionClose?.(this);
   }
 
-  /** Arms the header or idle timeout; returns the time it read (performance.now(), ms). */
+  /** Arms the header or idle timeout; returns the time it read (monoNow(), ms). */
   #arm(kind: 'header' | 'idle'): number {
-    const now = performance.now();
+    const now = monoNow();
     const ms = kind === 'header' ? this.#opts.headerTimeoutMs : this.#opts.idleTimeoutMs;
     if (ms <= 0) {
       this.#clearTimer();
@@ -692,7 +692,7 @@ export class ServerConnection implements DownstreamConnection {
     this.#timer = null;
     const kind = this.#timerKind;
     if (kind === null) return;
-    const left = this.#deadline - performance.now();
+    const left = this.#deadline - monoNow();
     if (left > 0) {
       this.#timerAt = this.#deadline;
       this.#timer = setTimeout(onTimer, Math.ceil(left), this);
@@ -714,7 +714,7 @@ let dateSecond = 0;
 
 /** The current time as an HTTP date, formatted at most once a second. */
 function httpDate(): string {
-  const now = Date.now();
+  const now = wallNow();
   const second = Math.floor(now / 1000);
   if (second !== dateSecond) {
     dateSecond = second;

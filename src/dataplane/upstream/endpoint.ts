@@ -2,11 +2,12 @@
  * The long-lived state of one upstream endpoint: where it is, what the health checker and the outlier
  * detector think of it, and the counters the admin `/clusters` page shows.
  */
+import { wallNow } from '../../core/clock.ts';
 
 /** The outcome of one upstream attempt, as the request path reports it to the endpoint and the outlier detector. */
 export type AttemptResult = 'success' | '5xx' | 'connect-failure' | 'reset' | 'timeout';
 
-/** A clock returning milliseconds; `Date.now` unless a test injects its own. */
+/** A clock returning milliseconds since the epoch; the data plane's `wallNow` unless a test injects its own. */
 export type Clock = () => number;
 
 /** Counters of one endpoint since it was created; the admin API shows them, nothing reads them on the hot path. */
@@ -89,7 +90,7 @@ export class Endpoint {
 
   /**
    * Parses `address` ("host:port"); throws on a malformed address or a weight that is not a positive integer.
-   * `clock` decides what "now" means for `available` (default `Date.now`).
+   * `clock` decides what "now" means for `available` (default `wallNow`, Date.now read once per I/O event).
    */
   constructor(address: string, opts: { weight?: number; clock?: Clock } = {}) {
     const { host, port } = parseAddress(address);
@@ -101,7 +102,7 @@ export class Endpoint {
     this.host = host;
     this.port = port;
     this.weight = weight;
-    this.#clock = opts.clock ?? Date.now;
+    this.#clock = opts.clock ?? wallNow;
   }
 
   /** True when the endpoint may take traffic now: healthy and not ejected at the injected clock's now. */

@@ -4,6 +4,7 @@
  */
 import type { AttemptResult, Clock, Endpoint } from './endpoint.ts';
 import type { Metrics, Value } from '../../telemetry/metrics.ts';
+import { wallNow } from '../../core/clock.ts';
 
 /** A cluster's `outlier_detection` settings, durations in milliseconds. */
 export interface OutlierConfig {
@@ -105,7 +106,7 @@ export class OutlierDetector {
   ) {
     this.config = Object.freeze({ ...OUTLIER_DEFAULTS, ...config });
     for (const ep of endpoints) this.#states.set(ep, { consecutive5xx: 0, consecutiveGateway: 0, multiplier: 0, ejected: false, decayFrom: NaN });
-    this.#clock = opts.clock ?? Date.now;
+    this.#clock = opts.clock ?? wallNow;
     this.#metrics = opts.metrics;
     this.#onChange = opts.onChange;
   }

@@ -4,6 +4,7 @@
  */
 import type { Clock, Endpoint } from '../endpoint.ts';
 import type { Metrics, Value } from '../../../telemetry/metrics.ts';
+import { wallNow } from '../../../core/clock.ts';
 
 /** What one pick knows about the request. */
 export interface LbContext {
@@ -39,7 +40,7 @@ export interface LoadBalancerMetrics {
 export interface LbOptions {
   /** Returns a number in [0, 1); `Math.random` by default. Tests inject a seeded one. */
   random?: () => number;
-  /** The time availability is judged at (ms); `Date.now` by default. */
+  /** The time availability is judged at (ms since the epoch); `wallNow` by default. */
   clock?: Clock;
   /** Percentage of available endpoints under which the cluster is in panic mode; 50 by default, 0 disables it. */
   panicThreshold?: number;
@@ -82,7 +83,7 @@ export abstract class BaseLoadBalancer implements LoadBalancer {
   constructor(endpoints: readonly Endpoint[], opts: LbOptions = {}) {
     this.endpoints = endpoints.slice();
     this.random = opts.random ?? Math.random;
-    this.#clock = opts.clock ?? Date.now;
+    this.#clock = opts.clock ?? wallNow;
     this.#panicThreshold = opts.panicThreshold ?? 50;
     this.#metrics = opts.metrics;
   }
