@@ -373,6 +373,24 @@ test('a keep-alive connection that idles (and gives up its parser) carries on wi
   c.destroy();
 });
 
+test('a head that stops half-way and waits past the parking delay is kept, on the first exchange and on later ones', async () => {
+  const c = await RawConnection.open(weir.url('edge'));
+  // First exchange (read through 'data' events), then a later one (the parser reads the handle): each head pauses
+  // longer than the listener's parking delay, which must not give up a parser that holds part of a head.
+  c.write('GET /echo?held=1 HTTP/1.1\r\nHo');
+  await new Promise((r) => setTimeout(r, 1200));
+  c.write('st: test.local\r\n\r\n');
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?held=1');
+  c.write(get('/echo?held=2'));
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?held=2');
+  c.write('GET /echo?held=3 HTTP/1.1\r\nHost: te');
+  await new Promise((r) => setTimeout(r, 1200));
+  c.write('st.local\r\n\r\n');
+  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?held=3');
+  assert.equal(c.ended, false);
+  c.destroy();
+});
+
 test('a malformed request on a connection that idled gets its 400 and the connection closes', async () => {
   const c = await RawConnection.open(weir.url('edge'));
   c.write(get('/echo?before-bad=1'));

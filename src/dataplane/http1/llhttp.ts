@@ -94,6 +94,13 @@ export interface Parser {
   /** Signals EOF: completes a close-delimited body; returns an Error if the message was incomplete. */
   finish(): void | (Error & { code: string });
   /**
+   * True while a request parser holds part of a message: its first byte (leading CRLFs aside) was parsed and its end
+   * was not. It asks llhttp_finish, which changes no state for a request (its end never depends on EOF) and costs
+   * about 25 ns, where an onBegin callback into JavaScript per message costs 100-350 ns. False once closed. It
+   * empties what `currentBuffer` returns: take that first.
+   */
+  midMessage(): boolean;
+  /**
    * Starts over at the beginning of a message, as after a message completed. For a parser that was stopped after a
    * head (onHead returned 2) while the caller took the body itself. Not while consumed.
    */
@@ -312,6 +319,9 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
       leave();
       if (thrown !== undefined) throw takeThrown();
       return ret;
+    },
+    midMessage() {
+      return !closed && typeof p.finish() === 'object';
     },
     watchBegin(on) {
       if (on === beginOn || onMessageBegin === undefined) return;

@@ -133,8 +133,11 @@ export class ServerConnection implements DownstreamConnection {
   #timerAt = 0;
   #deadline = 0;
   #timerKind: 'header' | 'idle' | null = null;
-  /** A request began in the bytes parsed so far, and its head is not complete yet. */
-  #headPending = false;
+  /**
+   * The head of the request being parsed was read (its method and target are known) and its message has not ended:
+   * a refusal of it is logged with its request line.
+   */
+  #headRead = false;
   /** Set by `upgrade()`: bytes received after the upgrade request's head. */
   #upgradeHead: Buffer | null = null;
 
@@ -145,7 +148,6 @@ export class ServerConnection implements DownstreamConnection {
     this.localAddress = hostPort(socket.localAddress, socket.localPort);
     this.remoteAddress = hostPort(socket.remoteAddress, socket.remotePort);
     this.#handler = {
-      onBegin: () => this.#onBegin(),
       onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive, major) => this.#onHead(minor, raw, method, url, upgrade, keepAlive, major),
       onBody: (chunk) => this.#event(chunk),
       onTrailers: (raw) => this.#event(new HeaderMap(rawToList(raw))),
@@ -301,13 +303,13 @@ export class ServerConnection implements DownstreamConnection {
 
   #onHead(minor: number, raw: string[], methodIndex: number, url: string, upgrade: boolean, keepAlive: boolean, major: number): number {
     if (major !== 1) throw new ProxyError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${major}.${minor} is not supported on an HTTP/1.1 listener`);
-    this.#headPending = false;
     this.#clearTimer();
     this.#lastUrl = url;
     this.#lastMethod = '';
     const method = METHODS[methodIndex];
     if (method === undefined) throw new ProxyError('NOT_IMPLEMENTED', `Method number ${methodIndex} of the parser has no name in weir`);
     this.#lastMethod = method;
+    this.#headRead = true;
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
     const parserUpgrade = upgrade;
     if (upgrade && minor === 0) {
@@ -405,6 +407,7 @@ export class ServerConnection implements DownstreamConnection {
   }
 
   #event(ev: Buffer | HeaderMap | null): void {
+    if (ev === null) this.#headRead = false;
     const target = this.#parsing;
     if (target === null) return;
     if ('events' in target) {
@@ -441,8 +444,8 @@ export class ServerConnection implements DownstreamConnection {
   park(idleBefore: number): boolean {
     const parser = this.#parser;
     if (parser === null || this.#executing || this.#closed || this.#upgraded || this.#closeAfter || this.#active !== null
-      || this.#parsing !== null || this.#queue.length > 0 || this.#headPending || this.#deferred !== null || this.#failAfter !== null
-      || this.#paused > 0 || this.#idleSince > idleBefore) return false;
+      || this.#parsing !== null || this.#queue.length > 0 || this.#deferred !== null || this.#failAfter !== null
+      || this.#paused > 0 || this.#idleSince > idleBefore || parser.midMessage()) return false;
     this.#parser = null;
     this.#parkAtEnd = false;
     this.socket.on('data', this.#unpark);
@@ -485,10 +488,6 @@ export class ServerConnection implements DownstreamConnection {
   /** Feeds bytes from a 'data' event, with the writes they cause batched. */
   readonly #onRead = batchedListener((data) => this.#onData(data));
 
-  #onBegin(): void {
-    this.#headPending = true;
-  }
-
   #onData(data: Buffer): void {
     if (this.#failAfter !== null) return;
     let ret: ParseResult;
@@ -521,8 +520,11 @@ export class ServerConnection implements DownstreamConnection {
       this.#protocolError(new ProxyError(code, `Malformed request from "${this.remoteAddress}": ${ret.code} ${ret.reason ?? ''}`.trim()));
       return;
     }
-    // A request head that did not arrive whole: the rest of it must now come in time.
-    if (this.#headPending && this.#timerKind !== 'header') this.#arm('header');
+    // A request head that did not arrive whole: the rest of it must now come in time. (A head begun is a message
+    // the parser holds part of while no request's body is being read.)
+    // Not after an upgrade request's head: midMessage would drop what currentBuffer() returns below.
+    if (this.#timerKind !== 'header' && this.#parsing === null && !this.#pendingUpgrade && !this.#closed && this.#parser !== null
+      && this.#parser.midMessage()) this.#arm('header');
     const deferred = this.#deferred;
     if (deferred !== null) {
       this.#deferred = null;
@@ -573,7 +575,7 @@ export class ServerConnection implements DownstreamConnection {
     // A stream that was under way logs itself (its sink was aborted); the refusal of a request that never became
     // one is logged here, with its request line when the head had been read.
     if (!wasClosed && (sink === null || 'events' in sink)) {
-      const head = this.#headPending || this.#lastMethod === '' ? null : { method: this.#lastMethod, path: this.#lastUrl };
+      const head = !this.#headRead || this.#lastMethod === '' ? null : { method: this.#lastMethod, path: this.#lastUrl };
       this.#opts.onRejected?.(this, err, reply ? status : 0, head);
     }
   }
