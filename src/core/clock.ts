@@ -3,10 +3,11 @@
  *
  * A clock read costs about 100 ns here (performance.now or Date.now through V8), and a proxied request used to
  * make eleven (eight performance.now, three Date.now): the stream's start, the upstream attempt, its deadline, the
- * response head, the idle timers, the Date header, the pool's idle mark, the metrics. Now it makes two, one per event. The callbacks that start the work of a request (a request head
- * parsed, an upstream read) are I/O events (the coalescer's `ioEnter`/`ioExit` call `enterEvent`/`leaveEvent`):
- * the clock is read once when one begins, and `monoNow` and `wallNow` return that reading until it ends. Outside such a callback (timers, promise continuations, tests) they
- * read the clock itself, so a value is never older than the synchronous run that asked for it.
+ * response head, the idle timers, the Date header, the pool's idle mark, the metrics. Now it makes two, one per
+ * event. The callbacks that start the work of a request (a request head parsed, an upstream read) are I/O events
+ * (the coalescer's `ioEnter`/`ioExit` call `enterEvent`/`leaveEvent`): the clock is read once when one begins, and
+ * `monoNow` and `wallNow` return that reading until it ends. Outside such a callback (timers, promise
+ * continuations, tests) they read the clock itself, so a value is never older than the synchronous run that asked.
  *
  * The filter chain times each hook with performance.now itself and moves the event's time to the end of the hook
  * (`advanceClock`), so that a slow filter does not make later timestamps of the same event look earlier than they are.
