@@ -321,6 +321,8 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
       return ret;
     },
     midMessage() {
+      // No leave() here, unlike finish: this runs inside onRead's I/O scope, and a request parser's llhttp_finish
+      // calls no callback (a request's end never waits for EOF), so nothing entered one.
       return !closed && typeof p.finish() === 'object';
     },
     watchBegin(on) {
