@@ -375,18 +375,20 @@ test('a keep-alive connection that idles (and gives up its parser) carries on wi
 
 test('a head that stops half-way and waits past the parking delay is kept, on the first exchange and on later ones', async () => {
   const c = await RawConnection.open(weir.url('edge'));
+  const url = async () => JSON.parse((await c.readResponse()).body.toString()).url;
   // First exchange (read through 'data' events), then a later one (the parser reads the handle): each head pauses
   // longer than the listener's parking delay, which must not give up a parser that holds part of a head.
-  c.write('GET /echo?held=1 HTTP/1.1\r\nHo');
-  await new Promise((r) => setTimeout(r, 1200));
-  c.write('st: test.local\r\n\r\n');
-  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?held=1');
+  const held = async (first: string, rest: string): Promise<void> => {
+    c.write(first);
+    await new Promise((r) => setTimeout(r, 1200));
+    c.write(rest);
+  };
+  await held('GET /echo?held=1 HTTP/1.1\r\nHo', 'st: test.local\r\n\r\n');
+  assert.equal(await url(), '/echo?held=1');
   c.write(get('/echo?held=2'));
-  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?held=2');
-  c.write('GET /echo?held=3 HTTP/1.1\r\nHost: te');
-  await new Promise((r) => setTimeout(r, 1200));
-  c.write('st.local\r\n\r\n');
-  assert.equal(JSON.parse((await c.readResponse()).body.toString()).url, '/echo?held=3');
+  assert.equal(await url(), '/echo?held=2');
+  await held('GET /echo?held=3 HTTP/1.1\r\nHost: te', 'st.local\r\n\r\n');
+  assert.equal(await url(), '/echo?held=3');
   assert.equal(c.ended, false);
   c.destroy();
 });

@@ -90,7 +90,7 @@ export class Endpoint {
 
   /**
    * Parses `address` ("host:port"); throws on a malformed address or a weight that is not a positive integer.
-   * `clock` decides what "now" means for `available` (default `wallNow`, Date.now read once per I/O event).
+   * `clock` decides what "now" means for `available` (default `wallNow`: the I/O event's time, see core/clock.ts).
    */
   constructor(address: string, opts: { weight?: number; clock?: Clock } = {}) {
     const { host, port } = parseAddress(address);
