@@ -41,6 +41,9 @@ clusters:
     const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/chat');
     assert.equal(line.flags, 'UPE');
     assert.match(line.details, /a 101 without an Upgrade header/);
+    // weir closed its side too (the 502 closes the connection: weir reads on to the client's FIN, though the
+    // request's upgrade paused its reads).
+    assert.equal(await activeConnections(weir.admin, 0), 0);
     // The process is alive and serves the next request (it died with SIGSEGV before).
     const res = await fetch(`${weir.url('edge')}/after`);
     assert.equal(res.status, 200);
@@ -50,3 +53,14 @@ clusters:
     upstream.close();
   }
 });
+
+/** The downstream connections open on "edge", polled until they are `want` (or 3 s passed). */
+async function activeConnections(admin: string, want: number): Promise<number> {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const text = await (await fetch(`${admin}/metrics`)).text();
+    const n = Number(/weir_downstream_connections_active\{listener="edge"\} (\d+)/.exec(text)?.[1]);
+    if (n === want || Date.now() > deadline) return n;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -10,7 +10,7 @@ import { ProxyError } from '../../core/errors.ts';
 import { createParser, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, lowerName, statusText, nominatesHeaders, dropNominated } from './wire.ts';
 import { Coalescer, ioEnter, ioExit, takeLentKept } from './coalescer.ts';
-import { readUsualResponseHead } from './response-head.ts';
+import { readUsualResponseHead } from './usual-head.ts';
 
 /** Where the response of an upstream exchange goes. */
 export interface ResponseSink {

@@ -5,7 +5,6 @@
  * Content-Length, bad chunk sizes, bare LF and obs-fold, which is what a proxy must do against smuggling.
  */
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
 import { ioEnter, ioExit } from './coalescer.ts';
 
 const require = createRequire(import.meta.url);
@@ -20,7 +19,6 @@ const kOnHeadersComplete: number = HTTPParser.kOnHeadersComplete;
 const kOnBody: number = HTTPParser.kOnBody;
 const kOnMessageComplete: number = HTTPParser.kOnMessageComplete;
 const kOnMessageBegin: number = HTTPParser.kOnMessageBegin;
-const kOnExecute: number = HTTPParser.kOnExecute;
 
 /**
  * Method names by llhttp's method enum. Node's `methods` lists the HTTP methods in enum order, but the enum numbers
@@ -70,25 +68,6 @@ export type ParseResult = number | (Error & { code: string; bytesParsed: number;
 export interface Parser {
   /** Parses bytes; returns the number consumed or the parse error; rethrows what a handler callback threw. */
   execute(data: Buffer): ParseResult;
-  /**
-   * Makes the parser read straight from the socket's native handle (as node:http does): no Buffer and no
-   * 'data' event per read. After each read `onRead` gets the result and whatever a handler callback threw
-   * (parsing stops at a throw). EOF and read errors still reach the socket ('end', 'error'); `socket.pause()`
-   * no longer stops reads (stop the handle instead). Returns false, changing nothing, when the socket has no
-   * native handle; then feed `execute` from 'data' events.
-   */
-  consume(socket: Socket, onRead: (result: ParseResult, thrown: unknown) => void): boolean;
-  /**
-   * Gives the socket's reads back to the socket (its 'data' events), e.g. for a tunnel after an upgrade. The
-   * handle is left reading: `socket.pause()` then holds what arrives.
-   */
-  unconsume(): void;
-  /** While consumed: stops reading from the handle (back-pressure); `socket.pause()` would not. */
-  pauseReads(): void;
-  /** While consumed: reads again after `pauseReads`. */
-  resumeReads(): void;
-  /** During `onRead`: a copy of the bytes of that read. */
-  currentBuffer(): Buffer;
   /** Turns `onBegin` off and on again (it is on from the start): a handler that needs it only at times saves its crossings. */
   watchBegin(on: boolean): void;
   /** Signals EOF: completes a close-delimited body; returns an Error if the message was incomplete. */
@@ -96,33 +75,16 @@ export interface Parser {
   /**
    * True while a request parser holds part of a message: its first byte (leading CRLFs aside) was parsed and its end
    * was not. It asks llhttp_finish, which changes no state for a request (its end never depends on EOF) and costs
-   * about 25 ns, where an onBegin callback into JavaScript per message costs 100-350 ns. False once closed. It
-   * empties what `currentBuffer` returns: take that first.
+   * about 25 ns, where an onBegin callback into JavaScript per message costs 100-350 ns. False once closed.
    */
   midMessage(): boolean;
   /**
    * Starts over at the beginning of a message, as after a message completed. For a parser that was stopped after a
-   * head (onHead returned 2) while the caller took the body itself. Not while consumed.
+   * head (onHead returned 2) while the caller took the body itself.
    */
   reset(): void;
   /** Releases the native parser. */
   close(): void;
-}
-
-/** The parts of a socket's native handle the parser uses; `reading` is the flag net.Socket keeps on it. */
-interface StreamHandle {
-  isStreamBase?: boolean;
-  _consumed?: boolean;
-  reading: boolean;
-  readStart(): number;
-  readStop(): number;
-}
-
-function readStart(h: StreamHandle): void {
-  if (!h.reading) {
-    h.reading = true;
-    h.readStart();
-  }
 }
 
 function closeNative(p: { close(): void }): void {
@@ -139,18 +101,8 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   let pending: string[] = [];
   let pendingUrl = '';
   let inBody = false;
-  // A throw must not cross the native parser: with a consumed socket it would be an uncaught exception.
-  // It is kept here, parsing stops, and the caller gets it after the read.
+  // A throw must not cross the native parser: it is kept here, parsing stops, and `execute` rethrows it.
   let thrown: unknown = undefined;
-  // With a consumed socket, what the callbacks of one read queue for writing goes out once, after the read.
-  let consumed = false;
-  let entered = false;
-  function enter(): void {
-    if (consumed && !entered) {
-      entered = true;
-      ioEnter();
-    }
-  }
   p[kOnHeaders] = function onHeaders(headers: string[], url: string): void {
     for (let i = 0; i < headers.length; i++) pending.push(headers[i]);
     if (!inBody) pendingUrl += url;
@@ -198,7 +150,6 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
       pendingUrl = '';
     }
     inBody = true;
-    enter();
     try {
       const next = handler.onHead(minor, headers, method, url, status, reason, upgrade, keepAlive, major);
       if (next === 2 || next === 3) {
@@ -218,7 +169,6 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   const onBody = handler.onBody;
   p[kOnBody] = function onBodyChunk(chunk: Buffer): void {
     if (thrown !== undefined) return;
-    enter();
     try {
       onBody(chunk);
     } catch (err) {
@@ -228,7 +178,6 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   const onMessageComplete = function onMessageComplete(): void {
     inBody = false;
     if (thrown !== undefined) return;
-    enter();
     try {
       if (pending.length > 0) {
         const trailers = pending;
@@ -244,25 +193,6 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
   p[kOnMessageComplete] = onMessageComplete;
   let executing = 0;
   let closed = false;
-  let wasConsumed = false;
-  let consumedHandle: StreamHandle | null = null;
-  function release(keepReading: boolean): void {
-    if (!consumed) return;
-    consumed = false;
-    const h = consumedHandle!;
-    consumedHandle = null;
-    h._consumed = false;
-    // The socket's stream believes a read is in progress (it never saw one end): keep the handle reading.
-    if (keepReading) readStart(h);
-    p.unconsume();
-  }
-  /** Ends what `enter` began when the callbacks ran outside a read of the handle (finish, execute). */
-  function leave(): void {
-    if (entered) {
-      entered = false;
-      ioExit();
-    }
-  }
   function takeThrown(): unknown {
     const t = thrown;
     thrown = undefined;
@@ -277,52 +207,16 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
       } finally {
         executing--;
       }
-      leave();
       if (thrown !== undefined) throw takeThrown();
       return ret;
     },
-    consume(socket, onRead) {
-      const handle = (socket as unknown as { _handle: StreamHandle | null })._handle;
-      if (handle === null || handle.isStreamBase !== true || handle._consumed === true) return false;
-      p[kOnExecute] = function onExecute(ret: ParseResult): void {
-        if (!entered) {
-          entered = true;
-          ioEnter();
-        }
-        try {
-          onRead(ret, takeThrown());
-        } finally {
-          entered = false;
-          ioExit();
-        }
-      };
-      handle._consumed = true;
-      wasConsumed = true;
-      consumedHandle = handle;
-      consumed = true;
-      p.consume(handle);
-      return true;
-    },
-    unconsume: () => release(true),
-    pauseReads() {
-      if (consumedHandle !== null && consumedHandle.reading) {
-        consumedHandle.reading = false;
-        consumedHandle.readStop();
-      }
-    },
-    resumeReads() {
-      if (consumedHandle !== null) readStart(consumedHandle);
-    },
-    currentBuffer: () => p.getCurrentBuffer(),
     finish() {
       const ret = p.finish();
-      leave();
       if (thrown !== undefined) throw takeThrown();
       return ret;
     },
     midMessage() {
-      // No leave() here, unlike finish: this runs inside onRead's I/O scope, and a request parser's llhttp_finish
-      // calls no callback (a request's end never waits for EOF), so nothing entered one.
+      // A request parser's llhttp_finish calls no callback (a request's end never waits for EOF).
       return !closed && typeof p.finish() === 'object';
     },
     watchBegin(on) {
@@ -339,14 +233,13 @@ export function createParser(kind: 'request' | 'response', maxHeaderSize: number
     close: () => {
       if (closed) return;
       closed = true;
-      if (consumedHandle === null && !wasConsumed && executing === 0) {
+      if (executing === 0) {
         p.close();
         return;
       }
-      // The native parser must stop listening to the handle before it is freed, and must not be freed while it
-      // is reading or parsing (a close from its own callback, or from a tick run inside one; e.g. a 101 that llhttp
-      // did not take as an upgrade): freed then, it crashes the process. Free it on a later turn.
-      release(false);
+      // The native parser must not be freed while it is parsing (a close from its own callback, or from a tick run
+      // inside one; e.g. a 101 that llhttp did not take as an upgrade): freed then, it crashes the process. Free it
+      // on a later turn.
       setImmediate(closeNative, p);
     },
   };

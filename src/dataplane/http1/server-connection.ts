@@ -1,7 +1,8 @@
 /**
- * The downstream side of the HTTP/1.1 codec: one instance per accepted connection. It parses requests with
- * llhttp, hands each one to the listener's `onRequest`, and writes the response that the stream produces.
- * Responses go out in request order; a pipelined request waits (reading paused) until the one before it is done.
+ * The downstream side of the HTTP/1.1 codec: one instance per accepted connection. It reads the usual request head
+ * itself (usual-head.ts) and every other one with llhttp, hands each request to the listener's `onRequest`, and
+ * writes the response that the stream produces. Responses go out in request order; a pipelined request waits
+ * (reading paused) until the one before it is done.
  */
 import { Buffer } from 'node:buffer';
 import type { DownstreamConnection } from '../codec.ts';
@@ -9,9 +10,11 @@ import type { Socket } from 'node:net';
 import { HeaderMap, bodilessStatus, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
+import { readUsualRequestHead } from './usual-head.ts';
+import { readIntoSharedBuffer } from './shared-reads.ts';
 import { normalizePath } from '../../core/path.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated } from './wire.ts';
-import { Coalescer, exchangeOpened, exchangeClosed } from './coalescer.ts';
+import { Coalescer, exchangeOpened, exchangeClosed, ioEnter, ioExit } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
 import { monoNow, wallNow } from '../../core/clock.ts';
 
@@ -82,7 +85,10 @@ export class ServerConnection implements DownstreamConnection {
   readonly remoteAddress: string;
   readonly #opts: ServerOptions;
   readonly #out: Coalescer;
-  /** The request parser; null while the connection is parked (idle between requests, see `park`). */
+  /**
+   * llhttp, for the requests that usual-head.ts does not read: made for the first of them, and given up when the
+   * connection idles (see `park`). Null before and after.
+   */
   #parser: Parser | null;
   readonly #handler: ParserHandler;
   /** monoNow() when the connection last became idle between requests. */
@@ -115,15 +121,10 @@ export class ServerConnection implements DownstreamConnection {
   #finishWhenRead = false;
   #tornDown = false;
   #paused = 0;
-  /** True while the parser reads from the socket's handle (see `Parser.consume`). */
-  #consumed = false;
-  /** True once a second exchange may come: the parser then reads the handle (see `#unpark`). */
-  #reused = false;
-  /** The first exchange is read through 'data' events: its parser is given up as soon as it ends. */
-  #parkAtEnd = false;
-  /** True while the parser runs on bytes from a 'data' event (it must not be freed then). */
+  /** True while llhttp runs (it must not be freed then). */
   #executing = false;
-  #parkAfterRead = false;
+  /** After an upgrade request's head: reads are no longer parsed but pushed to the socket, as 'data' for the tunnel. */
+  #tunnelReads = false;
   /**
    * The header or idle timeout: `#deadline` (monoNow() ms) is when it expires. One pending native timer
    * serves many deadlines: moving the deadline later leaves it alone, and when it fires early it waits out the
@@ -148,16 +149,15 @@ export class ServerConnection implements DownstreamConnection {
     this.localAddress = hostPort(socket.localAddress, socket.localPort);
     this.remoteAddress = hostPort(socket.remoteAddress, socket.remotePort);
     this.#handler = {
-      onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive, major) => this.#onHead(minor, raw, method, url, upgrade, keepAlive, major),
+      onHead: (minor, raw, method, url, _s, _r, upgrade, keepAlive, major) => this.#onHead(minor, raw, METHODS[method], url, upgrade, keepAlive, major),
       onBody: (chunk) => this.#event(chunk),
       onTrailers: (raw) => this.#event(new HeaderMap(rawToList(raw))),
       onComplete: () => this.#event(null),
     };
-    // The parser comes with the first bytes (see `#unpark`): a connection that sends nothing costs no parser.
     this.#parser = null;
     this.#idleSince = monoNow();
     socket.setNoDelay(true);
-    socket.on('data', this.#unpark);
+    if (!readIntoSharedBuffer(socket, this.#onBytes)) socket.on('data', this.#onData);
     socket.on('end', () => this.#onEnd());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.#teardown('DOWNSTREAM_RESET'));
@@ -259,16 +259,12 @@ export class ServerConnection implements DownstreamConnection {
   /** Stops reading from the client (back-pressure); balanced by `resume`. */
   pause(): void {
     if (this.#paused++ > 0) return;
-    if (this.#consumed) this.#parser!.pauseReads();
-    else this.socket.pause();
+    this.socket.pause();
   }
 
   /** Resumes reading after `pause`. */
   resume(): void {
-    if (this.#paused > 0 && --this.#paused === 0 && !this.#closed) {
-      if (this.#consumed) this.#parser!.resumeReads();
-      else this.socket.resume();
-    }
+    if (this.#paused > 0 && --this.#paused === 0 && !this.#closed) this.socket.resume();
   }
 
   /** Closes the connection at once, without a response (stream reset). */
@@ -295,19 +291,27 @@ export class ServerConnection implements DownstreamConnection {
     return head;
   }
 
-  /** Flushes what is queued, then half-closes. */
+  /** Flushes what is queued, then half-closes; the socket closes once the client's FIN is read. */
   #end(): void {
     this.#out.flush();
     this.socket.end();
+    this.#readToEnd();
   }
 
-  #onHead(minor: number, raw: string[], methodIndex: number, url: string, upgrade: boolean, keepAlive: boolean, major: number): number {
+  /** After the last response: reads go on, unparsed, even where a pause stopped them, for the client's FIN. */
+  #readToEnd(): void {
+    this.#closed = true;
+    this.#paused = 0;
+    this.socket.resume();
+  }
+
+  /** A request head, read by usual-head.ts or by llhttp (`method` is undefined when llhttp read one weir has no name for). */
+  #onHead(minor: number, raw: string[], method: string | undefined, url: string, upgrade: boolean, keepAlive: boolean, major: number): number {
     if (major !== 1) throw new ProxyError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${major}.${minor} is not supported on an HTTP/1.1 listener`);
     this.#clearTimer();
     this.#lastUrl = url;
     this.#lastMethod = '';
-    const method = METHODS[methodIndex];
-    if (method === undefined) throw new ProxyError('NOT_IMPLEMENTED', `Method number ${methodIndex} of the parser has no name in weir`);
+    if (method === undefined) throw new ProxyError('NOT_IMPLEMENTED', 'The request method has no name in weir');
     this.#lastMethod = method;
     this.#headRead = true;
     if (url.length > this.#opts.maxUriSize) throw new ProxyError('URI_TOO_LONG');
@@ -428,18 +432,8 @@ export class ServerConnection implements DownstreamConnection {
   }
 
   /**
-   * Lets the parser read the socket's handle itself (as node:http does): no Buffer and no 'data' event per read.
-   * Where it cannot (no native handle), 'data' events feed it.
-   */
-  #attach(parser: Parser): void {
-    this.#consumed = parser.consume(this.socket, (ret, thrown) => this.#afterParse(ret, thrown, null));
-    if (!this.#consumed) this.socket.on('data', this.#onRead);
-  }
-
-  /**
-   * Releases the parser of a connection idle between requests since before `idleBefore` (monoNow() ms):
-   * the native parser (about 6 KB) is most of what an idle keep-alive connection would cost. The next bytes get a
-   * new parser (`#unpark`). Returns true if it parked.
+   * Gives up llhttp on a connection idle between requests since before `idleBefore` (monoNow() ms): the native
+   * parser (about 6 KB) is most of what an idle keep-alive connection would cost. Returns true if it did.
    */
   park(idleBefore: number): boolean {
     const parser = this.#parser;
@@ -447,54 +441,60 @@ export class ServerConnection implements DownstreamConnection {
       || this.#parsing !== null || this.#queue.length > 0 || this.#deferred !== null || this.#failAfter !== null
       || this.#paused > 0 || this.#idleSince > idleBefore || parser.midMessage()) return false;
     this.#parser = null;
-    this.#parkAtEnd = false;
-    this.socket.on('data', this.#unpark);
-    if (this.#consumed) {
-      this.#consumed = false;
-      parser.unconsume();
-    } else this.socket.removeListener('data', this.#onRead);
     parser.close();
-    // A pause taken while the parser read the handle left the stream paused; nothing holds it now.
-    this.socket.resume();
     return true;
   }
 
-  /**
-   * The first bytes of a connection, or of a parked one, get a new parser. The first exchange of a connection is
-   * read through 'data' events and parks as soon as it ends (clients that open many connections and leave them idle
-   * hold no parser); from the second exchange on, the parser reads the handle and stays until the connection idles.
-   */
-  #unpark = (data: Buffer): void => {
-    this.socket.removeListener('data', this.#unpark);
-    const parser = createParser('request', this.#opts.maxHeaderSize, this.#handler);
-    this.#parser = parser;
-    if (!this.#reused) {
-      this.#reused = true;
-      this.#parkAtEnd = true;
-      this.socket.on('data', this.#onRead);
-      this.#onRead(data);
-      return;
+  /** Each read of the socket, in the buffer all connections share (see shared-reads.ts). */
+  readonly #onBytes = (n: number, buf: Buffer): boolean => {
+    // After an upgrade request's head the bytes are the tunnel's: copied out of the shared buffer.
+    if (this.#tunnelReads) return this.socket.push(Buffer.from(buf.subarray(0, n)));
+    ioEnter();
+    try {
+      this.#read(buf, n);
+    } finally {
+      ioExit();
     }
-    this.#onRead(data);
-    if (this.#tornDown || this.#upgraded || this.#parser !== parser) return;
-    // After an upgrade request the socket goes to the tunnel, which reads through 'data' events.
-    if (this.#upgradeHead === null && !this.#closeAfter) {
-      this.#attach(parser);
-      // Pipelined requests in these bytes paused the stream: the handle now holds the back-pressure.
-      if (this.#consumed && this.#paused > 0) parser.pauseReads();
-    } else this.socket.on('data', this.#onRead);
+    return true;
   };
 
-  /** Feeds bytes from a 'data' event, with the writes they cause batched. */
-  readonly #onRead = batchedListener((data) => this.#onData(data));
+  /** Each read, where the socket cannot hand them over in the shared buffer. */
+  readonly #onData = batchedListener((data) => this.#read(data, data.length));
 
-  #onData(data: Buffer): void {
-    if (this.#failAfter !== null) return;
+  /**
+   * Reads the requests in `buf[0, end)`: the usual heads here, one after the other, and from the first other one on
+   * (or from the middle of a message llhttp holds), the rest of the bytes with llhttp.
+   */
+  #read(buf: Buffer, end: number): void {
+    let at = 0;
+    while (at < end && this.#failAfter === null && !this.#closed && !this.#tunnelReads) {
+      const parser = this.#parser;
+      if (parser === null || !parser.midMessage()) {
+        const head = readUsualRequestHead(buf, at, end, this.#opts.maxHeaderSize);
+        if (head !== null) {
+          at = head.end;
+          try {
+            this.#onHead(1, head.raw, head.method, head.url, false, head.keepAlive, 1);
+          } catch (err) {
+            this.#protocolError(err instanceof ProxyError ? err : new ProxyError('INTERNAL', String(err)));
+            return;
+          }
+          continue;
+        }
+      }
+      this.#parse(at === 0 && end === buf.length ? buf : buf.subarray(at, end));
+      return;
+    }
+  }
+
+  /** Runs llhttp over `data` (the rest of a read): it parses every message in it. */
+  #parse(data: Buffer): void {
+    const parser = (this.#parser ??= createParser('request', this.#opts.maxHeaderSize, this.#handler));
     let ret: ParseResult;
     let thrown: unknown = undefined;
     this.#executing = true;
     try {
-      ret = this.#parser!.execute(data);
+      ret = parser.execute(data);
     } catch (err) {
       ret = 0;
       thrown = err;
@@ -502,14 +502,10 @@ export class ServerConnection implements DownstreamConnection {
       this.#executing = false;
     }
     this.#afterParse(ret, thrown, data);
-    if (this.#parkAfterRead) {
-      this.#parkAfterRead = false;
-      this.park(Number.POSITIVE_INFINITY);
-    }
   }
 
-  /** After the parser went through one read (`data`, or null when it read the socket itself). */
-  #afterParse(ret: ParseResult, thrown: unknown, data: Buffer | null): void {
+  /** After llhttp went through `data`. */
+  #afterParse(ret: ParseResult, thrown: unknown, data: Buffer): void {
     if (this.#failAfter !== null) return;
     if (thrown !== undefined) {
       this.#protocolError(thrown instanceof ProxyError ? thrown : new ProxyError('INTERNAL', String(thrown)));
@@ -522,7 +518,6 @@ export class ServerConnection implements DownstreamConnection {
     }
     // A request head that did not arrive whole: the rest of it must now come in time. (A head begun is a message
     // the parser holds part of while no request's body is being read.)
-    // Not after an upgrade request's head: midMessage would drop what currentBuffer() returns below.
     if (this.#timerKind !== 'header' && this.#parsing === null && !this.#pendingUpgrade && !this.#closed && this.#parser !== null
       && this.#parser.midMessage()) this.#arm('header');
     const deferred = this.#deferred;
@@ -532,17 +527,12 @@ export class ServerConnection implements DownstreamConnection {
     }
     if (this.#pendingUpgrade) {
       // llhttp stops after an upgrade request's head; what follows belongs to the tunnel, or to nobody if
-      // the upstream refuses the upgrade (then the connection closes after the response).
+      // the upstream refuses the upgrade (then the connection closes after the response). `data` may be a view of
+      // the shared read buffer: the rest is copied.
       this.#pendingUpgrade = false;
       this.#closeAfter = true;
-      const bytes = data ?? this.#parser!.currentBuffer();
-      this.#upgradeHead = ret < bytes.length ? bytes.subarray(ret) : null;
-      if (this.#consumed) {
-        // The tunnel reads through the socket: hand the handle back to it, reading, with the stream paused.
-        this.#consumed = false;
-        this.#parser!.unconsume();
-        if (this.#paused > 0) this.socket.pause();
-      }
+      this.#upgradeHead = ret < data.length ? Buffer.from(data.subarray(ret)) : null;
+      this.#tunnelReads = true;
       this.pause();
     }
   }
@@ -570,6 +560,7 @@ export class ServerConnection implements DownstreamConnection {
       const body = err.kind.body;
       this.#out.flush();
       this.socket.end(`HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, 'latin1');
+      this.#readToEnd();
     } else this.socket.destroy();
     this.#closed = true;
     // A stream that was under way logs itself (its sink was aborted); the refusal of a request that never became
@@ -607,12 +598,6 @@ export class ServerConnection implements DownstreamConnection {
       this.#protocolError(err);
     } else if (this.#parsing === null) {
       this.#idleSince = this.#arm('idle');
-      // The end of a first exchange read through 'data' events: give the parser up now (after the read, when
-      // this runs inside one).
-      if (this.#parkAtEnd) {
-        if (this.#executing) this.#parkAfterRead = true;
-        else this.park(Number.POSITIVE_INFINITY);
-      }
     }
   }
 

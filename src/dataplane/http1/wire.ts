@@ -19,7 +19,7 @@ const COMMON_NAMES = [
   'Last-Modified', 'Location', 'Origin', 'Pragma', 'Referer', 'Server', 'Set-Cookie', 'Transfer-Encoding', 'Upgrade',
   'Vary', 'X-Forwarded-For', 'X-Request-Id', 'If-Modified-Since', 'If-None-Match',
 ];
-/** The common names in lower case, as received heads usually spell them or as response-head.ts gives them. */
+/** The common names in lower case, as received heads usually spell them or as usual-head.ts gives them. */
 export const COMMON_LOWER_NAMES: readonly string[] = COMMON_NAMES.map((n) => n.toLowerCase());
 const LOWER = new Map([...COMMON_NAMES.map((n) => [n, n.toLowerCase()] as const), ...COMMON_LOWER_NAMES.map((n) => [n, n] as const)]);
 

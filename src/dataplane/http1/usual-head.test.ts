@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
-import { readUsualResponseHead } from './response-head.ts';
-import { createParser } from './llhttp.ts';
+import { readUsualRequestHead, readUsualResponseHead } from './usual-head.ts';
+import { createParser, METHODS } from './llhttp.ts';
 import { COMMON_LOWER_NAMES } from './wire.ts';
 
 interface Seen {
@@ -153,6 +153,137 @@ test('whatever head the JavaScript reader accepts, llhttp accepts and reads the 
     assert.equal(head.end, ll.end, where);
   }
   // The comparison means something only if many heads, mutated ones among them, went through it.
+  assert.ok(accepted > 5000, `only ${accepted} heads accepted`);
+  assert.ok(mutatedAccepted > 1000, `only ${mutatedAccepted} mutated heads accepted`);
+});
+
+interface SeenRequest {
+  raw: string[];
+  method: string;
+  url: string;
+  keepAlive: boolean;
+  upgrade: boolean;
+  version: number;
+}
+
+/** What llhttp makes of a request: its head, and whether the message ended with the bytes given (no body, no more). */
+function llhttpReadsRequest(bytes: Buffer, maxHeaderSize: number): { ok: true; head: SeenRequest | null; complete: boolean } | { ok: false; code: string } {
+  let seen: SeenRequest | null = null;
+  let complete = false;
+  let body = false;
+  const parser = createParser('request', maxHeaderSize, {
+    onHead(minor, raw, method, url, _s, _r, upgrade, keepAlive, major) {
+      seen = { raw: [...raw], method: METHODS[method], url, keepAlive, upgrade, version: major * 10 + minor };
+    },
+    onBody() {
+      body = true;
+    },
+    onTrailers() {},
+    onComplete() {
+      complete = true;
+    },
+  });
+  try {
+    const ret = parser.execute(bytes);
+    if (typeof ret !== 'number') return { ok: false, code: ret.code };
+    return { ok: true, head: seen as SeenRequest | null, complete: complete && !body && ret === bytes.length && !parser.midMessage() };
+  } finally {
+    parser.close();
+  }
+}
+
+const CURL = 'GET /api/items?id=7 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n';
+
+test('the usual request head (curl) is read as llhttp reads it; the next message starts after the empty line', () => {
+  const bytes = Buffer.from(CURL + 'GET /next HTTP/1.1\r\n', 'latin1');
+  const head = readUsualRequestHead(bytes, 0, bytes.length, 16384);
+  assert.ok(head !== null);
+  assert.equal(head.end, CURL.length);
+  const ll = llhttpReadsRequest(bytes.subarray(0, head.end), 16384);
+  assert.ok(ll.ok && ll.head !== null && ll.complete);
+  assert.deepEqual(
+    { raw: head.raw, method: head.method, url: head.url, keepAlive: head.keepAlive },
+    { raw: lowerCommon(ll.head.raw), method: ll.head.method, url: ll.head.url, keepAlive: ll.head.keepAlive },
+  );
+  assert.deepEqual(head.raw, ['host', '127.0.0.1:8080', 'user-agent', 'curl/8.5.0', 'accept', '*/*']);
+  const close = Buffer.from('DELETE /x HTTP/1.1\r\nHost: a\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n', 'latin1');
+  assert.equal(readUsualRequestHead(close, 0, close.length, 16384)?.keepAlive, false);
+});
+
+test('request heads outside the usual case are left to llhttp', () => {
+  const cases = [
+    'GET / HTTP/1.0\r\nHost: a\r\n\r\n',
+    'GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n',
+    'OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n',
+    'CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n',
+    'PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n',
+    'get / HTTP/1.1\r\nHost: a\r\n\r\n',
+    '\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n',
+    'GET  / HTTP/1.1\r\nHost: a\r\n\r\n',
+    'GET / HTTP/1.1 \r\nHost: a\r\n\r\n',
+    'GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello',
+    'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n',
+    'GET / HTTP/1.1\nHost: a\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost : a\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost: a\r\n',
+    'GET / HTTP/1.1\r\n' + 'X-A: 1\r\n'.repeat(64) + 'Host: a\r\n\r\n',
+  ];
+  for (const text of cases) {
+    const bytes = Buffer.from(text, 'latin1');
+    assert.equal(readUsualRequestHead(bytes, 0, bytes.length, 16384), null, JSON.stringify(text));
+  }
+  const big = Buffer.from(`GET /${'a'.repeat(200)} HTTP/1.1\r\nHost: a\r\n\r\n`, 'latin1');
+  assert.equal(readUsualRequestHead(big, 0, big.length, 100), null, 'over maxHeaderSize');
+  assert.notEqual(readUsualRequestHead(big, 0, big.length, 16384), null);
+});
+
+test('whatever request head the JavaScript reader accepts, llhttp accepts and reads the same way (20 000 random mutations)', () => {
+  const bases = [
+    CURL,
+    'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n',
+    'HEAD /a/b/../c?x=%20&y#frag HTTP/1.1\r\nhost: h:1\r\nConnection: keep-alive, Close\r\nX-Tab:\tv\tw\r\n\r\n',
+    'DELETE /items/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nProxy-Connection: close\r\nX-Empty:\r\n\r\n',
+    'OPTIONS /{x}|[y]^`\\"<> HTTP/1.1\r\nHOST: a\r\nACCEPT: b\r\nAccepu: c\r\nexpect: 100-continue\r\n\r\n',
+  ];
+  const pieces = ['\r', '\n', '\r\n', '\t', ' ', ':', ',', '\0', '\x7f', '\x80', '\xff', 'a', 'Z', '0', '9', '-', '"', '(',
+    '/', '?', '#', '%', '*', 'close', 'keep-alive', 'Content-Length: 7\r\n', 'Content-Length: 0\r\n', 'Transfer-Encoding: chunked\r\n',
+    'Upgrade: h2c\r\n', '\r\n ', 'Connection: close\r\n', 'HTTP/1.0', 'HTTP/1.1', '1', 'POST', 'GET', 'CONNECT', 'http://h'];
+  const next = random(20261203);
+  let accepted = 0;
+  let mutatedAccepted = 0;
+  for (let n = 0; n < 20000; n++) {
+    let text = bases[n % bases.length];
+    const edits = Math.floor(next() * 4);
+    for (let e = 0; e < edits; e++) {
+      const at = Math.floor(next() * text.length);
+      const piece = pieces[Math.floor(next() * pieces.length)];
+      const kind = next();
+      if (kind < 0.4) text = text.slice(0, at) + piece + text.slice(at);
+      else if (kind < 0.8) text = text.slice(0, at) + piece + text.slice(at + 1);
+      else text = text.slice(0, at) + text.slice(at + 1);
+    }
+    const bytes = Buffer.from(text + 'GET', 'latin1');
+    const head = readUsualRequestHead(bytes, 0, bytes.length, 16384);
+    if (head === null) continue;
+    accepted++;
+    if (edits > 0) mutatedAccepted++;
+    const ll = llhttpReadsRequest(bytes.subarray(0, head.end), 16384);
+    const where = JSON.stringify(text);
+    assert.ok(ll.ok, `llhttp refused (${ll.ok ? '' : ll.code}) what the reader accepted: ${where}`);
+    assert.ok(ll.head !== null, where);
+    assert.ok(ll.complete, `llhttp did not end the message where the reader did: ${where}`);
+    assert.equal(ll.head.version, 11, where);
+    assert.equal(ll.head.upgrade, false, where);
+    assert.equal(head.method, ll.head.method, where);
+    assert.equal(head.url, ll.head.url, where);
+    assert.deepEqual(head.raw, lowerCommon(ll.head.raw), where);
+    assert.equal(head.keepAlive, ll.head.keepAlive, where);
+  }
   assert.ok(accepted > 5000, `only ${accepted} heads accepted`);
   assert.ok(mutatedAccepted > 1000, `only ${mutatedAccepted} mutated heads accepted`);
 });

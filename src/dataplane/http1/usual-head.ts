@@ -1,0 +1,303 @@
+/**
+ * Message heads read in JavaScript, for the usual case only, with llhttp left to read every other one:
+ * - an upstream response head: `HTTP/1.1`, a final status from 200 to 599 (not 204 or 304), a body framed by one
+ *   Content-Length above 0;
+ * - a client request head: one of the common methods, an origin-form target, `HTTP/1.1`, no body (no Content-Length
+ *   but "0", no Transfer-Encoding);
+ * both with the whole head in the bytes at hand and nothing unusual in it. Anything else (a 1xx, chunked,
+ * close-delimited, obs-fold, a control or non-ASCII character, a space before a colon or at the end of a value, an
+ * Upgrade, two Content-Lengths, a partial head, leading empty lines) is left to llhttp.
+ *
+ * Why: the native parser costs a crossing into C++ and back into JavaScript for the head, V8 strings made there one
+ * by one, and (for a response) a reset after each body read past it; reading the usual head here costs less than
+ * that. What each reader accepts is a strict subset of what llhttp accepts, read the same way: usual-head.test.ts
+ * feeds both the same heads, mutated at random, and checks that whatever a reader accepts llhttp accepts with the
+ * same request line or status, headers and keep-alive.
+ */
+import { Buffer } from 'node:buffer';
+import { TOKEN } from '../../core/headers.ts';
+import { COMMON_LOWER_NAMES } from './wire.ts';
+
+/** A response head read by `readUsualResponseHead`. The object is reused from call to call: read it before the next call. */
+export interface UsualHead {
+  /**
+   * Names and values interleaved, as llhttp gives them, except that the common names (wire.ts) come in lower case
+   * whatever their case on the wire: the same strings each time, with no slice made for them.
+   */
+  raw: string[];
+  status: number;
+  reason: string;
+  keepAlive: boolean;
+  contentLength: number;
+  /** Offset in the buffer just past the head's empty line: where the body starts. */
+  end: number;
+}
+
+/** A request head read by `readUsualRequestHead`; reused from call to call like `UsualHead`. */
+export interface UsualRequestHead {
+  /** As in `UsualHead`. */
+  raw: string[];
+  /** The method, one of the same strings each time. */
+  method: string;
+  url: string;
+  keepAlive: boolean;
+  /** Offset in the buffer just past the head's empty line: where the next message starts. */
+  end: number;
+}
+
+const head: UsualHead = { raw: [], status: 0, reason: '', keepAlive: true, contentLength: -1, end: 0 };
+const requestHead: UsualRequestHead = { raw: [], method: '', url: '', keepAlive: true, end: 0 };
+
+/** RFC 9110 tchar, the characters of a header name, as a byte table made from HeaderMap's TOKEN (bytes ≥ 128: 0). */
+const TCHAR = new Uint8Array(256);
+for (let c = 0; c < 128; c++) if (TOKEN.test(String.fromCharCode(c))) TCHAR[c] = 1;
+
+/** A value character accepted here: HTAB, SP and visible ASCII (obs-text and controls are left to llhttp). */
+function valueChar(c: number): boolean {
+  return (c >= 0x20 && c < 0x7f) || c === 0x09;
+}
+
+/** More header lines than this are left to llhttp (the offsets below have room for this many). */
+const MAX_FIELDS = 64;
+/** Per header line: where its name starts and ends, and where its value starts and ends, relative to the head. */
+const marks = new Int32Array(MAX_FIELDS * 4);
+
+const HTTP11 = Buffer.from('HTTP/1.1 ', 'latin1');
+const HTTP11_LINE_END = Buffer.from(' HTTP/1.1\r\n', 'latin1');
+const CONTENT_LENGTH = Buffer.from('content-length', 'latin1');
+const TRANSFER_ENCODING = Buffer.from('transfer-encoding', 'latin1');
+const UPGRADE = Buffer.from('upgrade', 'latin1');
+const CONNECTION = Buffer.from('connection', 'latin1');
+const PROXY_CONNECTION = Buffer.from('proxy-connection', 'latin1');
+
+/** The common names by length, as lower-case bytes and the string given for them. */
+const KNOWN: { bytes: Buffer; name: string }[][] = [];
+for (const name of COMMON_LOWER_NAMES) (KNOWN[name.length] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
+
+/** The methods read here, by length: others (CONNECT, which llhttp reads as an upgrade, WebDAV's, ...) go to llhttp. */
+const METHODS: { bytes: Buffer; name: string }[][] = [];
+for (const name of ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']) {
+  (METHODS[name.length] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
+}
+
+/** The common name spelled (in any case) at `buf[at, at + n)`, or null. */
+function knownName(buf: Buffer, at: number, n: number): string | null {
+  const candidates = KNOWN[n];
+  if (candidates === undefined) return null;
+  for (const k of candidates) if (nameIs(buf, at, k.bytes)) return k.name;
+  return null;
+}
+
+/** Whether `buf` holds `bytes` at `at` (the caller checked that they fit). */
+function bytesAre(buf: Buffer, at: number, bytes: Buffer): boolean {
+  for (let k = 0; k < bytes.length; k++) if (buf[at + k] !== bytes[k]) return false;
+  return true;
+}
+
+/** Whether the header name at `buf[at, at + lower.length)` is `lower`, ignoring ASCII case (the bytes are tchars). */
+function nameIs(buf: Buffer, at: number, lower: Buffer): boolean {
+  for (let k = 0; k < lower.length; k++) if ((buf[at + k] | 0x20) !== lower[k]) return false;
+  return true;
+}
+
+/** What `readFields` found besides the offsets in `marks`. */
+let fieldCount = 0;
+/** The Content-Length value, or -1 without one. */
+let fieldLength = -1;
+/** The number of digits of the Content-Length value. */
+let fieldLengthDigits = 0;
+/** A Connection or Proxy-Connection line was seen. */
+let fieldConnection = false;
+
+/**
+ * Reads the header lines from `buf[i]` up to the empty line, all below `limit`. Returns the offset of the empty
+ * line's CR, with `marks` and the `field*` values set, or -1 when the lines are not usual: a Transfer-Encoding or an
+ * Upgrade, a Content-Length that is not one plain number, or anything llhttp might read otherwise.
+ */
+function readFields(buf: Buffer, i: number, limit: number, start: number): number {
+  let fields = 0;
+  let contentLength = -1;
+  let digits = 0;
+  let connection = false;
+  for (;;) {
+    if (i >= limit) return -1;
+    let c = buf[i];
+    if (c === 0x0d) break;
+    const nameStart = i;
+    while (TCHAR[c] === 1 && ++i < limit) c = buf[i];
+    if (i >= limit || c !== 0x3a || i === nameStart) return -1;
+    const nameEnd = i;
+    i++;
+    while (i < limit && ((c = buf[i]) === 0x20 || c === 0x09)) i++;
+    const valueStart = i;
+    while (i < limit && (c = buf[i]) !== 0x0d) {
+      if (!valueChar(c)) return -1;
+      i++;
+    }
+    if (i + 1 >= limit || buf[i + 1] !== 0x0a) return -1;
+    if (i > valueStart) {
+      const last = buf[i - 1];
+      if (last === 0x20 || last === 0x09) return -1;
+    }
+    const valueEnd = i;
+    i += 2;
+    const n = nameEnd - nameStart;
+    if (n === 14 && nameIs(buf, nameStart, CONTENT_LENGTH)) {
+      digits = valueEnd - valueStart;
+      if (contentLength >= 0 || digits === 0 || digits > 15) return -1;
+      let v = 0;
+      for (let k = valueStart; k < valueEnd; k++) {
+        const d = buf[k] - 48;
+        if (d < 0 || d > 9) return -1;
+        v = v * 10 + d;
+      }
+      contentLength = v;
+    } else if ((n === 17 && nameIs(buf, nameStart, TRANSFER_ENCODING)) || (n === 7 && nameIs(buf, nameStart, UPGRADE))) {
+      return -1;
+    } else if ((n === 10 && nameIs(buf, nameStart, CONNECTION)) || (n === 16 && nameIs(buf, nameStart, PROXY_CONNECTION))) {
+      // llhttp reads Proxy-Connection as it reads Connection; the values are read by `keepAliveOf`, once the head is whole.
+      connection = true;
+    }
+    if (fields === MAX_FIELDS) return -1;
+    const m = fields * 4;
+    marks[m] = nameStart - start;
+    marks[m + 1] = nameEnd - start;
+    marks[m + 2] = valueStart - start;
+    marks[m + 3] = valueEnd - start;
+    fields++;
+  }
+  // buf[i] is the CR of the empty line.
+  if (i + 1 >= limit || buf[i + 1] !== 0x0a) return -1;
+  fieldCount = fields;
+  fieldLength = contentLength;
+  fieldLengthDigits = digits;
+  fieldConnection = connection;
+  return i;
+}
+
+/** The raw list of the lines `readFields` marked, from `s`, the head from `start` as a latin1 string. */
+function rawFields(buf: Buffer, start: number, s: string): string[] {
+  const raw = new Array<string>(fieldCount * 2);
+  for (let f = 0; f < fieldCount; f++) {
+    const m = f * 4;
+    raw[2 * f] = knownName(buf, start + marks[m], marks[m + 1] - marks[m]) ?? s.slice(marks[m], marks[m + 1]);
+    raw[2 * f + 1] = s.slice(marks[m + 2], marks[m + 3]);
+  }
+  return raw;
+}
+
+/** Keep-alive of an HTTP/1.1 message whose lines `readFields` marked: unless a Connection line lists "close". */
+function keepAliveOf(buf: Buffer, start: number): boolean {
+  if (!fieldConnection) return true;
+  for (let f = 0; f < fieldCount; f++) {
+    const m = f * 4;
+    const n = marks[m + 1] - marks[m];
+    if ((n === 10 && nameIs(buf, start + marks[m], CONNECTION)) || (n === 16 && nameIs(buf, start + marks[m], PROXY_CONNECTION))) {
+      if (listsClose(buf, start + marks[m + 2], start + marks[m + 3])) return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Reads the response head at `buf[start, end)` when it is a usual one (see above); returns null, having changed
+ * nothing, otherwise. A head longer than `maxHeaderSize` bytes is left to llhttp, which refuses it.
+ *
+ * The bytes are scanned as they are (indexing a Buffer is cheaper than charCodeAt on a string just made from it);
+ * one latin1 string of the head is made at the end, and the values and the uncommon names are slices of it.
+ */
+export function readUsualResponseHead(buf: Buffer, start: number, end: number, maxHeaderSize: number): UsualHead | null {
+  // Every byte looked at is below `limit`: a head that does not end there is partial or too long for this reader.
+  const limit = Math.min(end, start + maxHeaderSize);
+  // At least "HTTP/1.1 200\r\n" and the empty line.
+  if (limit - start < 16) return null;
+  if (!bytesAre(buf, start, HTTP11)) return null;
+  const d0 = buf[start + 9] - 48;
+  const d1 = buf[start + 10] - 48;
+  const d2 = buf[start + 11] - 48;
+  if (d0 < 2 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) return null;
+  const status = d0 * 100 + d1 * 10 + d2;
+  if (status === 204 || status === 304) return null;
+  let i = start + 12;
+  let reasonEnd = i;
+  if (buf[i] === 0x20) {
+    i++;
+    while (i < limit && buf[i] !== 0x0d) {
+      const c = buf[i];
+      if (c < 0x20 || c >= 0x7f) return null;
+      i++;
+    }
+    reasonEnd = i;
+  } else if (buf[i] !== 0x0d) return null;
+  if (i + 1 >= limit || buf[i + 1] !== 0x0a) return null;
+  i = readFields(buf, i + 2, limit, start);
+  if (i < 0 || fieldLength <= 0) return null;
+  const s = buf.toString('latin1', start, i);
+  head.raw = rawFields(buf, start, s);
+  head.status = status;
+  head.reason = reasonEnd > start + 13 ? s.slice(13, reasonEnd - start) : '';
+  head.keepAlive = keepAliveOf(buf, start);
+  head.contentLength = fieldLength;
+  head.end = i + 2;
+  return head;
+}
+
+/**
+ * Reads the request head at `buf[start, end)` when it is a usual one without a body (see above); returns null,
+ * having changed nothing, otherwise. As with responses, a head longer than `maxHeaderSize` bytes is left to llhttp.
+ */
+export function readUsualRequestHead(buf: Buffer, start: number, end: number, maxHeaderSize: number): UsualRequestHead | null {
+  const limit = Math.min(end, start + maxHeaderSize);
+  // At least "GET / HTTP/1.1\r\n" and the empty line.
+  if (limit - start < 18) return null;
+  let i = start;
+  while (i < start + 8 && buf[i] !== 0x20) i++;
+  const candidates = METHODS[i - start];
+  if (candidates === undefined) return null;
+  let method = '';
+  for (const m of candidates) {
+    if (bytesAre(buf, start, m.bytes)) {
+      method = m.name;
+      break;
+    }
+  }
+  if (method === '') return null;
+  // An origin-form target of visible ASCII; the others (absolute-form, asterisk-form) are llhttp's.
+  const urlStart = ++i;
+  if (buf[i] !== 0x2f) return null;
+  while (i < limit) {
+    const c = buf[i];
+    if (c <= 0x20 || c >= 0x7f) break;
+    i++;
+  }
+  const urlEnd = i;
+  if (i + HTTP11_LINE_END.length > limit) return null;
+  if (!bytesAre(buf, i, HTTP11_LINE_END)) return null;
+  i = readFields(buf, i + HTTP11_LINE_END.length, limit, start);
+  // A Content-Length other than a plain "0" is a body (or a length spelled in a way llhttp and weir may read apart).
+  if (i < 0 || (fieldLength >= 0 && (fieldLength !== 0 || fieldLengthDigits !== 1))) return null;
+  const s = buf.toString('latin1', start, i);
+  requestHead.raw = rawFields(buf, start, s);
+  requestHead.method = method;
+  requestHead.url = s.slice(urlStart - start, urlEnd - start);
+  requestHead.keepAlive = keepAliveOf(buf, start);
+  requestHead.end = i + 2;
+  return requestHead;
+}
+
+const CLOSE = Buffer.from('close', 'latin1');
+
+/** Whether the Connection value at `buf[from, to)` lists the option "close" (case-insensitive), as llhttp reads it. */
+function listsClose(buf: Buffer, from: number, to: number): boolean {
+  for (let k = from; k <= to; ) {
+    let e = k;
+    while (e < to && buf[e] !== 0x2c) e++;
+    let a = k;
+    let b = e;
+    while (a < b && (buf[a] === 0x20 || buf[a] === 0x09)) a++;
+    while (b > a && (buf[b - 1] === 0x20 || buf[b - 1] === 0x09)) b--;
+    if (b - a === 5 && nameIs(buf, a, CLOSE)) return true;
+    k = e + 1;
+  }
+  return false;
+}
