@@ -61,6 +61,10 @@ function envoy_on_request(handle)
     h:add("x-count", tostring(n))
   elseif path == "/inject" then
     h:add("x-bad", "a\\r\\nInjected: yes")
+  elseif path == "/seen" then
+    local names = {}
+    for k, _ in pairs(h) do names[#names + 1] = k end
+    handle:respond({[":status"] = "200"}, table.concat(names, ","))
   end
   h = handle:headers()
   handle:streamInfo():dynamicMetadata():set("envoy.filters.http.lua", "tenant", h:get("x-tenant") or "none")
@@ -167,6 +171,22 @@ test('lua e2e: token check with httpCall answers 401 without a token, 403 for a 
   assert.equal(good.status, 200);
   const echoed = (await good.json()) as { headers: Record<string, string> };
   assert.equal(echoed.headers['x-user'], 'alice');
+});
+
+test('lua e2e: the request headers a script sees leave out the connection\'s own (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding), as on Envoy; an upgrade keeps Connection and Upgrade', async () => {
+  const seen = async (head: string): Promise<string[]> => {
+    const { text } = await rawExchange(weir.url('edge'), head, 2000);
+    assert.match(text, /^HTTP\/1\.1 200 /, text);
+    return text.slice(text.indexOf('\r\n\r\n') + 4).split(',');
+  };
+  const plain = await seen('GET /seen HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, x-hop\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Hop: 1\r\nX-Custom: a\r\nConnection: close\r\n\r\n');
+  assert.ok(plain.includes('x-custom') && plain.includes(':path'), plain.join());
+  for (const name of ['connection', 'keep-alive', 'proxy-connection', 'x-hop']) assert.ok(!plain.includes(name), `${name} in ${plain.join()}`);
+  // A chunked request: the codec framed the body, the script does not see how.
+  const chunked = await seen('POST /seen HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\na\r\n0\r\n\r\n');
+  assert.ok(!chunked.includes('transfer-encoding'), chunked.join());
+  const upgrade = await seen('GET /seen HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nKeep-Alive: 1\r\n\r\n');
+  assert.ok(upgrade.includes('connection') && upgrade.includes('upgrade') && !upgrade.includes('keep-alive'), upgrade.join());
 });
 
 test('lua e2e: respond() serves a health page', async () => {

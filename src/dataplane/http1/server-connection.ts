@@ -13,7 +13,7 @@ import { batchedListener, createParser, METHODS, type Parser, type ParserHandler
 import { readUsualRequestHead } from './usual-head.ts';
 import { readIntoSharedBuffer } from './shared-reads.ts';
 import { normalizePath } from '../../core/path.ts';
-import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated } from './wire.ts';
+import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated, isConnectionHeader, dropConnectionHeaders } from './wire.ts';
 import { Coalescer, exchangeOpened, exchangeClosed, ioEnter, ioExit } from './coalescer.ts';
 import { formatAddress } from '../../core/units.ts';
 import { monoNow, wallNow } from '../../core/clock.ts';
@@ -328,6 +328,7 @@ export class ServerConnection implements DownstreamConnection {
     let expectContinue = false;
     let hosts = 0;
     let nominating = false;
+    let connectionHeaders = false;
     let transferEncoding = '';
     for (let i = 0; i < raw.length; i += 2) {
       const name = lowerName(raw[i]);
@@ -355,9 +356,11 @@ export class ServerConnection implements DownstreamConnection {
         continue;
       } else if (name === 'http2-settings') continue;
       else if (name === 'connection' && !nominating) nominating = nominatesHeaders(value);
+      if (!connectionHeaders && isConnectionHeader(name)) connectionHeaders = true;
       list.push(name, value);
     }
     if (nominating) dropNominated(list);
+    if (connectionHeaders) dropConnectionHeaders(list, upgrade);
     if (chunked) {
       // llhttp rejects codings that do not end in chunked (400, RFC 9112 section 6.1) but accepts "gzip, chunked",
       // in one field or in two; weir decodes only chunked, so other codings get 501, as in nginx.

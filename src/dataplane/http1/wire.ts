@@ -117,6 +117,34 @@ export function chunkedEnd(trailers: HeaderMap | null): string {
   return out + '\r\n';
 }
 
+/** The headers of a request's connection that Envoy removes before its filters run (see `dropConnectionHeaders`). */
+export function isConnectionHeader(name: string): boolean {
+  switch (name.length) {
+    case 7: return name === 'upgrade';
+    case 10: return name === 'connection' || name === 'keep-alive';
+    case 16: return name === 'proxy-connection';
+    case 17: return name === 'transfer-encoding';
+    default: return false;
+  }
+}
+
+/**
+ * Removes from a received request's list what describes its connection rather than the request, as Envoy's connection
+ * manager does before the filters see the headers: Keep-Alive, Proxy-Connection, Transfer-Encoding (the codec has
+ * framed the body already) and, unless the request upgrades, Connection and Upgrade. Filters written for Envoy see
+ * the same headers then; weir writes the framing and the connection options of each hop itself.
+ */
+export function dropConnectionHeaders(list: string[], upgrade: boolean): void {
+  let to = 0;
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i];
+    if (isConnectionHeader(name) && !(upgrade && (name === 'connection' || name === 'upgrade'))) continue;
+    list[to++] = name;
+    list[to++] = list[i + 1];
+  }
+  list.length = to;
+}
+
 /** Lower-cases raw interleaved names and values into a HeaderMap list (no pseudo-headers). */
 export function rawToList(raw: string[]): string[] {
   const out = new Array<string>(raw.length);
