@@ -121,8 +121,6 @@ export class ServerConnection implements DownstreamConnection {
   #finishWhenRead = false;
   #tornDown = false;
   #paused = 0;
-  /** True while llhttp runs (it must not be freed then). */
-  #executing = false;
   /** After an upgrade request's head: reads are no longer parsed but pushed to the socket, as 'data' for the tunnel. */
   #tunnelReads = false;
   /**
@@ -440,7 +438,7 @@ export class ServerConnection implements DownstreamConnection {
    */
   park(idleBefore: number): boolean {
     const parser = this.#parser;
-    if (parser === null || this.#executing || this.#closed || this.#upgraded || this.#closeAfter || this.#active !== null
+    if (parser === null || this.#closed || this.#upgraded || this.#closeAfter || this.#active !== null
       || this.#parsing !== null || this.#queue.length > 0 || this.#deferred !== null || this.#failAfter !== null
       || this.#paused > 0 || this.#idleSince > idleBefore || parser.midMessage()) return false;
     this.#parser = null;
@@ -479,7 +477,7 @@ export class ServerConnection implements DownstreamConnection {
           try {
             this.#onHead(1, head.raw, head.method, head.url, false, head.keepAlive, 1);
           } catch (err) {
-            this.#protocolError(err instanceof ProxyError ? err : new ProxyError('INTERNAL', String(err)));
+            this.#protocolError(asProxyError(err));
             return;
           }
           continue;
@@ -495,14 +493,11 @@ export class ServerConnection implements DownstreamConnection {
     const parser = (this.#parser ??= createParser('request', this.#opts.maxHeaderSize, this.#handler));
     let ret: ParseResult;
     let thrown: unknown = undefined;
-    this.#executing = true;
     try {
       ret = parser.execute(data);
     } catch (err) {
       ret = 0;
       thrown = err;
-    } finally {
-      this.#executing = false;
     }
     this.#afterParse(ret, thrown, data);
   }
@@ -511,7 +506,7 @@ export class ServerConnection implements DownstreamConnection {
   #afterParse(ret: ParseResult, thrown: unknown, data: Buffer): void {
     if (this.#failAfter !== null) return;
     if (thrown !== undefined) {
-      this.#protocolError(thrown instanceof ProxyError ? thrown : new ProxyError('INTERNAL', String(thrown)));
+      this.#protocolError(asProxyError(thrown));
       return;
     }
     if (typeof ret !== 'number') {
@@ -730,6 +725,11 @@ function absoluteForm(list: string[], url: string): void {
   }
   list[1] = m[1];
   list[3] = m[2].charCodeAt(0) === 47 /* / */ ? m[2] : '/' + m[2];
+}
+
+/** What a request's handling threw, as the error its refusal reports (anything but a ProxyError is weir's own fault). */
+function asProxyError(err: unknown): ProxyError {
+  return err instanceof ProxyError ? err : new ProxyError('INTERNAL', String(err));
 }
 
 function onTimer(conn: ServerConnection): void {

@@ -111,6 +111,24 @@ function random(seed: number): () => number {
   };
 }
 
+/** `count` heads, each one of `bases` (in turn) with up to three random edits: a piece inserted or put in place of a byte, or a byte removed. */
+function* mutations(bases: string[], pieces: string[], seed: number, count: number): Generator<{ text: string; edits: number }> {
+  const next = random(seed);
+  for (let n = 0; n < count; n++) {
+    let text = bases[n % bases.length];
+    const edits = Math.floor(next() * 4);
+    for (let e = 0; e < edits; e++) {
+      const at = Math.floor(next() * text.length);
+      const piece = pieces[Math.floor(next() * pieces.length)];
+      const kind = next();
+      if (kind < 0.4) text = text.slice(0, at) + piece + text.slice(at);
+      else if (kind < 0.8) text = text.slice(0, at) + piece + text.slice(at + 1);
+      else text = text.slice(0, at) + text.slice(at + 1);
+    }
+    yield { text, edits };
+  }
+}
+
 test('whatever head the JavaScript reader accepts, llhttp accepts and reads the same way (20 000 random mutations)', () => {
   const bases = [
     NGINX.slice(0, NGINX.indexOf('\r\n\r\n') + 4),
@@ -122,20 +140,9 @@ test('whatever head the JavaScript reader accepts, llhttp accepts and reads the 
   const pieces = ['\r', '\n', '\r\n', '\t', ' ', ':', ',', '\0', '\x7f', '\x80', '\xff', 'a', 'Z', '0', '9', '-', '"', '(',
     'close', 'keep-alive', 'Content-Length: 7\r\n', 'Transfer-Encoding: chunked\r\n', 'Upgrade: h2c\r\n', '\r\n ',
     'Connection: close\r\n', 'HTTP/1.0', '1', ' OK'];
-  const next = random(20261202);
   let accepted = 0;
   let mutatedAccepted = 0;
-  for (let n = 0; n < 20000; n++) {
-    let text = bases[n % bases.length];
-    const edits = Math.floor(next() * 4);
-    for (let e = 0; e < edits; e++) {
-      const at = Math.floor(next() * text.length);
-      const piece = pieces[Math.floor(next() * pieces.length)];
-      const kind = next();
-      if (kind < 0.4) text = text.slice(0, at) + piece + text.slice(at);
-      else if (kind < 0.8) text = text.slice(0, at) + piece + text.slice(at + 1);
-      else text = text.slice(0, at) + text.slice(at + 1);
-    }
+  for (const { text, edits } of mutations(bases, pieces, 20261202, 20000)) {
     const bytes = Buffer.from(text + 'body', 'latin1');
     const head = readUsualResponseHead(bytes, 0, bytes.length, 16384);
     if (head === null) continue;
@@ -253,20 +260,9 @@ test('whatever request head the JavaScript reader accepts, llhttp accepts and re
   const pieces = ['\r', '\n', '\r\n', '\t', ' ', ':', ',', '\0', '\x7f', '\x80', '\xff', 'a', 'Z', '0', '9', '-', '"', '(',
     '/', '?', '#', '%', '*', 'close', 'keep-alive', 'Content-Length: 7\r\n', 'Content-Length: 0\r\n', 'Transfer-Encoding: chunked\r\n',
     'Upgrade: h2c\r\n', '\r\n ', 'Connection: close\r\n', 'HTTP/1.0', 'HTTP/1.1', '1', 'POST', 'GET', 'CONNECT', 'http://h'];
-  const next = random(20261203);
   let accepted = 0;
   let mutatedAccepted = 0;
-  for (let n = 0; n < 20000; n++) {
-    let text = bases[n % bases.length];
-    const edits = Math.floor(next() * 4);
-    for (let e = 0; e < edits; e++) {
-      const at = Math.floor(next() * text.length);
-      const piece = pieces[Math.floor(next() * pieces.length)];
-      const kind = next();
-      if (kind < 0.4) text = text.slice(0, at) + piece + text.slice(at);
-      else if (kind < 0.8) text = text.slice(0, at) + piece + text.slice(at + 1);
-      else text = text.slice(0, at) + text.slice(at + 1);
-    }
+  for (const { text, edits } of mutations(bases, pieces, 20261203, 20000)) {
     const bytes = Buffer.from(text + 'GET', 'latin1');
     const head = readUsualRequestHead(bytes, 0, bytes.length, 16384);
     if (head === null) continue;
