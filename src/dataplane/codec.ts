@@ -8,8 +8,9 @@ import type { HeaderMap } from '../core/headers.ts';
 import type { RequestHead, RequestSink, ResponseFraming } from './http1/server-connection.ts';
 import type { ResponseSink, RequestFraming } from './http1/client-connection.ts';
 import type { PoolWaiter } from './http1/pool.ts';
+import type { UsualHead } from './http1/usual-head.ts';
 
-export type { RequestHead, RequestSink, ResponseFraming, ResponseSink, RequestFraming, PoolWaiter };
+export type { RequestHead, RequestSink, ResponseFraming, ResponseSink, RequestFraming, PoolWaiter, UsualHead };
 
 /** One downstream connection: writes the response of its active exchange. */
 export interface DownstreamConnection {
@@ -19,7 +20,8 @@ export interface DownstreamConnection {
   /** True once the response head of the active exchange was written. */
   readonly responseStarted: boolean;
   sendContinue(): void;
-  sendHead(status: number, headers: HeaderMap, framing: ResponseFraming, reason?: string): boolean;
+  /** `headers`: a map, or an upstream's usual head, as it was read (during the read), whose lines go on as they are. */
+  sendHead(status: number, headers: HeaderMap | UsualHead, framing: ResponseFraming, reason?: string): boolean;
   /**
    * Returns false when the caller should wait for `RequestSink.onDrain`. A `lent` chunk is valid only during the
    * call: the connection copies it or writes it at once (see `Coalescer.lent`).

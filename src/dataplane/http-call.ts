@@ -8,6 +8,7 @@ import type { ProxyError } from '../core/errors.ts';
 import type { HttpCallRequest, HttpCallOptions, HttpCallResponse } from '../filters/contract.ts';
 import { UpstreamRequest, type UpstreamListener } from './upstream-request.ts';
 import type { Snapshot } from './snapshot.ts';
+import { headersOf } from './http1/usual-head.ts';
 
 const MAX_RESPONSE = 16 * 1024 * 1024;
 
@@ -64,7 +65,7 @@ export function httpCall(
     let req: UpstreamRequest;
     const listener: UpstreamListener = {
       onResponseHead: (_s, _r, hd) => {
-        head = hd;
+        head = headersOf(hd);
       },
       onResponseBody: (c, lent) => {
         size += c.length;

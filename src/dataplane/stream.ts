@@ -14,7 +14,8 @@ import { timeoutList, type TimeoutList, type Expirable } from '../core/timeout-l
 import { HeaderMap, bodilessStatus, contentLengthOf, validReasonPhrase } from '../core/headers.ts';
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
-import type { DownstreamConnection, RequestHead, RequestSink } from './codec.ts';
+import type { DownstreamConnection, RequestHead, RequestSink, UsualHead } from './codec.ts';
+import { headersOf } from './http1/usual-head.ts';
 import { Pipeline, filled } from './chain.ts';
 import { UpstreamRequest, type UpstreamListener } from './upstream-request.ts';
 import { FilterHandle } from './filter-handle.ts';
@@ -334,22 +335,34 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
 
   // --- the upstream's answers ---
 
-  onResponseHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void {
+  onResponseHead(status: number, reason: string, head: HeaderMap | UsualHead, contentLength: number): void {
     this.progress++;
     if (status === 101 && this.head.upgrade) {
-      this.#upgrade(headers);
+      this.#upgrade(headersOf(head));
       return;
     }
     this.responseCode = status;
-    this.responseHeaders = headers;
     this.reason = reason;
     this.#reasonStatus = status;
     if (this.upstream?.retriesExhausted && this.responseFlag === '-') this.responseFlag = ERRORS.RETRY_LIMIT_EXCEEDED.flag;
     const noBody = this.head.method === 'HEAD' || bodilessStatus(status) || contentLength === 0;
     if (noBody) this.#responseEos = true;
-    // No filters: straight to the client, without a pipeline.
-    if (this.filters.length === 0) this.writeResponseHead(headers, noBody);
-    else this.#response(this.filters.length).headers(headers, noBody);
+    if (this.filters.length === 0) {
+      // No filters: straight to the client, without a pipeline; a usual head's lines go on as they came, unmade.
+      if (head instanceof HeaderMap) this.writeResponseHead(head, noBody);
+      else this.#forwardHead(status, head, contentLength, noBody);
+      return;
+    }
+    const headers = headersOf(head);
+    this.responseHeaders = headers;
+    this.#response(this.filters.length).headers(headers, noBody);
+  }
+
+  /** Writes a usual upstream head that no filter sees (`writeResponseHead` for a head not made into a map). */
+  #forwardHead(status: number, head: UsualHead, contentLength: number, eos: boolean): void {
+    this.conn.sendHead(status, head, { contentLength, noBody: eos }, this.reason);
+    this.#bodyLeft = eos || this.head.method === 'HEAD' ? -1 : contentLength;
+    if (eos) this.complete(null);
   }
 
   /** A custom HTTP/1 reason phrase for the response. */

@@ -6,7 +6,7 @@
 import type { HeaderMap } from '../core/headers.ts';
 import { ProxyError } from '../core/errors.ts';
 import { timeoutList, type TimeoutList, type TimeoutTicket, type Expirable } from '../core/timeout-list.ts';
-import type { UpstreamConnection, ResponseSink, PoolWaiter, ConnectionSource } from './codec.ts';
+import type { UpstreamConnection, ResponseSink, PoolWaiter, ConnectionSource, UsualHead } from './codec.ts';
 import type { Cluster } from './upstream/cluster.ts';
 import type { Endpoint, AttemptResult } from './upstream/endpoint.ts';
 import type { RetrySettings } from './router.ts';
@@ -15,7 +15,8 @@ import { monoNow } from '../core/clock.ts';
 
 /** What the stream receives. */
 export interface UpstreamListener {
-  onResponseHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void;
+  /** `headers`: a map, or a usual head as the codec read it, valid only during the call (`headersOf` makes it a map). */
+  onResponseHead(status: number, reason: string, headers: HeaderMap | UsualHead, contentLength: number): void;
   /** `lent`: the chunk is valid only during the call (see `ResponseSink.onUpstreamBody`). */
   onResponseBody(chunk: Buffer, lent: boolean): void;
   onResponseTrailers(trailers: HeaderMap): void;
@@ -303,7 +304,7 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#attemptFailed(error, 'connect-failure', 'connect-failure');
   }
 
-  onUpstreamHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void {
+  onUpstreamHead(status: number, reason: string, headers: HeaderMap | UsualHead, contentLength: number): void {
     if (this.#state !== 2) return;
     const o = this.#o;
     const ep = this.#endpoint!;

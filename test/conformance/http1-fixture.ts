@@ -80,6 +80,12 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
       });
       res.end('ok');
       return;
+    case '/usual-hop':
+      // The usual head (a Content-Length body, nothing unusual), with hop-by-hop lines among the others.
+      res.writeHead(200, ['Server', 'up/1.0', 'Date', 'Wed, 02 Dec 2026 19:00:00 GMT', 'Keep-Alive', 'timeout=5',
+        'X-Mixed-Case', 'Yes', 'Proxy-Authenticate', 'Basic realm="up"', 'Content-Length', '2', 'x-last', 'z']);
+      res.end('ok');
+      return;
     case '/sum': {
       // Answers with the body's length and a checksum, and closes: the next request needs a new connection.
       let sum = 0;

@@ -161,6 +161,38 @@ test('a Content-Length with leading zeros is its number, however long the zeros 
   c.destroy();
 });
 
+test('a usual upstream head goes on as it came, without its hop-by-hop lines, when no filter sees it', async () => {
+  const c = await RawConnection.open(weir.url('bare'));
+  c.write(get('/usual-hop'));
+  const r = await c.readResponse();
+  assert.equal(r.body.toString(), 'ok');
+  // Its lines are copied as they were sent (names keep their case, as nginx passes them); weir writes the framing
+  // and the connection's options itself.
+  assert.equal(
+    r.raw,
+    'HTTP/1.1 200 OK\r\nServer: up/1.0\r\nDate: Wed, 02 Dec 2026 19:00:00 GMT\r\nX-Mixed-Case: Yes\r\nx-last: z\r\n' +
+      'content-length: 2',
+  );
+  c.write('GET /usual-hop HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n');
+  assert.match((await c.readResponse()).raw, /\r\nx-last: z\r\ncontent-length: 2\r\nconnection: close$/);
+  c.destroy();
+  const old = await RawConnection.open(weir.url('bare'));
+  old.write('GET /usual-hop HTTP/1.0\r\nHost: test.local\r\nConnection: keep-alive\r\n\r\n');
+  const kept = await old.readResponse();
+  assert.equal(kept.version, 'HTTP/1.1');
+  assert.match(kept.raw, /\r\nx-last: z\r\ncontent-length: 2\r\nconnection: keep-alive$/);
+  old.destroy();
+  // Where a filter sees the head (edge adds x-served-by), weir writes the map it passed: names in lower case.
+  const e = await RawConnection.open(weir.url('edge'));
+  e.write(get('/usual-hop'));
+  assert.equal(
+    (await e.readResponse()).raw,
+    'HTTP/1.1 200 OK\r\nserver: up/1.0\r\ndate: Wed, 02 Dec 2026 19:00:00 GMT\r\nx-mixed-case: Yes\r\nx-last: z\r\n' +
+      'x-served-by: weir\r\ncontent-length: 2',
+  );
+  e.destroy();
+});
+
 test('a client nominating the headers weir adds does not remove them: nominated headers go on receipt', async () => {
   const c = await RawConnection.open(weir.url('edge'));
   c.write(get('/echo', 'Connection: X-Forwarded-For, x-forwarded-proto,x-request-id, X-Mine\r\nX-Forwarded-For: 203.0.113.9\r\nX-Mine: 1\r\n'));

@@ -8,14 +8,17 @@ import net, { type Socket } from 'node:net';
 import { HeaderMap, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
 import { createParser, type Parser, type ParseResult } from './llhttp.ts';
-import { headerLines, chunkedEnd, rawToList, lowerName, statusText, nominatesHeaders, dropNominated } from './wire.ts';
+import { headerLines, chunkedEnd, rawToList, responseList, responseLength } from './wire.ts';
 import { Coalescer, ioEnter, ioExit, takeLentKept } from './coalescer.ts';
-import { readUsualResponseHead } from './usual-head.ts';
+import { readUsualResponseHead, type UsualHead } from './usual-head.ts';
 
 /** Where the response of an upstream exchange goes. */
 export interface ResponseSink {
-  /** The response head; `contentLength` is -1 when unknown (chunked or close-delimited). */
-  onUpstreamHead(status: number, reason: string, headers: HeaderMap, contentLength: number): void;
+  /**
+   * The response head; `contentLength` is -1 when unknown (chunked or close-delimited). A usual head comes as it was
+   * read (see `headersOf`), valid only during the call.
+   */
+  onUpstreamHead(status: number, reason: string, headers: HeaderMap | UsualHead, contentLength: number): void;
   /**
    * A body chunk. When `lent`, it is a view of the connection's read buffer, valid only during the call: copy it to
    * keep it (or write it with `Coalescer.lent`, which says when a write kept it).
@@ -214,30 +217,12 @@ export class ClientConnection implements UpstreamConnection {
       this.#unasked101 = true;
       return 1;
     }
-    const list = new Array<string>(raw.length + 2);
-    list[0] = ':status';
-    list[1] = statusText(status);
-    let contentLength = -1;
-    let nominating = false;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = lowerName(raw[i]);
-      const value = raw[i + 1];
-      if (name === 'content-length') {
-        // llhttp checked the digits and takes up to 2^64 - 1; past 2^53 - 1 a number would pass on another length.
-        contentLength = contentLengthOf(value);
-        if (contentLength < 0) {
-          this.#refusal = `Content-Length ${value.trim()} is larger than weir can frame`;
-          return -1;
-        }
-      } else if (name === 'transfer-encoding' && value.trim().toLowerCase() !== 'chunked') {
-        // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
-        this.#refusal = `Transfer-Encoding "${value}" cannot be passed on`;
-        return -1;
-      } else if (name === 'connection' && !nominating) nominating = nominatesHeaders(value);
-      list[i + 2] = name;
-      list[i + 3] = value;
+    const list = responseList(status, raw);
+    if (typeof list === 'string') {
+      this.#refusal = list;
+      return -1;
     }
-    if (nominating) dropNominated(list);
+    const contentLength = responseLength;
     if (this.#sink === null) {
       // A second response after the exchange completed, in the same bytes: the connection is out of step.
       this.socket.destroy();
@@ -262,6 +247,18 @@ export class ClientConnection implements UpstreamConnection {
     }
     this.#sink.onUpstreamHead(status, reason, new HeaderMap(list), contentLength);
     return next;
+  }
+
+  /**
+   * A head `readUsualResponseHead` read: a final status, a Content-Length body, nothing to refuse. The sink gets it
+   * unmade (the lines are made into a map only if it asks, during the call); its body is lent as it comes.
+   */
+  #onUsualHead(head: UsualHead): void {
+    this.#gotHead = true;
+    this.#keepAlive = head.keepAlive;
+    this.#lentLeft = head.contentLength;
+    this.#headReadHere = true;
+    this.#sink!.onUpstreamHead(head.status, head.reason, head, head.contentLength);
   }
 
   /** A read into the socket's reused buffer: heads go through the parser, a body of known length is lent as it comes. */
@@ -298,13 +295,8 @@ export class ClientConnection implements UpstreamConnection {
           const head = readUsualResponseHead(buf, at, n, this.#maxHeaderSize);
           if (head !== null) {
             at = head.end;
-            // Such a head always has its body lent (2); a refusal (-1) fails the exchange as llhttp's would.
-            if (this.#onHead(1, head.raw, head.status, head.reason, false, head.keepAlive) === 2) {
-              this.#headReadHere = true;
-              continue;
-            }
-            this.#protocolError(this.#refusal ?? 'a head that could not be read');
-            return;
+            this.#onUsualHead(head);
+            continue;
           }
         }
         const data = buf.subarray(at, n);

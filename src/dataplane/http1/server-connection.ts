@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { HeaderMap, bodilessStatus, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
-import { readUsualRequestHead } from './usual-head.ts';
+import { copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, type UsualHead } from './usual-head.ts';
 import { readIntoSharedBuffer } from './shared-reads.ts';
 import { normalizePath } from '../../core/path.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated, isConnectionHeader, dropConnectionHeaders } from './wire.ts';
@@ -177,13 +177,36 @@ export class ServerConnection implements DownstreamConnection {
    * Writes the response head of the active exchange. `reason` overrides the standard phrase.
    * Returns false if the socket is gone.
    */
-  sendHead(status: number, headers: HeaderMap, framing: ResponseFraming, reason?: string): boolean {
+  sendHead(status: number, headers: HeaderMap | UsualHead, framing: ResponseFraming, reason?: string): boolean {
     if (this.#closed || this.#responseStarted) return false;
     this.#responseStarted = true;
-    const head = this.#activeHead!;
+    const line = statusLine(status, reason);
+    if (!(headers instanceof HeaderMap)) {
+      // A usual upstream head nothing changed: its lines go on as they came, copied from the read buffer.
+      const lines = forwardedLength(headers);
+      if (lines >= 0) {
+        const tail = this.#framing(status, framing, forwardedDate);
+        const out = Buffer.allocUnsafe(line.length + lines + tail.length);
+        let at = out.write(line, 0, 'latin1');
+        at = copyUsualHeadLines(headers, out, at);
+        out.write(tail, at, 'latin1');
+        this.#out.bytes(out);
+        return true;
+      }
+      headers = headersOf(headers);
+    }
     if (headers.unchecked) checkHeaders(headers);
-    let out = statusLine(status, reason) + headerLines(headers, true, status === 101);
-    if (!headers.has('date')) out += 'date: ' + httpDate() + '\r\n';
+    this.#out.text(line + headerLines(headers, true, status === 101) + this.#framing(status, framing, headers.has('date')));
+    return true;
+  }
+
+  /**
+   * The lines of a response head after its headers, up to the empty line: Date (unless the head has one), the
+   * framing, the connection's options. Sets how the body is written.
+   */
+  #framing(status: number, framing: ResponseFraming, hasDate: boolean): string {
+    const head = this.#activeHead!;
+    let out = hasDate ? '' : 'date: ' + httpDate() + '\r\n';
     // 1xx, 204 and 304 have no body, whatever follows (a filter may have changed the status of one that had).
     this.#noBody = framing.noBody || bodilessStatus(status);
     const isHead = head.method === 'HEAD';
@@ -206,10 +229,8 @@ export class ServerConnection implements DownstreamConnection {
         out += 'connection: close\r\n';
       } else if (head.versionMinor === 0) out += 'connection: keep-alive\r\n';
     }
-    out += '\r\n';
     if (isHead) this.#noBody = true;
-    this.#out.text(out);
-    return true;
+    return out + '\r\n';
   }
 
   /** Writes a body chunk (`lent`: valid only during the call); returns false when the caller should wait for `onDrain`. */

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
-import { readUsualRequestHead, readUsualResponseHead } from './usual-head.ts';
+import { copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, readUsualResponseHead, usualHeadLines, type UsualHead } from './usual-head.ts';
 import { createParser, METHODS } from './llhttp.ts';
-import { COMMON_LOWER_NAMES } from './wire.ts';
+import { COMMON_LOWER_NAMES, headerLines } from './wire.ts';
 
 interface Seen {
   raw: string[];
@@ -48,14 +48,15 @@ test('the usual head (nginx) is read as llhttp reads it; the body starts after t
   const bytes = Buffer.from(NGINX, 'latin1');
   const head = readUsualResponseHead(bytes, 0, bytes.length, 16384);
   assert.ok(head !== null);
+  const raw = usualHeadLines(head);
   const ll = llhttpReads(bytes, 16384);
   assert.ok(ll.ok && ll.head !== null);
   assert.deepEqual(
-    { raw: head.raw, status: head.status, reason: head.reason, keepAlive: head.keepAlive, end: head.end },
+    { raw, status: head.status, reason: head.reason, keepAlive: head.keepAlive, end: head.end },
     { raw: lowerCommon(ll.head.raw), status: ll.head.status, reason: ll.head.reason, keepAlive: ll.head.keepAlive, end: ll.end },
   );
   // The common names are the same strings each time (no slice made for them); others are as sent.
-  assert.equal(head.raw[0], 'server');
+  assert.equal(raw[0], 'server');
   assert.equal(head.contentLength, 12);
   assert.equal(bytes.subarray(head.end).toString(), 'hello world\n');
 });
@@ -142,18 +143,21 @@ test('whatever head the JavaScript reader accepts, llhttp accepts and reads the 
     'Connection: close\r\n', 'HTTP/1.0', '1', ' OK'];
   let accepted = 0;
   let mutatedAccepted = 0;
+  let forwarded = 0;
   for (const { text, edits } of mutations(bases, pieces, 20261202, 20000)) {
     const bytes = Buffer.from(text + 'body', 'latin1');
     const head = readUsualResponseHead(bytes, 0, bytes.length, 16384);
     if (head === null) continue;
     accepted++;
     if (edits > 0) mutatedAccepted++;
+    const raw = usualHeadLines(head);
+    if (forwardedLines(head) !== null) forwarded++;
     const ll = llhttpReads(bytes, 16384);
     const where = JSON.stringify(text);
     assert.ok(ll.ok, `llhttp refused (${ll.ok ? '' : ll.code}) what the reader accepted: ${where}`);
     assert.ok(ll.head !== null, where);
     assert.equal(ll.head.major * 10 + ll.head.minor, 11, where);
-    assert.deepEqual(head.raw, lowerCommon(ll.head.raw), where);
+    assert.deepEqual(raw, lowerCommon(ll.head.raw), where);
     assert.equal(head.status, ll.head.status, where);
     assert.equal(head.reason, ll.head.reason, where);
     assert.equal(head.keepAlive, ll.head.keepAlive, where);
@@ -162,6 +166,70 @@ test('whatever head the JavaScript reader accepts, llhttp accepts and reads the 
   // The comparison means something only if many heads, mutated ones among them, went through it.
   assert.ok(accepted > 5000, `only ${accepted} heads accepted`);
   assert.ok(mutatedAccepted > 1000, `only ${mutatedAccepted} mutated heads accepted`);
+  assert.ok(forwarded > 4000, `only ${forwarded} heads forwarded as bytes`);
+});
+
+/**
+ * The lines of a usual head that go on as bytes, read back as [lower-case name, value] pairs, after checking them
+ * against what the map path writes for the same head (headerLines of headersOf): the same headers in the same order,
+ * and Date found when the map has one. Null when the head goes the map path.
+ */
+function forwardedLines(head: UsualHead): string[][] | null {
+  const length = forwardedLength(head);
+  const map = headersOf(head);
+  const expected = parseLines(headerLines(map, true, false));
+  if (length < 0) {
+    // Only a Connection value naming more than its options sends a head the map path.
+    assert.ok(map.getAll('connection').length + map.getAll('proxy-connection').length > 0);
+    return null;
+  }
+  const hasDate = forwardedDate;
+  const out = Buffer.alloc(length + 2, 0x2a);
+  assert.equal(copyUsualHeadLines(head, out, 1), length + 1, 'the copy fills what forwardedLength counted');
+  assert.equal(out[0], 0x2a);
+  assert.equal(out[length + 1], 0x2a, 'nothing is written past it');
+  const lines = parseLines(out.toString('latin1', 1, length + 1));
+  assert.deepEqual(lines, expected);
+  assert.equal(hasDate, map.has('date'));
+  return lines;
+}
+
+/** "Name: value\r\n" lines as [lower-case name, value without leading white space] pairs. */
+function parseLines(text: string): string[][] {
+  if (text === '') return [];
+  assert.ok(text.endsWith('\r\n'));
+  return text.slice(0, -2).split('\r\n').map((line) => {
+    const colon = line.indexOf(':');
+    return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).replace(/^[ \t]+/, '')];
+  });
+}
+
+test('the lines of a usual head go on as they came, but for the hop-by-hop ones and Content-Length', () => {
+  const bytes = Buffer.from(NGINX, 'latin1');
+  const head = readUsualResponseHead(bytes, 0, bytes.length, 16384)!;
+  const length = forwardedLength(head);
+  const out = Buffer.alloc(length);
+  copyUsualHeadLines(head, out, 0);
+  assert.equal(out.toString('latin1'),
+    'Server: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 19:00:00 GMT\r\nContent-Type: text/plain\r\n' +
+    'Last-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\nETag: "6930-c"\r\nAccept-Ranges: bytes\r\n');
+  assert.equal(forwardedDate, true);
+  const odd = Buffer.from('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-A:1\r\nProxy-Authenticate: Basic\r\nContent-Length: 1\r\n\r\nx', 'latin1');
+  const h2 = readUsualResponseHead(odd, 0, odd.length, 16384)!;
+  const out2 = Buffer.alloc(forwardedLength(h2));
+  copyUsualHeadLines(h2, out2, 0);
+  assert.equal(out2.toString('latin1'), 'X-A:1\r\n');
+  assert.equal(forwardedDate, false);
+  // A Connection header that names another header to remove sends the head the map path, which removes it.
+  const nominating = Buffer.from('HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nContent-Length: 1\r\n\r\nx', 'latin1');
+  const h3 = readUsualResponseHead(nominating, 0, nominating.length, 16384)!;
+  assert.equal(forwardedLength(h3), -1);
+  assert.equal(headersOf(h3).has('x-secret'), false);
+  // Once another head is read (a pipelined request, say), the lines are gone: reading them throws, never misreads.
+  const request = Buffer.from('GET / HTTP/1.1\r\nHost: a\r\n\r\n', 'latin1');
+  assert.ok(readUsualRequestHead(request, 0, request.length, 16384) !== null);
+  assert.throws(() => forwardedLength(h3), /after the next head was read/);
+  assert.throws(() => headersOf(h3), /after the next head was read/);
 });
 
 interface SeenRequest {

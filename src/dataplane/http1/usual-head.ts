@@ -15,22 +15,25 @@
  * same request line or status, headers and keep-alive.
  */
 import { Buffer } from 'node:buffer';
-import { TOKEN } from '../../core/headers.ts';
-import { COMMON_LOWER_NAMES } from './wire.ts';
+import { HeaderMap, TOKEN } from '../../core/headers.ts';
+import { COMMON_LOWER_NAMES, responseList } from './wire.ts';
 
-/** A response head read by `readUsualResponseHead`. The object is reused from call to call: read it before the next call. */
+/**
+ * A response head read by `readUsualResponseHead`. The object is reused from call to call, and its lines are only
+ * marked, not made into strings: `usualHeadLines` and `copyUsualHeadLines` read them, and only until the next head is
+ * read (they throw after that).
+ */
 export interface UsualHead {
-  /**
-   * Names and values interleaved, as llhttp gives them, except that the common names (wire.ts) come in lower case
-   * whatever their case on the wire: the same strings each time, with no slice made for them.
-   */
-  raw: string[];
   status: number;
   reason: string;
   keepAlive: boolean;
   contentLength: number;
   /** Offset in the buffer just past the head's empty line: where the body starts. */
   end: number;
+  /** The buffer the head was read from, where it starts, and which read of a head this was. */
+  buf: Buffer;
+  start: number;
+  serial: number;
 }
 
 /** A request head read by `readUsualRequestHead`; reused from call to call like `UsualHead`. */
@@ -45,7 +48,7 @@ export interface UsualRequestHead {
   end: number;
 }
 
-const head: UsualHead = { raw: [], status: 0, reason: '', keepAlive: true, contentLength: -1, end: 0 };
+const head: UsualHead = { status: 0, reason: '', keepAlive: true, contentLength: -1, end: 0, buf: Buffer.alloc(0), start: 0, serial: 0 };
 const requestHead: UsualRequestHead = { raw: [], method: '', url: '', keepAlive: true, end: 0 };
 
 /** RFC 9110 tchar, the characters of a header name, as a byte table made from HeaderMap's TOKEN (bytes ≥ 128: 0). */
@@ -69,6 +72,11 @@ const TRANSFER_ENCODING = Buffer.from('transfer-encoding', 'latin1');
 const UPGRADE = Buffer.from('upgrade', 'latin1');
 const CONNECTION = Buffer.from('connection', 'latin1');
 const PROXY_CONNECTION = Buffer.from('proxy-connection', 'latin1');
+const KEEP_ALIVE = Buffer.from('keep-alive', 'latin1');
+const TE = Buffer.from('te', 'latin1');
+const PROXY_AUTHENTICATE = Buffer.from('proxy-authenticate', 'latin1');
+const PROXY_AUTHORIZATION = Buffer.from('proxy-authorization', 'latin1');
+const DATE = Buffer.from('date', 'latin1');
 
 /** The common names by length, as lower-case bytes and the string given for them. */
 const KNOWN: { bytes: Buffer; name: string }[][] = [];
@@ -108,6 +116,8 @@ let fieldLength = -1;
 let fieldLengthDigits = 0;
 /** A Connection or Proxy-Connection line was seen. */
 let fieldConnection = false;
+/** Counts the heads `readFields` read: what `marks` describe belongs to the read numbered `fieldSerial`. */
+let fieldSerial = 0;
 
 /**
  * Reads the header lines from `buf[i]` up to the empty line, all below `limit`. Returns the offset of the empty
@@ -168,6 +178,7 @@ function readFields(buf: Buffer, i: number, limit: number, start: number): numbe
   }
   // buf[i] is the CR of the empty line.
   if (i + 1 >= limit || buf[i + 1] !== 0x0a) return -1;
+  fieldSerial++;
   fieldCount = fields;
   fieldLength = contentLength;
   fieldLengthDigits = digits;
@@ -232,14 +243,118 @@ export function readUsualResponseHead(buf: Buffer, start: number, end: number, m
   if (i + 1 >= limit || buf[i + 1] !== 0x0a) return null;
   i = readFields(buf, i + 2, limit, start);
   if (i < 0 || fieldLength <= 0) return null;
-  const s = buf.toString('latin1', start, i);
-  head.raw = rawFields(buf, start, s);
   head.status = status;
-  head.reason = reasonEnd > start + 13 ? s.slice(13, reasonEnd - start) : '';
+  // "OK" is most reasons: the same string each time rather than one made per response.
+  const r = start + 13;
+  head.reason = reasonEnd === r + 2 && buf[r] === 0x4f && buf[r + 1] === 0x4b ? 'OK' : reasonEnd > r ? buf.toString('latin1', r, reasonEnd) : '';
   head.keepAlive = keepAliveOf(buf, start);
   head.contentLength = fieldLength;
   head.end = i + 2;
+  head.buf = buf;
+  head.start = start;
+  head.serial = fieldSerial;
   return head;
+}
+
+function checkCurrent(h: UsualHead): void {
+  if (h.serial !== fieldSerial) throw new Error('the lines of a usual head were read after the next head was read');
+}
+
+/**
+ * The header lines of `h` as llhttp gives them (names and values interleaved), except that the common names (wire.ts)
+ * come in lower case whatever their case on the wire: the same strings each time, with no slice made for them.
+ */
+export function usualHeadLines(h: UsualHead): string[] {
+  checkCurrent(h);
+  return rawFields(h.buf, h.start, h.buf.toString('latin1', h.start, h.end - 2));
+}
+
+/** The headers of a received response head: a map as it is, a usual head (during the read) made into one. */
+export function headersOf(h: HeaderMap | UsualHead): HeaderMap {
+  if (h instanceof HeaderMap) return h;
+  // A usual head has a Content-Length weir can frame by and no Transfer-Encoding: nothing to refuse.
+  return new HeaderMap(responseList(h.status, usualHeadLines(h)) as string[]);
+}
+
+/** Whether the name at `buf[at, at + n)` is hop-by-hop (core/headers.ts HOP_BY_HOP) or Content-Length: a line not forwarded. */
+function notForwarded(buf: Buffer, at: number, n: number): boolean {
+  switch (n) {
+    case 2: return nameIs(buf, at, TE);
+    case 7: return nameIs(buf, at, UPGRADE);
+    case 10: return nameIs(buf, at, CONNECTION) || nameIs(buf, at, KEEP_ALIVE);
+    case 14: return nameIs(buf, at, CONTENT_LENGTH);
+    case 16: return nameIs(buf, at, PROXY_CONNECTION);
+    case 17: return nameIs(buf, at, TRANSFER_ENCODING);
+    case 18: return nameIs(buf, at, PROXY_AUTHENTICATE);
+    case 19: return nameIs(buf, at, PROXY_AUTHORIZATION);
+    default: return false;
+  }
+}
+
+/** What `forwardedLength` found: whether one of the forwarded lines is a Date. */
+export let forwardedDate = false;
+
+/**
+ * The bytes of the header lines of `h` that go on as they are (every line but the hop-by-hop ones and Content-Length,
+ * which the codec writes itself), with `forwardedDate` set; or -1 when the lines cannot go on as bytes: a Connection
+ * value that nominates headers to remove (anything but close and keep-alive), which the map path handles.
+ */
+export function forwardedLength(h: UsualHead): number {
+  checkCurrent(h);
+  const { buf, start } = h;
+  let total = 0;
+  let date = false;
+  for (let f = 0; f < fieldCount; f++) {
+    const m = f * 4;
+    const at = start + marks[m];
+    const n = marks[m + 1] - marks[m];
+    if (notForwarded(buf, at, n)) {
+      if ((n === 10 && nameIs(buf, at, CONNECTION)) || (n === 16 && nameIs(buf, at, PROXY_CONNECTION))) {
+        if (!onlyOptions(buf, start + marks[m + 2], start + marks[m + 3])) return -1;
+      }
+      continue;
+    }
+    if (n === 4 && nameIs(buf, at, DATE)) date = true;
+    total += marks[m + 3] - marks[m] + 2;
+  }
+  forwardedDate = date;
+  return total;
+}
+
+/** Copies the lines `forwardedLength` counted into `out` at `at`, in runs of adjacent lines; returns the end offset. */
+export function copyUsualHeadLines(h: UsualHead, out: Buffer, at: number): number {
+  checkCurrent(h);
+  const { buf, start } = h;
+  let run = -1;
+  let runEnd = -1;
+  for (let f = 0; f < fieldCount; f++) {
+    const m = f * 4;
+    const lineStart = start + marks[m];
+    if (notForwarded(buf, lineStart, marks[m + 1] - marks[m])) continue;
+    const lineEnd = start + marks[m + 3] + 2;
+    if (lineStart !== runEnd) {
+      if (run >= 0) at += buf.copy(out, at, run, runEnd);
+      run = lineStart;
+    }
+    runEnd = lineEnd;
+  }
+  if (run >= 0) at += buf.copy(out, at, run, runEnd);
+  return at;
+}
+
+/** Whether a Connection value at `buf[from, to)` lists only the options close and keep-alive (or nothing). */
+function onlyOptions(buf: Buffer, from: number, to: number): boolean {
+  for (let k = from; k <= to; ) {
+    let e = k;
+    while (e < to && buf[e] !== 0x2c) e++;
+    let a = k;
+    let b = e;
+    while (a < b && (buf[a] === 0x20 || buf[a] === 0x09)) a++;
+    while (b > a && (buf[b - 1] === 0x20 || buf[b - 1] === 0x09)) b--;
+    if (b > a && !(b - a === 5 && nameIs(buf, a, CLOSE)) && !(b - a === 10 && nameIs(buf, a, KEEP_ALIVE))) return false;
+    k = e + 1;
+  }
+  return true;
 }
 
 /**

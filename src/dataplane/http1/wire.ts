@@ -1,5 +1,5 @@
 /** Serialisation helpers shared by the downstream and upstream sides of the HTTP/1.1 codec. */
-import { HeaderMap, isHopByHop } from '../../core/headers.ts';
+import { HeaderMap, contentLengthOf, isHopByHop } from '../../core/headers.ts';
 
 const STATUS_TEXT: Record<number, string> = {
   100: 'Continue', 101: 'Switching Protocols', 200: 'OK', 201: 'Created', 202: 'Accepted', 203: 'Non-Authoritative Information',
@@ -153,4 +153,37 @@ export function rawToList(raw: string[]): string[] {
     out[i + 1] = raw[i + 1];
   }
   return out;
+}
+
+/** What `responseList` found besides the list: the Content-Length value (-1 without one). */
+export let responseLength = -1;
+
+/**
+ * The list of a received response head (`:status`, then the names in lower case), with the headers its Connection
+ * header nominates removed and `responseLength` set; or the reason to refuse it: a Content-Length weir cannot frame
+ * by, or a transfer coding other than chunked.
+ */
+export function responseList(status: number, raw: string[]): string[] | string {
+  const list = new Array<string>(raw.length + 2);
+  list[0] = ':status';
+  list[1] = statusText(status);
+  let contentLength = -1;
+  let nominating = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = lowerName(raw[i]);
+    const value = raw[i + 1];
+    if (name === 'content-length') {
+      // llhttp checked the digits and takes up to 2^64 - 1; past 2^53 - 1 a number would pass on another length.
+      contentLength = contentLengthOf(value);
+      if (contentLength < 0) return `Content-Length ${value.trim()} is larger than weir can frame`;
+    } else if (name === 'transfer-encoding' && value.trim().toLowerCase() !== 'chunked') {
+      // Codings other than chunked (gzip, chunked) cannot be passed on after de-chunking: refuse (502).
+      return `Transfer-Encoding "${value}" cannot be passed on`;
+    } else if (name === 'connection' && !nominating) nominating = nominatesHeaders(value);
+    list[i + 2] = name;
+    list[i + 3] = value;
+  }
+  if (nominating) dropNominated(list);
+  responseLength = contentLength;
+  return list;
 }
