@@ -344,17 +344,11 @@ export function copyUsualHeadLines(h: UsualHead, out: Buffer, at: number): numbe
 
 /** Whether a Connection value at `buf[from, to)` lists only the options close and keep-alive (or nothing). */
 function onlyOptions(buf: Buffer, from: number, to: number): boolean {
-  for (let k = from; k <= to; ) {
-    let e = k;
-    while (e < to && buf[e] !== 0x2c) e++;
-    let a = k;
-    let b = e;
-    while (a < b && (buf[a] === 0x20 || buf[a] === 0x09)) a++;
-    while (b > a && (buf[b - 1] === 0x20 || buf[b - 1] === 0x09)) b--;
-    if (b > a && !(b - a === 5 && nameIs(buf, a, CLOSE)) && !(b - a === 10 && nameIs(buf, a, KEEP_ALIVE))) return false;
-    k = e + 1;
-  }
-  return true;
+  return !anyToken(buf, from, to, notAnOption);
+}
+
+function notAnOption(buf: Buffer, a: number, n: number): boolean {
+  return n > 0 && !(n === 5 && nameIs(buf, a, CLOSE)) && !(n === 10 && nameIs(buf, a, KEEP_ALIVE));
 }
 
 /**
@@ -404,6 +398,15 @@ const CLOSE = Buffer.from('close', 'latin1');
 
 /** Whether the Connection value at `buf[from, to)` lists the option "close" (case-insensitive), as llhttp reads it. */
 function listsClose(buf: Buffer, from: number, to: number): boolean {
+  return anyToken(buf, from, to, isClose);
+}
+
+function isClose(buf: Buffer, a: number, n: number): boolean {
+  return n === 5 && nameIs(buf, a, CLOSE);
+}
+
+/** Whether `test` holds for a token of the comma-separated list at `buf[from, to)` (white space trimmed; `n` may be 0). */
+function anyToken(buf: Buffer, from: number, to: number, test: (buf: Buffer, at: number, n: number) => boolean): boolean {
   for (let k = from; k <= to; ) {
     let e = k;
     while (e < to && buf[e] !== 0x2c) e++;
@@ -411,7 +414,7 @@ function listsClose(buf: Buffer, from: number, to: number): boolean {
     let b = e;
     while (a < b && (buf[a] === 0x20 || buf[a] === 0x09)) a++;
     while (b > a && (buf[b - 1] === 0x20 || buf[b - 1] === 0x09)) b--;
-    if (b - a === 5 && nameIs(buf, a, CLOSE)) return true;
+    if (test(buf, a, b - a)) return true;
     k = e + 1;
   }
   return false;
