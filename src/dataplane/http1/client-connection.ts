@@ -5,7 +5,7 @@
 import { Buffer } from 'node:buffer';
 import type { UpstreamConnection } from '../codec.ts';
 import net, { type Socket } from 'node:net';
-import { HeaderMap, checkHeaders, contentLengthOf } from '../../core/headers.ts';
+import { HeaderMap, checkHeaders } from '../../core/headers.ts';
 import { ProxyError } from '../../core/errors.ts';
 import { createParser, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, responseList, responseLength } from './wire.ts';

@@ -15,7 +15,7 @@
  * same request line or status, headers and keep-alive.
  */
 import { Buffer } from 'node:buffer';
-import { HeaderMap, TOKEN } from '../../core/headers.ts';
+import { HOP_BY_HOP, HeaderMap, TOKEN } from '../../core/headers.ts';
 import { COMMON_LOWER_NAMES, responseList } from './wire.ts';
 
 /**
@@ -73,14 +73,21 @@ const UPGRADE = Buffer.from('upgrade', 'latin1');
 const CONNECTION = Buffer.from('connection', 'latin1');
 const PROXY_CONNECTION = Buffer.from('proxy-connection', 'latin1');
 const KEEP_ALIVE = Buffer.from('keep-alive', 'latin1');
-const TE = Buffer.from('te', 'latin1');
-const PROXY_AUTHENTICATE = Buffer.from('proxy-authenticate', 'latin1');
-const PROXY_AUTHORIZATION = Buffer.from('proxy-authorization', 'latin1');
 const DATE = Buffer.from('date', 'latin1');
 
-/** The common names by length, as lower-case bytes and the string given for them. */
-const KNOWN: { bytes: Buffer; name: string }[][] = [];
-for (const name of COMMON_LOWER_NAMES) (KNOWN[name.length] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
+/** Lower-case names by length, as bytes and the string given for them. */
+type NamesByLength = { bytes: Buffer; name: string }[][];
+
+function byLength(names: Iterable<string>): NamesByLength {
+  const table: NamesByLength = [];
+  for (const name of names) (table[name.length] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
+  return table;
+}
+
+/** The common names. */
+const KNOWN = byLength(COMMON_LOWER_NAMES);
+/** The lines a forwarded head leaves out: the hop-by-hop ones (core/headers.ts) and Content-Length. */
+const NOT_FORWARDED = byLength([...HOP_BY_HOP, 'content-length']);
 
 /** The methods read here, by length: others (CONNECT, which llhttp reads as an upgrade, WebDAV's, ...) go to llhttp. */
 const METHODS: { bytes: Buffer; name: string }[][] = [];
@@ -88,9 +95,9 @@ for (const name of ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH'])
   (METHODS[name.length] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
 }
 
-/** The common name spelled (in any case) at `buf[at, at + n)`, or null. */
-function knownName(buf: Buffer, at: number, n: number): string | null {
-  const candidates = KNOWN[n];
+/** The name of `table` spelled (in any case) at `buf[at, at + n)`, or null. */
+function nameIn(table: NamesByLength, buf: Buffer, at: number, n: number): string | null {
+  const candidates = table[n];
   if (candidates === undefined) return null;
   for (const k of candidates) if (nameIs(buf, at, k.bytes)) return k.name;
   return null;
@@ -191,7 +198,7 @@ function rawFields(buf: Buffer, start: number, s: string): string[] {
   const raw = new Array<string>(fieldCount * 2);
   for (let f = 0; f < fieldCount; f++) {
     const m = f * 4;
-    raw[2 * f] = knownName(buf, start + marks[m], marks[m + 1] - marks[m]) ?? s.slice(marks[m], marks[m + 1]);
+    raw[2 * f] = nameIn(KNOWN, buf, start + marks[m], marks[m + 1] - marks[m]) ?? s.slice(marks[m], marks[m + 1]);
     raw[2 * f + 1] = s.slice(marks[m + 2], marks[m + 3]);
   }
   return raw;
@@ -276,19 +283,9 @@ export function headersOf(h: HeaderMap | UsualHead): HeaderMap {
   return new HeaderMap(responseList(h.status, usualHeadLines(h)) as string[]);
 }
 
-/** Whether the name at `buf[at, at + n)` is hop-by-hop (core/headers.ts HOP_BY_HOP) or Content-Length: a line not forwarded. */
+/** Whether the line whose name is at `buf[at, at + n)` is left out of a forwarded head. */
 function notForwarded(buf: Buffer, at: number, n: number): boolean {
-  switch (n) {
-    case 2: return nameIs(buf, at, TE);
-    case 7: return nameIs(buf, at, UPGRADE);
-    case 10: return nameIs(buf, at, CONNECTION) || nameIs(buf, at, KEEP_ALIVE);
-    case 14: return nameIs(buf, at, CONTENT_LENGTH);
-    case 16: return nameIs(buf, at, PROXY_CONNECTION);
-    case 17: return nameIs(buf, at, TRANSFER_ENCODING);
-    case 18: return nameIs(buf, at, PROXY_AUTHENTICATE);
-    case 19: return nameIs(buf, at, PROXY_AUTHORIZATION);
-    default: return false;
-  }
+  return nameIn(NOT_FORWARDED, buf, at, n) !== null;
 }
 
 /** What `forwardedLength` found: whether one of the forwarded lines is a Date. */
