@@ -40,7 +40,7 @@ export interface UpstreamRequestOptions {
   /** With an override host: answer 503 when that endpoint cannot be used, instead of picking another. */
   overrideStrict?: boolean;
   retry: RetrySettings;
-  /** Overall deadline until the response head, across retries (0: none). */
+  /** Overall deadline from the end of the request to the end of the response, across retries (0: none). */
   timeoutMs: number;
   /** Longest silence from the upstream while the response streams (0: none). */
   idleTimeoutMs: number;
@@ -75,9 +75,11 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
   #firstAttempt = 0;
   /** Ticket of the overall deadline in the route timeout's TimeoutList, or -1. */
   #deadline: TimeoutTicket = -1;
+  /** When the deadline was armed (monoNow). */
+  #deadlineFrom = 0;
   #deadlineList: TimeoutList | null = null;
   #tryTimer: NodeJS.Timeout | null = null;
-  /** Ticket of the response idle timeout in its TimeoutList, or -1; it replaces the deadline once the head came. */
+  /** Ticket of the response idle timeout in its TimeoutList, or -1; armed once the head came, beside the deadline. */
   #idleTicket = -1;
   #idleList: TimeoutList | null = null;
   #backoff: NodeJS.Timeout | null = null;
@@ -127,13 +129,14 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
   }
 
   /**
-   * The route timeout runs from the end of the request, as in Envoy: a client that is slow to send its body
-   * is the client's problem (the stream's body timeout), not the upstream's.
+   * The route timeout runs from the end of the request to the end of the response, as in Envoy: a client that is
+   * slow to send its body is the client's problem (the stream's body timeout), not the upstream's.
    */
   #armDeadline(): void {
     if (this.#o.timeoutMs > 0 && this.#deadline < 0 && this.#state !== DONE) {
       this.#deadlineList = timeoutList(this.#o.timeoutMs);
       this.#deadline = this.#deadlineList.arm(this);
+      this.#deadlineFrom = monoNow();
     }
   }
 
@@ -333,7 +336,8 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
       this.#l.onResponseHead(status, reason, headers, contentLength);
       return;
     }
-    this.#clearTimers();
+    // The deadline stays: it covers the response until its end.
+    this.#clearTimers(true);
     const now = monoNow();
     this.upstreamMs = now - this.#firstAttempt;
     o.cluster.endpointMetrics(ep).latency.observe(now - this.#attemptStart);
@@ -407,11 +411,13 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
 
   /**
    * Called by a TimeoutList: before the response head, the overall deadline passed (no more attempts); after it,
-   * the response went silent for longer than the idle timeout.
+   * the deadline passed before the response ended, or the response went silent for longer than the idle timeout.
    */
   expire(): void {
     if (this.#headSeen) {
-      this.#idleTimedOut();
+      // Both timeouts call here (their lists may be one list): the deadline's is due when its time has run out.
+      if (this.#deadline >= 0 && monoNow() - this.#deadlineFrom >= this.#o.timeoutMs) this.#responseTimedOut();
+      else this.#idleTimedOut();
       return;
     }
     this.#deadline = -1;
@@ -430,13 +436,27 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
 
   #idleTimedOut(): void {
     this.#idleTicket = -1;
+    this.#failAfterHead(new ProxyError('UPSTREAM_TIMEOUT', `Upstream "${this.lastEndpoint?.address}" went idle while sending the response`));
+  }
+
+  /** The route timeout passed while the response was still coming: the exchange is cut off (the client's reset). */
+  #responseTimedOut(): void {
+    this.#deadline = -1;
+    const ep = this.#endpoint;
+    if (this.#state !== 2 || ep === null) return;
+    this.#o.cluster.endpointMetrics(ep).timeouts.inc();
+    this.#failAfterHead(new ProxyError('UPSTREAM_TIMEOUT', `Cluster "${this.#o.cluster.name}" did not complete the response within ${this.#o.timeoutMs}ms`));
+  }
+
+  #failAfterHead(error: ProxyError): void {
     if (this.#state !== 2) return;
     this.#state = DONE;
+    this.#clearTimers();
     this.#conn?.abort();
     this.#conn = null;
     this.#endAttempt();
-    this.lastError = new ProxyError('UPSTREAM_TIMEOUT', `Upstream "${this.lastEndpoint?.address}" went idle while sending the response`);
-    this.#l.onUpstreamFailure(this.lastError, true);
+    this.lastError = error;
+    this.#l.onUpstreamFailure(error, true);
   }
 
   /** Backoff elapsed: next attempt. */
@@ -513,8 +533,12 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
     this.#l.onUpstreamFailure(error, false);
   }
 
-  #clearTimers(): void {
-    if (this.#deadline >= 0) this.#deadlineList!.cancel(this.#deadline);
+  /** Cancels the timers; with `keepDeadline`, all but the route timeout's deadline. */
+  #clearTimers(keepDeadline = false): void {
+    if (this.#deadline >= 0 && !keepDeadline) {
+      this.#deadlineList!.cancel(this.#deadline);
+      this.#deadline = -1;
+    }
     if (this.#tryTimer !== null) clearTimeout(this.#tryTimer);
     if (this.#backoff !== null) {
       clearTimeout(this.#backoff);
@@ -524,7 +548,6 @@ export class UpstreamRequest implements ResponseSink, PoolWaiter, Expirable {
       this.#idleList!.cancel(this.#idleTicket);
       this.#idleTicket = -1;
     }
-    this.#deadline = -1;
     this.#tryTimer = this.#backoff = null;
   }
 }

@@ -114,6 +114,9 @@ listeners:
         cluster: midway
       - match: { prefix: /smuggler }
         cluster: smuggler
+      - match: { prefix: /drip/timed }
+        cluster: drip
+        timeout: 400ms
       - match: { prefix: /drip }
         cluster: drip
       - match: { prefix: /rogue/stall-no-idle }
@@ -234,6 +237,36 @@ test('a client that goes away mid-response is logged DC and the upstream connect
   assert.equal(await after.text(), 'ok /ok/after-dc');
 });
 
+test('a response that streams past the route timeout is cut off there, though it never idles: logged UT, upstream closed', async () => {
+  dripClosed = false;
+  const { hostname, port } = new URL(weir.url('edge'));
+  const started = Date.now();
+  const seen = await new Promise<{ bytes: number; ended: string }>((resolve) => {
+    let bytes = 0;
+    const req = http.get({ host: hostname, port, path: '/drip/timed' }, (res) => {
+      res.on('data', (d: Buffer) => (bytes += d.length));
+      res.on('end', () => resolve({ bytes, ended: 'complete' }));
+      res.on('error', () => resolve({ bytes, ended: 'reset' }));
+      res.on('aborted', () => resolve({ bytes, ended: 'reset' }));
+    });
+    req.on('error', () => resolve({ bytes, ended: 'reset' }));
+    setTimeout(() => {
+      resolve({ bytes, ended: 'still streaming after 5 s' });
+      req.destroy();
+    }, 5000);
+  });
+  const took = Date.now() - started;
+  assert.equal(seen.ended, 'reset');
+  assert.ok(seen.bytes >= 'drip\n'.length * 3, `the response streamed before the cut (${seen.bytes} bytes)`);
+  assert.ok(took >= 350 && took < 3000, `cut off after ${took} ms, the route timeout being 400 ms`);
+  const line = await weir.waitForLine((l) => l.msg === 'access' && l.path === '/drip/timed');
+  assert.equal(line.flags, 'UT');
+  assert.equal(line.status, 200, 'the status the client was sent');
+  const deadline = Date.now() + 5000;
+  while (!dripClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(dripClosed, true, 'weir closed the upstream connection');
+});
+
 for (const [path, flag] of [
   ['/rogue/stall', 'UT'],
   ['/rogue/badchunk', 'UPE'],
@@ -271,7 +304,6 @@ test('requests waiting for a connection slot fail with 503 UF when the connectio
 
 test(
   'an upstream that stalls mid-body is cut off by the route timeout alone, as in Envoy (which times the whole response)',
-  { todo: 'the route timeout covers only the wait for the response head and no idle timeout applies by default, so the client hangs' },
   async () => {
     const { hostname, port } = new URL(weir.url('edge'));
     let timer: NodeJS.Timeout | undefined;
