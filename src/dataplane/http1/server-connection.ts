@@ -324,8 +324,11 @@ export class ServerConnection implements DownstreamConnection {
     this.socket.resume();
   }
 
-  /** A request head, read by usual-head.ts or by llhttp (`method` is undefined when llhttp read one weir has no name for). */
-  #onHead(minor: number, raw: string[], method: string | undefined, url: string, upgrade: boolean, keepAlive: boolean, major: number): number {
+  /**
+   * A request head, read by usual-head.ts or by llhttp (`method` is undefined when llhttp read one weir has no name
+   * for); `lower`: the names in `raw` are in lower case already (usual-head.ts gives them so).
+   */
+  #onHead(minor: number, raw: string[], method: string | undefined, url: string, upgrade: boolean, keepAlive: boolean, major: number, lower = false): number {
     if (major !== 1) throw new ProxyError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${major}.${minor} is not supported on an HTTP/1.1 listener`);
     this.#clearTimer();
     this.#lastUrl = url;
@@ -350,7 +353,7 @@ export class ServerConnection implements DownstreamConnection {
     let connectionHeaders = false;
     let transferEncoding = '';
     for (let i = 0; i < raw.length; i += 2) {
-      const name = lowerName(raw[i]);
+      const name = lower ? raw[i] : lowerName(raw[i]);
       const value = raw[i + 1];
       if (name === 'host') {
         if (hosts++ > 0) throw new ProxyError('DOWNSTREAM_PROTOCOL_ERROR', 'Request has more than one Host header');
@@ -496,7 +499,7 @@ export class ServerConnection implements DownstreamConnection {
         if (head !== null) {
           at = head.end;
           try {
-            this.#onHead(1, head.raw, head.method, head.url, false, head.keepAlive, 1);
+            this.#onHead(1, head.raw, head.method, head.url, false, head.keepAlive, 1, true);
           } catch (err) {
             this.#protocolError(asProxyError(err));
             return;

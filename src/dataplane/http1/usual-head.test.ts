@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, readUsualResponseHead, usualHeadLines, type UsualHead } from './usual-head.ts';
 import { createParser, METHODS } from './llhttp.ts';
-import { COMMON_LOWER_NAMES, headerLines } from './wire.ts';
+import { headerLines } from './wire.ts';
 
 interface Seen {
   raw: string[];
@@ -34,9 +34,9 @@ function llhttpReads(bytes: Buffer, maxHeaderSize: number): { ok: true; end: num
   }
 }
 
-/** llhttp's raw list with the common names lower-cased, as the reader gives them (other names stay as sent). */
-function lowerCommon(raw: string[]): string[] {
-  return raw.map((v, i) => (i % 2 === 0 && COMMON_LOWER_NAMES.includes(v.toLowerCase()) ? v.toLowerCase() : v));
+/** llhttp's raw list with the names lower-cased, as the reader gives them. */
+function lowerNames(raw: string[]): string[] {
+  return raw.map((v, i) => (i % 2 === 0 ? v.toLowerCase() : v));
 }
 
 const NGINX =
@@ -53,7 +53,7 @@ test('the usual head (nginx) is read as llhttp reads it; the body starts after t
   assert.ok(ll.ok && ll.head !== null);
   assert.deepEqual(
     { raw, status: head.status, reason: head.reason, keepAlive: head.keepAlive, end: head.end },
-    { raw: lowerCommon(ll.head.raw), status: ll.head.status, reason: ll.head.reason, keepAlive: ll.head.keepAlive, end: ll.end },
+    { raw: lowerNames(ll.head.raw), status: ll.head.status, reason: ll.head.reason, keepAlive: ll.head.keepAlive, end: ll.end },
   );
   // The common names are the same strings each time (no slice made for them); others are as sent.
   assert.equal(raw[0], 'server');
@@ -157,7 +157,7 @@ test('whatever head the JavaScript reader accepts, llhttp accepts and reads the 
     assert.ok(ll.ok, `llhttp refused (${ll.ok ? '' : ll.code}) what the reader accepted: ${where}`);
     assert.ok(ll.head !== null, where);
     assert.equal(ll.head.major * 10 + ll.head.minor, 11, where);
-    assert.deepEqual(raw, lowerCommon(ll.head.raw), where);
+    assert.deepEqual(raw, lowerNames(ll.head.raw), where);
     assert.equal(head.status, ll.head.status, where);
     assert.equal(head.reason, ll.head.reason, where);
     assert.equal(head.keepAlive, ll.head.keepAlive, where);
@@ -214,6 +214,8 @@ test('the lines of a usual head go on as they came, but for the hop-by-hop ones 
     'Server: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 19:00:00 GMT\r\nContent-Type: text/plain\r\n' +
     'Last-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\nETag: "6930-c"\r\nAccept-Ranges: bytes\r\n');
   assert.equal(forwardedDate, true);
+  const again = readUsualResponseHead(bytes, 0, bytes.length, 16384)!;
+  assert.throws(() => copyUsualHeadLines(again, Buffer.alloc(length), 0), /without forwardedLength/, 'the copy reads what forwardedLength found');
   const odd = Buffer.from('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-A:1\r\nProxy-Authenticate: Basic\r\nContent-Length: 1\r\n\r\nx', 'latin1');
   const h2 = readUsualResponseHead(odd, 0, odd.length, 16384)!;
   const out2 = Buffer.alloc(forwardedLength(h2));
@@ -278,7 +280,7 @@ test('the usual request head (curl) is read as llhttp reads it; the next message
   assert.ok(ll.ok && ll.head !== null && ll.complete);
   assert.deepEqual(
     { raw: head.raw, method: head.method, url: head.url, keepAlive: head.keepAlive },
-    { raw: lowerCommon(ll.head.raw), method: ll.head.method, url: ll.head.url, keepAlive: ll.head.keepAlive },
+    { raw: lowerNames(ll.head.raw), method: ll.head.method, url: ll.head.url, keepAlive: ll.head.keepAlive },
   );
   assert.deepEqual(head.raw, ['host', '127.0.0.1:8080', 'user-agent', 'curl/8.5.0', 'accept', '*/*']);
   const close = Buffer.from('DELETE /x HTTP/1.1\r\nHost: a\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n', 'latin1');
@@ -345,7 +347,7 @@ test('whatever request head the JavaScript reader accepts, llhttp accepts and re
     assert.equal(ll.head.upgrade, false, where);
     assert.equal(head.method, ll.head.method, where);
     assert.equal(head.url, ll.head.url, where);
-    assert.deepEqual(head.raw, lowerCommon(ll.head.raw), where);
+    assert.deepEqual(head.raw, lowerNames(ll.head.raw), where);
     assert.equal(head.keepAlive, ll.head.keepAlive, where);
   }
   assert.ok(accepted > 5000, `only ${accepted} heads accepted`);

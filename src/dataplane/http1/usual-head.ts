@@ -193,15 +193,29 @@ function readFields(buf: Buffer, i: number, limit: number, start: number): numbe
   return i;
 }
 
-/** The raw list of the lines `readFields` marked, from `s`, the head from `start` as a latin1 string. */
+/**
+ * The raw list of the lines `readFields` marked, from `s`, the head from `start` as a latin1 string; the names in
+ * lower case (the common ones as the same strings each time).
+ */
 function rawFields(buf: Buffer, start: number, s: string): string[] {
   const raw = new Array<string>(fieldCount * 2);
   for (let f = 0; f < fieldCount; f++) {
     const m = f * 4;
-    raw[2 * f] = nameIn(KNOWN, buf, start + marks[m], marks[m + 1] - marks[m]) ?? s.slice(marks[m], marks[m + 1]);
+    const at = start + marks[m];
+    const n = marks[m + 1] - marks[m];
+    raw[2 * f] = nameIn(KNOWN, buf, at, n) ?? lowerSlice(buf, at, n, s.slice(marks[m], marks[m + 1]));
     raw[2 * f + 1] = s.slice(marks[m + 2], marks[m + 3]);
   }
   return raw;
+}
+
+/** `name`, the header name at `buf[at, at + n)`, in lower case: itself unless it has an upper-case letter. */
+function lowerSlice(buf: Buffer, at: number, n: number, name: string): string {
+  for (let k = at; k < at + n; k++) {
+    const c = buf[k];
+    if (c >= 0x41 && c <= 0x5a) return name.toLowerCase();
+  }
+  return name;
 }
 
 /** Keep-alive of an HTTP/1.1 message whose lines `readFields` marked: unless a Connection line lists "close". */
@@ -268,8 +282,8 @@ function checkCurrent(h: UsualHead): void {
 }
 
 /**
- * The header lines of `h` as llhttp gives them (names and values interleaved), except that the common names (wire.ts)
- * come in lower case whatever their case on the wire: the same strings each time, with no slice made for them.
+ * The header lines of `h` as llhttp gives them (names and values interleaved), except that the names come in lower
+ * case, the common names (wire.ts) as the same strings each time, with no slice made for them.
  */
 export function usualHeadLines(h: UsualHead): string[] {
   checkCurrent(h);
@@ -280,7 +294,7 @@ export function usualHeadLines(h: UsualHead): string[] {
 export function headersOf(h: HeaderMap | UsualHead): HeaderMap {
   if (h instanceof HeaderMap) return h;
   // A usual head has a Content-Length weir can frame by and no Transfer-Encoding: nothing to refuse.
-  return new HeaderMap(responseList(h.status, usualHeadLines(h)) as string[]);
+  return new HeaderMap(responseList(h.status, usualHeadLines(h), true) as string[]);
 }
 
 /** Whether the line whose name is at `buf[at, at + n)` is left out of a forwarded head. */
@@ -290,6 +304,9 @@ function notForwarded(buf: Buffer, at: number, n: number): boolean {
 
 /** What `forwardedLength` found: whether one of the forwarded lines is a Date. */
 export let forwardedDate = false;
+/** Per line, whether it goes on (1) or is left out (0), as `forwardedLength` found for the read `forwardedSerial`. */
+const goesOn = new Uint8Array(MAX_FIELDS);
+let forwardedSerial = -1;
 
 /**
  * The bytes of the header lines of `h` that go on as they are (every line but the hop-by-hop ones and Content-Length,
@@ -305,29 +322,36 @@ export function forwardedLength(h: UsualHead): number {
     const m = f * 4;
     const at = start + marks[m];
     const n = marks[m + 1] - marks[m];
+    goesOn[f] = 0;
     if (notForwarded(buf, at, n)) {
       if ((n === 10 && nameIs(buf, at, CONNECTION)) || (n === 16 && nameIs(buf, at, PROXY_CONNECTION))) {
         if (!onlyOptions(buf, start + marks[m + 2], start + marks[m + 3])) return -1;
       }
       continue;
     }
+    goesOn[f] = 1;
     if (n === 4 && nameIs(buf, at, DATE)) date = true;
     total += marks[m + 3] - marks[m] + 2;
   }
   forwardedDate = date;
+  forwardedSerial = fieldSerial;
   return total;
 }
 
-/** Copies the lines `forwardedLength` counted into `out` at `at`, in runs of adjacent lines; returns the end offset. */
+/**
+ * Copies the lines `forwardedLength` counted into `out` at `at`, in runs of adjacent lines; returns the end offset.
+ * `forwardedLength` of the same head must have come first (it throws otherwise).
+ */
 export function copyUsualHeadLines(h: UsualHead, out: Buffer, at: number): number {
   checkCurrent(h);
+  if (forwardedSerial !== h.serial) throw new Error('copyUsualHeadLines without forwardedLength of the same head');
   const { buf, start } = h;
   let run = -1;
   let runEnd = -1;
   for (let f = 0; f < fieldCount; f++) {
     const m = f * 4;
     const lineStart = start + marks[m];
-    if (notForwarded(buf, lineStart, marks[m + 1] - marks[m])) continue;
+    if (goesOn[f] === 0) continue;
     const lineEnd = start + marks[m + 3] + 2;
     if (lineStart !== runEnd) {
       if (run >= 0) at += buf.copy(out, at, run, runEnd);

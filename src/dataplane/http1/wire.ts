@@ -161,16 +161,16 @@ export let responseLength = -1;
 /**
  * The list of a received response head (`:status`, then the names in lower case), with the headers its Connection
  * header nominates removed and `responseLength` set; or the reason to refuse it: a Content-Length weir cannot frame
- * by, or a transfer coding other than chunked.
+ * by, or a transfer coding other than chunked. With `lower`, the raw names are in lower case already.
  */
-export function responseList(status: number, raw: string[]): string[] | string {
+export function responseList(status: number, raw: string[], lower = false): string[] | string {
   const list = new Array<string>(raw.length + 2);
   list[0] = ':status';
   list[1] = statusText(status);
   let contentLength = -1;
   let nominating = false;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = lowerName(raw[i]);
+    const name = lower ? raw[i] : lowerName(raw[i]);
     const value = raw[i + 1];
     if (name === 'content-length') {
       // llhttp checked the digits and takes up to 2^64 - 1; past 2^53 - 1 a number would pass on another length.
