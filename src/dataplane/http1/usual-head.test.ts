@@ -55,7 +55,7 @@ test('the usual head (nginx) is read as llhttp reads it; the body starts after t
     { raw, status: head.status, reason: head.reason, keepAlive: head.keepAlive, end: head.end },
     { raw: lowerNames(ll.head.raw), status: ll.head.status, reason: ll.head.reason, keepAlive: ll.head.keepAlive, end: ll.end },
   );
-  // The common names are the same strings each time (no slice made for them); others are as sent.
+  // The common names are the same strings each time (no slice made for them); others are lower-cased slices.
   assert.equal(raw[0], 'server');
   assert.equal(head.contentLength, 12);
   assert.equal(bytes.subarray(head.end).toString(), 'hello world\n');

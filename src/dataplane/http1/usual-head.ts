@@ -38,7 +38,7 @@ export interface UsualHead {
 
 /** A request head read by `readUsualRequestHead`; reused from call to call like `UsualHead`. */
 export interface UsualRequestHead {
-  /** As in `UsualHead`. */
+  /** Names and values interleaved, as llhttp gives them but with the names in lower case (see `rawFields`). */
   raw: string[];
   /** The method, one of the same strings each time. */
   method: string;
