@@ -56,6 +56,12 @@ export class Coalescer {
   readonly #onWriteError: (() => void) | null;
   /** A write failed and `#onWriteError` was called: everything written from now on is dropped. */
   #broken = false;
+  /**
+   * The last queued part when it has room left (see `bytesWithRoom`): its first `#roomAt` bytes are filled, and
+   * small writes that fit go into the rest instead of into parts of their own; null otherwise.
+   */
+  #room: Buffer | null = null;
+  #roomAt = 0;
 
   /**
    * With `onWriteError`, the coalescer alone writes to the socket: what is written while a write is in flight waits
@@ -80,6 +86,15 @@ export class Coalescer {
   /** Queues latin1 text (heads, chunk sizes). */
   text(s: string): void {
     if (this.#broken) return;
+    const room = this.#room;
+    if (room !== null) {
+      if (this.#roomAt + s.length <= room.length) {
+        this.#roomAt += room.write(s, this.#roomAt, 'latin1');
+        this.#bytes += s.length;
+        return;
+      }
+      this.#closeRoom();
+    }
     this.#parts[this.#count++] = s;
     this.#bytes += s.length;
     this.#after();
@@ -92,9 +107,44 @@ export class Coalescer {
       this.#flushWith(b);
       return;
     }
+    if (this.#room !== null && this.#intoRoom(b)) return;
     this.#parts[this.#count++] = b;
     this.#bytes += b.length;
     this.#after();
+  }
+
+  /**
+   * Queues `b`, whose first `used` bytes are filled, and keeps the rest as room: the small writes that follow while
+   * nothing else is queued after it (the body of a response whose head this is) are copied into it, and it goes out
+   * as one buffer, without a buffer of their own nor a copy of the whole at the flush.
+   */
+  bytesWithRoom(b: Buffer, used: number): void {
+    if (this.#broken) return;
+    if (this.#room !== null) this.#closeRoom();
+    this.#parts[this.#count++] = b;
+    this.#bytes += used;
+    this.#room = b;
+    this.#roomAt = used;
+    this.#after();
+  }
+
+  /** Copies `b` into the room if it fits; returns whether it did. */
+  #intoRoom(b: Buffer): boolean {
+    const room = this.#room!;
+    if (this.#roomAt + b.length > room.length) {
+      this.#closeRoom();
+      return false;
+    }
+    this.#roomAt += b.copy(room, this.#roomAt);
+    this.#bytes += b.length;
+    return true;
+  }
+
+  /** The part with room becomes what was filled of it, and later writes queue after it. */
+  #closeRoom(): void {
+    const room = this.#room!;
+    this.#room = null;
+    if (this.#roomAt < room.length) this.#parts[this.#count - 1] = room.subarray(0, this.#roomAt);
   }
 
   /**
@@ -105,6 +155,7 @@ export class Coalescer {
   lent(b: Buffer): void {
     if (this.#broken) return;
     if (b.length < LENT_COPY_BELOW || this.#holding) {
+      if (this.#room !== null && this.#intoRoom(b)) return;
       this.bytes(Buffer.from(b));
       return;
     }
@@ -118,6 +169,7 @@ export class Coalescer {
    * directly, so that a response head and a large body chunk go out together.
    */
   #flushWith(b: Buffer): void {
+    if (this.#room !== null) this.#closeRoom();
     if (this.#holding) {
       this.#parts[this.#count++] = b;
       this.#bytes += b.length;
@@ -167,6 +219,7 @@ export class Coalescer {
   flush(): void {
     const n = this.#count;
     if (n === 0 || this.#holding) return;
+    if (this.#room !== null) this.#closeRoom();
     const parts = this.#parts;
     const s = this.#socket;
     const total = this.#bytes;
@@ -288,6 +341,7 @@ export class Coalescer {
 
   /** Drops what is queued (the socket is being destroyed). */
   discard(): void {
+    this.#room = null;
     this.#parts.fill(null, 0, this.#count);
     this.#count = 0;
     this.#bytes = 0;

@@ -77,6 +77,8 @@ interface Queued {
 }
 
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+/** The largest body that a response head's buffer leaves room for: with the head, it stays in Buffer's shared pool (4 KiB). */
+const BODY_ROOM_MAX = 3 * 1024;
 
 /** One downstream connection. */
 export class ServerConnection implements DownstreamConnection {
@@ -177,7 +179,7 @@ export class ServerConnection implements DownstreamConnection {
    * Writes the response head of the active exchange. `reason` overrides the standard phrase.
    * Returns false if the socket is gone.
    */
-  sendHead(status: number, headers: HeaderMap | UsualHead, framing: ResponseFraming, reason?: string): boolean {
+  sendHead(status: number, headers: HeaderMap | UsualHead, framing: ResponseFraming, reason?: string, localBody = 0): boolean {
     if (this.#closed || this.#responseStarted) return false;
     this.#responseStarted = true;
     const line = statusLine(status, reason);
@@ -186,18 +188,34 @@ export class ServerConnection implements DownstreamConnection {
       const lines = forwardedLength(headers);
       if (lines >= 0) {
         const tail = this.#framing(status, framing, forwardedDate);
-        const out = Buffer.allocUnsafe(line.length + lines + tail.length);
+        const size = line.length + lines + tail.length;
+        const out = Buffer.allocUnsafe(size + this.#bodyRoom(framing.contentLength));
         let at = out.write(line, 0, 'latin1');
         at = copyUsualHeadLines(headers, out, at);
         out.write(tail, at, 'latin1');
-        this.#out.bytes(out);
+        this.#out.bytesWithRoom(out, size);
         return true;
       }
       headers = headersOf(headers);
     }
     if (headers.unchecked) checkHeaders(headers);
-    this.#out.text(line + headerLines(headers, true, status === 101) + this.#framing(status, framing, headers.has('date')));
+    const text = line + headerLines(headers, true, status === 101) + this.#framing(status, framing, headers.has('date'));
+    const room = localBody > 0 ? localBody : this.#bodyRoom(framing.contentLength);
+    if (room === 0) this.#out.text(text);
+    else {
+      const out = Buffer.allocUnsafe(text.length + room);
+      out.write(text, 0, 'latin1');
+      this.#out.bytesWithRoom(out, text.length);
+    }
     return true;
+  }
+
+  /**
+   * The room to leave after a response head for its body, so that a small body of known length (`contentLength`)
+   * goes out in the head's buffer (see `Coalescer.bytesWithRoom`); 0 for none. Call after `#framing`.
+   */
+  #bodyRoom(contentLength: number): number {
+    return this.#noBody || contentLength <= 0 || contentLength > BODY_ROOM_MAX ? 0 : contentLength;
   }
 
   /**
@@ -256,7 +274,8 @@ export class ServerConnection implements DownstreamConnection {
     const isHead = this.#activeHead?.method === 'HEAD';
     const len = body === null ? 0 : body.length;
     const noBody = bodilessStatus(status);
-    if (!this.sendHead(status, headers, { contentLength: noBody ? -1 : len, noBody: true }, reason)) return;
+    const inline = isHead || noBody || len > BODY_ROOM_MAX ? 0 : len;
+    if (!this.sendHead(status, headers, { contentLength: noBody ? -1 : len, noBody: true }, reason, inline)) return;
     if (!isHead && !noBody && body !== null && len > 0) this.#out.bytes(body);
     this.#chunked = false;
     this.#finishExchange();
