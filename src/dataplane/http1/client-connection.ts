@@ -11,6 +11,7 @@ import { createParser, type Parser, type ParseResult } from './llhttp.ts';
 import { headerLines, chunkedEnd, rawToList, responseList, responseLength } from './wire.ts';
 import { Coalescer, ioEnter, ioExit, takeLentKept } from './coalescer.ts';
 import { readUsualResponseHead, type UsualHead } from './usual-head.ts';
+import { directReads } from './shared-reads.ts';
 
 /** Where the response of an upstream exchange goes. */
 export interface ResponseSink {
@@ -435,10 +436,27 @@ class ReusedReads {
 
   /** net's source of the buffer for the next read, asked after each one. */
   next(): Buffer {
+    this.#renew();
+    return this.#buffer;
+  }
+
+  /** The data reads straight from the handle (`directReads`): the read is in the buffer in use. */
+  direct(n: number): boolean {
+    return this.read(n, this.#buffer);
+  }
+
+  /** The buffer for the next read when it is not the one in use, else undefined (see `directReads`). */
+  directNext(): Buffer | undefined {
+    return this.#renew() ? this.#buffer : undefined;
+  }
+
+  /** Takes a new buffer if a write kept the one in use or a read filled it (it grows then); returns whether it did. */
+  #renew(): boolean {
     const size = this.#buffer.length;
     const grow = this.#filled && size < READ_BUFFER_MAX;
-    if (takeLentKept() || grow) this.#buffer = Buffer.allocUnsafe(grow ? Math.min(size * 4, READ_BUFFER_MAX) : size);
-    return this.#buffer;
+    if (!takeLentKept() && !grow) return false;
+    this.#buffer = Buffer.allocUnsafe(grow ? Math.min(size * 4, READ_BUFFER_MAX) : size);
+    return true;
   }
 }
 
@@ -469,6 +487,7 @@ export function connect(
     onread: { buffer: () => reads.next(), callback: (n: number, buf: Uint8Array) => reads.read(n, buf) },
   });
   readsOf.set(socket, reads);
+  directReads(socket, (n) => reads.direct(n), () => reads.directNext());
   let settled = false;
   const timer = timeoutMs > 0 ? setTimeout(() => finish(new ProxyError('UPSTREAM_CONNECT_FAILURE', `Cannot connect to upstream "${host}:${port}": timed out after ${timeoutMs}ms`)), timeoutMs) : null;
   function finish(err: ProxyError | null): void {

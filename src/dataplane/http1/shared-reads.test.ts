@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { Buffer } from 'node:buffer';
-import { readIntoSharedBuffer } from './shared-reads.ts';
+import { directReads, readIntoSharedBuffer } from './shared-reads.ts';
 import { ServerConnection, type RequestSink } from './server-connection.ts';
 import { HeaderMap } from '../../core/headers.ts';
 
@@ -29,6 +29,8 @@ test('accepted sockets hand their reads over in one buffer they share; pause sto
     }), true);
     // A socket set up once is not set up again.
     assert.equal(readIntoSharedBuffer(s, () => true), false);
+    // The reads come straight from the handle, not through net's read handler (this Node's handles allow it).
+    assert.equal((s as unknown as { _handle: { onread: { name: string } } })._handle.onread.name, 'onDirectRead');
   });
   const second = await pair((s) => {
     accepted.push(s);
@@ -98,5 +100,60 @@ test('a ServerConnection on a socket whose reads arrive as data events (they can
     assert.match(text, /^HTTP\/1\.1 200 OK\r\n(?:.*\r\n)*x-method: GET\r\n(?:.*\r\n)*\r\n\/aHTTP\/1\.1 200 OK\r\n(?:.*\r\n)*x-method: POST\r\n(?:.*\r\n)*\r\n\/b$/);
   } finally {
     close();
+  }
+});
+
+test('directReads(): a connecting socket reads into the buffer next() gives; false stops reading; EOF ends the socket', async () => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted = once(server, 'connection');
+  const buffers = [Buffer.alloc(8), Buffer.alloc(8)];
+  let current = 0;
+  const reads: string[] = [];
+  let stopAfter = Infinity;
+  let notify = (): void => {};
+  const socket = net.connect({
+    port: (server.address() as net.AddressInfo).port,
+    host: '127.0.0.1',
+    onread: { buffer: buffers[0], callback: () => assert.fail('net\'s handler was called for data') },
+  });
+  assert.equal(directReads(socket, (n) => {
+    reads.push(buffers[current].toString('latin1', 0, n) + '@' + current);
+    notify();
+    return reads.length < stopAfter;
+  }, () => {
+    // Each read goes into the other buffer: the handle must be told.
+    current = 1 - current;
+    return buffers[current];
+  }), true);
+  const until = (count: number): Promise<void> => new Promise((resolve) => {
+    notify = () => { if (reads.length >= count) resolve(); };
+    notify();
+  });
+  const [peer] = (await accepted) as [net.Socket];
+  try {
+    peer.write('abc');
+    await until(1);
+    peer.write('def');
+    await until(2);
+    assert.deepEqual(reads, ['abc@0', 'def@1']);
+    // The callback says stop: nothing more is read until resume().
+    stopAfter = 3;
+    peer.write('ghi');
+    await until(3);
+    peer.write('jkl');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(reads.length, 3);
+    stopAfter = Infinity;
+    socket.resume();
+    await until(4);
+    assert.deepEqual(reads.slice(2), ['ghi@0', 'jkl@1']);
+    const ended = once(socket, 'end');
+    peer.end();
+    await ended;
+  } finally {
+    socket.destroy();
+    peer.destroy();
+    server.close();
   }
 });

@@ -8,6 +8,7 @@
  */
 import { Buffer } from 'node:buffer';
 import net from 'node:net';
+import process from 'node:process';
 
 /** Big enough for a large head, or a 64 KiB body with its head, in one read. */
 const SHARED = Buffer.allocUnsafe(64 * 1024);
@@ -44,5 +45,45 @@ export function readIntoSharedBuffer(socket: net.Socket, onRead: ReadCallback): 
   fields[keys.buffer] = SHARED;
   fields[keys.callback] = onRead;
   handle.useUserBuffer(SHARED);
+  directReads(socket, (n) => onRead(n, SHARED), null);
+  return true;
+}
+
+/** Where a stream handle leaves the result of a read for its JavaScript handler: bytes read, or a negative error (EOF). */
+const { streamBaseState, kReadBytesOrError } = (process as unknown as {
+  binding(name: string): { streamBaseState: Int32Array; kReadBytesOrError: number };
+}).binding('stream_wrap');
+
+/** The part of a socket's native handle that reads use. */
+interface ReadingHandle {
+  /** Called by the handle after each read; what it returns, if a buffer, is where the next read goes. */
+  onread: (this: ReadingHandle, arrayBuffer: ArrayBuffer | undefined) => unknown;
+  reading: boolean;
+  readStop(): number;
+}
+
+/**
+ * Hands the data reads of `socket` (one set up with a buffer of its own: net's `onread` option) from its handle
+ * straight to `onRead(n)`, in place of net's read handler, which looks the socket up, refreshes its
+ * `setTimeout` timer and checks that it is not destroyed on every read before calling the same callback. weir times
+ * its sockets itself, and a destroyed socket's handle is closed and reads no more. `onRead` returning false stops
+ * reading, as with net. `next`, asked after each read, gives the buffer for the next one, or undefined to keep the
+ * one in use (net hands the handle its buffer again after every read). End of stream and errors still go to net's
+ * handler, which ends or destroys the socket. Changes nothing, and returns false, if the handle is not as expected.
+ */
+export function directReads(socket: net.Socket, onRead: (n: number) => boolean, next: (() => Uint8Array | undefined) | null): boolean {
+  const handle = (socket as unknown as { _handle: ReadingHandle | null })._handle;
+  if (handle === null || typeof handle.onread !== 'function' || typeof handle.readStop !== 'function') return false;
+  const netHandler = handle.onread;
+  handle.onread = function onDirectRead(this: ReadingHandle, arrayBuffer: ArrayBuffer | undefined): unknown {
+    const n = streamBaseState[kReadBytesOrError];
+    if (n <= 0) return netHandler.call(this, arrayBuffer);
+    if (!onRead(n)) {
+      this.reading = false;
+      const err = this.readStop();
+      if (err !== 0) socket.destroy(new Error(`read stop failed: ${err}`));
+    }
+    return next === null ? undefined : next();
+  };
   return true;
 }
