@@ -216,12 +216,13 @@ test('the lines of a usual head go on as they came, but for the hop-by-hop ones 
   assert.equal(forwardedDate, true);
   const again = readUsualResponseHead(bytes, 0, bytes.length, 16384)!;
   assert.throws(() => copyUsualHeadLines(again, Buffer.alloc(length), 0), /without forwardedLength/, 'the copy reads what forwardedLength found');
-  const odd = Buffer.from('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-A:1\r\nProxy-Authenticate: Basic\r\nContent-Length: 1\r\n\r\nx', 'latin1');
+  const odd = Buffer.from('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-A:1\r\nProxy-Authenticate: Basic\r\nProxy-Authorization: Basic eA==\r\nContent-Length: 1\r\nConnection: keep-alive, close\r\n\r\nx', 'latin1');
   const h2 = readUsualResponseHead(odd, 0, odd.length, 16384)!;
   const out2 = Buffer.alloc(forwardedLength(h2));
   copyUsualHeadLines(h2, out2, 0);
   assert.equal(out2.toString('latin1'), 'X-A:1\r\n');
   assert.equal(forwardedDate, false);
+  assert.equal(h2.keepAlive, false, 'close is read among other options');
   // A Connection header that names another header to remove sends the head the map path, which removes it.
   const nominating = Buffer.from('HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nContent-Length: 1\r\n\r\nx', 'latin1');
   const h3 = readUsualResponseHead(nominating, 0, nominating.length, 16384)!;

@@ -73,7 +73,47 @@ const UPGRADE = Buffer.from('upgrade', 'latin1');
 const CONNECTION = Buffer.from('connection', 'latin1');
 const PROXY_CONNECTION = Buffer.from('proxy-connection', 'latin1');
 const KEEP_ALIVE = Buffer.from('keep-alive', 'latin1');
+const TE = Buffer.from('te', 'latin1');
+const PROXY_AUTHENTICATE = Buffer.from('proxy-authenticate', 'latin1');
+const PROXY_AUTHORIZATION = Buffer.from('proxy-authorization', 'latin1');
 const DATE = Buffer.from('date', 'latin1');
+
+/** What a header line is to this reader (`lineKind`), kept per line in `kinds`. */
+const LINE_FORWARDED = 0;
+/** A forwarded Date. */
+const LINE_DATE = 1;
+/** Content-Length: read for the framing, not forwarded (the codec writes its own). */
+const LINE_LENGTH = 2;
+/** Connection or Proxy-Connection: read for keep-alive and the options it lists, not forwarded. */
+const LINE_CONNECTION = 3;
+/** Another hop-by-hop line (core/headers.ts): not forwarded. */
+const LINE_DROPPED = 4;
+/** Transfer-Encoding or Upgrade: the head is left to llhttp. */
+const LINE_REFUSED = 5;
+
+/**
+ * The kind of the line whose name (tchars) is at `buf[at, at + n)`, by its length first: each line of each head is
+ * looked at once, here, and what readers of the head need later (keep-alive, the lines forwarded) comes from `kinds`.
+ */
+function lineKind(buf: Buffer, at: number, n: number): number {
+  switch (n) {
+    case 2: return nameIs(buf, at, TE) ? LINE_DROPPED : LINE_FORWARDED;
+    case 4: return nameIs(buf, at, DATE) ? LINE_DATE : LINE_FORWARDED;
+    case 7: return nameIs(buf, at, UPGRADE) ? LINE_REFUSED : LINE_FORWARDED;
+    case 10: return nameIs(buf, at, CONNECTION) ? LINE_CONNECTION : nameIs(buf, at, KEEP_ALIVE) ? LINE_DROPPED : LINE_FORWARDED;
+    case 14: return nameIs(buf, at, CONTENT_LENGTH) ? LINE_LENGTH : LINE_FORWARDED;
+    case 16: return nameIs(buf, at, PROXY_CONNECTION) ? LINE_CONNECTION : LINE_FORWARDED;
+    case 17: return nameIs(buf, at, TRANSFER_ENCODING) ? LINE_REFUSED : LINE_FORWARDED;
+    case 18: return nameIs(buf, at, PROXY_AUTHENTICATE) ? LINE_DROPPED : LINE_FORWARDED;
+    case 19: return nameIs(buf, at, PROXY_AUTHORIZATION) ? LINE_DROPPED : LINE_FORWARDED;
+    default: return LINE_FORWARDED;
+  }
+}
+
+// The switch above spells out HOP_BY_HOP: a name added there and not here would be forwarded as bytes.
+for (const name of HOP_BY_HOP) {
+  if (lineKind(Buffer.from(name, 'latin1'), 0, name.length) === LINE_FORWARDED) throw new Error(`usual-head.ts: lineKind does not know the hop-by-hop header "${name}"`);
+}
 
 /** Lower-case names by length, as bytes and the string given for them. */
 type NamesByLength = { bytes: Buffer; name: string }[][];
@@ -86,8 +126,6 @@ function byLength(names: Iterable<string>): NamesByLength {
 
 /** The common names. */
 const KNOWN = byLength(COMMON_LOWER_NAMES);
-/** The lines a forwarded head leaves out: the hop-by-hop ones (core/headers.ts) and Content-Length. */
-const NOT_FORWARDED = byLength([...HOP_BY_HOP, 'content-length']);
 
 /** The methods read here, by length: others (CONNECT, which llhttp reads as an upgrade, WebDAV's, ...) go to llhttp. */
 const METHODS: { bytes: Buffer; name: string }[][] = [];
@@ -123,6 +161,15 @@ let fieldLength = -1;
 let fieldLengthDigits = 0;
 /** A Connection or Proxy-Connection line was seen. */
 let fieldConnection = false;
+/** A forwarded Date line was seen. */
+let fieldDate = false;
+/** Per line, its `lineKind`. */
+const kinds = new Uint8Array(MAX_FIELDS);
+/**
+ * Set by `keepAliveOf`: a Connection line lists something besides its options close and keep-alive, the names of
+ * headers to remove with it.
+ */
+let fieldNominates = false;
 /** Counts the heads `readFields` read: what `marks` describe belongs to the read numbered `fieldSerial`. */
 let fieldSerial = 0;
 
@@ -136,6 +183,7 @@ function readFields(buf: Buffer, i: number, limit: number, start: number): numbe
   let contentLength = -1;
   let digits = 0;
   let connection = false;
+  let date = false;
   for (;;) {
     if (i >= limit) return -1;
     let c = buf[i];
@@ -158,8 +206,9 @@ function readFields(buf: Buffer, i: number, limit: number, start: number): numbe
     }
     const valueEnd = i;
     i += 2;
-    const n = nameEnd - nameStart;
-    if (n === 14 && nameIs(buf, nameStart, CONTENT_LENGTH)) {
+    if (fields === MAX_FIELDS) return -1;
+    const kind = lineKind(buf, nameStart, nameEnd - nameStart);
+    if (kind === LINE_LENGTH) {
       digits = valueEnd - valueStart;
       if (contentLength >= 0 || digits === 0 || digits > 15) return -1;
       let v = 0;
@@ -169,13 +218,15 @@ function readFields(buf: Buffer, i: number, limit: number, start: number): numbe
         v = v * 10 + d;
       }
       contentLength = v;
-    } else if ((n === 17 && nameIs(buf, nameStart, TRANSFER_ENCODING)) || (n === 7 && nameIs(buf, nameStart, UPGRADE))) {
+    } else if (kind === LINE_REFUSED) {
       return -1;
-    } else if ((n === 10 && nameIs(buf, nameStart, CONNECTION)) || (n === 16 && nameIs(buf, nameStart, PROXY_CONNECTION))) {
+    } else if (kind === LINE_CONNECTION) {
       // llhttp reads Proxy-Connection as it reads Connection; the values are read by `keepAliveOf`, once the head is whole.
       connection = true;
+    } else if (kind === LINE_DATE) {
+      date = true;
     }
-    if (fields === MAX_FIELDS) return -1;
+    kinds[fields] = kind;
     const m = fields * 4;
     marks[m] = nameStart - start;
     marks[m + 1] = nameEnd - start;
@@ -190,6 +241,7 @@ function readFields(buf: Buffer, i: number, limit: number, start: number): numbe
   fieldLength = contentLength;
   fieldLengthDigits = digits;
   fieldConnection = connection;
+  fieldDate = date;
   return i;
 }
 
@@ -218,17 +270,22 @@ function lowerSlice(buf: Buffer, at: number, n: number, name: string): string {
   return name;
 }
 
-/** Keep-alive of an HTTP/1.1 message whose lines `readFields` marked: unless a Connection line lists "close". */
+/**
+ * Keep-alive of an HTTP/1.1 message whose lines `readFields` marked: unless a Connection line lists "close". Sets
+ * `fieldNominates` from the same reading of the values.
+ */
 function keepAliveOf(buf: Buffer, start: number): boolean {
+  fieldNominates = false;
   if (!fieldConnection) return true;
+  let close = false;
   for (let f = 0; f < fieldCount; f++) {
+    if (kinds[f] !== LINE_CONNECTION) continue;
     const m = f * 4;
-    const n = marks[m + 1] - marks[m];
-    if ((n === 10 && nameIs(buf, start + marks[m], CONNECTION)) || (n === 16 && nameIs(buf, start + marks[m], PROXY_CONNECTION))) {
-      if (listsClose(buf, start + marks[m + 2], start + marks[m + 3])) return false;
-    }
+    const options = connectionOptions(buf, start + marks[m + 2], start + marks[m + 3]);
+    if ((options & LISTS_CLOSE) !== 0) close = true;
+    if ((options & LISTS_OTHER) !== 0) fieldNominates = true;
   }
-  return true;
+  return !close;
 }
 
 /**
@@ -297,15 +354,8 @@ export function headersOf(h: HeaderMap | UsualHead): HeaderMap {
   return new HeaderMap(responseList(h.status, usualHeadLines(h), true) as string[]);
 }
 
-/** Whether the line whose name is at `buf[at, at + n)` is left out of a forwarded head. */
-function notForwarded(buf: Buffer, at: number, n: number): boolean {
-  return nameIn(NOT_FORWARDED, buf, at, n) !== null;
-}
-
 /** What `forwardedLength` found: whether one of the forwarded lines is a Date. */
 export let forwardedDate = false;
-/** Per line, whether it goes on (1) or is left out (0), as `forwardedLength` found for the read `forwardedSerial`. */
-const goesOn = new Uint8Array(MAX_FIELDS);
 let forwardedSerial = -1;
 
 /**
@@ -315,25 +365,14 @@ let forwardedSerial = -1;
  */
 export function forwardedLength(h: UsualHead): number {
   checkCurrent(h);
-  const { buf, start } = h;
+  if (fieldNominates) return -1;
   let total = 0;
-  let date = false;
   for (let f = 0; f < fieldCount; f++) {
+    if (kinds[f] > LINE_DATE) continue;
     const m = f * 4;
-    const at = start + marks[m];
-    const n = marks[m + 1] - marks[m];
-    goesOn[f] = 0;
-    if (notForwarded(buf, at, n)) {
-      if ((n === 10 && nameIs(buf, at, CONNECTION)) || (n === 16 && nameIs(buf, at, PROXY_CONNECTION))) {
-        if (!onlyOptions(buf, start + marks[m + 2], start + marks[m + 3])) return -1;
-      }
-      continue;
-    }
-    goesOn[f] = 1;
-    if (n === 4 && nameIs(buf, at, DATE)) date = true;
     total += marks[m + 3] - marks[m] + 2;
   }
-  forwardedDate = date;
+  forwardedDate = fieldDate;
   forwardedSerial = fieldSerial;
   return total;
 }
@@ -351,7 +390,7 @@ export function copyUsualHeadLines(h: UsualHead, out: Buffer, at: number): numbe
   for (let f = 0; f < fieldCount; f++) {
     const m = f * 4;
     const lineStart = start + marks[m];
-    if (goesOn[f] === 0) continue;
+    if (kinds[f] > LINE_DATE) continue;
     const lineEnd = start + marks[m + 3] + 2;
     if (lineStart !== runEnd) {
       if (run >= 0) at += buf.copy(out, at, run, runEnd);
@@ -361,15 +400,6 @@ export function copyUsualHeadLines(h: UsualHead, out: Buffer, at: number): numbe
   }
   if (run >= 0) at += buf.copy(out, at, run, runEnd);
   return at;
-}
-
-/** Whether a Connection value at `buf[from, to)` lists only the options close and keep-alive (or nothing). */
-function onlyOptions(buf: Buffer, from: number, to: number): boolean {
-  return !anyToken(buf, from, to, notAnOption);
-}
-
-function notAnOption(buf: Buffer, a: number, n: number): boolean {
-  return n > 0 && !(n === 5 && nameIs(buf, a, CLOSE)) && !(n === 10 && nameIs(buf, a, KEEP_ALIVE));
 }
 
 /**
@@ -417,17 +447,14 @@ export function readUsualRequestHead(buf: Buffer, start: number, end: number, ma
 
 const CLOSE = Buffer.from('close', 'latin1');
 
-/** Whether the Connection value at `buf[from, to)` lists the option "close" (case-insensitive), as llhttp reads it. */
-function listsClose(buf: Buffer, from: number, to: number): boolean {
-  return anyToken(buf, from, to, isClose);
-}
+/** `connectionOptions` found "close". */
+const LISTS_CLOSE = 1;
+/** `connectionOptions` found a token that is neither "close" nor "keep-alive". */
+const LISTS_OTHER = 2;
 
-function isClose(buf: Buffer, a: number, n: number): boolean {
-  return n === 5 && nameIs(buf, a, CLOSE);
-}
-
-/** Whether `test` holds for a token of the comma-separated list at `buf[from, to)` (white space trimmed; `n` may be 0). */
-function anyToken(buf: Buffer, from: number, to: number, test: (buf: Buffer, at: number, n: number) => boolean): boolean {
+/** What the comma-separated Connection value at `buf[from, to)` lists (case-insensitive, as llhttp reads it). */
+function connectionOptions(buf: Buffer, from: number, to: number): number {
+  let found = 0;
   for (let k = from; k <= to; ) {
     let e = k;
     while (e < to && buf[e] !== 0x2c) e++;
@@ -435,8 +462,10 @@ function anyToken(buf: Buffer, from: number, to: number, test: (buf: Buffer, at:
     let b = e;
     while (a < b && (buf[a] === 0x20 || buf[a] === 0x09)) a++;
     while (b > a && (buf[b - 1] === 0x20 || buf[b - 1] === 0x09)) b--;
-    if (test(buf, a, b - a)) return true;
+    const n = b - a;
+    if (n === 5 && nameIs(buf, a, CLOSE)) found |= LISTS_CLOSE;
+    else if (n > 0 && !(n === 10 && nameIs(buf, a, KEEP_ALIVE))) found |= LISTS_OTHER;
     k = e + 1;
   }
-  return false;
+  return found;
 }
