@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, readUsualResponseHead, usualHeadLines, type UsualHead } from './usual-head.ts';
 import { createParser, METHODS } from './llhttp.ts';
-import { headerLines } from './wire.ts';
+import { headerLines, responseList } from './wire.ts';
 
 interface Seen {
   raw: string[];
@@ -158,6 +158,8 @@ test('whatever head the JavaScript reader accepts, llhttp accepts and reads the 
     assert.ok(ll.head !== null, where);
     assert.equal(ll.head.major * 10 + ll.head.minor, 11, where);
     assert.deepEqual(raw, lowerNames(ll.head.raw), where);
+    // The map made of a usual head is the one the codec makes of what llhttp read.
+    assert.deepEqual(headersOf(head).list, responseList(ll.head.status, ll.head.raw), where);
     assert.equal(head.status, ll.head.status, where);
     assert.equal(head.reason, ll.head.reason, where);
     assert.equal(head.keepAlive, ll.head.keepAlive, where);

@@ -16,7 +16,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { HOP_BY_HOP, HeaderMap, TOKEN } from '../../core/headers.ts';
-import { COMMON_LOWER_NAMES, responseList } from './wire.ts';
+import { COMMON_LOWER_NAMES, responseList, statusText } from './wire.ts';
 
 /**
  * A response head read by `readUsualResponseHead`. The object is reused from call to call, and its lines are only
@@ -115,17 +115,26 @@ for (const name of HOP_BY_HOP) {
   if (lineKind(Buffer.from(name, 'latin1'), 0, name.length) === LINE_FORWARDED) throw new Error(`usual-head.ts: lineKind does not know the hop-by-hop header "${name}"`);
 }
 
-/** Lower-case names by length, as bytes and the string given for them. */
-type NamesByLength = { bytes: Buffer; name: string }[][];
+/**
+ * Lower-case names by length and first letter (`nameSlot`), as bytes and the string given for them: a name read is
+ * compared with the one or two of its length that start as it does, not with every name of its length.
+ */
+type NameTable = ({ bytes: Buffer; name: string }[] | undefined)[];
 
-function byLength(names: Iterable<string>): NamesByLength {
-  const table: NamesByLength = [];
-  for (const name of names) (table[name.length] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
+/** The slot of a name of `n` bytes whose first byte is `c`, in any case; the same slot for all that are not letters. */
+function nameSlot(n: number, c: number): number {
+  const letter = (c | 0x20) - 0x61;
+  return n * 27 + (letter >= 0 && letter < 26 ? letter : 26);
+}
+
+function nameTable(names: Iterable<string>): NameTable {
+  const table: NameTable = [];
+  for (const name of names) (table[nameSlot(name.length, name.charCodeAt(0))] ??= []).push({ bytes: Buffer.from(name, 'latin1'), name });
   return table;
 }
 
 /** The common names. */
-const KNOWN = byLength(COMMON_LOWER_NAMES);
+const KNOWN = nameTable(COMMON_LOWER_NAMES);
 
 /** The methods read here, by length: others (CONNECT, which llhttp reads as an upgrade, WebDAV's, ...) go to llhttp. */
 const METHODS: { bytes: Buffer; name: string }[][] = [];
@@ -134,10 +143,10 @@ for (const name of ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH'])
 }
 
 /** The name of `table` spelled (in any case) at `buf[at, at + n)`, or null. */
-function nameIn(table: NamesByLength, buf: Buffer, at: number, n: number): string | null {
-  const candidates = table[n];
+function nameIn(table: NameTable, buf: Buffer, at: number, n: number): string | null {
+  const candidates = table[nameSlot(n, buf[at])];
   if (candidates === undefined) return null;
-  for (const k of candidates) if (nameIs(buf, at, k.bytes)) return k.name;
+  for (let k = 0; k < candidates.length; k++) if (nameIs(buf, at, candidates[k].bytes)) return candidates[k].name;
   return null;
 }
 
@@ -247,16 +256,16 @@ function readFields(buf: Buffer, i: number, limit: number, start: number): numbe
 
 /**
  * The raw list of the lines `readFields` marked, from `s`, the head from `start` as a latin1 string; the names in
- * lower case (the common ones as the same strings each time).
+ * lower case (the common ones as the same strings each time). The list starts after `skip` slots left for the caller.
  */
-function rawFields(buf: Buffer, start: number, s: string): string[] {
-  const raw = new Array<string>(fieldCount * 2);
+function rawFields(buf: Buffer, start: number, s: string, skip = 0): string[] {
+  const raw = new Array<string>(skip + fieldCount * 2);
   for (let f = 0; f < fieldCount; f++) {
     const m = f * 4;
     const at = start + marks[m];
     const n = marks[m + 1] - marks[m];
-    raw[2 * f] = nameIn(KNOWN, buf, at, n) ?? lowerSlice(buf, at, n, s.slice(marks[m], marks[m + 1]));
-    raw[2 * f + 1] = s.slice(marks[m + 2], marks[m + 3]);
+    raw[skip + 2 * f] = nameIn(KNOWN, buf, at, n) ?? lowerSlice(buf, at, n, s.slice(marks[m], marks[m + 1]));
+    raw[skip + 2 * f + 1] = s.slice(marks[m + 2], marks[m + 3]);
   }
   return raw;
 }
@@ -351,7 +360,13 @@ export function usualHeadLines(h: UsualHead): string[] {
 export function headersOf(h: HeaderMap | UsualHead): HeaderMap {
   if (h instanceof HeaderMap) return h;
   // A usual head has a Content-Length weir can frame by and no Transfer-Encoding: nothing to refuse.
-  return new HeaderMap(responseList(h.status, usualHeadLines(h), true) as string[]);
+  if (fieldNominates) return new HeaderMap(responseList(h.status, usualHeadLines(h), true) as string[]);
+  // Nothing to remove either: the list is the lines after the status, with no second reading of them.
+  checkCurrent(h);
+  const list = rawFields(h.buf, h.start, h.buf.toString('latin1', h.start, h.end - 2), 2);
+  list[0] = ':status';
+  list[1] = statusText(h.status);
+  return new HeaderMap(list);
 }
 
 /** What `forwardedLength` found: whether one of the forwarded lines is a Date. */
