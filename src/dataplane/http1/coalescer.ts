@@ -86,15 +86,7 @@ export class Coalescer {
   /** Queues latin1 text (heads, chunk sizes). */
   text(s: string): void {
     if (this.#broken) return;
-    const room = this.#room;
-    if (room !== null) {
-      if (this.#roomAt + s.length <= room.length) {
-        this.#roomAt += room.write(s, this.#roomAt, 'latin1');
-        this.#bytes += s.length;
-        return;
-      }
-      this.#closeRoom();
-    }
+    if (this.#room !== null && this.#intoRoom(s)) return;
     this.#parts[this.#count++] = s;
     this.#bytes += s.length;
     this.#after();
@@ -128,15 +120,15 @@ export class Coalescer {
     this.#after();
   }
 
-  /** Copies `b` into the room if it fits; returns whether it did. */
-  #intoRoom(b: Buffer): boolean {
+  /** Copies `data` (latin1 text or bytes) into the room if it fits, else ends the room; returns whether it did. */
+  #intoRoom(data: string | Buffer): boolean {
     const room = this.#room!;
-    if (this.#roomAt + b.length > room.length) {
+    if (this.#roomAt + data.length > room.length) {
       this.#closeRoom();
       return false;
     }
-    this.#roomAt += b.copy(room, this.#roomAt);
-    this.#bytes += b.length;
+    this.#roomAt += typeof data === 'string' ? room.write(data, this.#roomAt, 'latin1') : data.copy(room, this.#roomAt);
+    this.#bytes += data.length;
     return true;
   }
 

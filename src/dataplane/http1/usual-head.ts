@@ -352,8 +352,13 @@ function checkCurrent(h: UsualHead): void {
  * case, the common names (wire.ts) as the same strings each time, with no slice made for them.
  */
 export function usualHeadLines(h: UsualHead): string[] {
+  return linesOf(h, 0);
+}
+
+/** `usualHeadLines` after `skip` slots left for the caller. */
+function linesOf(h: UsualHead, skip: number): string[] {
   checkCurrent(h);
-  return rawFields(h.buf, h.start, h.buf.toString('latin1', h.start, h.end - 2));
+  return rawFields(h.buf, h.start, h.buf.toString('latin1', h.start, h.end - 2), skip);
 }
 
 /** The headers of a received response head: a map as it is, a usual head (during the read) made into one. */
@@ -362,8 +367,7 @@ export function headersOf(h: HeaderMap | UsualHead): HeaderMap {
   // A usual head has a Content-Length weir can frame by and no Transfer-Encoding: nothing to refuse.
   if (fieldNominates) return new HeaderMap(responseList(h.status, usualHeadLines(h), true) as string[]);
   // Nothing to remove either: the list is the lines after the status, with no second reading of them.
-  checkCurrent(h);
-  const list = rawFields(h.buf, h.start, h.buf.toString('latin1', h.start, h.end - 2), 2);
+  const list = linesOf(h, 2);
   list[0] = ':status';
   list[1] = statusText(h.status);
   return new HeaderMap(list);
