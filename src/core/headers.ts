@@ -5,9 +5,31 @@
  * as Envoy's header maps do, so Lua and Proxy-Wasm filters see what they see on Envoy. The codec turns them
  * back into a request or status line when it writes the message.
  */
+/**
+ * The lines of a received head that a map was made from without reading them (a usual response head, which the codec
+ * can forward as it came): the map reads them on first need. Until then `add` keeps what it appends apart, and the
+ * codec writes the unread lines as bytes with the added ones after them.
+ */
+export interface UnreadLines {
+  /** The lines as a list (pseudo-headers first, lower-case names), as the map would have been made at once. */
+  read(): string[];
+  /** How many entries `read` would give. */
+  count(): number;
+}
+
+/**
+ * Names whose lines the codec writes itself or leaves out (framing, hop-by-hop, Date) and pseudo-headers: adding
+ * one to a map whose lines are unread reads them first, so the head goes through the map path.
+ */
+function framingName(name: string): boolean {
+  return name.charCodeAt(0) === 58 || name === 'content-length' || name === 'date' || isHopByHop(name);
+}
+
 export class HeaderMap {
-  /** Names and values interleaved: `[name0, value0, name1, value1, ...]`; names are lower-case. */
-  list: string[];
+  #list: string[] | null;
+  /** The lines not read yet (then `#list` is null), and what `add` appended meanwhile. */
+  #unread: UnreadLines | null = null;
+  #added: string[] | null = null;
   /**
    * True when `list` was written directly (not through `add`, `set`, `remove`), so the codec must check every
    * name and value before writing them. The methods check what they write, so a map changed only through them
@@ -18,7 +40,45 @@ export class HeaderMap {
   frozen = false;
 
   constructor(list: string[] = []) {
+    this.#list = list;
+  }
+
+  /** A map of lines read only when something needs them (see `UnreadLines`). */
+  static unread(lines: UnreadLines): HeaderMap {
+    const h = new HeaderMap();
+    h.#list = null;
+    h.#unread = lines;
+    h.#added = [];
+    return h;
+  }
+
+  /** Names and values interleaved: `[name0, value0, name1, value1, ...]`; names are lower-case. */
+  get list(): string[] {
+    return this.#list ?? this.#read();
+  }
+
+  set list(list: string[]) {
+    this.#list = list;
+    this.#unread = null;
+    this.#added = null;
+  }
+
+  /** The lines not read yet, or null once the map has its list. */
+  get unreadLines(): UnreadLines | null {
+    return this.#unread;
+  }
+
+  /** What `add` appended while the lines were unread (names and values interleaved); empty once they were read. */
+  get added(): readonly string[] {
+    return this.#added ?? NONE;
+  }
+
+  #read(): string[] {
+    const list = this.#unread!.read();
+    const added = this.#added!;
+    for (let i = 0; i < added.length; i++) list.push(added[i]);
     this.list = list;
+    return list;
   }
 
   /** Returns the first value of `name` (lower-case), or undefined. */
@@ -56,7 +116,8 @@ export class HeaderMap {
     this.#check();
     name = name.toLowerCase();
     checkHeader(name, value);
-    this.list.push(name, value);
+    if (this.#list === null && !framingName(name)) this.#added!.push(name, value);
+    else this.list.push(name, value);
   }
 
   /** Replaces every value of `name` with one value, keeping the first position, or appends it. */
@@ -102,7 +163,8 @@ export class HeaderMap {
 
   /** The number of entries, repeated names counted once per value. */
   get size(): number {
-    return this.list.length >> 1;
+    if (this.#list === null) return this.#unread!.count() + (this.#added!.length >> 1);
+    return this.#list.length >> 1;
   }
 
   /** Iterates `[name, value]` pairs in order. */
@@ -142,6 +204,8 @@ export class HeaderMap {
     if (this.frozen) throw new Error('header map can no longer be modified');
   }
 }
+
+const NONE: readonly string[] = Object.freeze([]);
 
 /** An HTTP token (RFC 9110 section 5.6.2): what a header name is (the config schema uses the same pattern). */
 export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;

@@ -15,7 +15,7 @@ import { HeaderMap, bodilessStatus, contentLengthOf, validReasonPhrase } from '.
 import { ProxyError, ERRORS, type ErrorKind } from '../core/errors.ts';
 import type { Filter, StreamInfo, LocalReplyOptions } from '../filters/contract.ts';
 import type { DownstreamConnection, RequestHead, RequestSink, UsualHead } from './codec.ts';
-import { headersOf } from './http1/usual-head.ts';
+import { headersOf, ResponseHeadLines, unreadHeadersOf } from './http1/usual-head.ts';
 import { Pipeline, filled } from './chain.ts';
 import { UpstreamRequest, type UpstreamListener } from './upstream-request.ts';
 import { FilterHandle } from './filter-handle.ts';
@@ -353,9 +353,14 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
       else this.#forwardHead(status, head, contentLength, noBody);
       return;
     }
-    const headers = headersOf(head);
+    // The filters get a map whose lines are read only if one of them needs them: one that adds headers, or does not
+    // look at them, lets the upstream's lines go on as bytes.
+    const headers = head instanceof HeaderMap ? head : unreadHeadersOf(head);
     this.responseHeaders = headers;
     this.#response(this.filters.length).headers(headers, noBody);
+    // The read buffer is reused once the codec's callback returns: a filter still holding the head reads a copy.
+    const unread = headers.unreadLines;
+    if (unread instanceof ResponseHeadLines) unread.detach();
   }
 
   /** Writes a usual upstream head that no filter sees (`writeResponseHead` for a head not made into a map). */
@@ -436,7 +441,10 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
   /** The response headers passed every filter: write them (called by the ClientSink). */
   writeResponseHead(h: HeaderMap, eos: boolean): void {
     this.responseHeaders = h;
-    const status = Number(h.get(':status'));
+    const unread = h.unreadLines;
+    // A map whose lines are unread has the upstream's status and Content-Length (a filter changing either read them).
+    const usual = unread instanceof ResponseHeadLines ? unread : null;
+    const status = usual !== null ? usual.status : Number(h.get(':status'));
     if (!(status >= 200 && status <= 999)) {
       // `:status` is checked to be three digits when set; a 1xx is still no final response (the client would wait).
       this.localReply(ERRORS.INTERNAL, undefined, 0, `A filter set :status ${h.get(':status')} on the final response`);
@@ -444,7 +452,7 @@ export class Stream implements RequestSink, UpstreamListener, StreamInfo, Expira
     }
     this.responseCode = status;
     if (status !== this.#reasonStatus) this.reason = undefined;
-    const length = contentLengthOf(h.get('content-length'));
+    const length = usual !== null ? usual.contentLength : contentLengthOf(h.get('content-length'));
     h.frozen = true;
     const state = this.#filterState;
     if (state !== null) {

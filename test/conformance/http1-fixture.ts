@@ -227,6 +227,29 @@ listeners:
         direct_response: { status: 200, body: "direct body" }
       - match: { prefix: / }
         cluster: up
+  - name: trim
+    address: 127.0.0.1:0
+    filters:
+      - name: trim
+        type: headers
+        response_add: { x-served-by: trim }
+        response_remove: [x-mixed-case]
+    routes:
+      - match: { prefix: / }
+        cluster: up
+  - name: held
+    address: 127.0.0.1:0
+    filters:
+      - name: held
+        type: lua
+        source: |
+          function envoy_on_response(handle)
+            local body = handle:body()
+            handle:headers():add("x-body-length", tostring(body:length()))
+          end
+    routes:
+      - match: { prefix: / }
+        cluster: up
   - name: bare
     address: 127.0.0.1:0
     routes:

@@ -182,15 +182,35 @@ test('a usual upstream head goes on as it came, without its hop-by-hop lines, wh
   assert.equal(kept.version, 'HTTP/1.1');
   assert.match(kept.raw, /\r\nx-last: z\r\ncontent-length: 2\r\nconnection: keep-alive$/);
   old.destroy();
-  // Where a filter sees the head (edge adds x-served-by), weir writes the map it passed: names in lower case.
+  // A filter that only adds (edge adds x-served-by) leaves the lines unread: they go on as they came, the added
+  // line after them.
   const e = await RawConnection.open(weir.url('edge'));
   e.write(get('/usual-hop'));
   assert.equal(
     (await e.readResponse()).raw,
-    'HTTP/1.1 200 OK\r\nserver: up/1.0\r\ndate: Wed, 02 Dec 2026 19:00:00 GMT\r\nx-mixed-case: Yes\r\nx-last: z\r\n' +
+    'HTTP/1.1 200 OK\r\nServer: up/1.0\r\nDate: Wed, 02 Dec 2026 19:00:00 GMT\r\nX-Mixed-Case: Yes\r\nx-last: z\r\n' +
       'x-served-by: weir\r\ncontent-length: 2',
   );
   e.destroy();
+  // Where a filter changes the lines (trim removes one), weir writes the map it passed: names in lower case.
+  const t = await RawConnection.open(weir.url('trim'));
+  t.write(get('/usual-hop'));
+  assert.equal(
+    (await t.readResponse()).raw,
+    'HTTP/1.1 200 OK\r\nserver: up/1.0\r\ndate: Wed, 02 Dec 2026 19:00:00 GMT\r\nx-last: z\r\n' +
+      'x-served-by: trim\r\ncontent-length: 2',
+  );
+  t.destroy();
+  // A filter that holds the head past the read (until the body is in) and then adds reads the lines from the copy
+  // kept of them: the map is written, its names in lower case.
+  const h = await RawConnection.open(weir.url('held'));
+  h.write(get('/usual-hop'));
+  assert.equal(
+    (await h.readResponse()).raw,
+    'HTTP/1.1 200 OK\r\nserver: up/1.0\r\ndate: Wed, 02 Dec 2026 19:00:00 GMT\r\nx-mixed-case: Yes\r\nx-last: z\r\n' +
+      'x-body-length: 2\r\ncontent-length: 2',
+  );
+  h.destroy();
 });
 
 test('a client nominating the headers weir adds does not remove them: nominated headers go on receipt', async () => {

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { HeaderMap, bodilessStatus, checkHeaders, contentLengthOf } from '../../core/headers.ts';
 import { ProxyError, type ErrorCode } from '../../core/errors.ts';
 import { batchedListener, createParser, METHODS, type Parser, type ParserHandler, type ParseResult } from './llhttp.ts';
-import { copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, type UsualHead } from './usual-head.ts';
+import { addedLines, copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, ResponseHeadLines, type UsualHead } from './usual-head.ts';
 import { readIntoSharedBuffer } from './shared-reads.ts';
 import { normalizePath } from '../../core/path.ts';
 import { reasonPhrase, headerLines, chunkedEnd, rawToList, lowerName, statusLine, nominatesHeaders, dropNominated, isConnectionHeader, dropConnectionHeaders } from './wire.ts';
@@ -183,21 +183,29 @@ export class ServerConnection implements DownstreamConnection {
     if (this.#closed || this.#responseStarted) return false;
     this.#responseStarted = true;
     const line = statusLine(status, reason);
-    if (!(headers instanceof HeaderMap)) {
-      // A usual upstream head nothing changed: its lines go on as they came, copied from the read buffer.
-      const lines = forwardedLength(headers);
+    let usual: UsualHead | null = null;
+    let added = '';
+    if (!(headers instanceof HeaderMap)) usual = headers;
+    else {
+      // A map whose lines no filter read: they are still the upstream's, and what filters added goes after them.
+      const unread = headers.unreadLines;
+      if (unread instanceof ResponseHeadLines && (usual = unread.current()) !== null) added = addedLines(headers.added);
+    }
+    if (usual !== null) {
+      // A usual upstream head: its lines go on as they came, copied from the read buffer.
+      const lines = forwardedLength(usual);
       if (lines >= 0) {
-        const tail = this.#framing(status, framing, forwardedDate);
+        const tail = added + this.#framing(status, framing, forwardedDate);
         const size = line.length + lines + tail.length;
         const out = Buffer.allocUnsafe(size + this.#bodyRoom(framing.contentLength));
         let at = out.write(line, 0, 'latin1');
-        at = copyUsualHeadLines(headers, out, at);
+        at = copyUsualHeadLines(usual, out, at);
         out.write(tail, at, 'latin1');
         this.#out.bytesWithRoom(out, size);
         return true;
       }
-      headers = headersOf(headers);
     }
+    if (!(headers instanceof HeaderMap)) headers = headersOf(headers);
     if (headers.unchecked) checkHeaders(headers);
     const text = line + headerLines(headers, true, status === 101) + this.#framing(status, framing, headers.has('date'));
     const room = localBody > 0 ? localBody : this.#bodyRoom(framing.contentLength);

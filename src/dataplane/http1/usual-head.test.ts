@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
-import { copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, readUsualResponseHead, usualHeadLines, type UsualHead } from './usual-head.ts';
+import { addedLines, copyUsualHeadLines, forwardedDate, forwardedLength, headersOf, readUsualRequestHead, readUsualResponseHead, ResponseHeadLines, unreadHeadersOf, usualHeadLines, type UsualHead } from './usual-head.ts';
 import { createParser, METHODS } from './llhttp.ts';
 import { headerLines, responseList } from './wire.ts';
 
@@ -33,6 +33,9 @@ function llhttpReads(bytes: Buffer, maxHeaderSize: number): { ok: true; end: num
     parser.close();
   }
 }
+
+/** Another usual head, read in between to move the reader on. */
+const NEXT = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Next: 1\r\n\r\n', 'latin1');
 
 /** llhttp's raw list with the names lower-cased, as the reader gives them. */
 function lowerNames(raw: string[]): string[] {
@@ -159,11 +162,19 @@ test('whatever head the JavaScript reader accepts, llhttp accepts and reads the 
     assert.equal(ll.head.major * 10 + ll.head.minor, 11, where);
     assert.deepEqual(raw, lowerNames(ll.head.raw), where);
     // The map made of a usual head is the one the codec makes of what llhttp read.
-    assert.deepEqual(headersOf(head).list, responseList(ll.head.status, ll.head.raw), where);
+    const expected = responseList(ll.head.status, ll.head.raw);
+    assert.deepEqual(headersOf(head).list, expected, where);
+    // So is a map whose lines are read later, before or after the next head was read.
+    const now = unreadHeadersOf(head);
+    const later = unreadHeadersOf(head);
+    assert.equal(now.size, expected.length / 2, where);
+    assert.deepEqual(now.list, expected, where);
     assert.equal(head.status, ll.head.status, where);
     assert.equal(head.reason, ll.head.reason, where);
     assert.equal(head.keepAlive, ll.head.keepAlive, where);
     assert.equal(head.end, ll.end, where);
+    readUsualResponseHead(NEXT, 0, NEXT.length, 16384);
+    assert.deepEqual(later.list, expected, where);
   }
   // The comparison means something only if many heads, mutated ones among them, went through it.
   assert.ok(accepted > 5000, `only ${accepted} heads accepted`);
@@ -355,4 +366,43 @@ test('whatever request head the JavaScript reader accepts, llhttp accepts and re
   }
   assert.ok(accepted > 5000, `only ${accepted} heads accepted`);
   assert.ok(mutatedAccepted > 1000, `only ${mutatedAccepted} mutated heads accepted`);
+});
+
+test('a map made of a usual head reads its lines only when needed; added lines wait apart and go after them', () => {
+  const bytes = Buffer.from('HTTP/1.1 200 OK\r\nServer: Up\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi', 'latin1');
+  const head = readUsualResponseHead(bytes, 0, bytes.length, 16384)!;
+  const map = unreadHeadersOf(head);
+  const lines = map.unreadLines;
+  assert.ok(lines instanceof ResponseHeadLines);
+  assert.equal(lines.status, 200);
+  assert.equal(lines.contentLength, 2);
+  assert.equal(map.size, 4);
+  map.add('X-Added', 'a');
+  map.add('x-added', 'b');
+  // Still unread: the codec can forward the head's bytes with the added lines after them.
+  assert.equal(lines.current(), head);
+  assert.equal(map.size, 6);
+  assert.equal(addedLines(map.added), 'x-added: a\r\nx-added: b\r\n');
+  // A name the codec writes itself (or a pseudo-header) makes the map read its lines first, keeping the order.
+  map.add('date', 'Tue, 01 Dec 2026 00:00:00 GMT');
+  assert.equal(map.unreadLines, null);
+  assert.equal(lines.current(), null);
+  assert.deepEqual(map.list, [':status', '200', 'server', 'Up', 'content-length', '2', 'connection', 'keep-alive',
+    'x-added', 'a', 'x-added', 'b', 'date', 'Tue, 01 Dec 2026 00:00:00 GMT']);
+  assert.deepEqual(map.added, []);
+  // Reading (get) reads the lines too; once another head was read they come from the kept copy.
+  const again = unreadHeadersOf(readUsualResponseHead(bytes, 0, bytes.length, 16384)!);
+  readUsualResponseHead(NEXT, 0, NEXT.length, 16384);
+  assert.equal((again.unreadLines as ResponseHeadLines).current(), null);
+  assert.equal(again.get('server'), 'Up');
+  assert.equal(again.unreadLines, null);
+  // Once the read callback returned (detach), the lines come from the copy too, whatever the buffer holds now.
+  const copy = Buffer.from(bytes);
+  const held = unreadHeadersOf(readUsualResponseHead(copy, 0, copy.length, 16384)!);
+  const heldLines = held.unreadLines as ResponseHeadLines;
+  heldLines.detach();
+  copy.fill(0x20);
+  assert.equal(heldLines.current(), null);
+  held.add('x-late', '1');
+  assert.deepEqual(held.list, [':status', '200', 'server', 'Up', 'content-length', '2', 'connection', 'keep-alive', 'x-late', '1']);
 });

@@ -15,7 +15,7 @@
  * same request line or status, headers and keep-alive.
  */
 import { Buffer } from 'node:buffer';
-import { HOP_BY_HOP, HeaderMap, TOKEN } from '../../core/headers.ts';
+import { HOP_BY_HOP, HeaderMap, TOKEN, type UnreadLines } from '../../core/headers.ts';
 import { COMMON_LOWER_NAMES, responseList, statusText } from './wire.ts';
 
 /**
@@ -366,11 +366,88 @@ export function headersOf(h: HeaderMap | UsualHead): HeaderMap {
   if (h instanceof HeaderMap) return h;
   // A usual head has a Content-Length weir can frame by and no Transfer-Encoding: nothing to refuse.
   if (fieldNominates) return new HeaderMap(responseList(h.status, usualHeadLines(h), true) as string[]);
-  // Nothing to remove either: the list is the lines after the status, with no second reading of them.
+  return new HeaderMap(statusAndLines(h));
+}
+
+/** The list of a usual head whose Connection nominates nothing: the lines after the status, read once. */
+function statusAndLines(h: UsualHead): string[] {
   const list = linesOf(h, 2);
   list[0] = ':status';
   list[1] = statusText(h.status);
-  return new HeaderMap(list);
+  return list;
+}
+
+/**
+ * The lines of a usual response head behind a map made without reading them (`HeaderMap.unread`). While the head is
+ * the one read last and the read callback has not returned (`detach`), its lines are in the read buffer, and the codec
+ * forwards them from there as bytes (with what filters added after them) when nothing needed the map's list. The head
+ * is also kept as a string (the one the list's values would be sliced from anyway), read again should the list be
+ * needed after the read buffer moved on (a filter that held the head and resumed later, a body filter, a log).
+ */
+export class ResponseHeadLines implements UnreadLines {
+  readonly status: number;
+  readonly contentLength: number;
+  readonly #head: UsualHead;
+  readonly #serial: number;
+  readonly #count: number;
+  /** The head's bytes as a latin1 string. */
+  readonly #text: string;
+  #read = false;
+  /** The read buffer may hold other bytes now: the lines come from `#text`. */
+  #detached = false;
+
+  constructor(h: UsualHead) {
+    checkCurrent(h);
+    this.status = h.status;
+    this.contentLength = h.contentLength;
+    this.#head = h;
+    this.#serial = h.serial;
+    this.#count = fieldCount + 1;
+    this.#text = h.buf.toString('latin1', h.start, h.end);
+  }
+
+  /** The head, while its lines are unread and still the ones `marks` describe; otherwise null. */
+  current(): UsualHead | null {
+    return !this.#read && !this.#detached && this.#head.serial === this.#serial && fieldSerial === this.#serial ? this.#head : null;
+  }
+
+  /** Called when the read callback that read the head returns: the read buffer will be reused. */
+  detach(): void {
+    this.#detached = true;
+  }
+
+  read(): string[] {
+    this.#read = true;
+    let h: UsualHead | null = this.#head;
+    if (this.#detached || h.serial !== this.#serial || fieldSerial !== this.#serial) {
+      const b = Buffer.from(this.#text, 'latin1');
+      h = readUsualResponseHead(b, 0, b.length, b.length);
+      if (h === null) throw new Error('a usual response head did not read the same again');
+    }
+    const list = rawFields(h.buf, h.start, this.#text, 2);
+    list[0] = ':status';
+    list[1] = statusText(this.status);
+    return list;
+  }
+
+  count(): number {
+    return this.#count;
+  }
+}
+
+/**
+ * The headers of a usual response head (during the read) as a map whose lines are read only when needed, or at once
+ * when its Connection nominates headers to remove.
+ */
+export function unreadHeadersOf(h: UsualHead): HeaderMap {
+  return fieldNominates ? headersOf(h) : HeaderMap.unread(new ResponseHeadLines(h));
+}
+
+/** The lines `HeaderMap.add` appended to a map whose lines were unread, as "name: value\r\n" lines. */
+export function addedLines(added: readonly string[]): string {
+  let out = '';
+  for (let i = 0; i < added.length; i += 2) out += added[i] + ': ' + added[i + 1] + '\r\n';
+  return out;
 }
 
 /** What `forwardedLength` found: whether one of the forwarded lines is a Date. */
